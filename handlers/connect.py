@@ -1,0 +1,40 @@
+"""``$connect``: store the connection, or refuse the handshake with a 4xx/5xx."""
+
+from typing import Any
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from wspush import sessions
+from wspush.clock import now_ms
+from wspush.errors import ConnectionRefused, StorageUnavailable
+from wspush.observability import logger, metrics, tracer
+from wspush.settings import get_settings
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = APIGatewayWebSocketEvent(event)
+    connection_id = request.request_context.connection_id
+    try:
+        sessions.open_connection(
+            connection_id,
+            request.query_string_parameters,
+            get_settings(),
+            now_ms=now_ms(),
+            connected_at=request.request_context.connected_at,
+        )
+    except ConnectionRefused as exc:
+        logger.info(
+            "connection refused", connection_id=connection_id, status=exc.status, reason=exc.reason
+        )
+        metrics.add_metric(name="ConnectionsRefused", unit="Count", value=1)
+        return sessions.route_response(exc.status, exc.reason)
+    except StorageUnavailable:
+        logger.exception("connection not stored", connection_id=connection_id)
+        metrics.add_metric(name="ConnectionErrors", unit="Count", value=1)
+        return sessions.route_response(500, "the connection could not be stored")
+    return sessions.route_response(200, "connected")

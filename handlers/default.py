@@ -1,0 +1,23 @@
+"""``$default``: every frame no route takes gets a JSON error reply saying why."""
+
+from typing import Any
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from wspush import sessions
+from wspush.clock import now_ms
+from wspush.observability import logger, metrics, tracer
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = APIGatewayWebSocketEvent(event)
+    logger.info("frame rejected", connection_id=request.request_context.connection_id)
+    metrics.add_metric(name="FramesRejected", unit="Count", value=1)
+    return sessions.route_response(
+        200, sessions.unknown_frame_reply(request.decoded_body, now_ms=now_ms())
+    )

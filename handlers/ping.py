@@ -1,0 +1,22 @@
+"""``ping``: answer ``{"type": "pong"}`` through the route response and refresh liveness."""
+
+from typing import Any
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from wspush import sessions
+from wspush.clock import now_ms
+from wspush.observability import logger, metrics, tracer
+from wspush.settings import get_settings
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    connection_id = APIGatewayWebSocketEvent(event).request_context.connection_id
+    return sessions.route_response(
+        200, sessions.pong(connection_id, get_settings(), now_ms=now_ms())
+    )

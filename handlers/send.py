@@ -1,0 +1,20 @@
+"""``send``: invoked directly by services; delivers now and answers per message.
+
+Event: one envelope, or a list of envelopes. Answer: ``{"id", "targets", "delivered",
+"gone", "failed", "errors"}`` per message, or ``{"error": {"code", "message", "field"}}``.
+"""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from wspush import sending
+from wspush.observability import logger, metrics, tracer
+from wspush.settings import get_settings
+
+
+@logger.inject_lambda_context(correlation_id_path="id")
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def handler(event: Any, context: LambdaContext) -> dict[str, Any] | list[dict[str, Any]]:
+    return sending.send(event, get_settings())

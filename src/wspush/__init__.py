@@ -1,0 +1,1 @@
+"""wspush: push JSON messages from backend services to WebSocket clients on AWS."""

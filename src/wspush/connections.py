@@ -1,0 +1,172 @@
+"""The connections table: the only module that talks to DynamoDB.
+
+One item per open WebSocket, keyed by API Gateway's ``connectionId``, with a GSI on
+``userId`` so a user's connections (``pc``, ``mobile``, ...) are found with one query.
+Every item carries a TTL; DynamoDB removes expired items late (up to days), so
+every read here skips them itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from pynamodb.attributes import NumberAttribute, TTLAttribute, UnicodeAttribute
+from pynamodb.exceptions import DeleteError, PynamoDBException, UpdateError
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from wspush.errors import StorageUnavailable
+from wspush.settings import get_settings
+
+_CONDITION_FAILED = "ConditionalCheckFailedException"
+_BATCH_GET_LIMIT = 100
+
+
+class _UserIndex(GlobalSecondaryIndex["_ConnectionItem"]):
+    class Meta:
+        index_name = "byUser"
+        projection = AllProjection()
+
+    user_id = UnicodeAttribute(hash_key=True, attr_name="userId")
+
+
+class _ConnectionItem(Model):
+    class Meta:
+        table_name = get_settings().table_name
+        region = get_settings().region
+        connect_timeout_seconds = 2
+        read_timeout_seconds = 5
+        max_retry_attempts = 2
+
+    connection_id = UnicodeAttribute(hash_key=True, attr_name="connectionId")
+    user_id = UnicodeAttribute(attr_name="userId")
+    platform = UnicodeAttribute(attr_name="platform")
+    connected_at = NumberAttribute(attr_name="connectedAt")
+    last_seen_at = NumberAttribute(attr_name="lastSeenAt")
+    ttl = TTLAttribute(attr_name="ttl")
+    by_user = _UserIndex()
+
+
+@dataclass(frozen=True)
+class ConnectionRecord:
+    """One open connection, as the rest of the code sees it (times in ms since epoch)."""
+
+    connection_id: str
+    user_id: str
+    platform: str
+    connected_at: int
+    last_seen_at: int
+
+
+def save(record: ConnectionRecord, *, ttl_seconds: int) -> None:
+    """Store a new connection in one PutItem: the row exists whole or not at all."""
+    item = _ConnectionItem(
+        record.connection_id,
+        user_id=record.user_id,
+        platform=record.platform,
+        connected_at=record.connected_at,
+        last_seen_at=record.last_seen_at,
+        ttl=_expiry(record.last_seen_at, ttl_seconds),
+    )
+    try:
+        item.save()
+    except PynamoDBException as exc:
+        raise StorageUnavailable("could not store the connection") from exc
+
+
+def delete(connection_id: str) -> bool:
+    """Delete a connection if it is still there; True when this call removed it.
+
+    Conditional, so a missing row (already deleted, expired, or never stored) is not an
+    error: ``$disconnect`` and the 410 clean-up may both run for one connection.
+    """
+    try:
+        _ConnectionItem(connection_id).delete(condition=_ConnectionItem.connection_id.exists())
+    except DeleteError as exc:
+        if exc.cause_response_code == _CONDITION_FAILED:
+            return False
+        raise StorageUnavailable("could not delete the connection") from exc
+    return True
+
+
+def touch(connection_id: str, *, now_ms: int, ttl_seconds: int) -> bool:
+    """Refresh ``lastSeenAt`` and the TTL of a known connection; False if it is unknown."""
+    try:
+        _ConnectionItem(connection_id).update(
+            actions=[
+                _ConnectionItem.last_seen_at.set(now_ms),
+                _ConnectionItem.ttl.set(_expiry(now_ms, ttl_seconds)),
+            ],
+            condition=_ConnectionItem.connection_id.exists(),
+        )
+    except UpdateError as exc:
+        if exc.cause_response_code == _CONDITION_FAILED:
+            return False
+        raise StorageUnavailable("could not refresh the connection") from exc
+    return True
+
+
+def for_user(user_id: str, *, now_ms: int) -> Iterator[ConnectionRecord]:
+    """Every live connection of one user, following the query's pages to the end."""
+    try:
+        for item in _ConnectionItem.by_user.query(user_id):
+            if _is_live(item, now_ms):
+                yield _record(item)
+    except PynamoDBException as exc:
+        raise StorageUnavailable("could not query the user's connections") from exc
+
+
+def all_connections(
+    *,
+    now_ms: int,
+    page_size: int | None = None,
+    segment: int | None = None,
+    total_segments: int | None = None,
+) -> Iterator[ConnectionRecord]:
+    """Every live connection (or one segment of a parallel scan), page after page."""
+    try:
+        for item in _ConnectionItem.scan(
+            page_size=page_size, segment=segment, total_segments=total_segments
+        ):
+            if _is_live(item, now_ms):
+                yield _record(item)
+    except PynamoDBException as exc:
+        raise StorageUnavailable("could not scan the connections") from exc
+
+
+def get_many(connection_ids: Iterable[str], *, now_ms: int) -> Iterator[ConnectionRecord]:
+    """The live connections among ``connection_ids``; unknown ids are skipped."""
+    ids = list(dict.fromkeys(connection_ids))
+    try:
+        for start in range(0, len(ids), _BATCH_GET_LIMIT):
+            for item in _ConnectionItem.batch_get(ids[start : start + _BATCH_GET_LIMIT]):
+                if _is_live(item, now_ms):
+                    yield _record(item)
+    except PynamoDBException as exc:
+        raise StorageUnavailable("could not read the connections") from exc
+
+
+def _expiry(from_ms: int, ttl_seconds: int) -> datetime:
+    return datetime.fromtimestamp(from_ms / 1000, tz=UTC) + timedelta(seconds=ttl_seconds)
+
+
+def _is_live(item: _ConnectionItem, now_ms: int) -> bool:
+    return item.ttl is None or item.ttl.timestamp() * 1000 > now_ms
+
+
+def _record(item: _ConnectionItem) -> ConnectionRecord:
+    return ConnectionRecord(
+        connection_id=item.connection_id,
+        user_id=item.user_id,
+        platform=item.platform,
+        connected_at=int(item.connected_at),
+        last_seen_at=int(item.last_seen_at),
+    )
+
+
+def create_table() -> None:
+    """Create the table as the model describes it (local stacks and tests; AWS uses the stack)."""
+    if not _ConnectionItem.exists():
+        _ConnectionItem.create_table(billing_mode="PAY_PER_REQUEST", wait=True)

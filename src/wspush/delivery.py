@@ -1,0 +1,201 @@
+"""Fan-out: resolve a message's target to connection ids and post to each of them.
+
+Every recipient ends in exactly one bucket of the ``DeliveryReport``: delivered,
+gone (HTTP 410: its row is deleted), or failed with a reason. Throttling (429) and
+transient errors are retried here with capped, fully jittered exponential backoff;
+413 and 403 are final at once.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from wspush import connections
+from wspush.errors import StorageUnavailable
+from wspush.gateway import Gateway, PostOutcome, PostResult
+from wspush.messages import Message, Target
+from wspush.observability import logger, metrics, tracer
+from wspush.settings import Settings
+
+
+@dataclass(frozen=True)
+class Failure:
+    connection_id: str
+    reason: str
+    retryable: bool
+
+
+@dataclass
+class DeliveryReport:
+    message_id: str
+    targets: int = 0
+    delivered: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+    throttled: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The send Lambda's per-message answer."""
+        return {
+            "id": self.message_id,
+            "targets": self.targets,
+            "delivered": len(self.delivered),
+            "gone": len(self.gone),
+            "failed": len(self.failed),
+            "errors": [{"connectionId": f.connection_id, "reason": f.reason} for f in self.failed],
+        }
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int
+    base_ms: int
+    cap_ms: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(settings.max_post_attempts, settings.backoff_base_ms, settings.backoff_cap_ms)
+
+
+def backoff_seconds(retry: int, policy: RetryPolicy, rng: random.Random) -> float:
+    """Delay before retry number ``retry`` (0-based): full jitter over a capped exponential."""
+    ceiling_ms = min(policy.cap_ms, policy.base_ms * (2**retry))
+    return rng.uniform(0, ceiling_ms) / 1000
+
+
+@tracer.capture_method(capture_response=False)
+def resolve_targets(target: Target, *, now_ms: int, page_size: int | None = None) -> list[str]:
+    """The connection ids a target stands for, each once, in a stable order.
+
+    Raises ``StorageUnavailable`` when the table cannot be read; nothing has been
+    sent at that point, so the caller can safely retry the whole message.
+    """
+    return list(dict.fromkeys(_resolve(target, now_ms=now_ms, page_size=page_size)))
+
+
+def _resolve(target: Target, *, now_ms: int, page_size: int | None) -> Iterator[str]:
+    keep = _target_filter(target)
+    if target.connection_ids and target.platforms is None:
+        # Explicit ids are posted to as given: API Gateway answers 410 for dead ones.
+        yield from (
+            cid for cid in target.connection_ids if cid not in target.exclude_connection_ids
+        )
+        return
+    records: Iterable[connections.ConnectionRecord]
+    if target.connection_ids:
+        known = {
+            r.connection_id: r for r in connections.get_many(target.connection_ids, now_ms=now_ms)
+        }
+        records = (known[cid] for cid in target.connection_ids if cid in known)
+    elif target.user_ids:
+        records = (
+            record
+            for user_id in target.user_ids
+            for record in connections.for_user(user_id, now_ms=now_ms)
+        )
+    else:
+        records = connections.all_connections(now_ms=now_ms, page_size=page_size)
+    yield from (record.connection_id for record in records if keep(record))
+
+
+def _target_filter(target: Target) -> Callable[[connections.ConnectionRecord], bool]:
+    def keep(record: connections.ConnectionRecord) -> bool:
+        if record.connection_id in target.exclude_connection_ids:
+            return False
+        return target.platforms is None or record.platform in target.platforms
+
+    return keep
+
+
+@tracer.capture_method(capture_response=False)
+def deliver(
+    message: Message,
+    recipients: list[str],
+    *,
+    gateway: Gateway,
+    settings: Settings,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+) -> DeliveryReport:
+    """Post ``message`` to every recipient concurrently (bounded) and report each outcome."""
+    report = DeliveryReport(message.id, targets=len(recipients))
+    if not recipients:
+        return report
+    policy = RetryPolicy.from_settings(settings)
+    jitter = rng or random.Random()  # noqa: S311 - jitter, not security
+
+    def post_one(connection_id: str) -> tuple[str, PostResult, int]:
+        return _post_with_retries(gateway, connection_id, message.frame, policy, sleep, jitter)
+
+    workers = min(settings.delivery_concurrency, len(recipients))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deliver") as pool:
+        for connection_id, result, throttles in pool.map(post_one, recipients):
+            report.throttled += throttles
+            _record(report, message.id, connection_id, result)
+    _emit_metrics(report)
+    return report
+
+
+def _post_with_retries(
+    gateway: Gateway,
+    connection_id: str,
+    frame: bytes,
+    policy: RetryPolicy,
+    sleep: Callable[[float], None],
+    rng: random.Random,
+) -> tuple[str, PostResult, int]:
+    throttles = 0
+    for attempt in range(policy.max_attempts):
+        if attempt:
+            sleep(backoff_seconds(attempt - 1, policy, rng))
+        result = gateway.post(connection_id, frame)
+        if result.outcome is PostOutcome.THROTTLED:
+            throttles += 1
+        if not result.retryable:
+            break
+    if result.outcome is PostOutcome.GONE:
+        _forget(connection_id)
+    return connection_id, result, throttles
+
+
+def _forget(connection_id: str) -> None:
+    """Delete the row of a connection API Gateway says is gone (that one, no other)."""
+    try:
+        connections.delete(connection_id)
+    except StorageUnavailable:
+        # The row expires through its TTL; the next send will find it gone again.
+        logger.warning("could not delete gone connection", connection_id=connection_id)
+
+
+def _record(
+    report: DeliveryReport, message_id: str, connection_id: str, result: PostResult
+) -> None:
+    if result.outcome is PostOutcome.DELIVERED:
+        report.delivered.append(connection_id)
+    elif result.outcome is PostOutcome.GONE:
+        report.gone.append(connection_id)
+        logger.info("connection gone", connection_id=connection_id, message_id=message_id)
+    else:
+        report.failed.append(Failure(connection_id, result.reason, result.retryable))
+        logger.warning(
+            "delivery failed",
+            connection_id=connection_id,
+            message_id=message_id,
+            reason=result.reason,
+            retryable=result.retryable,
+        )
+
+
+def _emit_metrics(report: DeliveryReport) -> None:
+    for name, value in (
+        ("Delivered", len(report.delivered)),
+        ("Gone", len(report.gone)),
+        ("Throttled", report.throttled),
+        ("Failed", len(report.failed)),
+    ):
+        metrics.add_metric(name=name, unit="Count", value=value)

@@ -1,0 +1,37 @@
+"""Domain exceptions. The edges (handlers) turn them into status codes and replies."""
+
+from __future__ import annotations
+
+
+class WspushError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class InvalidMessage(WspushError):
+    """A service sent a message that breaks the contract. Retrying will not help."""
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"code": self.code, "message": self.message, "field": self.field}
+
+
+class ConnectionRefused(WspushError):
+    """A WebSocket handshake is refused; ``status`` is the HTTP status the client sees."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class StorageUnavailable(WspushError):
+    """The connections table could not be read or written. Retrying may help."""
+
+
+class QueueUnavailable(WspushError):
+    """A message could not be put on the queue or the dead-letter queue."""

@@ -1,0 +1,218 @@
+"""The message contract: one validation step from outside input to a typed ``Message``.
+
+A service sends (as an SQS body or the send Lambda's event)::
+
+    {"userId": "u-42", "platform": "pc",
+     "payload": {"type": "order.updated", "data": {"orderId": 7}}}
+
+with exactly one target (``connectionId`` | ``connectionIds`` | ``userId`` | ``userIds`` |
+``"broadcast": true``), optional ``platform`` (string or list) and
+``excludeConnectionIds`` filters, and an optional ``id`` kept as the message id.
+Clients receive ``{"type", "data", "id", "ts"}``, at most 128 KB once serialized.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from wspush.errors import InvalidMessage
+
+MAX_CLIENT_FRAME_BYTES = 131_072  # API Gateway's limit for one message to a client
+MAX_SQS_MESSAGE_BYTES = 1_048_576
+MAX_ID_LENGTH = 128
+MAX_USER_ID_LENGTH = 128
+MAX_CONNECTION_ID_LENGTH = 128
+MAX_PLATFORM_LENGTH = 32
+MAX_TARGETS = 10_000
+
+_TARGET_FIELDS = ("connectionId", "connectionIds", "userId", "userIds", "broadcast")
+_FILTER_FIELDS = ("platform", "excludeConnectionIds")
+_KNOWN_FIELDS = frozenset((*_TARGET_FIELDS, *_FILTER_FIELDS, "payload", "id"))
+_PAYLOAD_FIELDS = frozenset(("type", "data"))
+
+
+@dataclass(frozen=True)
+class Target:
+    """Who a message is for. Exactly one of the three selectors is set."""
+
+    connection_ids: tuple[str, ...] = ()
+    user_ids: tuple[str, ...] = ()
+    broadcast: bool = False
+    platforms: frozenset[str] | None = None
+    exclude_connection_ids: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Message:
+    """A validated message: its id, its target and the exact bytes clients receive."""
+
+    id: str
+    ts: int
+    type: str
+    target: Target
+    # Payload bodies never reach a log, not even through a repr.
+    data: Any = field(repr=False)
+    frame: bytes = field(repr=False)
+
+
+def parse_json(body: str | bytes) -> Any:
+    """Parse a raw body; a body that is not JSON is an ``InvalidMessage``."""
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidMessage("invalid_json", "message body is not valid JSON") from exc
+
+
+def parse_message(envelope: Any, *, now_ms: int, ts: int | None = None) -> Message:
+    """Validate an envelope into a ``Message`` or raise ``InvalidMessage`` naming the field.
+
+    ``ts`` keeps the original timestamp when a message is re-queued.
+    """
+    if not isinstance(envelope, Mapping):
+        raise InvalidMessage("invalid_envelope", "message must be a JSON object")
+    unknown = sorted(str(key) for key in envelope if key not in _KNOWN_FIELDS)
+    if unknown:
+        raise InvalidMessage("unknown_field", f"unknown field {unknown[0]!r}", unknown[0])
+
+    message_id = _message_id(envelope.get("id"))
+    target = _target(envelope)
+    payload_type, data = _payload(envelope.get("payload"))
+    timestamp = now_ms if ts is None else ts
+    frame = encode_frame(payload_type, data, message_id=message_id, ts=timestamp)
+    if len(frame) > MAX_CLIENT_FRAME_BYTES:
+        raise InvalidMessage(
+            "payload_too_large",
+            f"payload is {len(frame)} bytes once serialized; the limit is "
+            f"{MAX_CLIENT_FRAME_BYTES} bytes",
+            "payload",
+        )
+    return Message(
+        id=message_id, ts=timestamp, type=payload_type, target=target, data=data, frame=frame
+    )
+
+
+def encode_frame(payload_type: str, data: Any, *, message_id: str, ts: int) -> bytes:
+    """The bytes a client receives: compact JSON with ``type``, ``data``, ``id`` and ``ts``."""
+    try:
+        text = json.dumps(
+            {"type": payload_type, "data": data, "id": message_id, "ts": ts},
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=False,
+        )
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidMessage(
+            "invalid_payload", "payload.data is not serializable as JSON", "payload.data"
+        ) from exc
+    return text.encode("utf-8")
+
+
+def to_envelope(message: Message, connection_ids: list[str]) -> dict[str, Any]:
+    """An envelope that sends ``message`` again to exactly ``connection_ids``."""
+    return {
+        "id": message.id,
+        "connectionIds": connection_ids,
+        "payload": {"type": message.type, "data": message.data},
+    }
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _message_id(value: Any) -> str:
+    if value is None:
+        return uuid.uuid4().hex
+    _require_string(value, "id", MAX_ID_LENGTH)
+    return str(value)
+
+
+def _target(envelope: Mapping[str, Any]) -> Target:
+    present = [name for name in _TARGET_FIELDS if name in envelope]
+    if len(present) != 1:
+        choices = " | ".join(_TARGET_FIELDS)
+        found = ", ".join(present) if present else "none"
+        raise InvalidMessage(
+            "invalid_target", f"exactly one target is required ({choices}); found {found}", "target"
+        )
+    name = present[0]
+    value = envelope[name]
+    platforms = _platforms(envelope.get("platform"))
+    exclude = frozenset(
+        _string_list(
+            envelope.get("excludeConnectionIds", []),
+            "excludeConnectionIds",
+            MAX_CONNECTION_ID_LENGTH,
+            allow_empty=True,
+        )
+    )
+    if name == "connectionId":
+        _require_string(value, name, MAX_CONNECTION_ID_LENGTH)
+        return Target(connection_ids=(value,), platforms=platforms, exclude_connection_ids=exclude)
+    if name == "connectionIds":
+        ids = _string_list(value, name, MAX_CONNECTION_ID_LENGTH)
+        return Target(connection_ids=ids, platforms=platforms, exclude_connection_ids=exclude)
+    if name == "userId":
+        _require_string(value, name, MAX_USER_ID_LENGTH)
+        return Target(user_ids=(value,), platforms=platforms, exclude_connection_ids=exclude)
+    if name == "userIds":
+        ids = _string_list(value, name, MAX_USER_ID_LENGTH)
+        return Target(user_ids=ids, platforms=platforms, exclude_connection_ids=exclude)
+    if value is not True:
+        raise InvalidMessage("invalid_target", "broadcast must be true when present", name)
+    return Target(broadcast=True, platforms=platforms, exclude_connection_ids=exclude)
+
+
+def _platforms(value: Any) -> frozenset[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        _require_string(value, "platform", MAX_PLATFORM_LENGTH)
+        return frozenset((value,))
+    return frozenset(_string_list(value, "platform", MAX_PLATFORM_LENGTH))
+
+
+def _payload(value: Any) -> tuple[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InvalidMessage(
+            "invalid_payload", 'payload must be an object {"type": ..., "data": ...}', "payload"
+        )
+    unknown = sorted(str(key) for key in value if key not in _PAYLOAD_FIELDS)
+    if unknown:
+        name = f"payload.{unknown[0]}"
+        raise InvalidMessage("unknown_field", f"unknown field {name!r}", name)
+    payload_type = value.get("type")
+    if not isinstance(payload_type, str) or not payload_type.strip():
+        raise InvalidMessage(
+            "invalid_payload", "payload.type must be a non-empty string", "payload.type"
+        )
+    if "data" not in value:
+        raise InvalidMessage("invalid_payload", "payload.data is required", "payload.data")
+    return payload_type, value["data"]
+
+
+def _require_string(value: Any, field: str, max_length: int) -> None:
+    if not isinstance(value, str) or not value:
+        raise InvalidMessage("invalid_field", f"{field} must be a non-empty string", field)
+    if len(value) > max_length:
+        raise InvalidMessage(
+            "invalid_field", f"{field} is longer than {max_length} characters", field
+        )
+
+
+def _string_list(
+    value: Any, field: str, max_length: int, *, allow_empty: bool = False
+) -> tuple[str, ...]:
+    if not isinstance(value, list) or (not value and not allow_empty):
+        raise InvalidMessage("invalid_field", f"{field} must be a non-empty list", field)
+    if len(value) > MAX_TARGETS:
+        raise InvalidMessage(
+            "invalid_field", f"{field} holds more than {MAX_TARGETS} entries", field
+        )
+    for index, item in enumerate(value):
+        _require_string(item, f"{field}[{index}]", max_length)
+    return tuple(dict.fromkeys(value))

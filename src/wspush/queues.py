@@ -1,0 +1,123 @@
+"""The messages queue and its dead-letter queue: the only module that calls SQS.
+
+Two writes happen here: a partly delivered message is re-queued for just the
+recipients that still need it, and a message that cannot be delivered goes to the
+dead-letter queue with its reason in message attributes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import boto3
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSMessageAttribute, SQSRecord
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from wspush.errors import QueueUnavailable
+
+ATTEMPT = "wspush-attempt"
+TIMESTAMP = "wspush-ts"
+ERROR_CODE = "wspush-error-code"
+ERROR_REASON = "wspush-error-reason"
+ERROR_FIELD = "wspush-error-field"
+FAILURES = "wspush-failures"
+
+MAX_DELAY_SECONDS = 900  # SQS's limit for DelaySeconds
+_MAX_REASON_CHARS = 1_000
+_MAX_LISTED_FAILURES = 100
+
+
+@dataclass(frozen=True)
+class QueuedAttributes:
+    """What wspush itself recorded on a queued message (absent on a service's message)."""
+
+    attempt: int = 0
+    ts: int | None = None
+
+    @classmethod
+    def of(cls, record: SQSRecord) -> QueuedAttributes:
+        """Read them from an SQS event record's ``messageAttributes``."""
+        attributes = record.message_attributes
+        return cls(
+            attempt=_int_value(attributes[ATTEMPT]) or 0, ts=_int_value(attributes[TIMESTAMP])
+        )
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    code: str
+    reason: str
+    field: str | None = None
+    failures: tuple[tuple[str, str], ...] = ()  # (connection id, reason)
+
+
+@cache
+def _client(region: str) -> Any:
+    return boto3.session.Session().client(
+        "sqs",
+        region_name=region,
+        config=Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard"}),
+    )
+
+
+def requeue(
+    queue_url: str,
+    body: Mapping[str, Any],
+    *,
+    region: str,
+    attempt: int,
+    ts: int,
+    delay_seconds: int,
+) -> None:
+    """Put a message back on the queue, remembering its attempt count and timestamp."""
+    _send(
+        queue_url,
+        json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        region=region,
+        attributes={ATTEMPT: str(attempt), TIMESTAMP: str(ts)},
+        delay_seconds=min(delay_seconds, MAX_DELAY_SECONDS),
+    )
+
+
+def dead_letter(queue_url: str, body: str, letter: DeadLetter, *, region: str) -> None:
+    """Park an undeliverable message on the dead-letter queue with why it failed."""
+    attributes = {ERROR_CODE: letter.code, ERROR_REASON: letter.reason[:_MAX_REASON_CHARS]}
+    if letter.field:
+        attributes[ERROR_FIELD] = letter.field
+    if letter.failures:
+        listed = [
+            {"connectionId": cid, "reason": reason}
+            for cid, reason in letter.failures[:_MAX_LISTED_FAILURES]
+        ]
+        attributes[FAILURES] = json.dumps(listed, separators=(",", ":"))
+    _send(queue_url, body, region=region, attributes=attributes, delay_seconds=0)
+
+
+def _send(
+    queue_url: str, body: str, *, region: str, attributes: Mapping[str, str], delay_seconds: int
+) -> None:
+    try:
+        _client(region).send_message(
+            QueueUrl=queue_url,
+            MessageBody=body,
+            DelaySeconds=delay_seconds,
+            MessageAttributes={
+                name: {"DataType": "String", "StringValue": value}
+                for name, value in attributes.items()
+            },
+        )
+    except (ClientError, BotoCoreError) as exc:
+        raise QueueUnavailable("could not send to the queue") from exc
+
+
+def _int_value(attribute: SQSMessageAttribute | None) -> int | None:
+    raw = attribute.get("stringValue") if attribute is not None else None
+    try:
+        return int(raw) if raw is not None else None
+    except (TypeError, ValueError):
+        return None

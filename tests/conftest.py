@@ -1,0 +1,111 @@
+"""Shared fixtures. The environment is set here, before any wspush module or botocore
+client exists, because settings and the table model are read once per process."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+TABLE = "wspush-test-connections"
+QUEUE = "wspush-test-messages"
+DLQ = "wspush-test-dead-letters"
+QUEUE_URL = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{QUEUE}"
+DLQ_URL = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{DLQ}"
+
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "WSPUSH_TABLE_NAME": TABLE,
+        "WSPUSH_QUEUE_URL": QUEUE_URL,
+        "WSPUSH_DLQ_URL": DLQ_URL,
+        "WSPUSH_MANAGEMENT_ENDPOINT": "http://127.0.0.1:9/unset",
+        "WSPUSH_BACKOFF_BASE_MS": "1",
+        "WSPUSH_BACKOFF_CAP_MS": "5",
+        "POWERTOOLS_SERVICE_NAME": "wspush",
+        "POWERTOOLS_METRICS_NAMESPACE": "wspush",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+    }
+)
+for name in (
+    "AWS_PROFILE",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_DYNAMODB",
+    "AWS_ENDPOINT_URL_SQS",
+):
+    os.environ.pop(name, None)
+
+import pytest  # noqa: E402
+from moto import mock_aws  # noqa: E402 - must be imported before any botocore client
+
+from tests.fakes.management_api import FakeManagementApi  # noqa: E402
+from wspush import connections  # noqa: E402
+from wspush.settings import get_settings  # noqa: E402
+
+EVENTS = Path(__file__).parent / "events"
+
+
+@dataclass
+class FakeLambdaContext:
+    function_name: str = "wspush-test-fn"
+    function_version: str = "$LATEST"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:wspush-test-fn"
+    aws_request_id: str = "5b2f0e3c-0000-4000-8000-000000000001"
+    log_group_name: str = "/aws/lambda/wspush-test-fn"
+    log_stream_name: str = "2026/11/28/[$LATEST]0123456789abcdef"
+    remaining_ms: int = 30_000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def load_event(name: str) -> dict[str, Any]:
+    """A real-shaped event from tests/events; tests change only the fields they care about."""
+    event: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return copy.deepcopy(event)
+
+
+@pytest.fixture
+def lambda_context() -> FakeLambdaContext:
+    return FakeLambdaContext()
+
+
+@pytest.fixture
+def aws() -> Iterator[None]:
+    """moto's DynamoDB and SQS with the stack's table and queues, fresh per test."""
+    with mock_aws():
+        import boto3
+
+        connections.create_table()
+        sqs = boto3.client("sqs", region_name=REGION)
+        sqs.create_queue(QueueName=DLQ)
+        sqs.create_queue(QueueName=QUEUE)
+        yield
+
+
+@pytest.fixture(scope="session")
+def _management_api() -> Iterator[FakeManagementApi]:
+    api = FakeManagementApi().start()
+    os.environ["WSPUSH_MANAGEMENT_ENDPOINT"] = api.url
+    get_settings.cache_clear()
+    yield api
+    api.stop()
+
+
+@pytest.fixture
+def management_api(_management_api: FakeManagementApi) -> Iterator[FakeManagementApi]:
+    """The fake Management API the delivery code posts to, empty for each test."""
+    _management_api.reset()
+    yield _management_api
+    _management_api.reset()

@@ -1,0 +1,227 @@
+"""The send Lambda under moto, posting to a local Management API that answers like AWS."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+
+from handlers import send
+from tests.conftest import REGION, TABLE, FakeLambdaContext
+from tests.fakes.management_api import FakeManagementApi, Reply
+from tests.support import add_connection, frames, stored_ids
+from wspush.settings import get_settings
+
+pytestmark = pytest.mark.usefixtures("aws")
+PAYLOAD = {"type": "order.updated", "data": {"orderId": 7}}
+
+
+@pytest.fixture
+def users(aws: None) -> None:
+    """alice on pc and mobile, bob on pc, carol on web."""
+    add_connection("a-pc", "alice", "pc")
+    add_connection("a-mobile", "alice", "mobile")
+    add_connection("b-pc", "bob", "pc")
+    add_connection("c-web", "carol", "web")
+
+
+def invoke(event: Any, context: FakeLambdaContext) -> Any:
+    return send.handler(event, context)
+
+
+def receivers(api: FakeManagementApi) -> set[str]:
+    return {cid for cid, bodies in api.received.items() if bodies}
+
+
+@pytest.mark.usefixtures("users")
+def test_a_user_with_two_connections_gets_the_message_on_both(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # When a service sends to alice
+    result = invoke({"userId": "alice", "id": "m-1", "payload": PAYLOAD}, lambda_context)
+    # Then both of alice's connections got exactly the contract frame, and nobody else
+    assert result == {
+        "id": "m-1",
+        "targets": 2,
+        "delivered": 2,
+        "gone": 0,
+        "failed": 0,
+        "errors": [],
+    }
+    assert receivers(management_api) == {"a-pc", "a-mobile"}
+    frame = frames(management_api, "a-pc")[0]
+    assert frame == {**PAYLOAD, "id": "m-1", "ts": frame["ts"]}
+    assert management_api.received["a-pc"] == management_api.received["a-mobile"]
+
+
+@pytest.mark.usefixtures("users")
+def test_platform_filter_and_exclude_list(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    invoke({"userIds": ["alice", "bob"], "platform": "pc", "payload": PAYLOAD}, lambda_context)
+    assert receivers(management_api) == {"a-pc", "b-pc"}
+    management_api.reset()
+    invoke(
+        {
+            "broadcast": True,
+            "platform": ["pc", "web"],
+            "excludeConnectionIds": ["b-pc"],
+            "payload": PAYLOAD,
+        },
+        lambda_context,
+    )
+    assert receivers(management_api) == {"a-pc", "c-web"}
+
+
+@pytest.fixture
+def small_scan_pages(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("WSPUSH_SCAN_PAGE_SIZE", "3")
+    get_settings.cache_clear()
+    yield
+    monkeypatch.delenv("WSPUSH_SCAN_PAGE_SIZE")
+    get_settings.cache_clear()
+
+
+@pytest.mark.usefixtures("small_scan_pages")
+def test_broadcast_reaches_every_connection_past_one_scan_page(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given 25 connections and a scan page of 3 items
+    for index in range(25):
+        add_connection(f"c-{index:02d}", f"user-{index}")
+    # When a broadcast is sent
+    result = invoke({"broadcast": True, "payload": PAYLOAD}, lambda_context)
+    # Then all 25 received it, once each
+    assert result["delivered"] == 25
+    assert all(len(management_api.received[f"c-{i:02d}"]) == 1 for i in range(25))
+
+
+@pytest.mark.usefixtures("users")
+@pytest.mark.parametrize(
+    "gone_reply", [Reply.aws(410), Reply.bare(410)], ids=["GoneException", "bare-410"]
+)
+def test_410_deletes_that_connection_and_no_other(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext, gone_reply: Reply
+) -> None:
+    # Given alice's mobile connection died without $disconnect
+    management_api.script("a-mobile", gone_reply)
+    # When a message goes to alice
+    result = invoke({"userId": "alice", "payload": PAYLOAD}, lambda_context)
+    # Then pc received it, mobile is counted gone and only its row was deleted
+    assert (result["delivered"], result["gone"], result["failed"]) == (1, 1, 0)
+    assert stored_ids() == {"a-pc", "b-pc", "c-web"}
+
+
+@pytest.mark.usefixtures("users")
+def test_throttling_is_retried_until_delivered(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    management_api.script("b-pc", Reply.aws(429), Reply.aws(429))
+    result = invoke({"userId": "bob", "payload": PAYLOAD}, lambda_context)
+    assert result["delivered"] == 1
+    assert management_api.calls["b-pc"] == 3
+    assert len(management_api.received["b-pc"]) == 1
+
+
+@pytest.mark.usefixtures("users")
+@pytest.mark.parametrize(("status", "calls"), [(413, 1), (403, 1), (500, 3)])
+def test_failures_are_reported_with_their_reason(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext, status: int, calls: int
+) -> None:
+    # Given bob's connection answers with an error every time
+    management_api.script("b-pc", *[Reply.aws(status)] * 5)
+    # When a message goes to bob
+    result = invoke({"userId": "bob", "payload": PAYLOAD}, lambda_context)
+    # Then it failed with the status and code; 413/403 were not retried, 500 was (bounded)
+    assert result["failed"] == 1
+    assert result["errors"][0]["connectionId"] == "b-pc"
+    assert result["errors"][0]["reason"].startswith(str(status))
+    assert management_api.calls["b-pc"] == calls
+    assert "b-pc" in stored_ids()
+
+
+def test_seed_form_posts_to_the_given_connection(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    result = invoke({"connectionId": "Xk1aAconnA0=", "payload": PAYLOAD}, lambda_context)
+    assert result["delivered"] == 1
+    assert frames(management_api, "Xk1aAconnA0=")[0]["type"] == "order.updated"
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        ({"payload": PAYLOAD}, "target"),
+        ({"userId": "alice", "payload": {"type": "", "data": 1}}, "payload.type"),
+        ({"userId": "alice", "payload": {"type": "t", "data": "x" * 140_000}}, "payload"),
+        ("not json", None),
+        ([], None),
+    ],
+)
+def test_invalid_input_returns_a_structured_error(
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    event: Any,
+    field: str | None,
+) -> None:
+    result = invoke(event, lambda_context)
+    assert set(result) == {"error"}
+    assert set(result["error"]) == {"code", "message", "field"}
+    assert result["error"]["field"] == field
+    assert not management_api.received
+
+
+@pytest.mark.usefixtures("users")
+def test_a_list_is_answered_per_message_and_a_bad_one_does_not_stop_the_rest(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    results = invoke(
+        [
+            {"userId": "bob", "id": "ok-1", "payload": PAYLOAD},
+            {"userId": "bob", "payload": {"type": "t"}},
+            {"userId": "carol", "id": "ok-2", "payload": PAYLOAD},
+        ],
+        lambda_context,
+    )
+    assert [r.get("id") for r in results] == ["ok-1", None, "ok-2"]
+    assert results[1]["error"]["field"] == "payload.data"
+    assert receivers(management_api) == {"b-pc", "c-web"}
+
+
+def test_json_string_event_is_accepted(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    result = invoke(json.dumps({"connectionId": "c-1", "payload": PAYLOAD}), lambda_context)
+    assert result["delivered"] == 1
+
+
+def test_unreadable_table_is_reported_and_nothing_is_sent(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    boto3.client("dynamodb", region_name=REGION).delete_table(TableName=TABLE)
+    result = invoke({"userId": "alice", "id": "m-9", "payload": PAYLOAD}, lambda_context)
+    assert result["id"] == "m-9"
+    assert result["error"]["code"] == "storage_unavailable"
+    assert not management_api.calls
+
+
+@pytest.mark.usefixtures("users")
+def test_expired_rows_are_ignored_even_before_dynamodb_removes_them(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given alice's mobile row whose TTL passed but which DynamoDB has not removed yet
+    table = boto3.resource("dynamodb", region_name=REGION).Table(TABLE)
+    table.update_item(
+        Key={"connectionId": "a-mobile"},
+        UpdateExpression="SET #t = :past",
+        ExpressionAttributeNames={"#t": "ttl"},
+        ExpressionAttributeValues={":past": 1_000},
+    )
+    # When alice is messaged, and everyone is
+    invoke({"userId": "alice", "payload": PAYLOAD}, lambda_context)
+    invoke({"broadcast": True, "payload": PAYLOAD}, lambda_context)
+    # Then the expired connection received nothing
+    assert "a-mobile" not in management_api.received

@@ -1,0 +1,212 @@
+"""The SQS sender under moto: partial batch responses, re-queues, dead letters."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+import pytest
+
+from handlers import sender
+from tests.conftest import DLQ_URL, QUEUE_URL, REGION, TABLE, FakeLambdaContext
+from tests.fakes.management_api import FakeManagementApi, Reply
+from tests.support import add_connection, attributes_of, drain, frames, sqs_event, sqs_record
+from wspush import queues
+
+PAYLOAD = {"type": "order.updated", "data": {"orderId": 7}}
+
+
+@pytest.fixture
+def users(aws: None) -> None:
+    add_connection("a-pc", "alice", "pc")
+    add_connection("a-mobile", "alice", "mobile")
+    add_connection("b-pc", "bob", "pc")
+
+
+def run(event: dict[str, Any], context: FakeLambdaContext) -> list[str]:
+    """Invoke the sender; the ids of the records it reports as failed."""
+    response = sender.handler(event, context)
+    return [item["itemIdentifier"] for item in response["batchItemFailures"]]
+
+
+def run_queue_until_empty(context: FakeLambdaContext, limit: int = 10) -> int:
+    """Play Lambda's event source mapping on the moto queue; the number of rounds run."""
+    for round_number in range(limit):
+        records = drain(QUEUE_URL)
+        if not records:
+            return round_number
+        assert run(sqs_event(*records), context) == []
+    raise AssertionError("queue never drained")
+
+
+@pytest.fixture(autouse=True)
+def no_requeue_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-queued messages become visible at once so tests can drain them."""
+    monkeypatch.setattr(queues, "MAX_DELAY_SECONDS", 0)
+
+
+@pytest.mark.usefixtures("users")
+def test_a_valid_batch_is_delivered_and_nothing_is_reported_failed(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    event = sqs_event(
+        sqs_record({"userId": "alice", "payload": PAYLOAD}),
+        sqs_record({"connectionId": "b-pc", "payload": PAYLOAD}),
+    )
+    assert run(event, lambda_context) == []
+    assert {cid: len(b) for cid, b in management_api.received.items()} == {
+        "a-pc": 1,
+        "a-mobile": 1,
+        "b-pc": 1,
+    }
+
+
+@pytest.mark.usefixtures("users")
+def test_an_invalid_message_goes_to_the_dlq_with_its_reason_and_the_rest_is_delivered(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given a batch with one message lacking payload.type between two valid ones
+    bad_body = json.dumps({"userId": "bob", "payload": {"data": 1}})
+    event = sqs_event(
+        sqs_record({"userId": "alice", "payload": PAYLOAD}),
+        sqs_record(bad_body),
+        sqs_record({"userId": "bob", "payload": PAYLOAD}),
+    )
+    # When the sender runs
+    failed = run(event, lambda_context)
+    # Then no record is retried: the invalid one is dead-lettered with why, as sent
+    assert failed == []
+    [letter] = drain(DLQ_URL)
+    assert letter["body"] == bad_body
+    assert attributes_of(letter) == {
+        "wspush-error-code": "invalid_payload",
+        "wspush-error-reason": "payload.type must be a non-empty string",
+        "wspush-error-field": "payload.type",
+    }
+    # And the valid ones were delivered
+    assert set(management_api.received) == {"a-pc", "a-mobile", "b-pc"}
+
+
+@pytest.mark.usefixtures("users")
+def test_a_partly_failed_message_is_retried_only_for_the_failed_recipient(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given alice's mobile connection errors for the first three posts (one invocation's worth)
+    management_api.script("a-mobile", *[Reply.aws(500)] * 3)
+    # When a message to alice is processed
+    assert (
+        run(
+            sqs_event(sqs_record({"userId": "alice", "id": "m-1", "payload": PAYLOAD})),
+            lambda_context,
+        )
+        == []
+    )
+    # Then pc got it, and a new message naming only mobile is back on the queue
+    [requeued] = drain(QUEUE_URL)
+    body = json.loads(requeued["body"])
+    assert body == {"id": "m-1", "connectionIds": ["a-mobile"], "payload": PAYLOAD}
+    assert attributes_of(requeued)["wspush-attempt"] == "1"
+    # When the re-queued message is processed
+    assert run(sqs_event(requeued), lambda_context) == []
+    # Then mobile got it once, pc was not sent it again, and both frames are identical
+    assert len(management_api.received["a-pc"]) == 1
+    assert len(management_api.received["a-mobile"]) == 1
+    assert frames(management_api, "a-pc") == frames(management_api, "a-mobile")
+    assert drain(QUEUE_URL) == []
+    assert drain(DLQ_URL) == []
+
+
+@pytest.mark.usefixtures("users")
+def test_a_recipient_that_keeps_failing_ends_in_the_dlq_with_its_reason(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given alice's mobile connection always answers 500
+    management_api.script("a-mobile", *[Reply.aws(500)] * 100)
+    # When the message and its re-queues run until the queue is empty
+    assert (
+        run(
+            sqs_event(sqs_record({"userId": "alice", "id": "m-2", "payload": PAYLOAD})),
+            lambda_context,
+        )
+        == []
+    )
+    rounds = run_queue_until_empty(lambda_context)
+    # Then it was re-queued max_requeues (3) times, then dead-lettered naming that recipient
+    assert rounds == 3
+    [letter] = drain(DLQ_URL)
+    assert json.loads(letter["body"]) == {
+        "id": "m-2",
+        "connectionIds": ["a-mobile"],
+        "payload": PAYLOAD,
+    }
+    attributes = attributes_of(letter)
+    assert attributes["wspush-error-code"] == "delivery_failed"
+    assert "500 InternalServerErrorException" in attributes["wspush-error-reason"]
+    assert json.loads(attributes["wspush-failures"]) == [
+        {"connectionId": "a-mobile", "reason": "500 InternalServerErrorException"}
+    ]
+    # And pc received the message exactly once throughout
+    assert len(management_api.received["a-pc"]) == 1
+
+
+@pytest.mark.usefixtures("users")
+@pytest.mark.parametrize("status", [413, 403])
+def test_final_failures_are_dead_lettered_at_once(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext, status: int
+) -> None:
+    management_api.script("b-pc", Reply.aws(status))
+    assert run(sqs_event(sqs_record({"userId": "bob", "payload": PAYLOAD})), lambda_context) == []
+    assert drain(QUEUE_URL) == []
+    [letter] = drain(DLQ_URL)
+    assert json.loads(letter["body"])["connectionIds"] == ["b-pc"]
+    assert attributes_of(letter)["wspush-error-reason"].count(str(status)) == 1
+    assert management_api.calls["b-pc"] == 1
+
+
+@pytest.mark.usefixtures("users")
+def test_gone_connections_are_removed_and_not_retried(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    management_api.gone("a-mobile")
+    assert run(sqs_event(sqs_record({"userId": "alice", "payload": PAYLOAD})), lambda_context) == []
+    assert drain(QUEUE_URL) == []
+    assert drain(DLQ_URL) == []
+    assert management_api.calls["a-mobile"] == 1
+
+
+@pytest.mark.usefixtures("users")
+def test_a_batch_where_every_record_fails_is_reported_record_by_record(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given the table cannot be read
+    boto3.client("dynamodb", region_name=REGION).delete_table(TableName=TABLE)
+    records = [sqs_record({"userId": "alice", "payload": PAYLOAD}) for _ in range(3)]
+    # When the sender runs, it does not raise and names every record
+    assert run(sqs_event(*records), lambda_context) == [r["messageId"] for r in records]
+    assert not management_api.calls
+
+
+@pytest.mark.usefixtures("users")
+def test_an_invalid_message_is_retried_by_sqs_when_the_dlq_is_unreachable(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given the dead-letter queue cannot be written
+    boto3.client("sqs", region_name=REGION).delete_queue(QueueUrl=DLQ_URL)
+    bad = sqs_record("{not json")
+    good = sqs_record({"userId": "bob", "payload": PAYLOAD})
+    # When the batch runs, the invalid record is reported failed (SQS keeps it), the valid one lands
+    assert run(sqs_event(bad, good), lambda_context) == [bad["messageId"]]
+    assert len(management_api.received["b-pc"]) == 1
+
+
+@pytest.mark.usefixtures("users")
+def test_a_requeued_message_keeps_its_id_and_timestamp(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    record = sqs_record(
+        {"connectionIds": ["b-pc"], "id": "m-3", "payload": PAYLOAD},
+        {"wspush-attempt": "1", "wspush-ts": "1795867200000"},
+    )
+    assert run(sqs_event(record), lambda_context) == []
+    assert frames(management_api, "b-pc") == [{**PAYLOAD, "id": "m-3", "ts": 1795867200000}]

@@ -1,0 +1,171 @@
+"""Target resolution, retries and per-recipient outcomes, with no network."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict, deque
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+
+import pytest
+
+from wspush import connections, delivery
+from wspush.connections import ConnectionRecord
+from wspush.delivery import RetryPolicy, backoff_seconds
+from wspush.gateway import PostOutcome, PostResult
+from wspush.messages import Target, parse_message
+from wspush.settings import Settings
+
+NOW = 1_795_867_200_000
+SETTINGS = Settings(
+    table_name="t",
+    region="us-east-1",
+    queue_url="q",
+    dead_letter_queue_url="dlq",
+    management_endpoint="http://127.0.0.1:9",
+    allowed_platforms=frozenset(),
+    max_post_attempts=3,
+    backoff_base_ms=100,
+    backoff_cap_ms=1_000,
+)
+
+ROWS = [
+    ConnectionRecord("c1", "alice", "pc", NOW, NOW),
+    ConnectionRecord("c2", "alice", "mobile", NOW, NOW),
+    ConnectionRecord("c3", "bob", "pc", NOW, NOW),
+]
+
+
+@pytest.fixture
+def table(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The data-access functions answered from ROWS; returns the deleted ids."""
+    deleted: list[str] = []
+
+    def for_user(user_id: str, *, now_ms: int) -> Iterator[ConnectionRecord]:
+        return (r for r in ROWS if r.user_id == user_id)
+
+    def all_connections(*, now_ms: int, page_size: int | None = None) -> Iterator[ConnectionRecord]:
+        return iter(ROWS)
+
+    def get_many(ids: Iterable[str], *, now_ms: int) -> Iterator[ConnectionRecord]:
+        wanted = set(ids)
+        return (r for r in reversed(ROWS) if r.connection_id in wanted)
+
+    def delete(connection_id: str) -> bool:
+        deleted.append(connection_id)
+        return True
+
+    monkeypatch.setattr(connections, "for_user", for_user)
+    monkeypatch.setattr(connections, "all_connections", all_connections)
+    monkeypatch.setattr(connections, "get_many", get_many)
+    monkeypatch.setattr(connections, "delete", delete)
+    return deleted
+
+
+class ScriptedGateway:
+    """Answers posts from per-connection scripts; 200 once a script runs out."""
+
+    def __init__(self, **scripts: list[PostOutcome]) -> None:
+        self.scripts = {cid: deque(outcomes) for cid, outcomes in scripts.items()}
+        self.posts: dict[str, int] = defaultdict(int)
+
+    def post(self, connection_id: str, data: bytes) -> PostResult:
+        self.posts[connection_id] += 1
+        script = self.scripts.get(connection_id)
+        outcome = script.popleft() if script else PostOutcome.DELIVERED
+        status = {
+            PostOutcome.GONE: 410,
+            PostOutcome.THROTTLED: 429,
+            PostOutcome.TOO_LARGE: 413,
+            PostOutcome.FORBIDDEN: 403,
+            PostOutcome.ERROR: 500,
+        }.get(outcome, 200)
+        return PostResult(outcome, status)
+
+
+def resolve(target: Target) -> list[str]:
+    return delivery.resolve_targets(target, now_ms=NOW)
+
+
+def test_user_target_resolves_every_connection_of_that_user(table: list[str]) -> None:
+    assert resolve(Target(user_ids=("alice",))) == ["c1", "c2"]
+
+
+def test_platform_filter_and_exclude_list_narrow_the_audience(table: list[str]) -> None:
+    assert resolve(Target(user_ids=("alice", "bob"), platforms=frozenset({"pc"}))) == ["c1", "c3"]
+    assert resolve(Target(broadcast=True, exclude_connection_ids=frozenset({"c2"}))) == ["c1", "c3"]
+
+
+def test_explicit_ids_are_used_as_given_without_a_lookup(table: list[str]) -> None:
+    assert resolve(
+        Target(connection_ids=("zz", "c1"), exclude_connection_ids=frozenset({"c1"}))
+    ) == ["zz"]
+
+
+def test_explicit_ids_with_a_platform_filter_are_looked_up_in_given_order(table: list[str]) -> None:
+    target = Target(connection_ids=("c3", "c2", "gone"), platforms=frozenset({"pc", "mobile"}))
+    assert resolve(target) == ["c3", "c2"]
+
+
+def test_a_user_listed_twice_is_resolved_once(table: list[str]) -> None:
+    assert resolve(Target(user_ids=("alice", "alice"))) == ["c1", "c2"]
+
+
+def deliver(
+    gateway: ScriptedGateway, recipients: list[str], settings: Settings = SETTINGS
+) -> delivery.DeliveryReport:
+    message = parse_message({"broadcast": True, "payload": {"type": "t", "data": 1}}, now_ms=NOW)
+    return delivery.deliver(
+        message,
+        recipients,
+        gateway=gateway,
+        settings=settings,  # type: ignore[arg-type]
+        sleep=lambda _: None,
+        rng=random.Random(1),
+    )
+
+
+def test_each_recipient_ends_in_exactly_one_outcome(table: list[str]) -> None:
+    # Given one connection of each kind
+    gateway = ScriptedGateway(
+        ok=[],
+        gone=[PostOutcome.GONE],
+        busy=[PostOutcome.THROTTLED, PostOutcome.THROTTLED],
+        big=[PostOutcome.TOO_LARGE],
+        denied=[PostOutcome.FORBIDDEN],
+        broken=[PostOutcome.ERROR] * 5,
+    )
+    # When the message is delivered
+    report = deliver(gateway, ["ok", "gone", "busy", "big", "denied", "broken"])
+    # Then throttling was retried until delivered, gone rows deleted, the rest failed
+    assert sorted(report.delivered) == ["busy", "ok"]
+    assert report.gone == ["gone"]
+    assert table == ["gone"]
+    assert report.throttled == 2
+    failures = {f.connection_id: (f.reason, f.retryable) for f in report.failed}
+    assert failures == {"big": ("413", False), "denied": ("403", False), "broken": ("500", True)}
+    # And 413/403 were not retried while errors were, up to the bound
+    assert (gateway.posts["big"], gateway.posts["denied"], gateway.posts["broken"]) == (1, 1, 3)
+    assert report.as_dict()["targets"] == 6
+
+
+def test_no_recipients_means_no_posts(table: list[str]) -> None:
+    gateway = ScriptedGateway()
+    report = deliver(gateway, [])
+    assert (report.targets, report.delivered, gateway.posts) == (0, [], {})
+
+
+def test_single_attempt_policy_never_retries(table: list[str]) -> None:
+    gateway = ScriptedGateway(busy=[PostOutcome.THROTTLED])
+    report = deliver(gateway, ["busy"], replace(SETTINGS, max_post_attempts=1))
+    assert gateway.posts["busy"] == 1
+    assert [f.retryable for f in report.failed] == [True]
+
+
+@pytest.mark.parametrize("retry", [0, 1, 2, 3, 10, 40])
+def test_backoff_is_jittered_between_zero_and_the_capped_exponential(retry: int) -> None:
+    policy = RetryPolicy(max_attempts=5, base_ms=100, cap_ms=1_000)
+    ceiling = min(1.0, 0.1 * 2**retry)
+    delays = [backoff_seconds(retry, policy, random.Random(seed)) for seed in range(200)]
+    assert all(0 <= d <= ceiling for d in delays)
+    assert max(delays) > ceiling * 0.8  # full jitter spreads over the whole range

@@ -1,0 +1,44 @@
+"""Outcome classification of Management API answers."""
+
+import pytest
+
+from wspush.gateway import PostOutcome, PostResult, classify
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "outcome"),
+    [
+        (410, "GoneException", PostOutcome.GONE),
+        (410, "410", PostOutcome.GONE),  # serverless-offline's bare 410
+        (410, None, PostOutcome.GONE),
+        (429, "LimitExceededException", PostOutcome.THROTTLED),
+        (429, "TooManyRequestsException", PostOutcome.THROTTLED),
+        (413, "PayloadTooLargeException", PostOutcome.TOO_LARGE),
+        (403, "ForbiddenException", PostOutcome.FORBIDDEN),
+        (500, "InternalServerErrorException", PostOutcome.ERROR),
+        (503, None, PostOutcome.ERROR),
+        (400, "BadRequestException", PostOutcome.ERROR),
+        (None, "GoneException", PostOutcome.GONE),
+        (None, "ReadTimeoutError", PostOutcome.ERROR),
+    ],
+)
+def test_status_decides_first_then_error_code(
+    status: int | None, code: str | None, outcome: PostOutcome
+) -> None:
+    assert classify(status, code) is outcome
+
+
+def test_only_throttling_and_transient_errors_are_retryable() -> None:
+    retryable = {o for o in PostOutcome if PostResult(o).retryable}
+    assert retryable == {PostOutcome.THROTTLED, PostOutcome.ERROR}
+
+
+def test_reason_is_status_and_code_without_repeating_a_bare_status() -> None:
+    assert PostResult(PostOutcome.GONE, 410, "410").reason == "410"
+    assert (
+        PostResult(PostOutcome.FORBIDDEN, 403, "ForbiddenException").reason
+        == "403 ForbiddenException"
+    )
+    assert (
+        PostResult(PostOutcome.ERROR, None, "ConnectTimeoutError").reason == "ConnectTimeoutError"
+    )

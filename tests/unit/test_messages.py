@@ -1,0 +1,137 @@
+"""Envelope validation: every rule of the message contract, in one place."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from wspush.errors import InvalidMessage
+from wspush.messages import MAX_CLIENT_FRAME_BYTES, encode_frame, parse_json, parse_message
+
+NOW = 1_795_867_200_000
+PAYLOAD = {"type": "order.updated", "data": {"orderId": 7}}
+
+
+def invalid(envelope: Any) -> InvalidMessage:
+    with pytest.raises(InvalidMessage) as caught:
+        parse_message(envelope, now_ms=NOW)
+    return caught.value
+
+
+def test_user_envelope_becomes_a_typed_message_with_id_and_ts() -> None:
+    # Given the contract's example envelope
+    envelope = {"userId": "u-42", "platform": "pc", "payload": PAYLOAD}
+    # When it is validated
+    message = parse_message(envelope, now_ms=NOW)
+    # Then the target and the client frame are set, with a generated id and the time
+    assert message.target.user_ids == ("u-42",)
+    assert message.target.platforms == frozenset({"pc"})
+    frame = json.loads(message.frame)
+    assert frame == {"type": "order.updated", "data": {"orderId": 7}, "id": message.id, "ts": NOW}
+    assert len(message.id) == 32
+
+
+def test_seed_form_connection_id_and_payload_is_accepted_as_is() -> None:
+    message = parse_message({"connectionId": "abc=", "payload": PAYLOAD}, now_ms=NOW)
+    assert message.target.connection_ids == ("abc=",)
+    assert message.target.platforms is None
+
+
+def test_given_id_is_kept_as_the_message_id() -> None:
+    message = parse_message({"broadcast": True, "id": "order-7-v3", "payload": PAYLOAD}, now_ms=NOW)
+    assert message.id == "order-7-v3"
+    assert json.loads(message.frame)["id"] == "order-7-v3"
+
+
+def test_requeued_message_keeps_its_original_timestamp() -> None:
+    message = parse_message({"userId": "u", "payload": PAYLOAD}, now_ms=NOW, ts=NOW - 5_000)
+    assert json.loads(message.frame)["ts"] == NOW - 5_000
+
+
+@pytest.mark.parametrize(
+    ("envelope", "field"),
+    [
+        ({"payload": PAYLOAD}, "target"),
+        ({"userId": "u", "connectionId": "c", "payload": PAYLOAD}, "target"),
+        ({"broadcast": False, "payload": PAYLOAD}, "broadcast"),
+        ({"userId": "", "payload": PAYLOAD}, "userId"),
+        ({"userId": 42, "payload": PAYLOAD}, "userId"),
+        ({"userId": "u" * 129, "payload": PAYLOAD}, "userId"),
+        ({"userIds": [], "payload": PAYLOAD}, "userIds"),
+        ({"userIds": ["a", 3], "payload": PAYLOAD}, "userIds[1]"),
+        ({"connectionIds": "abc", "payload": PAYLOAD}, "connectionIds"),
+        ({"connectionId": None, "payload": PAYLOAD}, "connectionId"),
+        ({"userId": "u", "platform": 3, "payload": PAYLOAD}, "platform"),
+        ({"userId": "u", "platform": ["pc", ""], "payload": PAYLOAD}, "platform[1]"),
+        (
+            {"broadcast": True, "excludeConnectionIds": "c", "payload": PAYLOAD},
+            "excludeConnectionIds",
+        ),
+        ({"userId": "u"}, "payload"),
+        ({"userId": "u", "payload": "hello"}, "payload"),
+        ({"userId": "u", "payload": {"data": 1}}, "payload.type"),
+        ({"userId": "u", "payload": {"type": "  ", "data": 1}}, "payload.type"),
+        ({"userId": "u", "payload": {"type": "t"}}, "payload.data"),
+        ({"userId": "u", "payload": {"type": "t", "data": 1, "extra": 2}}, "payload.extra"),
+        ({"userID": "u", "payload": PAYLOAD}, "userID"),
+        ({"userId": "u", "id": "", "payload": PAYLOAD}, "id"),
+        ({"userId": "u", "id": 7, "payload": PAYLOAD}, "id"),
+    ],
+)
+def test_invalid_envelope_names_the_field(envelope: dict[str, Any], field: str) -> None:
+    error = invalid(envelope)
+    assert error.field == field
+    assert error.message
+
+
+@pytest.mark.parametrize("envelope", [None, [], "text", 3])
+def test_non_object_envelope_is_rejected(envelope: Any) -> None:
+    assert invalid(envelope).code == "invalid_envelope"
+
+
+def frame_size(data: str) -> int:
+    return len(encode_frame("t", data, message_id="m", ts=NOW))
+
+
+def test_payload_at_the_limit_passes_and_one_byte_more_is_rejected() -> None:
+    # Given data padded so the serialized frame is exactly 131,072 bytes
+    overhead = frame_size("")
+    exact = "x" * (MAX_CLIENT_FRAME_BYTES - overhead)
+    assert frame_size(exact) == MAX_CLIENT_FRAME_BYTES
+    # Then it passes, and one more byte is too large, naming payload
+    envelope = {"userId": "u", "id": "m", "payload": {"type": "t", "data": exact}}
+    assert len(parse_message(envelope, now_ms=NOW).frame) == MAX_CLIENT_FRAME_BYTES
+    envelope["payload"] = {"type": "t", "data": exact + "x"}
+    error = invalid(envelope)
+    assert (error.code, error.field) == ("payload_too_large", "payload")
+
+
+def test_size_is_counted_in_utf8_bytes_not_characters() -> None:
+    # Given 50,000 three-byte characters: under the limit in characters, over it in bytes
+    envelope = {"userId": "u", "payload": {"type": "t", "data": "€" * 50_000}}
+    assert invalid(envelope).code == "payload_too_large"
+
+
+def test_nan_in_a_body_is_not_json() -> None:
+    with pytest.raises(InvalidMessage) as caught:
+        parse_json('{"userId": "u", "payload": {"type": "t", "data": NaN}}')
+    assert caught.value.code == "invalid_json"
+
+
+@pytest.mark.parametrize("body", ["", "not json", "{", b"\xff\xfe"])
+def test_unparseable_body_is_invalid_json(body: str | bytes) -> None:
+    with pytest.raises(InvalidMessage) as caught:
+        parse_json(body)
+    assert caught.value.code == "invalid_json"
+
+
+def test_duplicate_targets_are_sent_once() -> None:
+    message = parse_message({"connectionIds": ["a", "b", "a"], "payload": PAYLOAD}, now_ms=NOW)
+    assert message.target.connection_ids == ("a", "b")
+
+
+def test_message_repr_never_shows_the_payload() -> None:
+    message = parse_message({"userId": "u", "payload": {"type": "t", "data": "secret"}}, now_ms=NOW)
+    assert "secret" not in repr(message)

@@ -108,10 +108,12 @@ def touch(connection_id: str, *, now_ms: int, ttl_seconds: int) -> bool:
     return True
 
 
-def for_user(user_id: str, *, now_ms: int) -> Iterator[ConnectionRecord]:
+def for_user(
+    user_id: str, *, now_ms: int, page_size: int | None = None
+) -> Iterator[ConnectionRecord]:
     """Every live connection of one user, following the query's pages to the end."""
     try:
-        for item in _ConnectionItem.by_user.query(user_id):
+        for item in _ConnectionItem.by_user.query(user_id, page_size=page_size):
             if _is_live(item, now_ms):
                 yield _record(item)
     except PynamoDBException as exc:

@@ -96,7 +96,7 @@ def _resolve(target: Target, *, now_ms: int, page_size: int | None) -> Iterator[
         records = (
             record
             for user_id in target.user_ids
-            for record in connections.for_user(user_id, now_ms=now_ms)
+            for record in connections.for_user(user_id, now_ms=now_ms, page_size=page_size)
         )
     else:
         records = connections.all_connections(now_ms=now_ms, page_size=page_size)

@@ -79,7 +79,7 @@ def _send_one(envelope: Any, settings: Settings) -> dict[str, Any]:
         return _rejected(exc)
     try:
         recipients = delivery.resolve_targets(
-            message.target, now_ms=now_ms(), page_size=settings.scan_page_size
+            message.target, now_ms=now_ms(), page_size=settings.page_size
         )
     except StorageUnavailable:
         logger.exception("could not resolve targets", message_id=message.id)
@@ -129,7 +129,7 @@ def process_queued(record: SQSRecord, settings: Settings) -> None:
 def _recipients(message: Message, settings: Settings) -> list[str]:
     try:
         return delivery.resolve_targets(
-            message.target, now_ms=now_ms(), page_size=settings.scan_page_size
+            message.target, now_ms=now_ms(), page_size=settings.page_size
         )
     except StorageUnavailable:
         # Nothing was sent yet: SQS delivers the whole message again.

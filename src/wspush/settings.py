@@ -35,7 +35,7 @@ class Settings:
     backoff_base_ms: int = 50
     backoff_cap_ms: int = 2_000
     requeue_delay_seconds: int = 5
-    scan_page_size: int | None = None
+    page_size: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -53,7 +53,7 @@ class Settings:
             backoff_base_ms=_int(env, "WSPUSH_BACKOFF_BASE_MS", 50, minimum=0),
             backoff_cap_ms=_int(env, "WSPUSH_BACKOFF_CAP_MS", 2_000, minimum=0),
             requeue_delay_seconds=_int(env, "WSPUSH_REQUEUE_DELAY_SECONDS", 5, minimum=0),
-            scan_page_size=_optional_int(env, "WSPUSH_SCAN_PAGE_SIZE"),
+            page_size=_optional_int(env, "WSPUSH_PAGE_SIZE"),
         )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +15,7 @@ from handlers import send
 from tests.conftest import REGION, TABLE, FakeLambdaContext
 from tests.fakes.management_api import FakeManagementApi, Reply
 from tests.support import add_connection, frames, stored_ids
+from wspush.observability import logger
 from wspush.settings import get_settings
 
 pytestmark = pytest.mark.usefixtures("aws")
@@ -77,15 +80,15 @@ def test_platform_filter_and_exclude_list(
 
 
 @pytest.fixture
-def small_scan_pages(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("WSPUSH_SCAN_PAGE_SIZE", "3")
+def small_pages(aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("WSPUSH_PAGE_SIZE", "3")
     get_settings.cache_clear()
     yield
-    monkeypatch.delenv("WSPUSH_SCAN_PAGE_SIZE")
+    monkeypatch.delenv("WSPUSH_PAGE_SIZE")
     get_settings.cache_clear()
 
 
-@pytest.mark.usefixtures("small_scan_pages")
+@pytest.mark.usefixtures("small_pages")
 def test_broadcast_reaches_every_connection_past_one_scan_page(
     management_api: FakeManagementApi, lambda_context: FakeLambdaContext
 ) -> None:
@@ -97,6 +100,20 @@ def test_broadcast_reaches_every_connection_past_one_scan_page(
     # Then all 25 received it, once each
     assert result["delivered"] == 25
     assert all(len(management_api.received[f"c-{i:02d}"]) == 1 for i in range(25))
+
+
+@pytest.mark.usefixtures("small_pages")
+def test_a_user_with_more_connections_than_one_query_page_gets_them_all(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given one user with 10 connections and a query page of 3 items
+    for index in range(10):
+        add_connection(f"d-{index}", "dora", "pc" if index % 2 else "mobile")
+    # When the user is messaged on pc only
+    result = invoke({"userId": "dora", "platform": "pc", "payload": PAYLOAD}, lambda_context)
+    # Then the five pc connections received it
+    assert result["delivered"] == 5
+    assert receivers(management_api) == {f"d-{i}" for i in range(1, 10, 2)}
 
 
 @pytest.mark.usefixtures("users")
@@ -225,3 +242,36 @@ def test_expired_rows_are_ignored_even_before_dynamodb_removes_them(
     invoke({"broadcast": True, "payload": PAYLOAD}, lambda_context)
     # Then the expired connection received nothing
     assert "a-mobile" not in management_api.received
+
+
+@pytest.fixture
+def log_output() -> Iterator[io.StringIO]:
+    """Everything the Powertools logger writes during the test."""
+    handler = logger.registered_handler
+    assert isinstance(handler, logging.StreamHandler)
+    buffer = io.StringIO()
+    previous = handler.setStream(buffer)
+    yield buffer
+    handler.setStream(previous)
+
+
+@pytest.mark.usefixtures("users")
+def test_payload_bodies_never_reach_the_logs_or_metrics(
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    capsys: pytest.CaptureFixture[str],
+    log_output: io.StringIO,
+) -> None:
+    # Given a payload holding a secret, and one recipient that fails
+    secret = "card-4111-1111-1111-1111"
+    management_api.script("b-pc", *[Reply.aws(500)] * 3)
+    # When it is sent to everyone, and an invalid message carrying it too
+    invoke(
+        {"broadcast": True, "payload": {"type": "t", "data": {"secret": secret}}}, lambda_context
+    )
+    invoke({"userId": "bob", "payload": {"type": "t", "data": secret, "x": 1}}, lambda_context)
+    # Then logs and metrics mention connections and message ids, never the payload
+    logs, metrics = log_output.getvalue(), capsys.readouterr()
+    assert '"connection_id":"b-pc"' in logs
+    assert '"Failed":[1.0]' in metrics.out
+    assert secret not in logs + metrics.out + metrics.err

@@ -41,7 +41,9 @@ def table(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The data-access functions answered from ROWS; returns the deleted ids."""
     deleted: list[str] = []
 
-    def for_user(user_id: str, *, now_ms: int) -> Iterator[ConnectionRecord]:
+    def for_user(
+        user_id: str, *, now_ms: int, page_size: int | None = None
+    ) -> Iterator[ConnectionRecord]:
         return (r for r in ROWS if r.user_id == user_id)
 
     def all_connections(*, now_ms: int, page_size: int | None = None) -> Iterator[ConnectionRecord]:

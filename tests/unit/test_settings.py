@@ -12,7 +12,7 @@ def test_defaults_and_platform_list() -> None:
     assert settings.region == "eu-west-1"
     assert settings.allowed_platforms == frozenset({"pc", "mobile"})
     assert settings.connection_ttl_seconds > MAX_CONNECTION_LIFETIME_SECONDS
-    assert settings.scan_page_size is None
+    assert settings.page_size is None
 
 
 def test_missing_table_name_is_an_error() -> None:

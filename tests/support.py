@@ -14,6 +14,8 @@ from wspush import connections
 from wspush.clock import now_ms
 from wspush.connections import ConnectionRecord
 
+PAYLOAD = {"type": "order.updated", "data": {"orderId": 7}}
+
 
 def add_connection(connection_id: str, user_id: str, platform: str = "pc") -> None:
     now = now_ms()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from wspush.errors import InvalidMessage
@@ -150,21 +150,19 @@ def _target(envelope: Mapping[str, Any]) -> Target:
             allow_empty=True,
         )
     )
-    if name == "connectionId":
-        _require_string(value, name, MAX_CONNECTION_ID_LENGTH)
-        return Target(connection_ids=(value,), platforms=platforms, exclude_connection_ids=exclude)
-    if name == "connectionIds":
-        ids = _string_list(value, name, MAX_CONNECTION_ID_LENGTH)
-        return Target(connection_ids=ids, platforms=platforms, exclude_connection_ids=exclude)
-    if name == "userId":
-        _require_string(value, name, MAX_USER_ID_LENGTH)
-        return Target(user_ids=(value,), platforms=platforms, exclude_connection_ids=exclude)
-    if name == "userIds":
-        ids = _string_list(value, name, MAX_USER_ID_LENGTH)
-        return Target(user_ids=ids, platforms=platforms, exclude_connection_ids=exclude)
-    if value is not True:
-        raise InvalidMessage("invalid_target", "broadcast must be true when present", name)
-    return Target(broadcast=True, platforms=platforms, exclude_connection_ids=exclude)
+    base = Target(platforms=platforms, exclude_connection_ids=exclude)
+    if name == "broadcast":
+        if value is not True:
+            raise InvalidMessage("invalid_target", "broadcast must be true when present", name)
+        return replace(base, broadcast=True)
+    by_connection = name.startswith("connection")
+    max_length = MAX_CONNECTION_ID_LENGTH if by_connection else MAX_USER_ID_LENGTH
+    if name.endswith("Ids"):
+        ids = _string_list(value, name, max_length)
+    else:
+        _require_string(value, name, max_length)
+        ids = (value,)
+    return replace(base, connection_ids=ids) if by_connection else replace(base, user_ids=ids)
 
 
 def _platforms(value: Any) -> frozenset[str] | None:

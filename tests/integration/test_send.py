@@ -14,21 +14,11 @@ import pytest
 from handlers import send
 from tests.conftest import REGION, TABLE, FakeLambdaContext
 from tests.fakes.management_api import FakeManagementApi, Reply
-from tests.support import add_connection, frames, stored_ids
+from tests.support import PAYLOAD, add_connection, frames, stored_ids
 from wspush.observability import logger
 from wspush.settings import get_settings
 
 pytestmark = pytest.mark.usefixtures("aws")
-PAYLOAD = {"type": "order.updated", "data": {"orderId": 7}}
-
-
-@pytest.fixture
-def users(aws: None) -> None:
-    """alice on pc and mobile, bob on pc, carol on web."""
-    add_connection("a-pc", "alice", "pc")
-    add_connection("a-mobile", "alice", "mobile")
-    add_connection("b-pc", "bob", "pc")
-    add_connection("c-web", "carol", "web")
 
 
 def invoke(event: Any, context: FakeLambdaContext) -> Any:

@@ -11,17 +11,8 @@ import pytest
 from handlers import sender
 from tests.conftest import DLQ_URL, QUEUE_URL, REGION, TABLE, FakeLambdaContext
 from tests.fakes.management_api import FakeManagementApi, Reply
-from tests.support import add_connection, attributes_of, drain, frames, sqs_event, sqs_record
+from tests.support import PAYLOAD, attributes_of, drain, frames, sqs_event, sqs_record
 from wspush import queues
-
-PAYLOAD = {"type": "order.updated", "data": {"orderId": 7}}
-
-
-@pytest.fixture
-def users(aws: None) -> None:
-    add_connection("a-pc", "alice", "pc")
-    add_connection("a-mobile", "alice", "mobile")
-    add_connection("b-pc", "bob", "pc")
 
 
 def run(event: dict[str, Any], context: FakeLambdaContext) -> list[str]:

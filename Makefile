@@ -7,8 +7,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+STAGE ?= dev
 
-.PHONY: dev test install lint typecheck unit integration packaging package clean
+# src/ is copied into the Lambda zip as it is: keep bytecode caches out of it.
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: dev test install lint typecheck unit integration packaging package deploy clean-src clean
 
 dev: install
 	@echo "make dev (the local stack) arrives with issue #3; until then see README: make test" >&2
@@ -46,8 +50,14 @@ integration: $(PY_STAMP)
 packaging: install
 	$(BIN)/pytest tests/packaging
 
-package: install
-	npx sls package --stage $${STAGE:-dev}
+package: install clean-src
+	npx sls package --stage $(STAGE)
+
+deploy: install clean-src
+	npx sls deploy --stage $(STAGE)
+
+clean-src:
+	find src -name __pycache__ -prune -exec rm -rf {} +
 
 clean:
 	rm -rf $(VENV) node_modules .serverless .pytest_cache .mypy_cache .ruff_cache

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +14,15 @@ from typing import Any
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
-TABLE = "wspush-test-connections"
-QUEUE = "wspush-test-messages"
-DLQ = "wspush-test-dead-letters"
+STAGE = "test"
+TABLE = f"wspush-{STAGE}-connections"
+QUEUE = f"wspush-{STAGE}-messages"
+DLQ = f"wspush-{STAGE}-dead-letters"
 QUEUE_URL = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{QUEUE}"
 DLQ_URL = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{DLQ}"
+
+# Source files are vendored into the Lambda zip as they are: keep __pycache__ out of src/.
+sys.dont_write_bytecode = True
 
 os.environ.update(
     {
@@ -45,11 +50,12 @@ for name in (
 ):
     os.environ.pop(name, None)
 
+import boto3  # noqa: E402
 import pytest  # noqa: E402
 from moto import mock_aws  # noqa: E402 - must be imported before any botocore client
 
+from tests import stack  # noqa: E402
 from tests.fakes.management_api import FakeManagementApi  # noqa: E402
-from wspush import connections  # noqa: E402
 from wspush.settings import get_settings  # noqa: E402
 
 EVENTS = Path(__file__).parent / "events"
@@ -85,12 +91,9 @@ def lambda_context() -> FakeLambdaContext:
 def aws() -> Iterator[None]:
     """moto's DynamoDB and SQS with the stack's table and queues, fresh per test."""
     with mock_aws():
-        import boto3
-
-        connections.create_table()
-        sqs = boto3.client("sqs", region_name=REGION)
-        sqs.create_queue(QueueName=DLQ)
-        sqs.create_queue(QueueName=QUEUE)
+        assert stack.create_table(boto3.client("dynamodb", region_name=REGION), STAGE) == TABLE
+        urls = stack.create_queues(boto3.client("sqs", region_name=REGION), STAGE)
+        assert urls == {"MessagesQueue": QUEUE_URL, "DeadLetterQueue": DLQ_URL}
         yield
 
 

@@ -166,9 +166,3 @@ def _record(item: _ConnectionItem) -> ConnectionRecord:
         connected_at=int(item.connected_at),
         last_seen_at=int(item.last_seen_at),
     )
-
-
-def create_table() -> None:
-    """Create the table as the model describes it (local stacks and tests; AWS uses the stack)."""
-    if not _ConnectionItem.exists():
-        _ConnectionItem.create_table(billing_mode="PAY_PER_REQUEST", wait=True)

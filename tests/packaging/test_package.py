@@ -1,0 +1,544 @@
+"""What `sls package` builds: a valid, least-privilege stack and a zip Lambda (arm64) can import.
+
+One `npx sls package --stage test` per module run, in a clean copy of the service (as a fresh
+checkout would be) with an empty pip download cache. Slow and needs npm deps and PyPI access,
+hence the `packaging` marker.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+pytestmark = pytest.mark.packaging
+
+REPO = Path(__file__).resolve().parents[2]
+STAGE = "test"
+SERVICE = "wspush"
+PACKAGE_TIMEOUT_SECONDS = 900
+MAX_ZIP_BYTES = 3 * 1024 * 1024
+EM_X86_64 = 62
+EM_AARCH64 = 183
+
+# What a fresh checkout does not have: VCS data, environments, build outputs and caches.
+NOT_IN_CHECKOUT = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "node_modules",
+    ".serverless",
+    "__pycache__",
+    "*.pyc",
+    "*.egg-info",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+)
+
+FUNCTIONS = {
+    "connect": "handlers/connect.handler",
+    "disconnect": "handlers/disconnect.handler",
+    "ping": "handlers/ping.handler",
+    "default": "handlers/default.handler",
+    "send": "handlers/send.handler",
+    "sender": "handlers/sender.handler",
+}
+
+# The Lambda runtime's boto3 and everything it needs (top-level names in site-packages).
+RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six.py", "urllib3")
+
+# IAM grants as (action, resource) pairs; resources rendered by `render` below.
+TABLE = "${ConnectionsTable.Arn}"
+BY_USER_INDEX = "${ConnectionsTable.Arn}/index/byUser"
+MESSAGES_QUEUE = "${MessagesQueue.Arn}"
+DEAD_LETTER_QUEUE = "${DeadLetterQueue.Arn}"
+POST_TO_CONNECTIONS = (
+    "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:"
+    f"${{WebsocketsApi}}/{STAGE}/POST/@connections/*"
+)
+DELIVERY_GRANTS = {
+    ("dynamodb:Query", BY_USER_INDEX),
+    ("dynamodb:Scan", TABLE),
+    ("dynamodb:BatchGetItem", TABLE),
+    ("dynamodb:DeleteItem", TABLE),
+    ("execute-api:ManageConnections", POST_TO_CONNECTIONS),
+}
+FUNCTION_GRANTS = {
+    "connect": {("dynamodb:PutItem", TABLE)},
+    "disconnect": {("dynamodb:DeleteItem", TABLE)},
+    "ping": {("dynamodb:UpdateItem", TABLE)},
+    "default": set(),
+    "send": DELIVERY_GRANTS,
+    "sender": DELIVERY_GRANTS
+    | {
+        ("sqs:ReceiveMessage", MESSAGES_QUEUE),
+        ("sqs:DeleteMessage", MESSAGES_QUEUE),
+        ("sqs:GetQueueAttributes", MESSAGES_QUEUE),
+        ("sqs:SendMessage", MESSAGES_QUEUE),
+        ("sqs:SendMessage", DEAD_LETTER_QUEUE),
+    },
+}
+
+HANDLER_ENV = {
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "WSPUSH_TABLE_NAME": "t",
+    "WSPUSH_QUEUE_URL": "http://localhost/q",
+    "WSPUSH_DLQ_URL": "http://localhost/dlq",
+    "WSPUSH_MANAGEMENT_ENDPOINT": "http://localhost:1",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+}
+# Runs in a fresh `python -I -S -B`: nothing but the artifact, boto3 and the stdlib is importable.
+IMPORT_HANDLER = """
+import importlib, sys
+artifact, runtime_libs, handler = sys.argv[1:4]
+sys.path[:0] = [artifact, runtime_libs]
+module_path, _, attr = handler.rpartition(".")
+module = importlib.import_module(module_path.replace("/", "."))
+if not callable(getattr(module, attr, None)):
+    sys.exit(f"{handler}: no callable {attr!r}")
+roots = (artifact, runtime_libs, *sys.path[2:])
+strays = sorted(
+    f"{name}: {mod.__file__}"
+    for name, mod in list(sys.modules.items())
+    if getattr(mod, "__file__", None) and not mod.__file__.startswith(roots)
+)
+if strays:
+    sys.exit("imported from outside the artifact, boto3 and stdlib:\\n" + "\\n".join(strays))
+"""
+
+
+@dataclass(frozen=True)
+class Package:
+    template: dict[str, Any]
+    template_path: Path
+    zip_path: Path
+    output: str
+    seconds: float
+
+    @property
+    def resources(self) -> dict[str, Any]:
+        resources: dict[str, Any] = self.template["Resources"]
+        return resources
+
+    def of_type(self, kind: str) -> dict[str, dict[str, Any]]:
+        return {key: res for key, res in self.resources.items() if res["Type"] == kind}
+
+    def function(self, name: str) -> dict[str, Any]:
+        """The AWS::Lambda::Function resource of a serverless.yml function."""
+        wanted = f"{SERVICE}-{STAGE}-{name}"
+        matches = [
+            res
+            for res in self.of_type("AWS::Lambda::Function").values()
+            if res["Properties"]["FunctionName"] == wanted
+        ]
+        assert len(matches) == 1, f"expected one function named {wanted}"
+        return matches[0]
+
+    def role_of(self, name: str) -> str:
+        role = self.function(name)["Properties"]["Role"]
+        assert set(role) == {"Fn::GetAtt"}, f"{name}: role must be a role of this stack: {role}"
+        logical_id: str = role["Fn::GetAtt"][0]
+        return logical_id
+
+    def log_group_of(self, name: str) -> str:
+        log_group = f"/aws/lambda/{SERVICE}-{STAGE}-{name}"
+        matches = [
+            key
+            for key, res in self.of_type("AWS::Logs::LogGroup").items()
+            if res["Properties"]["LogGroupName"] == log_group
+        ]
+        assert len(matches) == 1, f"expected one log group {log_group}"
+        return matches[0]
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Package:
+    """Given a clean copy of the service and an empty pip cache, `sls package` runs once."""
+    service = tmp_path_factory.mktemp("service")
+    shutil.copytree(REPO, service, ignore=NOT_IN_CHECKOUT, dirs_exist_ok=True)
+    (service / "node_modules").symlink_to(REPO / "node_modules", target_is_directory=True)
+    # LOCAL_* values are for serverless-offline and would replace the stack's own references.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("LOCAL_")}
+    env["WSPUSH_REQUIREMENTS_CACHE"] = str(tmp_path_factory.mktemp("requirements-cache"))
+
+    started = time.monotonic()
+    result = subprocess.run(
+        ["npx", "sls", "package", "--stage", STAGE],
+        cwd=service,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=PACKAGE_TIMEOUT_SECONDS,
+        check=False,
+    )
+    seconds = time.monotonic() - started
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"sls package failed:\n{output}"
+
+    build = service / ".serverless"
+    template_path = build / "cloudformation-template-update-stack.json"
+    return Package(
+        template=json.loads(template_path.read_text()),
+        template_path=template_path,
+        zip_path=build / f"{SERVICE}.zip",
+        output=output,
+        seconds=seconds,
+    )
+
+
+@pytest.fixture(scope="module")
+def artifact(package: Package, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The zip unpacked as Lambda would unpack it into /var/task."""
+    target = tmp_path_factory.mktemp("artifact")
+    with zipfile.ZipFile(package.zip_path) as archive:
+        archive.extractall(target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def runtime_libs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding only boto3 and its dependencies, as the Lambda runtime provides."""
+    site_packages = Path(boto3.__file__).resolve().parents[1]
+    target = tmp_path_factory.mktemp("runtime-libs")
+    for name in RUNTIME_PROVIDED:
+        (target / name).symlink_to(site_packages / name)
+    return target
+
+
+def render(value: Any) -> str:
+    """A CloudFormation value as one comparable string: GetAtt and Ref in ${...} form."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and len(value) == 1:
+        ((function, argument),) = value.items()
+        if function == "Fn::GetAtt":
+            parts = argument.split(".", 1) if isinstance(argument, str) else argument
+            return "${" + ".".join(parts) + "}"
+        if function == "Ref":
+            return "${" + str(argument) + "}"
+        if function == "Fn::Sub" and isinstance(argument, str):
+            return argument
+        if function == "Fn::Join":
+            separator, parts = argument
+            return str(separator).join(render(part) for part in parts)
+    raise AssertionError(f"cannot render {value!r}")
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def statements(package: Package, role: str) -> Iterator[dict[str, Any]]:
+    """Every policy statement a role gets: inline policies and policies attached to it."""
+    properties = package.resources[role]["Properties"]
+    for policy in properties.get("Policies", []):
+        yield from as_list(policy["PolicyDocument"]["Statement"])
+    for res in package.resources.values():
+        if res["Type"] in {"AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"}:
+            attached = [render(ref) for ref in res["Properties"].get("Roles", [])]
+            if f"${{{role}}}" in attached:
+                yield from as_list(res["Properties"]["PolicyDocument"]["Statement"])
+
+
+def grants(package: Package, role: str) -> set[tuple[str, str]]:
+    pairs = set()
+    for statement in statements(package, role):
+        assert statement["Effect"] == "Allow", statement
+        assert {"Action", "Resource"} <= statement.keys(), f"{role}: no Not*: {statement}"
+        for action in as_list(statement["Action"]):
+            for resource in as_list(statement["Resource"]):
+                pairs.add((action, render(resource)))
+    return pairs
+
+
+def every_statement(package: Package) -> Iterator[tuple[str, dict[str, Any]]]:
+    for key, res in package.resources.items():
+        if res["Type"] == "AWS::IAM::Role":
+            for policy in res["Properties"].get("Policies", []):
+                for statement in as_list(policy["PolicyDocument"]["Statement"]):
+                    yield key, statement
+        elif res["Type"] in {"AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"}:
+            for statement in as_list(res["Properties"]["PolicyDocument"]["Statement"]):
+                yield key, statement
+
+
+# --- the template ----------------------------------------------------------------------------
+
+
+def test_cfn_lint_finds_nothing(package: Package) -> None:
+    # Given the packaged template
+    cfn_lint = shutil.which("cfn-lint", path=str(Path(sys.executable).parent)) or "cfn-lint"
+    # When cfn-lint checks it (W3005: redundant DependsOn the framework writes)
+    result = subprocess.run(
+        [cfn_lint, str(package.template_path), "--ignore-checks", "W3005"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    # Then it reports nothing
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_packaging_prints_no_warnings(package: Package) -> None:
+    # Given the CLI's output  /  Then it carries no warning or deprecation
+    warnings = re.findall(r"(?im)^.*(?:warning|deprecat).*$", package.output)
+    assert not warnings, package.output
+
+
+def test_functions_are_the_handlers_of_the_service(package: Package) -> None:
+    # Given the packaged functions  /  Then each handler is the one serverless.yml names
+    handlers = {
+        res["Properties"]["FunctionName"]: res["Properties"]["Handler"]
+        for res in package.of_type("AWS::Lambda::Function").values()
+    }
+    assert handlers == {f"{SERVICE}-{STAGE}-{name}": path for name, path in FUNCTIONS.items()}
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_function_runs_python313_on_arm64_with_tracing(package: Package, name: str) -> None:
+    properties = package.function(name)["Properties"]
+    assert properties["Runtime"] == "python3.13"
+    assert properties["Architectures"] == ["arm64"]
+    assert properties["TracingConfig"] == {"Mode": "Active"}
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_function_environment_points_at_this_stack(package: Package, name: str) -> None:
+    # Given the environment of a function packaged without LOCAL_* overrides
+    variables = package.function(name)["Properties"]["Environment"]["Variables"]
+    # Then every value refers to this stack's resources
+    assert variables["WSPUSH_TABLE_NAME"] == f"{SERVICE}-{STAGE}-connections"
+    assert variables["WSPUSH_QUEUE_URL"] == {"Ref": "MessagesQueue"}
+    assert variables["WSPUSH_DLQ_URL"] == {"Ref": "DeadLetterQueue"}
+    assert render(variables["WSPUSH_MANAGEMENT_ENDPOINT"]) == (
+        f"https://${{WebsocketsApi}}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}/{STAGE}"
+    )
+    assert variables["WSPUSH_ALLOWED_PLATFORMS"] == ""
+    assert variables["POWERTOOLS_SERVICE_NAME"] == "wspush"
+    assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "wspush"
+    assert variables["POWERTOOLS_LOG_LEVEL"] == "INFO"
+    assert variables["POWERTOOLS_TRACER_CAPTURE_RESPONSE"] == "false"
+    assert variables["POWERTOOLS_TRACER_CAPTURE_ERROR"] == "false"
+
+
+def test_connections_table(package: Package) -> None:
+    properties = package.resources["ConnectionsTable"]["Properties"]
+    assert properties["TableName"] == f"{SERVICE}-{STAGE}-connections"
+    assert properties["BillingMode"] == "PAY_PER_REQUEST"
+    assert properties["KeySchema"] == [{"AttributeName": "connectionId", "KeyType": "HASH"}]
+    attributes = {
+        (a["AttributeName"], a["AttributeType"]) for a in properties["AttributeDefinitions"]
+    }
+    assert attributes == {("connectionId", "S"), ("userId", "S")}
+    (index,) = properties["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "byUser"
+    assert index["KeySchema"] == [{"AttributeName": "userId", "KeyType": "HASH"}]
+    assert index["Projection"] == {"ProjectionType": "ALL"}
+    assert properties["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
+    assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert properties["SSESpecification"] == {"SSEEnabled": True}
+
+
+def test_messages_queue_outlasts_the_sender_and_redrives(package: Package) -> None:
+    # Given the queue and the function consuming it
+    queue = package.resources["MessagesQueue"]["Properties"]
+    sender_timeout = int(package.function("sender")["Properties"]["Timeout"])
+    # Then a message stays hidden for at least 6 sender timeouts (AWS guidance)
+    assert int(queue["VisibilityTimeout"]) >= 6 * sender_timeout
+    # And after 5 receives it moves to the dead-letter queue
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
+        "maxReceiveCount": 5,
+    }
+    assert queue["SqsManagedSseEnabled"] is True
+
+
+def test_dead_letter_queue_keeps_messages_14_days(package: Package) -> None:
+    queue = package.resources["DeadLetterQueue"]["Properties"]
+    assert int(queue["MessageRetentionPeriod"]) == 14 * 24 * 60 * 60
+    assert queue["SqsManagedSseEnabled"] is True
+
+
+def test_alarm_fires_on_the_first_dead_letter(package: Package) -> None:
+    (alarm,) = package.of_type("AWS::CloudWatch::Alarm").values()
+    properties = alarm["Properties"]
+    assert properties["Namespace"] == "AWS/SQS"
+    assert properties["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert properties["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}
+    ]
+    assert properties["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert properties["Threshold"] == 1
+
+
+def test_outputs(package: Package) -> None:
+    outputs = {key: output["Value"] for key, output in package.template["Outputs"].items()}
+    assert render(outputs["WebSocketUrl"]) == (
+        f"wss://${{WebsocketsApi}}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}/{STAGE}"
+    )
+    assert outputs["QueueUrl"] == {"Ref": "MessagesQueue"}
+    assert outputs["DeadLetterQueueUrl"] == {"Ref": "DeadLetterQueue"}
+    assert outputs["SendFunctionName"] == {"Ref": "SendLambdaFunction"}
+    assert package.resources["SendLambdaFunction"]["Properties"]["FunctionName"] == (
+        f"{SERVICE}-{STAGE}-send"
+    )
+    assert outputs["TableName"] == {"Ref": "ConnectionsTable"}
+
+
+def test_sender_reads_the_queue_in_batches_reporting_failures(package: Package) -> None:
+    (mapping,) = package.of_type("AWS::Lambda::EventSourceMapping").values()
+    properties = mapping["Properties"]
+    assert properties["EventSourceArn"] == {"Fn::GetAtt": ["MessagesQueue", "Arn"]}
+    assert properties["FunctionName"] == {"Fn::GetAtt": ["SenderLambdaFunction", "Arn"]}
+    assert properties["BatchSize"] == 10
+    assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+@pytest.mark.parametrize("route_key", ["ping", "$default"])
+def test_route_sends_the_handler_body_back(package: Package, route_key: str) -> None:
+    # Given the route  /  Then its response is the integration's ($default) response
+    routes = {
+        key: res
+        for key, res in package.of_type("AWS::ApiGatewayV2::Route").items()
+        if res["Properties"]["RouteKey"] == route_key
+    }
+    ((route_id, route),) = routes.items()
+    assert route["Properties"]["RouteResponseSelectionExpression"] == "$default"
+    responses = [
+        res["Properties"]
+        for res in package.of_type("AWS::ApiGatewayV2::RouteResponse").values()
+        if res["Properties"]["RouteId"] == {"Ref": route_id}
+    ]
+    assert [response["RouteResponseKey"] for response in responses] == ["$default"]
+
+
+def test_websocket_stage_is_the_stage_permissions_name(package: Package) -> None:
+    (stage,) = package.of_type("AWS::ApiGatewayV2::Stage").values()
+    assert stage["Properties"]["StageName"] == STAGE
+    assert stage["Properties"]["ApiId"] == {"Ref": "WebsocketsApi"}
+
+
+# --- IAM ---------------------------------------------------------------------------------------
+
+
+def test_each_function_has_a_role_of_its_own_and_no_role_is_left_over(package: Package) -> None:
+    roles = {name: package.role_of(name) for name in FUNCTIONS}
+    assert len(set(roles.values())) == len(FUNCTIONS), roles
+    assert set(package.of_type("AWS::IAM::Role")) == set(roles.values())
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_role_grants_exactly_what_the_function_uses(package: Package, name: str) -> None:
+    # Given the role of a function
+    role = package.role_of(name)
+    properties = package.resources[role]["Properties"]
+    # Then only Lambda can assume it and no managed policy widens it
+    assert properties["AssumeRolePolicyDocument"]["Statement"] == [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ]
+    assert not properties.get("ManagedPolicyArns")
+    # And it grants tracing, writing its own logs, and what its code calls: nothing else
+    own_logs = "${" + package.log_group_of(name) + ".Arn}"
+    assert grants(package, role) == {
+        ("xray:PutTraceSegments", "*"),
+        ("xray:PutTelemetryRecords", "*"),
+        ("logs:CreateLogStream", own_logs),
+        ("logs:PutLogEvents", own_logs),
+        *FUNCTION_GRANTS[name],
+    }
+
+
+def test_no_statement_uses_wildcard_actions_or_data_resources(package: Package) -> None:
+    for owner, statement in every_statement(package):
+        for action in as_list(statement.get("Action", [])):
+            assert "*" not in action, f"{owner}: {statement}"
+            if action.startswith(("dynamodb:", "sqs:", "execute-api:")):
+                assert "*" not in as_list(statement["Resource"]), f"{owner}: {statement}"
+
+
+def test_no_statement_manages_connections_beyond_this_api_and_stage(package: Package) -> None:
+    # Given every IAM statement in the template, including any the framework adds
+    for owner, statement in every_statement(package):
+        actions = [action.lower() for action in as_list(statement.get("Action", []))]
+        manages = any(
+            fnmatch.fnmatchcase("execute-api:manageconnections", action) for action in actions
+        )
+        # Then posting to connections is allowed only on this API's stage
+        if manages:
+            assert {render(r) for r in as_list(statement["Resource"])} == {POST_TO_CONNECTIONS}, (
+                f"{owner}: {statement}"
+            )
+
+
+# --- the zip -------------------------------------------------------------------------------------
+
+
+def test_zip_is_small(package: Package) -> None:
+    assert package.zip_path.stat().st_size < MAX_ZIP_BYTES
+
+
+def test_zip_holds_handlers_and_the_shared_package_at_its_root(package: Package) -> None:
+    with zipfile.ZipFile(package.zip_path) as archive:
+        names = archive.namelist()
+    top_level = {name.split("/", 1)[0] for name in names}
+    # Then the project's code sits at the root, as in the repository
+    handlers = {path.relative_to(REPO).as_posix() for path in REPO.glob("handlers/**/*.py")}
+    shared = {path.relative_to(REPO / "src").as_posix() for path in REPO.glob("src/wspush/**/*.py")}
+    zip_py = {name for name in names if name.startswith(("handlers/", "wspush/"))}
+    assert zip_py == handlers | shared
+    # And nothing the runtime provides, nor anything of the project that is not code
+    unwanted = {"tests", "node_modules", "src", ".venv", ".serverless", *RUNTIME_PROVIDED, "bin"}
+    assert not top_level & unwanted
+    assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
+    assert not [name for name in top_level if name.endswith((".dist-info", ".egg-info"))]
+
+
+def test_native_code_in_zip_is_built_for_arm64(package: Package) -> None:
+    # Given the ELF header of every shared object in the zip
+    with zipfile.ZipFile(package.zip_path) as archive:
+        headers = {
+            name: archive.read(name)[:20]
+            for name in archive.namelist()
+            if re.search(r"\.so(\.|$)", name)
+        }
+    assert all(header.startswith(b"\x7fELF") for header in headers.values()), headers.keys()
+    machines = {name: int.from_bytes(header[18:20], "little") for name, header in headers.items()}
+    # Then each is built for aarch64, none for x86_64
+    assert EM_X86_64 not in machines.values(), machines
+    assert {name: machine for name, machine in machines.items() if machine != EM_AARCH64} == {}
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_handler_imports_from_the_artifact_with_only_boto3_beside_it(
+    artifact: Path, runtime_libs: Path, name: str
+) -> None:
+    # Given the unpacked zip, boto3 as the runtime has it, and the environment the code reads
+    # When a fresh interpreter without site-packages imports the handler
+    isolated = [sys.executable, "-I", "-S", "-B", "-c", IMPORT_HANDLER]
+    result = subprocess.run(
+        [*isolated, str(artifact), str(runtime_libs), FUNCTIONS[name]],
+        env=HANDLER_ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    # Then it imports, and nothing came from outside the artifact, boto3 and the stdlib
+    assert result.returncode == 0, result.stderr

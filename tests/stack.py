@@ -1,0 +1,100 @@
+"""The stack's own resource definitions from serverless.yml, to create local copies of them.
+
+Tests build the connections table and the queues in moto from these definitions rather than
+from a second description, so the code and the deployed resources cannot drift apart unseen.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SERVERLESS_YML = Path(__file__).resolve().parents[1] / "serverless.yml"
+_SELF_REFERENCE = re.compile(r"\$\{self:([\w.]+)\}")
+
+
+class _TemplateLoader(yaml.SafeLoader):
+    """Reads CloudFormation short tags (``!Ref``, ``!GetAtt``...) as their long form."""
+
+
+def _intrinsic(loader: _TemplateLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {"Ref" if suffix == "Ref" else f"Fn::{suffix}": value}
+
+
+_TemplateLoader.add_multi_constructor("!", _intrinsic)
+
+
+def resources(stage: str) -> dict[str, Any]:
+    """serverless.yml's CloudFormation resources for ``stage``, ``${self:...}`` resolved."""
+    text = SERVERLESS_YML.read_text().replace("${sls:stage}", stage)
+    config = yaml.load(text, Loader=_TemplateLoader)
+
+    def lookup(match: re.Match[str]) -> str:
+        value: Any = config
+        for key in match.group(1).split("."):
+            value = value[key]
+        return str(value)
+
+    resolved = _SELF_REFERENCE.sub(lookup, json.dumps(config["resources"]["Resources"]))
+    stack: dict[str, Any] = json.loads(resolved)
+    return stack
+
+
+def create_table(dynamodb: Any, stage: str) -> str:
+    """Create ConnectionsTable as the stack defines it; returns its name."""
+    properties = resources(stage)["ConnectionsTable"]["Properties"]
+    name: str = properties["TableName"]
+    dynamodb.create_table(
+        TableName=name,
+        BillingMode=properties["BillingMode"],
+        AttributeDefinitions=properties["AttributeDefinitions"],
+        KeySchema=properties["KeySchema"],
+        GlobalSecondaryIndexes=properties["GlobalSecondaryIndexes"],
+    )
+    ttl = properties["TimeToLiveSpecification"]
+    dynamodb.update_time_to_live(
+        TableName=name,
+        TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": ttl["Enabled"]},
+    )
+    return name
+
+
+def create_queues(sqs: Any, stage: str) -> dict[str, str]:
+    """Create the stack's queues (dead-letter queues first); logical id -> queue URL."""
+    queues = {
+        key: res["Properties"]
+        for key, res in resources(stage).items()
+        if res["Type"] == "AWS::SQS::Queue"
+    }
+    urls: dict[str, str] = {}
+    for key in sorted(queues, key=lambda k: "RedrivePolicy" in queues[k]):
+        properties = dict(queues[key])
+        attributes = {
+            name: str(properties[name])
+            for name in ("VisibilityTimeout", "MessageRetentionPeriod")
+            if name in properties
+        }
+        if "RedrivePolicy" in properties:
+            policy = dict(properties["RedrivePolicy"])
+            target = policy["deadLetterTargetArn"]["Fn::GetAtt"][0]
+            policy["deadLetterTargetArn"] = sqs.get_queue_attributes(
+                QueueUrl=urls[target], AttributeNames=["QueueArn"]
+            )["Attributes"]["QueueArn"]
+            attributes["RedrivePolicy"] = json.dumps(policy)
+        urls[key] = sqs.create_queue(QueueName=properties["QueueName"], Attributes=attributes)[
+            "QueueUrl"
+        ]
+    return urls

@@ -8,6 +8,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 STAGE ?= dev
+REGION ?= us-east-1
 
 # src/ is copied into the Lambda zip as it is: keep bytecode caches out of it.
 export PYTHONDONTWRITEBYTECODE := 1
@@ -51,10 +52,10 @@ packaging: install
 	$(BIN)/pytest tests/packaging
 
 package: install clean-src
-	npx sls package --stage $(STAGE)
+	npx sls package --stage $(STAGE) --region $(REGION)
 
 deploy: install clean-src
-	npx sls deploy --stage $(STAGE)
+	npx sls deploy --stage $(STAGE) --region $(REGION)
 
 clean-src:
 	find src -name __pycache__ -prune -exec rm -rf {} +

@@ -8,9 +8,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from wspush import sessions
 from wspush.clock import now_ms
-from wspush.errors import ConnectionRefused, StorageUnavailable
+from wspush.errors import BadHandshake, ConnectionRefused, StorageUnavailable
 from wspush.observability import logger, metrics, tracer
 from wspush.settings import get_settings
+
+# The handshake status each kind of refusal gets.
+REFUSAL_STATUS: dict[type[ConnectionRefused], int] = {BadHandshake: 400}
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
@@ -28,11 +31,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             connected_at=request.request_context.connected_at,
         )
     except ConnectionRefused as exc:
+        status = REFUSAL_STATUS[type(exc)]
         logger.info(
-            "connection refused", connection_id=connection_id, status=exc.status, reason=exc.reason
+            "connection refused", connection_id=connection_id, status=status, reason=exc.reason
         )
         metrics.add_metric(name="ConnectionsRefused", unit="Count", value=1)
-        return sessions.route_response(exc.status, exc.reason)
+        return sessions.route_response(status, exc.reason)
     except StorageUnavailable:
         logger.exception("connection not stored", connection_id=connection_id)
         metrics.add_metric(name="ConnectionErrors", unit="Count", value=1)

@@ -9,6 +9,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from wspush import sending
+from wspush.clock import Deadline
 from wspush.observability import logger, metrics, tracer
 from wspush.settings import get_settings
 
@@ -17,4 +18,10 @@ from wspush.settings import get_settings
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def handler(event: Any, context: LambdaContext) -> dict[str, Any] | list[dict[str, Any]]:
-    return sending.send(event, get_settings())
+    settings = get_settings()
+    return sending.send(
+        event,
+        settings,
+        request_id=context.aws_request_id,
+        deadline=Deadline.of(context, margin_ms=settings.deadline_margin_ms),
+    )

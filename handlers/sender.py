@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from wspush import sending
+from wspush.clock import Deadline
 from wspush.observability import logger, metrics, tracer
 from wspush.settings import get_settings
 
@@ -19,8 +20,10 @@ from wspush.settings import get_settings
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
-def record_handler(record: SQSRecord) -> None:
-    sending.process_queued(record, get_settings())
+def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
+    settings = get_settings()
+    deadline = Deadline.of(lambda_context, margin_ms=settings.deadline_margin_ms)
+    sending.process_queued(record, settings, deadline=deadline)
 
 
 @logger.inject_lambda_context(correlation_id_path="Records[0].messageId")

@@ -54,7 +54,7 @@ import boto3  # noqa: E402
 import pytest  # noqa: E402
 from moto import mock_aws  # noqa: E402 - must be imported before any botocore client
 
-from tests import stack  # noqa: E402
+from local import stack  # noqa: E402
 from tests.fakes.management_api import FakeManagementApi  # noqa: E402
 from wspush.settings import get_settings  # noqa: E402
 

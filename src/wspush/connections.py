@@ -61,14 +61,17 @@ class ConnectionRecord:
 
 
 def save(record: ConnectionRecord, *, ttl_seconds: int) -> None:
-    """Store a new connection in one PutItem: the row exists whole or not at all."""
+    """Store a new connection in one PutItem: the row exists whole or not at all.
+
+    Its TTL counts from ``connected_at``: API Gateway's 2-hour lifetime cap plus a margin.
+    """
     item = _ConnectionItem(
         record.connection_id,
         user_id=record.user_id,
         platform=record.platform,
         connected_at=record.connected_at,
         last_seen_at=record.last_seen_at,
-        ttl=_expiry(record.last_seen_at, ttl_seconds),
+        ttl=_expiry(record.connected_at, ttl_seconds),
     )
     try:
         item.save()
@@ -91,14 +94,15 @@ def delete(connection_id: str) -> bool:
     return True
 
 
-def touch(connection_id: str, *, now_ms: int, ttl_seconds: int) -> bool:
-    """Refresh ``lastSeenAt`` and the TTL of a known connection; False if it is unknown."""
+def touch(connection_id: str, *, now_ms: int) -> bool:
+    """Record that a known connection is alive; False if it is unknown.
+
+    The TTL stays where ``save`` put it: API Gateway closes every connection 2 hours after
+    it opened, however active, so a row never needs to outlive that.
+    """
     try:
         _ConnectionItem(connection_id).update(
-            actions=[
-                _ConnectionItem.last_seen_at.set(now_ms),
-                _ConnectionItem.ttl.set(_expiry(now_ms, ttl_seconds)),
-            ],
+            actions=[_ConnectionItem.last_seen_at.set(now_ms)],
             condition=_ConnectionItem.connection_id.exists(),
         )
     except UpdateError as exc:

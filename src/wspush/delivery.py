@@ -16,11 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wspush import connections
+from wspush.clock import Deadline
 from wspush.errors import StorageUnavailable
 from wspush.gateway import Gateway, PostOutcome, PostResult
 from wspush.messages import Message, Target
 from wspush.observability import logger, metrics, tracer
 from wspush.settings import Settings
+
+NOT_ATTEMPTED = "deadline"
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,8 @@ class Failure:
     connection_id: str
     reason: str
     retryable: bool
+    # False when the invocation ran out of time before the first post to this recipient.
+    attempted: bool = True
 
 
 @dataclass
@@ -119,18 +124,26 @@ def deliver(
     *,
     gateway: Gateway,
     settings: Settings,
+    deadline: Deadline | None = None,
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
 ) -> DeliveryReport:
-    """Post ``message`` to every recipient concurrently (bounded) and report each outcome."""
+    """Post ``message`` to every recipient concurrently (bounded) and report each outcome.
+
+    No post starts after ``deadline``: recipients not reached by then are reported as
+    failed, retryable and not attempted, so the caller can hand them on.
+    """
     report = DeliveryReport(message.id, targets=len(recipients))
     if not recipients:
         return report
     policy = RetryPolicy.from_settings(settings)
     jitter = rng or random.Random()  # noqa: S311 - jitter, not security
+    limit = deadline or Deadline.never()
 
-    def post_one(connection_id: str) -> tuple[str, PostResult, int]:
-        return _post_with_retries(gateway, connection_id, message.frame, policy, sleep, jitter)
+    def post_one(connection_id: str) -> tuple[str, PostResult | None, int]:
+        return _post_with_retries(
+            gateway, connection_id, message.frame, policy, limit, sleep, jitter
+        )
 
     workers = min(settings.delivery_concurrency, len(recipients))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deliver") as pool:
@@ -146,19 +159,27 @@ def _post_with_retries(
     connection_id: str,
     frame: bytes,
     policy: RetryPolicy,
+    deadline: Deadline,
     sleep: Callable[[float], None],
     rng: random.Random,
-) -> tuple[str, PostResult, int]:
+) -> tuple[str, PostResult | None, int]:
+    """Post with bounded retries; ``None`` when the deadline passed before the first post."""
     throttles = 0
+    result: PostResult | None = None
     for attempt in range(policy.max_attempts):
         if attempt:
-            sleep(backoff_seconds(attempt - 1, policy, rng))
+            delay = backoff_seconds(attempt - 1, policy, rng)
+            if delay >= deadline.remaining():
+                break
+            sleep(delay)
+        if deadline.passed():
+            break
         result = gateway.post(connection_id, frame)
         if result.outcome is PostOutcome.THROTTLED:
             throttles += 1
         if not result.retryable:
             break
-    if result.outcome is PostOutcome.GONE:
+    if result is not None and result.outcome is PostOutcome.GONE:
         _forget(connection_id)
     return connection_id, result, throttles
 
@@ -173,9 +194,11 @@ def _forget(connection_id: str) -> None:
 
 
 def _record(
-    report: DeliveryReport, message_id: str, connection_id: str, result: PostResult
+    report: DeliveryReport, message_id: str, connection_id: str, result: PostResult | None
 ) -> None:
-    if result.outcome is PostOutcome.DELIVERED:
+    if result is None:
+        report.failed.append(Failure(connection_id, NOT_ATTEMPTED, retryable=True, attempted=False))
+    elif result.outcome is PostOutcome.DELIVERED:
         report.delivered.append(connection_id)
     elif result.outcome is PostOutcome.GONE:
         report.gone.append(connection_id)

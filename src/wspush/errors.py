@@ -21,12 +21,15 @@ class InvalidMessage(WspushError):
 
 
 class ConnectionRefused(WspushError):
-    """A WebSocket handshake is refused; ``status`` is the HTTP status the client sees."""
+    """A WebSocket handshake is refused; nothing is stored. ``reason`` is safe to log."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, reason: str) -> None:
         super().__init__(reason)
-        self.status = status
         self.reason = reason
+
+
+class BadHandshake(ConnectionRefused):
+    """The handshake's query is missing or malformed."""
 
 
 class StorageUnavailable(WspushError):
@@ -35,3 +38,7 @@ class StorageUnavailable(WspushError):
 
 class QueueUnavailable(WspushError):
     """A message could not be put on the queue or the dead-letter queue."""
+
+
+class DeadlineReached(WspushError):
+    """The invocation is about to run out of time; the work was not started."""

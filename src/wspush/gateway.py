@@ -22,10 +22,12 @@ class PostOutcome(StrEnum):
     THROTTLED = "throttled"
     TOO_LARGE = "too_large"
     FORBIDDEN = "forbidden"
+    REJECTED = "rejected"  # any other 4xx: the request itself is wrong, retrying cannot help
     ERROR = "error"
 
 
 _RETRYABLE = frozenset((PostOutcome.THROTTLED, PostOutcome.ERROR))
+_REQUEST_TIMEOUT = 408
 _BY_STATUS = {
     410: PostOutcome.GONE,
     429: PostOutcome.THROTTLED,
@@ -68,7 +70,14 @@ def classify(status: int | None, code: str | None) -> PostOutcome:
         return _BY_STATUS[status]
     if code is not None and code in _BY_CODE:
         return _BY_CODE[code]
+    if status is not None and 400 <= status < 500 and status != _REQUEST_TIMEOUT:
+        return PostOutcome.REJECTED
     return PostOutcome.ERROR
+
+
+# One post answers in milliseconds; these bound how long a stuck one can hold a worker.
+CONNECT_TIMEOUT_SECONDS = 1
+READ_TIMEOUT_SECONDS = 3
 
 
 class Gateway:
@@ -77,8 +86,8 @@ class Gateway:
     def __init__(self, endpoint_url: str, *, region: str, max_connections: int) -> None:
         config = Config(
             max_pool_connections=max_connections,
-            connect_timeout=2,
-            read_timeout=5,
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            read_timeout=READ_TIMEOUT_SECONDS,
             tcp_keepalive=True,
             # Retries are ours (delivery decides per outcome); botocore must not add more.
             retries={"total_max_attempts": 1},

@@ -67,10 +67,15 @@ def parse_json(body: str | bytes) -> Any:
         raise InvalidMessage("invalid_json", "message body is not valid JSON") from exc
 
 
-def parse_message(envelope: Any, *, now_ms: int, ts: int | None = None) -> Message:
+def parse_message(
+    envelope: Any, *, now_ms: int, ts: int | None = None, default_id: str | None = None
+) -> Message:
     """Validate an envelope into a ``Message`` or raise ``InvalidMessage`` naming the field.
 
-    ``ts`` keeps the original timestamp when a message is re-queued.
+    ``ts`` keeps the original timestamp when a message is re-queued. ``default_id`` is the
+    id of a message that has none of its own; it must be the same each time the same
+    message is handled again (an SQS message id, a Lambda request id), so clients can
+    drop the duplicate.
     """
     if not isinstance(envelope, Mapping):
         raise InvalidMessage("invalid_envelope", "message must be a JSON object")
@@ -78,7 +83,7 @@ def parse_message(envelope: Any, *, now_ms: int, ts: int | None = None) -> Messa
     if unknown:
         raise InvalidMessage("unknown_field", f"unknown field {unknown[0]!r}", unknown[0])
 
-    message_id = _message_id(envelope.get("id"))
+    message_id = _message_id(envelope.get("id"), default_id)
     target = _target(envelope)
     payload_type, data = _payload(envelope.get("payload"))
     timestamp = now_ms if ts is None else ts
@@ -108,7 +113,12 @@ def encode_frame(payload_type: str, data: Any, *, message_id: str, ts: int) -> b
         raise InvalidMessage(
             "invalid_payload", "payload.data is not serializable as JSON", "payload.data"
         ) from exc
-    return text.encode("utf-8")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from "\ud800" in the JSON
+        raise InvalidMessage(
+            "invalid_payload", "payload holds text that is not valid Unicode", "payload"
+        ) from exc
 
 
 def to_envelope(message: Message, connection_ids: list[str]) -> dict[str, Any]:
@@ -124,9 +134,9 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _message_id(value: Any) -> str:
+def _message_id(value: Any, default: str | None) -> str:
     if value is None:
-        return uuid.uuid4().hex
+        return default or uuid.uuid4().hex
     _require_string(value, "id", MAX_ID_LENGTH)
     return str(value)
 

@@ -1,16 +1,17 @@
 """What the send and sender Lambdas do with a message, from envelope to report.
 
 ``send`` answers a direct invocation synchronously. ``process_queued`` handles one
-SQS message and guarantees that, whatever happens, each recipient either got the
-message, was found gone, or is named in a dead-letter message with its reason:
+SQS message and guarantees that each recipient either got the message, was found
+gone, or is named in a dead-letter message with its reason:
 
 - an invalid message goes to the dead-letter queue at once (retrying cannot fix it);
 - recipients that failed with a retryable error are re-queued as a new message that
   names only them (with its attempt count), so a retry never reaches recipients that
   already received the message; after ``max_requeues`` they are dead-lettered;
-- recipients that failed for good (413, 403) are dead-lettered at once;
-- if the table cannot be read, nothing has been sent yet: the error propagates and
-  SQS delivers the same message again.
+- recipients that failed for good (413, 403, other 4xx) are dead-lettered at once;
+- recipients not reached before the invocation's deadline are re-queued untried;
+- if the table cannot be read, or the deadline passes before the message is started,
+  nothing has been sent: the error propagates and SQS delivers the message again.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from typing import Any
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from wspush import delivery, queues
-from wspush.clock import now_ms
+from wspush.clock import Deadline, now_ms
 from wspush.delivery import DeliveryReport, Failure
-from wspush.errors import InvalidMessage, StorageUnavailable
+from wspush.errors import DeadlineReached, InvalidMessage, QueueUnavailable, StorageUnavailable
 from wspush.gateway import Gateway
 from wspush.messages import Message, parse_json, parse_message, to_envelope
 from wspush.observability import logger, metrics
@@ -44,15 +45,24 @@ def _gateway(settings: Settings) -> Gateway:
     return gateway_for(settings.management_endpoint, settings.region, settings.delivery_concurrency)
 
 
-def send(event: Any, settings: Settings) -> dict[str, Any] | list[dict[str, Any]]:
-    """Deliver one envelope, or a list of them, and answer what happened to each."""
+def send(
+    event: Any, settings: Settings, *, request_id: str, deadline: Deadline
+) -> dict[str, Any] | list[dict[str, Any]]:
+    """Deliver one envelope, or a list of them, and answer what happened to each.
+
+    A message without an ``id`` is given one derived from ``request_id``, which Lambda
+    keeps when it retries an asynchronous invocation.
+    """
     try:
         envelopes = _envelopes(event)
     except InvalidMessage as exc:
         return _rejected(exc)
     if isinstance(envelopes, list):
-        return [_send_one(envelope, settings) for envelope in envelopes]
-    return _send_one(envelopes, settings)
+        return [
+            _send_one(envelope, settings, f"{request_id}-{index}", deadline)
+            for index, envelope in enumerate(envelopes)
+        ]
+    return _send_one(envelopes, settings, request_id, deadline)
 
 
 def _envelopes(event: Any) -> Any:
@@ -72,45 +82,66 @@ def _rejected(exc: InvalidMessage) -> dict[str, Any]:
     return {"error": exc.as_dict()}
 
 
-def _send_one(envelope: Any, settings: Settings) -> dict[str, Any]:
+def _not_sent(message: Message, code: str, text: str) -> dict[str, Any]:
+    metrics.add_metric(name="MessagesNotSent", unit="Count", value=1)
+    logger.warning("message not sent", message_id=message.id, code=code)
+    return {"id": message.id, "error": {"code": code, "message": text, "field": None}}
+
+
+def _send_one(
+    envelope: Any, settings: Settings, default_id: str, deadline: Deadline
+) -> dict[str, Any]:
     try:
-        message = parse_message(envelope, now_ms=now_ms())
+        message = parse_message(envelope, now_ms=now_ms(), default_id=default_id)
     except InvalidMessage as exc:
         return _rejected(exc)
+    if deadline.passed():
+        return _not_sent(message, "deadline", "not sent: the invocation ran out of time")
     try:
-        recipients = delivery.resolve_targets(
-            message.target, now_ms=now_ms(), page_size=settings.page_size
-        )
+        recipients = _recipients(message, settings)
     except StorageUnavailable:
-        logger.exception("could not resolve targets", message_id=message.id)
-        metrics.add_metric(name="StorageErrors", unit="Count", value=1)
-        return {
-            "id": message.id,
-            "error": {
-                "code": "storage_unavailable",
-                "message": "the connections table could not be read; nothing was sent",
-                "field": None,
-            },
-        }
-    report = delivery.deliver(message, recipients, gateway=_gateway(settings), settings=settings)
+        return _not_sent(
+            message,
+            "storage_unavailable",
+            "the connections table could not be read; nothing was sent",
+        )
+    report = delivery.deliver(
+        message, recipients, gateway=_gateway(settings), settings=settings, deadline=deadline
+    )
     _log_report(report)
     return report.as_dict()
 
 
-def process_queued(record: SQSRecord, settings: Settings) -> None:
+def process_queued(record: SQSRecord, settings: Settings, *, deadline: Deadline) -> None:
     """Handle one message from the queue; raise only when SQS should deliver it again."""
-    queued = queues.QueuedAttributes.of(record)
-    body = record.body
     try:
-        message = parse_message(parse_json(body), now_ms=now_ms(), ts=queued.ts)
+        _process(record, settings, deadline)
+    except (StorageUnavailable, QueueUnavailable, DeadlineReached) as exc:
+        logger.warning(
+            "message left for SQS to deliver again",
+            sqs_message_id=record.message_id,
+            error=type(exc).__name__,
+        )
+        metrics.add_metric(name="MessagesRetried", unit="Count", value=1)
+        raise
+
+
+def _process(record: SQSRecord, settings: Settings, deadline: Deadline) -> None:
+    if deadline.passed():
+        raise DeadlineReached("no time left to start this message")
+    queued = queues.QueuedAttributes.of(record)
+    try:
+        message = parse_message(
+            parse_json(record.body), now_ms=now_ms(), ts=queued.ts, default_id=record.message_id
+        )
     except InvalidMessage as exc:
-        logger.warning("invalid message dead-lettered", code=exc.code, field=exc.field)
         queues.dead_letter(
             settings.dead_letter_queue_url,
-            body,
+            record.body,
             queues.DeadLetter(exc.code, exc.message, exc.field),
             region=settings.region,
         )
+        logger.warning("invalid message dead-lettered", code=exc.code, field=exc.field)
         metrics.add_metric(name="InvalidMessages", unit="Count", value=1)
         metrics.add_metric(name="DeadLettered", unit="Count", value=1)
         return
@@ -118,7 +149,7 @@ def process_queued(record: SQSRecord, settings: Settings) -> None:
     try:
         recipients = _recipients(message, settings)
         report = delivery.deliver(
-            message, recipients, gateway=_gateway(settings), settings=settings
+            message, recipients, gateway=_gateway(settings), settings=settings, deadline=deadline
         )
         _log_report(report)
         _settle_failures(message, report.failed, queued.attempt, settings)
@@ -132,8 +163,8 @@ def _recipients(message: Message, settings: Settings) -> list[str]:
             message.target, now_ms=now_ms(), page_size=settings.page_size
         )
     except StorageUnavailable:
-        # Nothing was sent yet: SQS delivers the whole message again.
-        logger.exception("could not resolve targets; the message will be retried")
+        # Nothing was sent yet: the whole message can be tried again.
+        logger.exception("could not resolve targets", message_id=message.id)
         metrics.add_metric(name="StorageErrors", unit="Count", value=1)
         raise
 
@@ -143,20 +174,18 @@ def _settle_failures(
 ) -> None:
     """Re-queue what may still succeed; dead-letter what will not."""
     can_retry = attempt < settings.max_requeues
-    retry = [f.connection_id for f in failed if f.retryable and can_retry]
-    final = [f for f in failed if not (f.retryable and can_retry)]
-    for start in range(0, len(retry), REQUEUE_CHUNK):
-        queues.requeue(
-            settings.queue_url,
-            to_envelope(message, retry[start : start + REQUEUE_CHUNK]),
-            region=settings.region,
-            attempt=attempt + 1,
-            ts=message.ts,
-            delay_seconds=settings.requeue_delay_seconds * (2**attempt),
-        )
-    if retry:
-        metrics.add_metric(name="Requeued", unit="Count", value=len(retry))
-        logger.info("requeued failed recipients", recipients=len(retry), attempt=attempt + 1)
+    untried = [f.connection_id for f in failed if not f.attempted]
+    retry = [f.connection_id for f in failed if f.attempted and f.retryable and can_retry]
+    final = [f for f in failed if f.attempted and not (f.retryable and can_retry)]
+    # Untried recipients keep their attempt count: running out of time is not their failure.
+    _requeue(message, untried, attempt=attempt, delay_seconds=0, settings=settings)
+    _requeue(
+        message,
+        retry,
+        attempt=attempt + 1,
+        delay_seconds=settings.requeue_delay_seconds * (2**attempt),
+        settings=settings,
+    )
     for start in range(0, len(final), REQUEUE_CHUNK):
         chunk = final[start : start + REQUEUE_CHUNK]
         queues.dead_letter(
@@ -176,6 +205,23 @@ def _settle_failures(
     if final:
         metrics.add_metric(name="DeadLettered", unit="Count", value=len(final))
         logger.warning("dead-lettered failed recipients", recipients=len(final))
+
+
+def _requeue(
+    message: Message, recipients: list[str], *, attempt: int, delay_seconds: int, settings: Settings
+) -> None:
+    for start in range(0, len(recipients), REQUEUE_CHUNK):
+        queues.requeue(
+            settings.queue_url,
+            to_envelope(message, recipients[start : start + REQUEUE_CHUNK]),
+            region=settings.region,
+            attempt=attempt,
+            ts=message.ts,
+            delay_seconds=delay_seconds,
+        )
+    if recipients:
+        metrics.add_metric(name="Requeued", unit="Count", value=len(recipients))
+        logger.info("requeued recipients", recipients=len(recipients), attempt=attempt)
 
 
 def _summary(failures: list[Failure], attempt: int) -> str:

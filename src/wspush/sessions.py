@@ -12,7 +12,7 @@ from typing import Any
 
 from wspush import connections
 from wspush.connections import ConnectionRecord
-from wspush.errors import ConnectionRefused, InvalidMessage, StorageUnavailable
+from wspush.errors import BadHandshake, InvalidMessage, StorageUnavailable
 from wspush.messages import MAX_PLATFORM_LENGTH, MAX_USER_ID_LENGTH, encode_frame, parse_json
 from wspush.observability import logger, metrics
 from wspush.settings import Settings
@@ -32,8 +32,8 @@ def open_connection(
 ) -> ConnectionRecord:
     """Validate the handshake's query and store the connection.
 
-    Raises ``ConnectionRefused`` (the handshake fails with its status, nothing is
-    stored) or ``StorageUnavailable`` (the handshake fails with a 5xx).
+    Raises ``BadHandshake`` (nothing is stored) or ``StorageUnavailable`` (the row is
+    removed again if the failed write landed after all).
     """
     user_id = _user_id(query.get("userId"))
     platform = _platform(query.get("platform"), settings.allowed_platforms)
@@ -44,10 +44,22 @@ def open_connection(
         connected_at=connected_at or now_ms,
         last_seen_at=now_ms,
     )
-    connections.save(record, ttl_seconds=settings.connection_ttl_seconds)
+    try:
+        connections.save(record, ttl_seconds=settings.connection_ttl_seconds)
+    except StorageUnavailable:
+        # A write that timed out may still have landed: the refused connection must not linger.
+        _forget_quietly(connection_id)
+        raise
     metrics.add_metric(name="ConnectionsOpened", unit="Count", value=1)
     logger.info("connection opened", connection_id=connection_id, platform=platform)
     return record
+
+
+def _forget_quietly(connection_id: str) -> None:
+    try:
+        connections.delete(connection_id)
+    except StorageUnavailable:
+        logger.warning("could not remove a refused connection", connection_id=connection_id)
 
 
 def close_connection(connection_id: str) -> None:
@@ -61,9 +73,7 @@ def pong(connection_id: str, settings: Settings, *, now_ms: int) -> str:
     """Refresh the connection's liveness and build the ``pong`` reply."""
     metrics.add_metric(name="Pings", unit="Count", value=1)
     try:
-        known = connections.touch(
-            connection_id, now_ms=now_ms, ttl_seconds=settings.connection_ttl_seconds
-        )
+        known = connections.touch(connection_id, now_ms=now_ms)
     except StorageUnavailable:
         # The client is alive whatever the table says: still answer.
         logger.warning("could not refresh connection", connection_id=connection_id)
@@ -102,11 +112,11 @@ def error_reply(code: str, message: str, *, now_ms: int) -> str:
 
 def _user_id(value: str | None) -> str:
     if not value:
-        raise ConnectionRefused(400, "userId query parameter is required")
+        raise BadHandshake("userId query parameter is required")
     if len(value) > MAX_USER_ID_LENGTH:
-        raise ConnectionRefused(400, f"userId is longer than {MAX_USER_ID_LENGTH} characters")
+        raise BadHandshake(f"userId is longer than {MAX_USER_ID_LENGTH} characters")
     if not _printable(value):
-        raise ConnectionRefused(400, "userId holds whitespace or control characters")
+        raise BadHandshake("userId holds whitespace or control characters")
     return value
 
 
@@ -114,14 +124,12 @@ def _platform(value: str | None, allowed: frozenset[str]) -> str:
     if allowed:
         if value not in allowed:
             choices = ", ".join(sorted(allowed))
-            raise ConnectionRefused(400, f"platform must be one of: {choices}")
+            raise BadHandshake(f"platform must be one of: {choices}")
         return value
     if not value:
         return DEFAULT_PLATFORM
     if len(value) > MAX_PLATFORM_LENGTH or not _printable(value):
-        raise ConnectionRefused(
-            400, f"platform must be up to {MAX_PLATFORM_LENGTH} printable characters"
-        )
+        raise BadHandshake(f"platform must be up to {MAX_PLATFORM_LENGTH} printable characters")
     return value
 
 

@@ -36,6 +36,8 @@ class Settings:
     backoff_cap_ms: int = 2_000
     requeue_delay_seconds: int = 5
     page_size: int | None = None
+    # Room left for posts already in flight (connect + read timeout) and the re-queue after.
+    deadline_margin_ms: int = 5_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -54,6 +56,7 @@ class Settings:
             backoff_cap_ms=_int(env, "WSPUSH_BACKOFF_CAP_MS", 2_000, minimum=0),
             requeue_delay_seconds=_int(env, "WSPUSH_REQUEUE_DELAY_SECONDS", 5, minimum=0),
             page_size=_optional_int(env, "WSPUSH_PAGE_SIZE"),
+            deadline_margin_ms=_int(env, "WSPUSH_DEADLINE_MARGIN_MS", 5_000, minimum=0),
         )
 
 

@@ -9,6 +9,7 @@ serverless-offline, a bare status with no error type at all).
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -46,6 +47,7 @@ class FakeManagementApi:
         self._lock = threading.Lock()
         self._scripts: dict[str, deque[Reply]] = defaultdict(deque)
         self._gone: set[str] = set()
+        self._delay = 0.0
         self.received: dict[str, list[bytes]] = defaultdict(list)
         self.calls: dict[str, int] = defaultdict(int)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -69,6 +71,7 @@ class FakeManagementApi:
         with self._lock:
             self._scripts.clear()
             self._gone.clear()
+            self._delay = 0.0
             self.received.clear()
             self.calls.clear()
 
@@ -82,7 +85,13 @@ class FakeManagementApi:
         with self._lock:
             self._gone.update(connection_ids)
 
+    def slow(self, seconds: float) -> None:
+        """Every post takes this long to answer, like a congested gateway."""
+        self._delay = seconds
+
     def _answer(self, connection_id: str, body: bytes) -> Reply:
+        if self._delay:
+            time.sleep(self._delay)
         with self._lock:
             self.calls[connection_id] += 1
             if connection_id in self._gone:

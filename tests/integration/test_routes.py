@@ -13,6 +13,7 @@ from tests.conftest import REGION, TABLE, FakeLambdaContext, load_event
 from tests.support import add_connection, stored_ids
 from wspush import connections
 from wspush.clock import now_ms
+from wspush.errors import StorageUnavailable
 from wspush.settings import get_settings
 
 pytestmark = pytest.mark.usefixtures("aws")
@@ -22,6 +23,7 @@ def connect_event(connection_id: str = "conn-1", **query: str) -> dict[str, Any]
     event = load_event("ws_connect.json")
     event["requestContext"]["connectionId"] = connection_id
     event["queryStringParameters"] = query or None
+    event["multiValueQueryStringParameters"] = {k: [v] for k, v in query.items()} or None
     return event
 
 
@@ -46,13 +48,16 @@ def test_connect_stores_the_connection_with_a_ttl(lambda_context: FakeLambdaCont
     before_s = now_ms() // 1000
     # When $connect runs
     response = connect.handler(connect_event("conn-1", userId="u-1", platform="pc"), lambda_context)
-    # Then the handshake is accepted and the row holds user, platform, times and a TTL past 2 h
+    # Then the handshake is accepted and the row holds user, platform, times, and a TTL of
+    # API Gateway's 2-hour lifetime plus a margin, counted from connectedAt
     assert response["statusCode"] == 200
     item = raw_item("conn-1")
     assert item is not None
     assert (item["userId"], item["platform"]) == ("u-1", "pc")
     assert item["connectedAt"] == 1795867200000
-    assert int(item["ttl"]) >= before_s + 2 * 3600
+    assert int(item["lastSeenAt"]) >= before_s * 1000
+    assert int(item["ttl"]) == 1795867200 + get_settings().connection_ttl_seconds
+    assert 2 * 3600 < get_settings().connection_ttl_seconds <= 3 * 3600
 
 
 @pytest.mark.parametrize(
@@ -115,6 +120,24 @@ def test_connect_fails_with_5xx_when_the_table_is_unavailable(
     assert response["statusCode"] == 500
 
 
+def test_a_write_that_failed_late_leaves_no_row_behind(
+    lambda_context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a PutItem that lands but is reported failed (e.g. the response timed out)
+    landed = connections.save
+
+    def save_then_fail(record: connections.ConnectionRecord, *, ttl_seconds: int) -> None:
+        landed(record, ttl_seconds=ttl_seconds)
+        raise StorageUnavailable("timed out")
+
+    monkeypatch.setattr(connections, "save", save_then_fail)
+    # When a client connects
+    response = connect.handler(connect_event("conn-1", userId="u-1"), lambda_context)
+    # Then the handshake fails and the row that landed was removed again
+    assert response["statusCode"] == 500
+    assert raw_item("conn-1") is None
+
+
 def test_disconnect_deletes_exactly_that_connection_and_is_idempotent(
     lambda_context: FakeLambdaContext,
 ) -> None:
@@ -140,7 +163,7 @@ def test_ping_replies_with_a_json_pong_and_refreshes_liveness(
     )
     # When the client sends the seed's ping frame
     response = ping.handler(frame_event('{"action":"ping","content":"ping"}'), lambda_context)
-    # Then it gets a pong in the contract's shape, and lastSeenAt and ttl moved forward
+    # Then it gets a pong in the contract's shape, and lastSeenAt moved forward
     assert response["statusCode"] == 200
     pong = json.loads(response["body"])
     assert pong["type"] == "pong"
@@ -149,7 +172,8 @@ def test_ping_replies_with_a_json_pong_and_refreshes_liveness(
     item = raw_item("conn-1")
     assert item is not None
     assert int(item["lastSeenAt"]) >= pong["ts"] - 1_000
-    assert int(item["ttl"]) > now_ms() // 1000 + 3600
+    # And the TTL still counts from connectedAt: API Gateway closes the socket 2 h after opening
+    assert int(item["ttl"]) == 1 + 60
 
 
 def test_ping_from_an_unknown_connection_still_gets_a_pong_and_stores_nothing(

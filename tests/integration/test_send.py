@@ -54,8 +54,11 @@ def test_a_user_with_two_connections_gets_the_message_on_both(
 def test_platform_filter_and_exclude_list(
     management_api: FakeManagementApi, lambda_context: FakeLambdaContext
 ) -> None:
+    # When alice and bob are messaged on pc only
     invoke({"userIds": ["alice", "bob"], "platform": "pc", "payload": PAYLOAD}, lambda_context)
+    # Then only their pc connections received it
     assert receivers(management_api) == {"a-pc", "b-pc"}
+    # When everyone on pc or web except b-pc is messaged
     management_api.reset()
     invoke(
         {
@@ -66,6 +69,7 @@ def test_platform_filter_and_exclude_list(
         },
         lambda_context,
     )
+    # Then a-pc and c-web received it, and nobody else
     assert receivers(management_api) == {"a-pc", "c-web"}
 
 
@@ -126,8 +130,11 @@ def test_410_deletes_that_connection_and_no_other(
 def test_throttling_is_retried_until_delivered(
     management_api: FakeManagementApi, lambda_context: FakeLambdaContext
 ) -> None:
+    # Given bob's connection is throttled twice
     management_api.script("b-pc", Reply.aws(429), Reply.aws(429))
+    # When a message goes to bob
     result = invoke({"userId": "bob", "payload": PAYLOAD}, lambda_context)
+    # Then the third attempt delivered it, once
     assert result["delivered"] == 1
     assert management_api.calls["b-pc"] == 3
     assert len(management_api.received["b-pc"]) == 1
@@ -174,7 +181,9 @@ def test_invalid_input_returns_a_structured_error(
     event: Any,
     field: str | None,
 ) -> None:
+    # When the send Lambda gets invalid input
     result = invoke(event, lambda_context)
+    # Then it answers a structured error naming the field, and posts nothing
     assert set(result) == {"error"}
     assert set(result["error"]) == {"code", "message", "field"}
     assert result["error"]["field"] == field
@@ -265,3 +274,36 @@ def test_payload_bodies_never_reach_the_logs_or_metrics(
     assert '"connection_id":"b-pc"' in logs
     assert '"Failed":[1.0]' in metrics.out
     assert secret not in logs + metrics.out + metrics.err
+
+
+def test_messages_without_id_get_ids_from_the_request_id(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given a direct invocation (Lambda keeps its request id when it retries an async one)
+    lambda_context.aws_request_id = "req-1"
+    # When one message, then a list, are sent without ids
+    single = invoke({"connectionId": "c-1", "payload": PAYLOAD}, lambda_context)
+    listed = invoke([{"connectionId": "c-2", "payload": PAYLOAD}] * 2, lambda_context)
+    # Then their ids come from the request id, distinct within the list
+    assert single["id"] == "req-1"
+    assert [r["id"] for r in listed] == ["req-1-0", "req-1-1"]
+    assert frames(management_api, "c-1")[0]["id"] == "req-1"
+
+
+@pytest.mark.usefixtures("users")
+def test_messages_left_when_the_deadline_passed_are_reported_not_sent(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given an invocation that has already used up its time
+    lambda_context.remaining_ms = 0
+    # When a message is sent, then it is reported as not sent, and nothing was posted
+    result = invoke({"userId": "alice", "id": "m-late", "payload": PAYLOAD}, lambda_context)
+    assert result == {
+        "id": "m-late",
+        "error": {
+            "code": "deadline",
+            "message": "not sent: the invocation ran out of time",
+            "field": None,
+        },
+    }
+    assert not management_api.calls

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -11,8 +12,17 @@ import pytest
 from handlers import sender
 from tests.conftest import DLQ_URL, QUEUE_URL, REGION, TABLE, FakeLambdaContext
 from tests.fakes.management_api import FakeManagementApi, Reply
-from tests.support import PAYLOAD, attributes_of, drain, frames, sqs_event, sqs_record
+from tests.support import (
+    PAYLOAD,
+    add_connection,
+    attributes_of,
+    drain,
+    frames,
+    sqs_event,
+    sqs_record,
+)
 from wspush import queues
+from wspush.settings import get_settings
 
 
 def run(event: dict[str, Any], context: FakeLambdaContext) -> list[str]:
@@ -146,8 +156,11 @@ def test_a_recipient_that_keeps_failing_ends_in_the_dlq_with_its_reason(
 def test_final_failures_are_dead_lettered_at_once(
     management_api: FakeManagementApi, lambda_context: FakeLambdaContext, status: int
 ) -> None:
+    # Given bob's connection answers a final error
     management_api.script("b-pc", Reply.aws(status))
+    # When a message to bob is processed
     assert run(sqs_event(sqs_record({"userId": "bob", "payload": PAYLOAD})), lambda_context) == []
+    # Then nothing is re-queued and the dead letter names bob's connection and the status
     assert drain(QUEUE_URL) == []
     [letter] = drain(DLQ_URL)
     assert json.loads(letter["body"])["connectionIds"] == ["b-pc"]
@@ -159,8 +172,11 @@ def test_final_failures_are_dead_lettered_at_once(
 def test_gone_connections_are_removed_and_not_retried(
     management_api: FakeManagementApi, lambda_context: FakeLambdaContext
 ) -> None:
+    # Given alice's mobile connection is gone
     management_api.gone("a-mobile")
+    # When a message to alice is processed
     assert run(sqs_event(sqs_record({"userId": "alice", "payload": PAYLOAD})), lambda_context) == []
+    # Then nothing is re-queued or dead-lettered, and the gone connection was posted to once
     assert drain(QUEUE_URL) == []
     assert drain(DLQ_URL) == []
     assert management_api.calls["a-mobile"] == 1
@@ -201,3 +217,71 @@ def test_a_requeued_message_keeps_its_id_and_timestamp(
     )
     assert run(sqs_event(record), lambda_context) == []
     assert frames(management_api, "b-pc") == [{**PAYLOAD, "id": "m-3", "ts": 1795867200000}]
+
+
+@pytest.mark.usefixtures("users")
+def test_a_message_without_id_keeps_the_same_id_when_sqs_delivers_it_again(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given one SQS message with no id of its own, delivered twice (SQS is at-least-once)
+    record = sqs_record({"userId": "bob", "payload": PAYLOAD})
+    # When the sender handles both deliveries
+    run(sqs_event(record), lambda_context)
+    run(sqs_event(record), lambda_context)
+    # Then both frames carry the same id (the SQS message id), so the client drops one
+    first, second = frames(management_api, "b-pc")
+    assert first["id"] == second["id"] == record["messageId"]
+
+
+@pytest.mark.usefixtures("users")
+def test_records_left_when_the_deadline_is_near_are_reported_failed_untouched(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given an invocation with less time left than the safety margin
+    lambda_context.remaining_ms = get_settings().deadline_margin_ms - 1
+    records = [sqs_record({"userId": "alice", "payload": PAYLOAD}) for _ in range(2)]
+    # When the sender runs, every record goes back to SQS and nothing was posted
+    assert run(sqs_event(*records), lambda_context) == [r["messageId"] for r in records]
+    assert not management_api.calls
+
+
+@pytest.fixture
+def one_post_at_a_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("WSPUSH_DELIVERY_CONCURRENCY", "1")
+    monkeypatch.setenv("WSPUSH_DEADLINE_MARGIN_MS", "0")
+    get_settings.cache_clear()
+    yield
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+@pytest.mark.usefixtures("one_post_at_a_time")
+def test_recipients_not_reached_before_the_deadline_are_requeued_untried(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext, aws: None
+) -> None:
+    # Given 8 connections, a gateway answering in 100 ms, and 350 ms left in the invocation
+    ids = [f"slow-{index}" for index in range(8)]
+    for connection_id in ids:
+        add_connection(connection_id, "sam")
+    management_api.slow(0.1)
+    lambda_context.remaining_ms = 350
+    # When a message to sam is processed
+    assert (
+        run(
+            sqs_event(sqs_record({"userId": "sam", "id": "m-late", "payload": PAYLOAD})),
+            lambda_context,
+        )
+        == []
+    )
+    # Then the first few were delivered and the rest re-queued untried, attempt count unchanged
+    reached = {cid for cid in ids if management_api.received.get(cid)}
+    assert 1 <= len(reached) < len(ids)
+    [requeued] = drain(QUEUE_URL)
+    assert set(json.loads(requeued["body"])["connectionIds"]) == set(ids) - reached
+    assert attributes_of(requeued)["wspush-attempt"] == "0"
+    # When the re-queued message runs with time to spare
+    management_api.slow(0)
+    lambda_context.remaining_ms = 30_000
+    assert run(sqs_event(requeued), lambda_context) == []
+    # Then every connection got the message exactly once
+    assert {cid: len(management_api.received[cid]) for cid in ids} == dict.fromkeys(ids, 1)

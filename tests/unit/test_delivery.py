@@ -10,6 +10,7 @@ from dataclasses import replace
 import pytest
 
 from wspush import connections, delivery
+from wspush.clock import Deadline
 from wspush.connections import ConnectionRecord
 from wspush.delivery import RetryPolicy, backoff_seconds
 from wspush.gateway import PostOutcome, PostResult
@@ -114,7 +115,10 @@ def test_a_user_listed_twice_is_resolved_once(table: list[str]) -> None:
 
 
 def deliver(
-    gateway: ScriptedGateway, recipients: list[str], settings: Settings = SETTINGS
+    gateway: ScriptedGateway,
+    recipients: list[str],
+    settings: Settings = SETTINGS,
+    deadline: Deadline | None = None,
 ) -> delivery.DeliveryReport:
     message = parse_message({"broadcast": True, "payload": {"type": "t", "data": 1}}, now_ms=NOW)
     return delivery.deliver(
@@ -122,6 +126,7 @@ def deliver(
         recipients,
         gateway=gateway,
         settings=settings,  # type: ignore[arg-type]
+        deadline=deadline,
         sleep=lambda _: None,
         rng=random.Random(1),
     )
@@ -171,3 +176,43 @@ def test_backoff_is_jittered_between_zero_and_the_capped_exponential(retry: int)
     delays = [backoff_seconds(retry, policy, random.Random(seed)) for seed in range(200)]
     assert all(0 <= d <= ceiling for d in delays)
     assert max(delays) > ceiling * 0.8  # full jitter spreads over the whole range
+
+
+class Clock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_no_post_starts_after_the_deadline(table: list[str]) -> None:
+    # Given a gateway where each post takes one second, one post at a time, 2.5 s left
+    clock = Clock()
+
+    class SlowGateway(ScriptedGateway):
+        def post(self, connection_id: str, data: bytes) -> PostResult:
+            clock.now += 1.0
+            return super().post(connection_id, data)
+
+    gateway = SlowGateway()
+    settings = replace(SETTINGS, delivery_concurrency=1)
+    # When five recipients are due
+    report = deliver(gateway, ["a", "b", "c", "d", "e"], settings, Deadline(2.5, clock))
+    # Then three were posted, and two are failed as untried and retryable
+    assert report.delivered == ["a", "b", "c"]
+    untried = [(f.connection_id, f.attempted, f.retryable) for f in report.failed]
+    assert untried == [("d", False, True), ("e", False, True)]
+
+
+def test_a_retry_that_would_outlast_the_deadline_is_not_made(table: list[str]) -> None:
+    # Given a throttled recipient and no time left for even the shortest backoff
+    clock = Clock()
+    gateway = ScriptedGateway(busy=[PostOutcome.THROTTLED] * 3)
+    # When it is delivered with 1 ms to go
+    report = deliver(gateway, ["busy"], deadline=Deadline(0.001, clock))
+    # Then it was posted once and reported as a retryable, attempted failure
+    assert gateway.posts["busy"] == 1
+    assert [(f.reason, f.attempted, f.retryable) for f in report.failed] == [("429", True, True)]

@@ -135,3 +135,11 @@ def test_duplicate_targets_are_sent_once() -> None:
 def test_message_repr_never_shows_the_payload() -> None:
     message = parse_message({"userId": "u", "payload": {"type": "t", "data": "secret"}}, now_ms=NOW)
     assert "secret" not in repr(message)
+
+
+def test_a_lone_surrogate_is_rejected_not_crashed_on() -> None:
+    # Given JSON text escaping half of a surrogate pair (valid JSON, not valid Unicode)
+    envelope = parse_json('{"userId": "u", "payload": {"type": "t", "data": "\\ud800"}}')
+    # When it is validated, then it is an invalid payload
+    error = invalid(envelope)
+    assert (error.code, error.field) == ("invalid_payload", "payload")

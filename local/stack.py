@@ -1,7 +1,8 @@
 """The stack's own resource definitions from serverless.yml, to create local copies of them.
 
-Tests build the connections table and the queues in moto from these definitions rather than
-from a second description, so the code and the deployed resources cannot drift apart unseen.
+``make dev`` and the tests build the connections table and the queues in moto from these
+definitions rather than from a second description, so the code and the deployed resources
+cannot drift apart unseen.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ _TemplateLoader.add_multi_constructor("!", _intrinsic)
 def resources(stage: str) -> dict[str, Any]:
     """serverless.yml's CloudFormation resources for ``stage``, ``${self:...}`` resolved."""
     text = SERVERLESS_YML.read_text().replace("${sls:stage}", stage)
-    config = yaml.load(text, Loader=_TemplateLoader)
+    config = yaml.load(text, Loader=_TemplateLoader)  # noqa: S506 - a SafeLoader subclass
 
     def lookup(match: re.Match[str]) -> str:
         value: Any = config

@@ -7,22 +7,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+CLIENT_STAMP := client/node_modules/.installed
+CHROMIUM := /usr/bin/chromium
 STAGE ?= dev
 REGION ?= us-east-1
 
 # src/ is copied into the Lambda zip as it is: keep bytecode caches out of it.
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: dev test install lint typecheck unit integration packaging package deploy clean-src clean
+.PHONY: dev test install lint typecheck unit integration e2e client-test packaging package \
+	deploy clean-src clean
 
-dev: install
-	@echo "make dev (the local stack) arrives with issue #3; until then see README: make test" >&2
-	@exit 2
+dev: $(PY_STAMP) $(NODE_STAMP) $(CLIENT_STAMP)
+	$(BIN)/python -m local.run
 
-test: install lint typecheck
+test: install lint typecheck client-test
 	$(BIN)/pytest
 
-install: $(PY_STAMP) $(NODE_STAMP)
+install: $(PY_STAMP) $(NODE_STAMP) $(CLIENT_STAMP) $(CHROMIUM)
 
 $(PY_STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +37,19 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
+$(CLIENT_STAMP): client/package.json client/package-lock.json
+	cd client && npm ci --no-audit --no-fund
+	touch $@
+
+# The browser test drives Debian's Chromium (playwright-core cannot download browsers here).
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	else \
+		echo "the browser test needs Chromium: sudo apt-get install chromium" >&2; exit 1; \
+	fi
+
 lint: $(PY_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -42,11 +57,17 @@ lint: $(PY_STAMP)
 typecheck: $(PY_STAMP)
 	$(BIN)/mypy
 
+client-test: $(CLIENT_STAMP)
+	cd client && npm test
+
 unit: $(PY_STAMP)
 	$(BIN)/pytest tests/unit
 
 integration: $(PY_STAMP)
 	$(BIN)/pytest tests/integration
+
+e2e: install
+	$(BIN)/pytest tests/e2e
 
 packaging: install
 	$(BIN)/pytest tests/packaging
@@ -61,4 +82,5 @@ clean-src:
 	find src -name __pycache__ -prune -exec rm -rf {} +
 
 clean:
-	rm -rf $(VENV) node_modules .serverless .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules client/node_modules .serverless .pytest_cache .mypy_cache \
+		.ruff_cache

@@ -1,0 +1,117 @@
+// @ts-check
+/**
+ * React binding for the wspush client: `useWspush(options, handlers)`.
+ *
+ * React (>= 18) is an optional peer dependency: only this module imports it.
+ */
+
+import { useCallback, useEffect, useRef, useState } from "react";
+import { createWspushClient } from "./index.js";
+
+/** @typedef {import("./index.js").WspushClient} WspushClient */
+/** @typedef {import("./index.js").WspushClientOptions} WspushClientOptions */
+/** @typedef {import("./index.js").WspushMessage} WspushMessage */
+/** @typedef {import("./index.js").HandlerMap} HandlerMap */
+/** @typedef {import("./index.js").Snapshot} Snapshot */
+
+/**
+ * @typedef {Partial<WspushClientOptions> & { enabled?: boolean }} UseWspushOptions
+ * `url` and `userId` are required to connect; without them, or with `enabled: false`,
+ * the hook stays `closed`.
+ */
+
+/**
+ * @typedef {object} UseWspushResult
+ * @property {import("./index.js").ConnectionState} state
+ * @property {string | null} connectionId
+ * @property {WspushMessage | null} lastMessage the last message received (pongs excluded)
+ * @property {(frame: unknown) => boolean} send stable across renders; false unless open
+ * @property {WspushClient | null} client
+ */
+
+/** @type {Snapshot} */
+const CLOSED = Object.freeze({ state: "closed", connectionId: null });
+/** @type {Snapshot} */
+const CONNECTING = Object.freeze({ state: "connecting", connectionId: null });
+
+/**
+ * Hold a wspush connection for the life of a component.
+ *
+ * The client is created when the component mounts and again only when `url`, `userId`,
+ * `platform` or `enabled` change; it is closed on unmount. `handlers` and the callbacks in
+ * `options` (`token`, `onError`, `onStateChange`) are read from refs at the moment they are
+ * needed, so passing new functions on every render never reconnects. Other options
+ * (timings, `WebSocket`, ...) are read when the client is created.
+ *
+ * @param {UseWspushOptions} options
+ * @param {HandlerMap} [handlers] handlers by message `type`, `"*"` for every message
+ * @returns {UseWspushResult}
+ */
+export function useWspush(options, handlers) {
+  const optionsRef = useRef(options);
+  optionsRef.current = options;
+  const handlersRef = useRef(handlers);
+  handlersRef.current = handlers;
+
+  const url = options?.url;
+  const userId = options?.userId;
+  const platform = options?.platform;
+  const enabled = options?.enabled !== false && Boolean(url) && Boolean(userId);
+
+  /** @type {[WspushClient | null, (client: WspushClient | null) => void]} */
+  const [client, setClient] = useState(/** @type {WspushClient | null} */ (null));
+  const [snapshot, setSnapshot] = useState(enabled ? CONNECTING : CLOSED);
+  const [lastMessage, setLastMessage] = useState(/** @type {WspushMessage | null} */ (null));
+  /** @type {{ current: WspushClient | null }} */
+  const clientRef = useRef(/** @type {WspushClient | null} */ (null));
+
+  useEffect(() => {
+    setLastMessage(null);
+    if (!enabled) {
+      clientRef.current = null;
+      setClient(null);
+      setSnapshot(CLOSED);
+      return undefined;
+    }
+    // Everything but the connection identity is read through refs (see above).
+    const { enabled: _enabled, handlers: _handlers, token, onError, onStateChange, ...rest } =
+      optionsRef.current;
+    const created = createWspushClient({
+      ...rest,
+      url: /** @type {string} */ (url),
+      userId: /** @type {string} */ (userId),
+      platform,
+      token:
+        token === undefined
+          ? undefined
+          : () => {
+              const latest = optionsRef.current.token;
+              return typeof latest === "function" ? latest() : latest;
+            },
+      onError: (error) => optionsRef.current.onError?.(error),
+      onStateChange: (state, previous) => optionsRef.current.onStateChange?.(state, previous),
+      handlers: () => handlersRef.current,
+    });
+    const unsubscribe = created.subscribe(setSnapshot);
+    const unlisten = created.on("*", (message) => {
+      if (message.type !== "pong") setLastMessage(message);
+    });
+    clientRef.current = created;
+    setClient(created);
+    setSnapshot(created.getSnapshot());
+    return () => {
+      unsubscribe();
+      unlisten();
+      created.close();
+      if (clientRef.current === created) clientRef.current = null;
+    };
+  }, [url, userId, platform, enabled]);
+
+  const send = useCallback(
+    /** @param {unknown} frame */
+    (frame) => (clientRef.current ? clientRef.current.send(frame) : false),
+    [],
+  );
+
+  return { state: snapshot.state, connectionId: snapshot.connectionId, lastMessage, send, client };
+}

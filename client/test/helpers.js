@@ -1,0 +1,80 @@
+// Shared set-up for the client tests: fake timers, a fake WebSocket, and a client wired to both.
+import { mock } from "node:test";
+import { createWspushClient } from "../src/index.js";
+import { makeFakeWebSocket } from "./fake-websocket.js";
+
+/** Let pending promise callbacks run (reconnecting-websocket connects through promises). */
+export async function flush() {
+  for (let i = 0; i < 5; i += 1) await new Promise((resolve) => setImmediate(resolve));
+}
+
+/** Move the fake clock forward, letting promises settle between timers. */
+export async function advance(ms) {
+  await flush();
+  mock.timers.tick(ms);
+  await flush();
+}
+
+export function useFakeTimers() {
+  mock.timers.enable({ apis: ["setTimeout", "setInterval"] });
+}
+
+export function restoreTimers() {
+  mock.timers.reset();
+}
+
+/** Deterministic reconnect timings for the tests. */
+export const TIMINGS = {
+  minReconnectionDelay: 100,
+  maxReconnectionDelay: 1000,
+  reconnectionDelayGrowFactor: 2,
+  connectionTimeout: 1000,
+  minUptime: 500,
+};
+
+/**
+ * A client on a fake WebSocket; `events` collects states and errors.
+ * @param {Partial<import("../src/index.js").WspushClientOptions>} [options]
+ */
+export async function startClient(options = {}) {
+  const FakeWebSocket = makeFakeWebSocket();
+  const events = { states: [], errors: [] };
+  const client = createWspushClient({
+    url: "ws://127.0.0.1:3001",
+    userId: "u-42",
+    platform: "pc",
+    WebSocket: FakeWebSocket,
+    watchNetwork: false,
+    ...TIMINGS,
+    ...options,
+    onStateChange: (state, previous) => {
+      events.states.push(state);
+      options.onStateChange?.(state, previous);
+    },
+    onError: (error) => {
+      events.errors.push(error);
+      options.onError?.(error);
+    },
+  });
+  await advance(0); // the first attempt starts after a 0 ms wait
+  return { client, FakeWebSocket, events };
+}
+
+/** A client whose first socket is open (the ping sent on open is answered unless told otherwise). */
+export async function openClient(options = {}, { pong = true } = {}) {
+  const started = await startClient(options);
+  const ws = started.FakeWebSocket.last;
+  ws.open();
+  if (pong) ws.receive(pongFrame("conn-1"));
+  return { ...started, ws };
+}
+
+let counter = 0;
+
+export function pongFrame(connectionId, id = `pong-${(counter += 1)}`) {
+  return { type: "pong", data: { connectionId }, id, ts: 1795867200000 };
+}
+
+export function frame(type, data, id = `msg-${(counter += 1)}`) {
+  return { type, data, id, ts: 1795867200000 };
+}

@@ -1,0 +1,198 @@
+"""``make dev``: the whole system on this machine, no AWS account and no Docker.
+
+1. moto's server (DynamoDB + SQS) on loopback, with the table and queues created from
+   serverless.yml's own resource definitions;
+2. serverless-offline's WebSocket gateway running the project's handlers;
+3. a poller that drives the sender from the local queue like Lambda's event source mapping;
+4. the browser client's demo page.
+
+Prints ``ready: <websocket url>`` once everything answers; Ctrl-C or SIGTERM stops all of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import ExitStack, suppress
+from pathlib import Path
+from types import FrameType
+
+import boto3
+from moto.server import ThreadedMotoServer
+
+from local import stack
+from local.poller import QueuePoller, lambda_invoker
+from local.web import DemoServer
+from wspush.local import HOST, REGION, STAGE, LocalStack
+
+REPO = Path(__file__).resolve().parents[1]
+STARTUP_TIMEOUT_SECONDS = 90
+DUMMY_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_SESSION_TOKEN": "local",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+}
+
+
+class Stopped(Exception):
+    """SIGINT or SIGTERM arrived."""
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"serverless-offline exited with code {process.returncode}")
+        with socket.socket() as probe:
+            probe.settimeout(0.5)
+            if probe.connect_ex((HOST, port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing answered on {HOST}:{port} within {STARTUP_TIMEOUT_SECONDS} s")
+
+
+def offline_environment(local: LocalStack) -> dict[str, str]:
+    """What the handlers need to find moto and the local gateway instead of AWS."""
+    env = {**os.environ, **DUMMY_CREDENTIALS}
+    venv = Path(sys.prefix)
+    env.update(
+        {
+            "VIRTUAL_ENV": str(venv),
+            "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+            "AWS_ENDPOINT_URL_DYNAMODB": local.aws_endpoint,
+            "AWS_ENDPOINT_URL_SQS": local.aws_endpoint,
+            "LOCAL_TABLE_NAME": local.table_name,
+            "LOCAL_QUEUE_URL": local.messages_queue_url,
+            "LOCAL_DLQ_URL": local.dead_letter_queue_url,
+            "LOCAL_MANAGEMENT_ENDPOINT": local.management_endpoint,
+            "WSPUSH_LOCAL_WEBSOCKET_PORT": str(local.websocket_port),
+            "WSPUSH_LOCAL_HTTP_PORT": str(local.http_port),
+            "WSPUSH_LOCAL_LAMBDA_PORT": str(local.lambda_port),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            # No X-Ray daemon here: tracing would only warn on every invocation.
+            "POWERTOOLS_TRACE_DISABLED": "true",
+        }
+    )
+    env.setdefault("LOCAL_ALLOWED_PLATFORMS", "")
+    return env
+
+
+def start_offline(local: LocalStack, cleanup: ExitStack) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(  # noqa: S603 - a fixed command line
+        ["npx", "sls", "offline", "start", "--stage", STAGE],  # noqa: S607 - npx from PATH
+        cwd=REPO,
+        env=offline_environment(local),
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: node and every handler process
+    )
+    cleanup.callback(stop_process_group, process)
+    return process
+
+
+def stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=grace)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    # Handler processes may outlive node; the group id still reaches them.
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def ensure_ports_free(local: LocalStack) -> None:
+    ports = {
+        "WSPUSH_LOCAL_AWS_PORT": local.aws_port,
+        "WSPUSH_LOCAL_WEBSOCKET_PORT": local.websocket_port,
+        "WSPUSH_LOCAL_HTTP_PORT": local.http_port,
+        "WSPUSH_LOCAL_LAMBDA_PORT": local.lambda_port,
+        "WSPUSH_LOCAL_DEMO_PORT": local.demo_port,
+    }
+    for variable, port in ports.items():
+        with socket.socket() as probe:
+            if probe.connect_ex((HOST, port)) == 0:
+                raise RuntimeError(
+                    f"port {port} on {HOST} is in use (is another `make dev` running?); "
+                    f"stop it or choose another port with {variable}"
+                )
+
+
+def run(local: LocalStack) -> None:
+    ensure_ports_free(local)
+    os.environ.update(DUMMY_CREDENTIALS)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    with ExitStack() as cleanup:
+        moto = ThreadedMotoServer(ip_address=HOST, port=local.aws_port, verbose=False)
+        moto.start()
+        cleanup.callback(moto.stop)
+        dynamodb = boto3.client("dynamodb", endpoint_url=local.aws_endpoint, region_name=REGION)
+        sqs = boto3.client("sqs", endpoint_url=local.aws_endpoint, region_name=REGION)
+        stack.create_table(dynamodb, STAGE)
+        stack.create_queues(sqs, STAGE)
+
+        offline = start_offline(local, cleanup)
+        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+        wait_for_port(local.websocket_port, offline, deadline)
+        wait_for_port(local.lambda_port, offline, deadline)
+
+        lambda_client = boto3.client(
+            "lambda", endpoint_url=local.lambda_endpoint, region_name=REGION
+        )
+        poller = QueuePoller(
+            sqs, local.messages_queue_url, lambda_invoker(lambda_client, f"wspush-{STAGE}-sender")
+        ).start()
+        cleanup.callback(poller.stop)
+        demo = DemoServer(HOST, local.demo_port, {"websocketUrl": local.websocket_url}).start()
+        cleanup.callback(demo.stop)
+
+        print(f"ready: {local.websocket_url}", flush=True)
+        print(_examples(local), flush=True)
+        while offline.poll() is None:
+            time.sleep(0.5)
+        raise RuntimeError(f"serverless-offline exited with code {offline.returncode}")
+
+
+def _examples(local: LocalStack) -> str:
+    return f"""
+  demo page   {local.demo_url}
+  connect     .venv/bin/python -m websockets "{local.websocket_url}?userId=u1&platform=pc"
+  send        .venv/bin/wspush send --user u1 --type order.updated --data '{{"orderId": 7}}'
+  via lambda  .venv/bin/wspush send --via lambda --user u1 --type hello --data '{{}}'
+  queue       {local.messages_queue_url}   (moto, DynamoDB and SQS at {local.aws_endpoint})
+  Ctrl-C stops everything.
+"""
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        run(LocalStack.from_env())
+    except Stopped as stopped:
+        print(f"stopped ({stopped})", flush=True)
+        return 0
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        print(f"make dev failed: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""``wspush``: push a message from a terminal, to the local stack or to a deployed one.
+
+    wspush send --user u-42 --type order.updated --data '{"orderId": 7}'
+
+Without ``--stage``, ``--queue-url`` or ``--function-name`` the message goes to the local
+stack (``make dev``). This module only parses arguments, calls ``wspush.publisher`` and
+prints; exit status 0 is success, 1 a failed delivery or AWS call, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.session
+
+from wspush.errors import InvalidMessage
+from wspush.local import REGION as LOCAL_REGION
+from wspush.local import LocalStack
+from wspush.publisher import (
+    EndpointUnreachable,
+    LambdaSender,
+    Publisher,
+    PublishError,
+    envelope,
+    stack_name,
+    stack_outputs,
+    validate,
+)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+DUMMY_CREDENTIAL = "test"  # the local stack accepts any credentials
+
+_EXAMPLES = """\
+examples:
+  wspush send --user u-42 --type order.updated --data '{"orderId": 7}'
+  wspush send --broadcast --platform pc --type notice --data @notice.json
+  wspush send --user u-42 --type hello --via lambda --stage prod --region eu-west-1
+"""
+
+
+class _UsageError(Exception):
+    """Input argparse cannot judge (``--data``, flags that do not go together)."""
+
+
+@dataclass(frozen=True)
+class _Destination:
+    """Where the message goes: a queue URL or a function name, and how to reach it."""
+
+    name: str
+    region: str | None = None
+    endpoint_url: str | None = None
+    session: boto3.session.Session | None = None
+    local: bool = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit status (argparse's own errors exit 2 too)."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # argparse has printed the usage and its message
+        return int(exc.code or 0)
+    return int(args.run(args))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wspush", description="Push JSON messages to wspush's WebSocket clients."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+    send = commands.add_parser(
+        "send",
+        help="send one message",
+        description="Send one message through the queue (default) or the send Lambda.",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    send.set_defaults(run=_send)
+
+    target = send.add_argument_group("target (exactly one kind)")
+    targets = target.add_mutually_exclusive_group(required=True)
+    targets.add_argument(
+        "--user", action="append", metavar="USER_ID", help="a user (repeat for several)"
+    )
+    targets.add_argument(
+        "--connection", action="append", metavar="CONNECTION_ID", help="a connection (repeatable)"
+    )
+    targets.add_argument("--broadcast", action="store_true", help="every connection")
+
+    message = send.add_argument_group("message")
+    message.add_argument("--type", required=True, help="payload.type, e.g. order.updated")
+    message.add_argument(
+        "--data",
+        default="{}",
+        metavar="JSON",
+        help="payload.data as JSON, or @FILE to read it from a file (@- for stdin); default {}",
+    )
+    message.add_argument(
+        "--platform", action="append", help="only connections on this platform (repeatable)"
+    )
+    message.add_argument(
+        "--exclude", action="append", metavar="CONNECTION_ID", help="never this connection"
+    )
+    message.add_argument("--id", help="the message id (default: a new one)")
+
+    where = send.add_argument_group("destination (default: the local stack of `make dev`)")
+    where.add_argument(
+        "--via",
+        choices=("sqs", "lambda"),
+        default="sqs",
+        help="through the queue (default) or by invoking the send Lambda and waiting",
+    )
+    where.add_argument("--stage", help="a deployed stage: read stack wspush-STAGE's outputs")
+    where.add_argument("--region", help="the AWS region of --stage (default: AWS's config)")
+    where.add_argument("--queue-url", help="this queue (--via sqs), whatever --stage says")
+    where.add_argument("--function-name", help="this function (--via lambda), ditto")
+    where.add_argument("--endpoint-url", help="send every AWS call to this endpoint")
+    return parser
+
+
+def _send(args: argparse.Namespace) -> int:
+    try:
+        valid = validate(
+            envelope(
+                args.type,
+                _data(args.data),
+                **_targets(args),
+                platform=_one_or_many(args.platform),
+                exclude=args.exclude,
+                id=args.id,
+            )
+        )
+        destination = _destination(args)
+    except _UsageError as exc:
+        return _error(str(exc), EXIT_USAGE)
+    except InvalidMessage as exc:
+        return _error(_invalid(exc), EXIT_USAGE)
+    except PublishError as exc:
+        return _error(exc.message, EXIT_FAILED)
+    try:
+        if args.via == "sqs":
+            queued = Publisher(
+                destination.name,
+                region=destination.region,
+                endpoint_url=destination.endpoint_url,
+                session=destination.session,
+            ).publish(valid)
+            _print({"queued": queued.as_dict()})
+            return EXIT_OK
+        answer = LambdaSender(
+            destination.name,
+            region=destination.region,
+            endpoint_url=destination.endpoint_url,
+            session=destination.session,
+        ).send(valid)
+    except InvalidMessage as exc:
+        return _error(_invalid(exc), EXIT_USAGE)
+    except EndpointUnreachable as exc:
+        if destination.local:
+            return _error(
+                f"cannot reach the local stack at {destination.endpoint_url} "
+                "— is `make dev` running?",
+                EXIT_FAILED,
+            )
+        return _error(exc.message, EXIT_FAILED)
+    except PublishError as exc:
+        return _error(exc.message, EXIT_FAILED)
+    _print(answer)
+    failure = _delivery_failure(answer)
+    return _error(failure, EXIT_FAILED) if failure else EXIT_OK
+
+
+def _data(value: str) -> Any:
+    text = value
+    if value.startswith("@"):
+        path = value[1:]
+        try:
+            text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise _UsageError(f"cannot read --data file {path}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise _UsageError(f"--data file {path} is not UTF-8 text") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _UsageError(f"--data is not valid JSON: {exc}") from exc
+
+
+def _targets(args: argparse.Namespace) -> dict[str, Any]:
+    """``--user``/``--connection`` once → ``userId``/``connectionId``; repeated → the list."""
+    if args.user:
+        return {"user": args.user[0]} if len(args.user) == 1 else {"users": args.user}
+    if args.connection:
+        if len(args.connection) == 1:
+            return {"connection": args.connection[0]}
+        return {"connections": args.connection}
+    return {"broadcast": args.broadcast}
+
+
+def _one_or_many(values: list[str] | None) -> str | list[str] | None:
+    return values[0] if values and len(values) == 1 else values
+
+
+def _destination(args: argparse.Namespace) -> _Destination:
+    """Explicit flags, else the stack of ``--stage``, else the local stack."""
+    if args.via == "sqs":
+        if args.function_name:
+            raise _UsageError("--function-name is for --via lambda")
+        explicit, output = args.queue_url, "QueueUrl"
+    else:
+        if args.queue_url:
+            raise _UsageError("--queue-url is for --via sqs")
+        explicit, output = args.function_name, "SendFunctionName"
+    if explicit:
+        return _Destination(explicit, args.region, args.endpoint_url)
+    if args.stage:
+        outputs = stack_outputs(args.stage, region=args.region, endpoint_url=args.endpoint_url)
+        if output not in outputs:
+            raise PublishError(
+                "missing_output", f"stack {stack_name(args.stage)} has no output {output}"
+            )
+        return _Destination(outputs[output], args.region, args.endpoint_url)
+    local = LocalStack.from_env()
+    region = args.region or LOCAL_REGION
+    if args.via == "sqs":
+        name, endpoint = local.messages_queue_url, local.aws_endpoint
+    else:
+        name, endpoint = local.send_function_name, local.lambda_endpoint
+    return _Destination(
+        name, region, args.endpoint_url or endpoint, _local_session(region), local=True
+    )
+
+
+def _local_session(region: str) -> boto3.session.Session:
+    """The configured credentials if there are any, else dummy ones.
+
+    Container and instance-metadata credentials are not looked for: outside AWS that
+    lookup waits on a network timeout, and the local stack accepts any credentials.
+    """
+    core = botocore.session.Session()
+    resolver = core.get_component("credential_provider")
+    for method in ("container-role", "iam-role"):
+        resolver.remove(method)
+    if core.get_credentials() is None:
+        return boto3.session.Session(
+            aws_access_key_id=DUMMY_CREDENTIAL,
+            aws_secret_access_key=DUMMY_CREDENTIAL,
+            region_name=region,
+        )
+    return boto3.session.Session(botocore_session=core, region_name=region)
+
+
+def _delivery_failure(answer: dict[str, Any]) -> str | None:
+    """Why the send Lambda's answer is not a success, or None."""
+    if "error" in answer:
+        return f"the send Lambda answered an error: {_described(answer['error'])}"
+    failed = answer.get("failed", 0)
+    if not failed:
+        return None
+    first = (answer.get("errors") or [{}])[0]
+    return (
+        f"{failed} of {answer.get('targets')} recipients failed "
+        f"(first: {first.get('connectionId')}: {first.get('reason')})"
+    )
+
+
+def _invalid(exc: InvalidMessage) -> str:
+    return _described(exc.as_dict())
+
+
+def _described(error: dict[str, Any]) -> str:
+    field = error.get("field")
+    return f"{error.get('message')} (field: {field})" if field else str(error.get("message"))
+
+
+def _print(value: Any) -> None:
+    print(json.dumps(value, ensure_ascii=False), flush=True)
+
+
+def _error(message: str, status: int) -> int:
+    print(f"wspush: error: {message}", file=sys.stderr, flush=True)
+    return status

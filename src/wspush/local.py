@@ -1,0 +1,79 @@
+"""Where the local stack (``make dev``) listens: every address is on loopback.
+
+Shared by the stack runner, the ``wspush`` CLI and the end-to-end tests. Each port can
+be moved with an environment variable, so a test run can sit beside a running ``make dev``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+STAGE = "local"
+REGION = "us-east-1"
+ACCOUNT_ID = "123456789012"  # moto's account
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class LocalStack:
+    aws_port: int = 4566
+    websocket_port: int = 3001
+    http_port: int = 3000
+    lambda_port: int = 3002
+    demo_port: int = 8080
+
+    @classmethod
+    def from_env(cls) -> LocalStack:
+        def port(name: str, default: int) -> int:
+            return int(os.environ.get(name, default))
+
+        return cls(
+            aws_port=port("WSPUSH_LOCAL_AWS_PORT", 4566),
+            websocket_port=port("WSPUSH_LOCAL_WEBSOCKET_PORT", 3001),
+            http_port=port("WSPUSH_LOCAL_HTTP_PORT", 3000),
+            lambda_port=port("WSPUSH_LOCAL_LAMBDA_PORT", 3002),
+            demo_port=port("WSPUSH_LOCAL_DEMO_PORT", 8080),
+        )
+
+    @property
+    def aws_endpoint(self) -> str:
+        """moto's server: DynamoDB and SQS."""
+        return f"http://{HOST}:{self.aws_port}"
+
+    @property
+    def websocket_url(self) -> str:
+        return f"ws://{HOST}:{self.websocket_port}"
+
+    @property
+    def management_endpoint(self) -> str:
+        """serverless-offline's Management API (no stage in the path, unlike AWS)."""
+        return f"http://{HOST}:{self.websocket_port}"
+
+    @property
+    def lambda_endpoint(self) -> str:
+        """serverless-offline's Lambda Invoke API."""
+        return f"http://{HOST}:{self.lambda_port}"
+
+    @property
+    def demo_url(self) -> str:
+        return f"http://{HOST}:{self.demo_port}/"
+
+    def queue_url(self, name: str) -> str:
+        return f"{self.aws_endpoint}/{ACCOUNT_ID}/{name}"
+
+    @property
+    def messages_queue_url(self) -> str:
+        return self.queue_url(f"wspush-{STAGE}-messages")
+
+    @property
+    def dead_letter_queue_url(self) -> str:
+        return self.queue_url(f"wspush-{STAGE}-dead-letters")
+
+    @property
+    def table_name(self) -> str:
+        return f"wspush-{STAGE}-connections"
+
+    @property
+    def send_function_name(self) -> str:
+        return f"wspush-{STAGE}-send"

@@ -1,0 +1,113 @@
+"""Services' side of the local stack: the queue, the dead-letter queue, the send Lambda."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from tests.e2e.clients import connected, eventually
+from tests.e2e.conftest import RunningStack
+
+PAYLOAD = {"type": "order.updated", "data": {"orderId": 7}}
+
+
+def test_an_invalid_message_is_dead_lettered_with_its_reason_and_its_batch_still_arrives(
+    local_stack: RunningStack,
+) -> None:
+    user = f"dave-{uuid.uuid4().hex[:8]}"
+    sqs = local_stack.client("sqs")
+    with connected(local_stack, user) as app:
+        # When a batch holds an invalid message between two valid ones
+        invalid = json.dumps({"userId": user, "payload": {"type": "t"}})
+        sqs.send_message_batch(
+            QueueUrl=local_stack.local.messages_queue_url,
+            Entries=[
+                {
+                    "Id": "a",
+                    "MessageBody": json.dumps({"userId": user, "id": "ok-1", "payload": PAYLOAD}),
+                },
+                {"Id": "b", "MessageBody": invalid},
+                {
+                    "Id": "c",
+                    "MessageBody": json.dumps({"userId": user, "id": "ok-2", "payload": PAYLOAD}),
+                },
+            ],
+        )
+        # Then both valid messages arrive
+        assert sorted(app.receive()["id"] for _ in range(2)) == ["ok-1", "ok-2"]
+
+    # And the invalid one waits in the dead-letter queue, saying why
+    def dead_letters() -> list[dict[str, object]]:
+        answer = sqs.receive_message(
+            QueueUrl=local_stack.local.dead_letter_queue_url,
+            MessageAttributeNames=["All"],
+            WaitTimeSeconds=1,
+        )
+        return [m for m in answer.get("Messages", []) if m["Body"] == invalid]
+
+    [letter] = eventually(dead_letters)
+    attributes = {k: v["StringValue"] for k, v in letter["MessageAttributes"].items()}
+    assert attributes["wspush-error-code"] == "invalid_payload"
+    assert attributes["wspush-error-field"] == "payload.data"
+
+
+def test_the_send_lambda_answers_with_per_outcome_counts(local_stack: RunningStack) -> None:
+    user = f"erin-{uuid.uuid4().hex[:8]}"
+    with connected(local_stack, user, "pc") as pc, connected(local_stack, user, "mobile") as mobile:
+        # When a service invokes the send function directly (serverless-offline's Lambda API)
+        answer = local_stack.client("lambda").invoke(
+            FunctionName=local_stack.local.send_function_name,
+            Payload=json.dumps({"userId": user, "id": "direct-1", "payload": PAYLOAD}),
+        )
+        result = json.loads(answer["Payload"].read())
+        # Then it reports both deliveries, and both apps have the message
+        assert result == {
+            "id": "direct-1",
+            "targets": 2,
+            "delivered": 2,
+            "gone": 0,
+            "failed": 0,
+            "errors": [],
+        }
+        assert pc.receive()["id"] == mobile.receive()["id"] == "direct-1"
+
+
+def test_the_cli_sends_through_the_queue_and_through_the_send_lambda(
+    local_stack: RunningStack,
+) -> None:
+    user = f"fred-{uuid.uuid4().hex[:8]}"
+    cli = [str(Path(sys.executable).parent / "wspush"), "send", "--user", user, "--type", "cli.t"]
+    with connected(local_stack, user) as app:
+        # When the CLI sends via SQS (the default) and via the send Lambda
+        queued = subprocess.run(
+            [*cli, "--data", '{"n": 1}'], env=local_stack.env, capture_output=True, text=True
+        )
+        direct = subprocess.run(
+            [*cli, "--data", '{"n": 2}', "--via", "lambda"],
+            env=local_stack.env,
+            capture_output=True,
+            text=True,
+        )
+        # Then it printed what happened, and both messages arrived
+        assert queued.returncode == 0, queued.stderr
+        assert direct.returncode == 0, direct.stderr
+        queued_id = json.loads(queued.stdout)["queued"]["id"]
+        answer = json.loads(direct.stdout)
+        assert (answer["targets"], answer["delivered"]) == (1, 1)
+        received = {app.receive()["id"], app.receive()["id"]}
+        assert received == {queued_id, answer["id"]}
+
+
+def test_the_cli_refuses_bad_input_with_a_clear_message(local_stack: RunningStack) -> None:
+    cli = str(Path(sys.executable).parent / "wspush")
+    result = subprocess.run(
+        [cli, "send", "--user", "u", "--type", "t", "--data", "{not json"],
+        env=local_stack.env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("wspush: error:")

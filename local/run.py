@@ -75,9 +75,7 @@ def offline_environment(local: LocalStack) -> dict[str, str]:
             "LOCAL_QUEUE_URL": local.messages_queue_url,
             "LOCAL_DLQ_URL": local.dead_letter_queue_url,
             "LOCAL_MANAGEMENT_ENDPOINT": local.management_endpoint,
-            "WSPUSH_LOCAL_WEBSOCKET_PORT": str(local.websocket_port),
-            "WSPUSH_LOCAL_HTTP_PORT": str(local.http_port),
-            "WSPUSH_LOCAL_LAMBDA_PORT": str(local.lambda_port),
+            **local.port_variables(),
             "PYTHONDONTWRITEBYTECODE": "1",
             # No X-Ray daemon here: tracing would only warn on every invocation.
             "POWERTOOLS_TRACE_DISABLED": "true",
@@ -118,16 +116,9 @@ def stop_process_group(process: subprocess.Popen[bytes]) -> None:
 
 
 def ensure_ports_free(local: LocalStack) -> None:
-    ports = {
-        "WSPUSH_LOCAL_AWS_PORT": local.aws_port,
-        "WSPUSH_LOCAL_WEBSOCKET_PORT": local.websocket_port,
-        "WSPUSH_LOCAL_HTTP_PORT": local.http_port,
-        "WSPUSH_LOCAL_LAMBDA_PORT": local.lambda_port,
-        "WSPUSH_LOCAL_DEMO_PORT": local.demo_port,
-    }
-    for variable, port in ports.items():
+    for variable, port in local.port_variables().items():
         with socket.socket() as probe:
-            if probe.connect_ex((HOST, port)) == 0:
+            if probe.connect_ex((HOST, int(port))) == 0:
                 raise RuntimeError(
                     f"port {port} on {HOST} is in use (is another `make dev` running?); "
                     f"stop it or choose another port with {variable}"

@@ -60,6 +60,10 @@ class _Destination:
     session: boto3.session.Session | None = None
     local: bool = False
 
+    def client_options(self) -> dict[str, Any]:
+        """How ``Publisher`` and ``LambdaSender`` reach it."""
+        return {"region": self.region, "endpoint_url": self.endpoint_url, "session": self.session}
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status (argparse's own errors exit 2 too)."""
@@ -146,20 +150,10 @@ def _send(args: argparse.Namespace) -> int:
         return _error(exc.message, EXIT_FAILED)
     try:
         if args.via == "sqs":
-            queued = Publisher(
-                destination.name,
-                region=destination.region,
-                endpoint_url=destination.endpoint_url,
-                session=destination.session,
-            ).publish(valid)
+            queued = Publisher(destination.name, **destination.client_options()).publish(valid)
             _print({"queued": queued.as_dict()})
             return EXIT_OK
-        answer = LambdaSender(
-            destination.name,
-            region=destination.region,
-            endpoint_url=destination.endpoint_url,
-            session=destination.session,
-        ).send(valid)
+        answer = LambdaSender(destination.name, **destination.client_options()).send(valid)
     except InvalidMessage as exc:
         return _error(_invalid(exc), EXIT_USAGE)
     except EndpointUnreachable as exc:

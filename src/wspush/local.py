@@ -15,6 +15,16 @@ ACCOUNT_ID = "123456789012"  # moto's account
 HOST = "127.0.0.1"
 
 
+# Each port of the local stack and the environment variable that moves it.
+PORT_VARIABLES = {
+    "aws_port": "WSPUSH_LOCAL_AWS_PORT",
+    "websocket_port": "WSPUSH_LOCAL_WEBSOCKET_PORT",
+    "http_port": "WSPUSH_LOCAL_HTTP_PORT",
+    "lambda_port": "WSPUSH_LOCAL_LAMBDA_PORT",
+    "demo_port": "WSPUSH_LOCAL_DEMO_PORT",
+}
+
+
 @dataclass(frozen=True)
 class LocalStack:
     aws_port: int = 4566
@@ -25,16 +35,16 @@ class LocalStack:
 
     @classmethod
     def from_env(cls) -> LocalStack:
-        def port(name: str, default: int) -> int:
-            return int(os.environ.get(name, default))
+        moved = {
+            name: int(os.environ[variable])
+            for name, variable in PORT_VARIABLES.items()
+            if os.environ.get(variable)
+        }
+        return cls(**moved)
 
-        return cls(
-            aws_port=port("WSPUSH_LOCAL_AWS_PORT", 4566),
-            websocket_port=port("WSPUSH_LOCAL_WEBSOCKET_PORT", 3001),
-            http_port=port("WSPUSH_LOCAL_HTTP_PORT", 3000),
-            lambda_port=port("WSPUSH_LOCAL_LAMBDA_PORT", 3002),
-            demo_port=port("WSPUSH_LOCAL_DEMO_PORT", 8080),
-        )
+    def port_variables(self) -> dict[str, str]:
+        """The environment that puts another process's ``from_env`` on these ports."""
+        return {variable: str(getattr(self, name)) for name, variable in PORT_VARIABLES.items()}
 
     @property
     def aws_endpoint(self) -> str:

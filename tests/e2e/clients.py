@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -15,6 +16,12 @@ from websockets.sync.client import ClientConnection, connect
 from tests.e2e.conftest import RunningStack
 
 WAIT_SECONDS = 15
+PAYLOAD = {"type": "order.updated", "data": {"orderId": 7}}
+
+
+def unique(name: str) -> str:
+    """A user id no other test uses."""
+    return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
 class Client:

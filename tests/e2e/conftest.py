@@ -21,7 +21,7 @@ from typing import Any
 import boto3
 import pytest
 
-from wspush.local import REGION, LocalStack
+from wspush.local import PORT_VARIABLES, REGION, LocalStack
 
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_SECONDS = 120
@@ -64,24 +64,11 @@ def _port_open(port: int) -> bool:
 @pytest.fixture(scope="session")
 def local_stack() -> Iterator[RunningStack]:
     """Given the whole system running locally, ready once it prints its `ready:` line."""
-    local = LocalStack(
-        aws_port=free_port(),
-        websocket_port=free_port(),
-        http_port=free_port(),
-        lambda_port=free_port(),
-        demo_port=free_port(),
-    )
-    ports = {
-        "WSPUSH_LOCAL_AWS_PORT": local.aws_port,
-        "WSPUSH_LOCAL_WEBSOCKET_PORT": local.websocket_port,
-        "WSPUSH_LOCAL_HTTP_PORT": local.http_port,
-        "WSPUSH_LOCAL_LAMBDA_PORT": local.lambda_port,
-        "WSPUSH_LOCAL_DEMO_PORT": local.demo_port,
-    }
+    local = LocalStack(**{name: free_port() for name in PORT_VARIABLES})
     # The stack gets the environment a developer's shell has, not the test suite's settings.
     inherited = ("WSPUSH_", "AWS_", "LOCAL_", "POWERTOOLS_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(inherited)}
-    env.update({k: str(v) for k, v in ports.items()})
+    env.update(local.port_variables())
     env["PYTHONUNBUFFERED"] = "1"
     process = subprocess.Popen(
         [sys.executable, "-m", "local.run"],
@@ -120,5 +107,5 @@ def local_stack() -> Iterator[RunningStack]:
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=30)
     assert process.returncode == 0, running.log()
-    left = [port for port in ports.values() if _port_open(port)]
+    left = [port for port in local.port_variables().values() if _port_open(int(port))]
     assert not left, f"ports still open after stop: {left}\n{running.log()}"

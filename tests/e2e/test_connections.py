@@ -8,14 +8,15 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from tests.e2e.clients import connected, eventually, queue_message, stored_connection
+from tests.e2e.clients import (
+    PAYLOAD,
+    connected,
+    eventually,
+    queue_message,
+    stored_connection,
+    unique,
+)
 from tests.e2e.conftest import RunningStack
-
-PAYLOAD = {"type": "order.updated", "data": {"orderId": 7}}
-
-
-def unique(name: str) -> str:
-    return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
 def test_ping_gets_a_json_pong_and_bad_frames_get_json_errors(local_stack: RunningStack) -> None:

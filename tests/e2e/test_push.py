@@ -4,67 +4,71 @@ from __future__ import annotations
 
 import statistics
 import time
-import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
-from tests.e2e.clients import connected, queue_message
+from tests.e2e.clients import PAYLOAD, Client, connected, queue_message, unique
 from tests.e2e.conftest import RunningStack
 
-PAYLOAD = {"type": "order.updated", "data": {"orderId": 7}}
+
+@dataclass
+class Apps:
+    """alice connected on pc and on mobile, bob on pc (fresh user ids per test)."""
+
+    alice: str
+    bob: str
+    alice_pc: Client
+    alice_mobile: Client
+    bob_pc: Client
 
 
-def unique(name: str) -> str:
-    return f"{name}-{uuid.uuid4().hex[:8]}"
+@pytest.fixture
+def apps(local_stack: RunningStack) -> Iterator[Apps]:
+    alice, bob = unique("alice"), unique("bob")
+    with (
+        connected(local_stack, alice, "pc") as alice_pc,
+        connected(local_stack, alice, "mobile") as alice_mobile,
+        connected(local_stack, bob, "pc") as bob_pc,
+    ):
+        yield Apps(alice, bob, alice_pc, alice_mobile, bob_pc)
 
 
 def test_a_message_to_a_user_reaches_both_of_its_connections_and_nobody_else(
-    local_stack: RunningStack,
+    local_stack: RunningStack, apps: Apps
 ) -> None:
-    alice, bob = unique("alice"), unique("bob")
-    with (
-        connected(local_stack, alice, "pc") as alice_pc,
-        connected(local_stack, alice, "mobile") as alice_mobile,
-        connected(local_stack, bob, "pc") as bob_pc,
-    ):
-        # When a service queues a message for alice
-        queue_message(local_stack, {"userId": alice, "id": "m-user", "payload": PAYLOAD})
-        # Then both of alice's apps receive the same frame, and bob nothing
-        first, second = alice_pc.receive(), alice_mobile.receive()
-        assert first == second
-        assert first == {**PAYLOAD, "id": "m-user", "ts": first["ts"]}
-        assert bob_pc.nothing_within(1.0)
+    # When a service queues a message for alice
+    queue_message(local_stack, {"userId": apps.alice, "id": "m-user", "payload": PAYLOAD})
+    # Then both of alice's apps receive the same frame, and bob nothing
+    first, second = apps.alice_pc.receive(), apps.alice_mobile.receive()
+    assert first == second
+    assert first == {**PAYLOAD, "id": "m-user", "ts": first["ts"]}
+    assert apps.bob_pc.nothing_within(1.0)
 
 
-def test_platform_filter_broadcast_and_connection_targets(local_stack: RunningStack) -> None:
-    alice, bob = unique("alice"), unique("bob")
-    with (
-        connected(local_stack, alice, "pc") as alice_pc,
-        connected(local_stack, alice, "mobile") as alice_mobile,
-        connected(local_stack, bob, "pc") as bob_pc,
-    ):
-        # A platform filter: only alice's mobile app
-        queue_message(local_stack, {"userId": alice, "platform": "mobile", "payload": PAYLOAD})
-        assert alice_mobile.receive()["type"] == "order.updated"
-        assert alice_pc.nothing_within(0.5)
-        # A broadcast excluding alice's pc: every other connection, each once
-        queue_message(
-            local_stack,
-            {
-                "broadcast": True,
-                "id": "m-all",
-                "excludeConnectionIds": [alice_pc.connection_id],
-                "payload": PAYLOAD,
-            },
-        )
-        assert alice_mobile.receive()["id"] == "m-all"
-        assert bob_pc.receive()["id"] == "m-all"
-        assert alice_pc.nothing_within(0.5)
-        # One connection by id, and the seed's own {connectionId, payload} form
-        queue_message(local_stack, {"connectionIds": [bob_pc.connection_id], "payload": PAYLOAD})
-        queue_message(local_stack, {"connectionId": bob_pc.connection_id, "payload": PAYLOAD})
-        assert bob_pc.receive()["type"] == bob_pc.receive()["type"] == "order.updated"
-        assert alice_mobile.nothing_within(0.5)
+def test_platform_filter_broadcast_and_connection_targets(
+    local_stack: RunningStack, apps: Apps
+) -> None:
+    # A platform filter: only alice's mobile app
+    queue_message(local_stack, {"userId": apps.alice, "platform": "mobile", "payload": PAYLOAD})
+    assert apps.alice_mobile.receive()["type"] == "order.updated"
+    assert apps.alice_pc.nothing_within(0.5)
+    # A broadcast excluding alice's pc: every other connection, each once
+    excluded = [apps.alice_pc.connection_id]
+    queue_message(
+        local_stack,
+        {"broadcast": True, "id": "m-all", "excludeConnectionIds": excluded, "payload": PAYLOAD},
+    )
+    assert apps.alice_mobile.receive()["id"] == "m-all"
+    assert apps.bob_pc.receive()["id"] == "m-all"
+    assert apps.alice_pc.nothing_within(0.5)
+    # One connection by id, and the seed's own {connectionId, payload} form
+    bob_pc = apps.bob_pc.connection_id
+    queue_message(local_stack, {"connectionIds": [bob_pc], "payload": PAYLOAD})
+    queue_message(local_stack, {"connectionId": bob_pc, "payload": PAYLOAD})
+    assert apps.bob_pc.receive()["type"] == apps.bob_pc.receive()["type"] == "order.updated"
+    assert apps.alice_mobile.nothing_within(0.5)
 
 
 def test_latency_from_send_message_to_receipt(

@@ -5,19 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
-from tests.e2e.clients import connected, eventually
+from tests.e2e.clients import PAYLOAD, connected, eventually, unique
 from tests.e2e.conftest import RunningStack
-
-PAYLOAD = {"type": "order.updated", "data": {"orderId": 7}}
 
 
 def test_an_invalid_message_is_dead_lettered_with_its_reason_and_its_batch_still_arrives(
     local_stack: RunningStack,
 ) -> None:
-    user = f"dave-{uuid.uuid4().hex[:8]}"
+    user = unique("dave")
     sqs = local_stack.client("sqs")
     with connected(local_stack, user) as app:
         # When a batch holds an invalid message between two valid ones
@@ -55,7 +52,7 @@ def test_an_invalid_message_is_dead_lettered_with_its_reason_and_its_batch_still
 
 
 def test_the_send_lambda_answers_with_per_outcome_counts(local_stack: RunningStack) -> None:
-    user = f"erin-{uuid.uuid4().hex[:8]}"
+    user = unique("erin")
     with connected(local_stack, user, "pc") as pc, connected(local_stack, user, "mobile") as mobile:
         # When a service invokes the send function directly (serverless-offline's Lambda API)
         answer = local_stack.client("lambda").invoke(
@@ -78,7 +75,7 @@ def test_the_send_lambda_answers_with_per_outcome_counts(local_stack: RunningSta
 def test_the_cli_sends_through_the_queue_and_through_the_send_lambda(
     local_stack: RunningStack,
 ) -> None:
-    user = f"fred-{uuid.uuid4().hex[:8]}"
+    user = unique("fred")
     cli = [str(Path(sys.executable).parent / "wspush"), "send", "--user", user, "--type", "cli.t"]
     with connected(local_stack, user) as app:
         # When the CLI sends via SQS (the default) and via the send Lambda

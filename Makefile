@@ -11,6 +11,7 @@ CLIENT_STAMP := client/node_modules/.installed
 CHROMIUM := /usr/bin/chromium
 STAGE ?= dev
 REGION ?= us-east-1
+AUTH ?= none
 
 # src/ is copied into the Lambda zip as it is: keep bytecode caches out of it.
 export PYTHONDONTWRITEBYTECODE := 1
@@ -19,7 +20,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 	deploy clean-src clean
 
 dev: $(PY_STAMP) $(NODE_STAMP) $(CLIENT_STAMP)
-	$(BIN)/python -m local.run
+	$(BIN)/python -m local.run --auth $(AUTH)
 
 test: install lint typecheck client-test
 	$(BIN)/pytest

@@ -6,14 +6,25 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from wspush import sessions
+from wspush import handshake, sessions
 from wspush.clock import now_ms
-from wspush.errors import BadHandshake, ConnectionRefused, StorageUnavailable
+from wspush.errors import (
+    AuthUnavailable,
+    BadHandshake,
+    ConnectionRefused,
+    Forbidden,
+    StorageUnavailable,
+    Unauthenticated,
+)
 from wspush.observability import logger, metrics, tracer
-from wspush.settings import get_settings
+from wspush.settings import SettingsError, get_auth_settings, get_settings
 
 # The handshake status each kind of refusal gets.
-REFUSAL_STATUS: dict[type[ConnectionRefused], int] = {BadHandshake: 400}
+REFUSAL_STATUS: dict[type[ConnectionRefused], int] = {
+    BadHandshake: 400,
+    Unauthenticated: 401,
+    Forbidden: 403,
+}
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
@@ -23,10 +34,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = APIGatewayWebSocketEvent(event)
     connection_id = request.request_context.connection_id
     try:
-        sessions.open_connection(
+        handshake.open_connection(
             connection_id,
             request.query_string_parameters,
             get_settings(),
+            get_auth_settings(),
             now_ms=now_ms(),
             connected_at=request.request_context.connected_at,
         )
@@ -37,6 +49,17 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         )
         metrics.add_metric(name="ConnectionsRefused", unit="Count", value=1)
         return sessions.route_response(status, exc.reason)
+    except AuthUnavailable:
+        # Fail closed: a token that cannot be checked is not accepted.
+        logger.exception(
+            "connection refused: tokens cannot be checked", connection_id=connection_id
+        )
+        metrics.add_metric(name="ConnectionErrors", unit="Count", value=1)
+        return sessions.route_response(503, "authentication is unavailable, try again later")
+    except SettingsError:
+        logger.exception("connection refused: wspush is misconfigured", connection_id=connection_id)
+        metrics.add_metric(name="ConnectionErrors", unit="Count", value=1)
+        return sessions.route_response(503, "connections are unavailable")
     except StorageUnavailable:
         logger.exception("connection not stored", connection_id=connection_id)
         metrics.add_metric(name="ConnectionErrors", unit="Count", value=1)

@@ -11,6 +11,7 @@ Prints ``ready: <websocket url>`` once everything answers; Ctrl-C or SIGTERM sto
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
@@ -18,8 +19,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from pathlib import Path
+from secrets import token_urlsafe
 from types import FrameType
 
 import boto3
@@ -28,7 +31,16 @@ from moto.server import ThreadedMotoServer
 from local import stack
 from local.poller import QueuePoller, lambda_invoker
 from local.web import DemoServer
-from wspush.local import HOST, REGION, STAGE, LocalStack
+from wspush.auth import mint
+from wspush.local import (
+    HOST,
+    JWT_AUDIENCE,
+    JWT_ISSUER,
+    JWT_SECRET_PARAMETER,
+    REGION,
+    STAGE,
+    LocalStack,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT_SECONDS = 90
@@ -61,9 +73,9 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], deadline: float) 
     raise TimeoutError(f"nothing answered on {HOST}:{port} within {STARTUP_TIMEOUT_SECONDS} s")
 
 
-def offline_environment(local: LocalStack) -> dict[str, str]:
+def offline_environment(local: LocalStack, auth: str) -> dict[str, str]:
     """What the handlers need to find moto and the local gateway instead of AWS."""
-    env = {**os.environ, **DUMMY_CREDENTIALS}
+    env = {**os.environ, **DUMMY_CREDENTIALS, **auth_environment(auth)}
     venv = Path(sys.prefix)
     env.update(
         {
@@ -71,6 +83,7 @@ def offline_environment(local: LocalStack) -> dict[str, str]:
             "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
             "AWS_ENDPOINT_URL_DYNAMODB": local.aws_endpoint,
             "AWS_ENDPOINT_URL_SQS": local.aws_endpoint,
+            "AWS_ENDPOINT_URL_SSM": local.aws_endpoint,
             "LOCAL_TABLE_NAME": local.table_name,
             "LOCAL_QUEUE_URL": local.messages_queue_url,
             "LOCAL_DLQ_URL": local.dead_letter_queue_url,
@@ -85,11 +98,32 @@ def offline_environment(local: LocalStack) -> dict[str, str]:
     return env
 
 
-def start_offline(local: LocalStack, cleanup: ExitStack) -> subprocess.Popen[bytes]:
+def auth_environment(auth: str) -> dict[str, str]:
+    """$connect's settings: trust the client (none), or HS256 tokens with the local secret."""
+    if auth == "none":
+        return {"LOCAL_AUTH_MODE": "none"}
+    return {
+        "LOCAL_AUTH_MODE": "jwt",
+        "LOCAL_JWT_ALGORITHMS": "HS256",
+        "LOCAL_JWT_ISSUER": JWT_ISSUER,
+        "LOCAL_JWT_AUDIENCE": JWT_AUDIENCE,
+        "LOCAL_JWT_SECRET_PARAMETER": JWT_SECRET_PARAMETER,
+    }
+
+
+def create_token_secret(local: LocalStack) -> Callable[[str], str]:
+    """A fresh HS256 secret in (moto's) SSM, where the handlers and `wspush token` read it."""
+    secret = token_urlsafe(48)
+    ssm = boto3.client("ssm", endpoint_url=local.aws_endpoint, region_name=REGION)
+    ssm.put_parameter(Name=JWT_SECRET_PARAMETER, Value=secret, Type="SecureString")
+    return lambda user_id: mint(secret, user_id, issuer=JWT_ISSUER, audience=JWT_AUDIENCE)
+
+
+def start_offline(local: LocalStack, auth: str, cleanup: ExitStack) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(  # noqa: S603 - a fixed command line
         ["npx", "sls", "offline", "start", "--stage", STAGE],  # noqa: S607 - npx from PATH
         cwd=REPO,
-        env=offline_environment(local),
+        env=offline_environment(local, auth),
         stdin=subprocess.DEVNULL,
         start_new_session=True,  # its own process group: node and every handler process
     )
@@ -125,7 +159,7 @@ def ensure_ports_free(local: LocalStack) -> None:
                 )
 
 
-def run(local: LocalStack) -> None:
+def run(local: LocalStack, auth: str) -> None:
     ensure_ports_free(local)
     os.environ.update(DUMMY_CREDENTIALS)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -137,8 +171,9 @@ def run(local: LocalStack) -> None:
         sqs = boto3.client("sqs", endpoint_url=local.aws_endpoint, region_name=REGION)
         stack.create_table(dynamodb, STAGE)
         stack.create_queues(sqs, STAGE)
+        mint_token = create_token_secret(local) if auth == "jwt" else None
 
-        offline = start_offline(local, cleanup)
+        offline = start_offline(local, auth, cleanup)
         deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
         wait_for_port(local.websocket_port, offline, deadline)
         wait_for_port(local.lambda_port, offline, deadline)
@@ -150,20 +185,32 @@ def run(local: LocalStack) -> None:
             sqs, local.messages_queue_url, lambda_invoker(lambda_client, f"wspush-{STAGE}-sender")
         ).start()
         cleanup.callback(poller.stop)
-        demo = DemoServer(HOST, local.demo_port, {"websocketUrl": local.websocket_url}).start()
+        demo = DemoServer(
+            HOST, local.demo_port, websocket_url=local.websocket_url, mint_token=mint_token
+        ).start()
         cleanup.callback(demo.stop)
 
         print(f"ready: {local.websocket_url}", flush=True)
-        print(_examples(local), flush=True)
+        print(_examples(local, auth), flush=True)
         while offline.poll() is None:
             time.sleep(0.5)
         raise RuntimeError(f"serverless-offline exited with code {offline.returncode}")
 
 
-def _examples(local: LocalStack) -> str:
+def _examples(local: LocalStack, auth: str) -> str:
+    if auth == "jwt":
+        connect = (
+            '.venv/bin/python -m websockets "'
+            f'{local.websocket_url}?platform=pc&token=$(.venv/bin/wspush token --user u1)"'
+        )
+        mode = "auth        jwt: HS256 tokens from `wspush token` (the demo page gets its own)"
+    else:
+        connect = f'.venv/bin/python -m websockets "{local.websocket_url}?userId=u1&platform=pc"'
+        mode = "auth        none: clients say who they are (`make dev AUTH=jwt` for tokens)"
     return f"""
   demo page   {local.demo_url}
-  connect     .venv/bin/python -m websockets "{local.websocket_url}?userId=u1&platform=pc"
+  {mode}
+  connect     {connect}
   send        .venv/bin/wspush send --user u1 --type order.updated --data '{{"orderId": 7}}'
   via lambda  .venv/bin/wspush send --via lambda --user u1 --type hello --data '{{}}'
   queue       {local.messages_queue_url}   (moto, DynamoDB and SQS at {local.aws_endpoint})
@@ -171,11 +218,16 @@ def _examples(local: LocalStack) -> str:
 """
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make dev", description="Run wspush locally.")
+    parser.add_argument(
+        "--auth", choices=("none", "jwt"), default="none", help="how $connect knows the user"
+    )
+    args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
-        run(LocalStack.from_env())
+        run(LocalStack.from_env(), args.auth)
     except Stopped as stopped:
         print(f"stopped ({stopped})", flush=True)
         return 0

@@ -1,37 +1,56 @@
-"""Serves the browser client and its demo page: ``client/`` is the web root."""
+"""Serves the browser client and its demo page: ``client/`` is the web root.
+
+``/config.json`` tells the page where the WebSocket gateway is; with ``make dev AUTH=jwt``
+it also names ``/token``, which mints a short-lived token for a user id (the page's token
+provider asks it before every connect, as an app would ask its own backend).
+"""
 
 from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, cast
+from urllib.parse import parse_qs
 
 CLIENT_DIR = Path(__file__).resolve().parents[1] / "client"
 
 
-class _DemoHandler(SimpleHTTPRequestHandler):
-    config: ClassVar[dict[str, Any]] = {}
+class _DemoHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    config: dict[str, Any]
+    mint_token: Callable[[str], str] | None
 
+
+class _DemoHandler(SimpleHTTPRequestHandler):
     def do_GET(self) -> None:
+        server = cast(_DemoHTTPServer, self.server)
         path, _, query = self.path.partition("?")
         if path in ("/", "/index.html"):
             self.send_response(302)
             self.send_header("Location", "/demo/" + (f"?{query}" if query else ""))
             self.end_headers()
-            return
-        if path == "/config.json":
-            body = json.dumps(self.config).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            return
-        super().do_GET()
+        elif path == "/config.json":
+            self._json(200, server.config)
+        elif path == "/token" and server.mint_token is not None:
+            user_id = parse_qs(query).get("userId", [""])[0]
+            if user_id:
+                self._json(200, {"token": server.mint_token(user_id)})
+            else:
+                self._json(400, {"error": "userId is required"})
+        else:
+            super().do_GET()
+
+    def _json(self, status: int, value: Any) -> None:
+        body = json.dumps(value).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def end_headers(self) -> None:
         self.send_header("Cache-Control", "no-store")
@@ -42,13 +61,23 @@ class _DemoHandler(SimpleHTTPRequestHandler):
 
 
 class DemoServer:
-    """The demo page and client module on ``host:port``, with ``/config.json`` for the page."""
+    """The demo page and client module on ``host:port``."""
 
-    def __init__(self, host: str, port: int, config: dict[str, Any]) -> None:
-        handler = type("DemoHandler", (_DemoHandler,), {"config": config})
-        serve_client = partial(handler, directory=str(CLIENT_DIR))
-        self._server = ThreadingHTTPServer((host, port), serve_client)
-        self._server.daemon_threads = True
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        websocket_url: str,
+        mint_token: Callable[[str], str] | None = None,
+    ) -> None:
+        self._server = _DemoHTTPServer(
+            (host, port), partial(_DemoHandler, directory=str(CLIENT_DIR))
+        )
+        self._server.config = {"websocketUrl": websocket_url}
+        if mint_token is not None:
+            self._server.config["tokenUrl"] = "/token"
+        self._server.mint_token = mint_token
         self._thread = threading.Thread(target=self._server.serve_forever, name="demo", daemon=True)
 
     def start(self) -> DemoServer:

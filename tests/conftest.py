@@ -40,6 +40,10 @@ os.environ.update(
         "POWERTOOLS_SERVICE_NAME": "wspush",
         "POWERTOOLS_METRICS_NAMESPACE": "wspush",
         "POWERTOOLS_TRACE_DISABLED": "true",
+        # The route tests use the seed's trust-the-client mode; tests/integration/test_auth.py
+        # covers jwt mode.
+        "WSPUSH_AUTH_MODE": "none",
+        "WSPUSH_STAGE": "dev",
     }
 )
 for name in (

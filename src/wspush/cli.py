@@ -19,9 +19,11 @@ from typing import Any
 import boto3
 import botocore.session
 
+from wspush import secrets
+from wspush.auth import mint
 from wspush.errors import InvalidMessage
+from wspush.local import JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET_PARAMETER, LocalStack
 from wspush.local import REGION as LOCAL_REGION
-from wspush.local import LocalStack
 from wspush.publisher import (
     EndpointUnreachable,
     LambdaSender,
@@ -126,7 +128,46 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--queue-url", help="this queue (--via sqs), whatever --stage says")
     where.add_argument("--function-name", help="this function (--via lambda), ditto")
     where.add_argument("--endpoint-url", help="send every AWS call to this endpoint")
+
+    token = commands.add_parser(
+        "token",
+        help="mint a short-lived HS256 token (for `make dev AUTH=jwt` and HMAC stages)",
+        description="Print a token for --user, signed with the HMAC secret held in SSM.",
+    )
+    token.set_defaults(run=_token)
+    token.add_argument("--user", required=True, metavar="USER_ID", help="the token's sub")
+    token.add_argument("--ttl", type=int, default=900, help="seconds it stays valid (900)")
+    token.add_argument(
+        "--secret-parameter", default=JWT_SECRET_PARAMETER, help="the SSM parameter (local's)"
+    )
+    token.add_argument("--issuer", default=JWT_ISSUER, help="iss (local's)")
+    token.add_argument("--audience", default=JWT_AUDIENCE, help="aud (local's)")
+    token.add_argument("--region", help="the parameter's AWS region (default: local's)")
+    token.add_argument("--endpoint-url", help="the SSM endpoint (default: the local stack)")
+    token.add_argument(
+        "--aws", action="store_true", help="read the secret from AWS, not the local stack"
+    )
     return parser
+
+
+def _token(args: argparse.Namespace) -> int:
+    if not 0 < args.ttl <= 86_400:
+        return _error("--ttl must be 1 to 86400 seconds", EXIT_USAGE)
+    region = args.region or LOCAL_REGION
+    if args.aws:
+        endpoint, session = args.endpoint_url, None
+    else:
+        endpoint = args.endpoint_url or LocalStack.from_env().aws_endpoint
+        session = _local_session(region)
+    try:
+        secret = secrets.parameter(
+            args.secret_parameter, region=region, endpoint_url=endpoint, session=session
+        )
+    except secrets.SecretUnavailable as exc:
+        hint = "" if args.aws else " (is `make dev AUTH=jwt` running?)"
+        return _error(f"{exc}{hint}", EXIT_FAILED)
+    print(mint(secret, args.user, issuer=args.issuer, audience=args.audience, ttl_seconds=args.ttl))
+    return EXIT_OK
 
 
 def _send(args: argparse.Namespace) -> int:

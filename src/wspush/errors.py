@@ -32,6 +32,18 @@ class BadHandshake(ConnectionRefused):
     """The handshake's query is missing or malformed."""
 
 
+class Unauthenticated(ConnectionRefused):
+    """No token, or a token that does not verify (signature, expiry, issuer, audience...)."""
+
+
+class Forbidden(ConnectionRefused):
+    """A valid token that does not allow this connection (e.g. another user's id asked)."""
+
+
+class AuthUnavailable(WspushError):
+    """The keys needed to check a token could not be had: fail closed, retry later."""
+
+
 class StorageUnavailable(WspushError):
     """The connections table could not be read or written. Retrying may help."""
 

@@ -13,6 +13,10 @@ STAGE = "local"
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"  # moto's account
 HOST = "127.0.0.1"
+# `make dev AUTH=jwt`: HS256 tokens with a secret made per run and kept in (moto's) SSM.
+JWT_SECRET_PARAMETER = f"/wspush/{STAGE}/jwt-secret"
+JWT_ISSUER = f"wspush-{STAGE}"
+JWT_AUDIENCE = "wspush"
 
 
 # Each port of the local stack and the environment variable that moves it.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import cache
 
 # API Gateway closes every WebSocket after 2 hours; rows live a little longer so a
@@ -16,8 +17,87 @@ MAX_CONNECTION_LIFETIME_SECONDS = 2 * 60 * 60
 TTL_MARGIN_SECONDS = 10 * 60
 
 
+# `none` trusts the client's userId: only for running locally and for dev stages.
+INSECURE_AUTH_STAGES = frozenset(("local", "dev"))
+HMAC_ALGORITHMS = frozenset(("HS256", "HS384", "HS512"))
+PUBLIC_KEY_ALGORITHMS = frozenset(("RS256", "RS384", "RS512", "ES256", "ES384"))
+
+
 class SettingsError(ValueError):
     """A configuration value is missing or malformed."""
+
+
+class AuthMode(StrEnum):
+    NONE = "none"
+    JWT = "jwt"
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """How ``$connect`` knows who is connecting. Only one key source is ever configured,
+    and the algorithm list is explicit, so HMAC/public-key confusion cannot happen."""
+
+    mode: AuthMode = AuthMode.JWT
+    algorithms: frozenset[str] = frozenset()
+    issuer: str = ""
+    audience: str = ""
+    user_claim: str = "sub"
+    leeway_seconds: int = 30
+    jwks_url: str = ""
+    jwks_timeout_ms: int = 2_000
+    secret_parameter: str = ""  # SSM Parameter Store (SecureString) name
+    secret_arn: str = ""  # or a Secrets Manager secret
+    max_token_length: int = 4_096
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> AuthSettings:
+        try:
+            mode = AuthMode(env.get("WSPUSH_AUTH_MODE", AuthMode.JWT).strip().lower())
+        except ValueError as exc:
+            raise SettingsError("WSPUSH_AUTH_MODE must be 'jwt' or 'none'") from exc
+        if mode is AuthMode.NONE:
+            stage = env.get("WSPUSH_STAGE", "")
+            if stage not in INSECURE_AUTH_STAGES:
+                raise SettingsError(
+                    f"WSPUSH_AUTH_MODE=none is allowed only on stages "
+                    f"{', '.join(sorted(INSECURE_AUTH_STAGES))}, not {stage!r}"
+                )
+            return cls(mode=mode)
+        auth = cls(
+            mode=mode,
+            algorithms=frozenset(_list(env.get("WSPUSH_JWT_ALGORITHMS", "RS256"))),
+            issuer=env.get("WSPUSH_JWT_ISSUER", "").strip(),
+            audience=env.get("WSPUSH_JWT_AUDIENCE", "").strip(),
+            user_claim=env.get("WSPUSH_JWT_USER_CLAIM", "").strip() or "sub",
+            leeway_seconds=_int(env, "WSPUSH_JWT_LEEWAY_SECONDS", 30, minimum=0),
+            jwks_url=env.get("WSPUSH_JWKS_URL", "").strip(),
+            jwks_timeout_ms=_int(env, "WSPUSH_JWKS_TIMEOUT_MS", 2_000, minimum=1),
+            secret_parameter=env.get("WSPUSH_JWT_SECRET_PARAMETER", "").strip(),
+            secret_arn=env.get("WSPUSH_JWT_SECRET_ARN", "").strip(),
+        )
+        auth.check()
+        return auth
+
+    def check(self) -> None:
+        """Refuse any combination that could let a forged token through."""
+        sources = [s for s in (self.jwks_url, self.secret_parameter, self.secret_arn) if s]
+        if len(sources) != 1:
+            raise SettingsError(
+                "jwt auth needs exactly one key source: WSPUSH_JWKS_URL, "
+                "WSPUSH_JWT_SECRET_PARAMETER or WSPUSH_JWT_SECRET_ARN"
+            )
+        if self.secret_parameter and not self.secret_parameter.startswith("/"):
+            raise SettingsError(
+                "WSPUSH_JWT_SECRET_PARAMETER must be a path such as /wspush/prod/jwt"
+            )
+        if not self.issuer or not self.audience:
+            raise SettingsError("jwt auth needs WSPUSH_JWT_ISSUER and WSPUSH_JWT_AUDIENCE")
+        allowed = PUBLIC_KEY_ALGORITHMS if self.jwks_url else HMAC_ALGORITHMS
+        if not self.algorithms or not self.algorithms <= allowed:
+            raise SettingsError(
+                f"WSPUSH_JWT_ALGORITHMS must be a non-empty subset of "
+                f"{', '.join(sorted(allowed))} for this key source"
+            )
 
 
 @dataclass(frozen=True)
@@ -41,14 +121,13 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        platforms = env.get("WSPUSH_ALLOWED_PLATFORMS", "")
         return cls(
             table_name=_required(env, "WSPUSH_TABLE_NAME"),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             queue_url=env.get("WSPUSH_QUEUE_URL", ""),
             dead_letter_queue_url=env.get("WSPUSH_DLQ_URL", ""),
             management_endpoint=env.get("WSPUSH_MANAGEMENT_ENDPOINT", ""),
-            allowed_platforms=frozenset(p.strip() for p in platforms.split(",") if p.strip()),
+            allowed_platforms=frozenset(_list(env.get("WSPUSH_ALLOWED_PLATFORMS", ""))),
             delivery_concurrency=_int(env, "WSPUSH_DELIVERY_CONCURRENCY", 32, minimum=1),
             max_post_attempts=_int(env, "WSPUSH_MAX_POST_ATTEMPTS", 3, minimum=1),
             max_requeues=_int(env, "WSPUSH_MAX_REQUEUES", 3, minimum=0),
@@ -64,6 +143,17 @@ class Settings:
 def get_settings() -> Settings:
     """The process-wide settings, read on first use."""
     return Settings.from_env(os.environ)
+
+
+@cache
+def get_auth_settings() -> AuthSettings:
+    """``$connect``'s authentication settings, read on first use (only that route needs
+    them: a misconfiguration refuses connections, it never stops delivery)."""
+    return AuthSettings.from_env(os.environ)
+
+
+def _list(raw: str) -> list[str]:
+    return [item.strip() for item in raw.split(",") if item.strip()]
 
 
 def _required(env: Mapping[str, str], name: str) -> str:

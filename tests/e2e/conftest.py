@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,9 +62,9 @@ def _port_open(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-@pytest.fixture(scope="session")
-def local_stack() -> Iterator[RunningStack]:
-    """Given the whole system running locally, ready once it prints its `ready:` line."""
+@contextmanager
+def running_stack(auth: str) -> Iterator[RunningStack]:
+    """The whole system running locally (`make dev AUTH=...`), ready once it says `ready:`."""
     local = LocalStack(**{name: free_port() for name in PORT_VARIABLES})
     # The stack gets the environment a developer's shell has, not the test suite's settings.
     inherited = ("WSPUSH_", "AWS_", "LOCAL_", "POWERTOOLS_")
@@ -71,7 +72,7 @@ def local_stack() -> Iterator[RunningStack]:
     env.update(local.port_variables())
     env["PYTHONUNBUFFERED"] = "1"
     process = subprocess.Popen(
-        [sys.executable, "-m", "local.run"],
+        [sys.executable, "-m", "local.run", "--auth", auth],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -109,3 +110,17 @@ def local_stack() -> Iterator[RunningStack]:
     assert process.returncode == 0, running.log()
     left = [port for port in local.port_variables().values() if _port_open(int(port))]
     assert not left, f"ports still open after stop: {left}\n{running.log()}"
+
+
+@pytest.fixture(scope="session")
+def local_stack() -> Iterator[RunningStack]:
+    """Given `make dev`: clients say who they are (auth none)."""
+    with running_stack("none") as stack:
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def jwt_stack() -> Iterator[RunningStack]:
+    """Given `make dev AUTH=jwt`: clients connect with HS256 tokens."""
+    with running_stack("jwt") as stack:
+        yield stack

@@ -8,15 +8,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.conftest import REPO, RunningStack
 
 SCRIPT = Path(__file__).parent / "browser" / "demo_page.mjs"
 
 
+@pytest.mark.parametrize("stack", ["local_stack", "jwt_stack"], ids=["auth-none", "auth-jwt"])
 def test_the_demo_page_receives_reconnects_and_receives_again(
-    local_stack: RunningStack, tmp_path: Path
+    request: pytest.FixtureRequest, stack: str, tmp_path: Path
 ) -> None:
-    # Given Chromium (make test installs Debian's package) and the running local stack
+    # Given Chromium (make test installs Debian's package) and the running local stack; with
+    # jwt, the page's token provider asks the dev server for a fresh token on each connect
+    local_stack: RunningStack = request.getfixturevalue(stack)
     chromium = shutil.which("chromium")
     assert chromium, "Chromium is missing: `make test` installs Debian's chromium package"
     env = {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +14,6 @@ from handlers import send
 from tests.conftest import REGION, TABLE, FakeLambdaContext
 from tests.fakes.management_api import FakeManagementApi, Reply
 from tests.support import PAYLOAD, add_connection, frames, stored_ids
-from wspush.observability import logger
 from wspush.settings import get_settings
 
 pytestmark = pytest.mark.usefixtures("aws")
@@ -241,17 +239,6 @@ def test_expired_rows_are_ignored_even_before_dynamodb_removes_them(
     invoke({"broadcast": True, "payload": PAYLOAD}, lambda_context)
     # Then the expired connection received nothing
     assert "a-mobile" not in management_api.received
-
-
-@pytest.fixture
-def log_output() -> Iterator[io.StringIO]:
-    """Everything the Powertools logger writes during the test."""
-    handler = logger.registered_handler
-    assert isinstance(handler, logging.StreamHandler)
-    buffer = io.StringIO()
-    previous = handler.setStream(buffer)
-    yield buffer
-    handler.setStream(previous)
 
 
 @pytest.mark.usefixtures("users")

@@ -58,7 +58,7 @@ FUNCTIONS = {
 }
 
 # The Lambda runtime's boto3 and everything it needs (top-level names in site-packages).
-RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six.py", "urllib3")
+RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3")
 
 # IAM grants as (action, resource) pairs; resources rendered by `render` below.
 TABLE = "${ConnectionsTable.Arn}"
@@ -76,8 +76,17 @@ DELIVERY_GRANTS = {
     ("dynamodb:DeleteItem", TABLE),
     ("execute-api:ManageConnections", POST_TO_CONNECTIONS),
 }
+JWT_SECRET_PARAMETER = (
+    "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${JwtSecretParameter}"
+)
 FUNCTION_GRANTS = {
-    "connect": {("dynamodb:PutItem", TABLE)},
+    # (the secret grants exist only when a secret is configured: see Fn::If below)
+    "connect": {
+        ("dynamodb:PutItem", TABLE),
+        ("dynamodb:DeleteItem", TABLE),
+        ("ssm:GetParameter", JWT_SECRET_PARAMETER),
+        ("secretsmanager:GetSecretValue", "${JwtSecretArn}"),
+    },
     "disconnect": {("dynamodb:DeleteItem", TABLE)},
     "ping": {("dynamodb:UpdateItem", TABLE)},
     "default": set(),
@@ -241,11 +250,23 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+def unconditional(statement: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A statement, or the statement an ``Fn::If`` yields when its condition holds."""
+    if set(statement) == {"Fn::If"}:
+        condition, when_true, when_false = statement["Fn::If"]
+        assert condition in {"HasJwtSecretParameter", "HasJwtSecretArn"}, statement
+        assert when_false == {"Ref": "AWS::NoValue"}, statement
+        yield when_true
+    else:
+        yield statement
+
+
 def statements(package: Package, role: str) -> Iterator[dict[str, Any]]:
     """Every policy statement a role gets: inline policies and policies attached to it."""
     properties = package.resources[role]["Properties"]
     for policy in properties.get("Policies", []):
-        yield from as_list(policy["PolicyDocument"]["Statement"])
+        for statement in as_list(policy["PolicyDocument"]["Statement"]):
+            yield from unconditional(statement)
     for res in package.resources.values():
         if res["Type"] in {"AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"}:
             attached = [render(ref) for ref in res["Properties"].get("Roles", [])]
@@ -269,7 +290,8 @@ def every_statement(package: Package) -> Iterator[tuple[str, dict[str, Any]]]:
         if res["Type"] == "AWS::IAM::Role":
             for policy in res["Properties"].get("Policies", []):
                 for statement in as_list(policy["PolicyDocument"]["Statement"]):
-                    yield key, statement
+                    for each in unconditional(statement):
+                        yield key, each
         elif res["Type"] in {"AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"}:
             for statement in as_list(res["Properties"]["PolicyDocument"]["Statement"]):
                 yield key, statement
@@ -332,6 +354,20 @@ def test_function_environment_points_at_this_stack(package: Package, name: str) 
     assert variables["POWERTOOLS_LOG_LEVEL"] == "INFO"
     assert variables["POWERTOOLS_TRACER_CAPTURE_RESPONSE"] == "false"
     assert variables["POWERTOOLS_TRACER_CAPTURE_ERROR"] == "false"
+    assert variables["WSPUSH_STAGE"] == STAGE
+
+
+def test_connect_requires_tokens_by_default(package: Package) -> None:
+    # Given the stack packaged without any auth parameter
+    variables = package.function("connect")["Properties"]["Environment"]["Variables"]
+    # Then $connect runs in jwt mode (and, with no key source, refuses every handshake)
+    assert variables["WSPUSH_AUTH_MODE"] == "jwt"
+    assert variables["WSPUSH_JWT_ALGORITHMS"] == "RS256"
+    assert variables["WSPUSH_JWT_USER_CLAIM"] == "sub"
+    # And only $connect sees the auth settings
+    for name in set(FUNCTIONS) - {"connect"}:
+        others = package.function(name)["Properties"]["Environment"]["Variables"]
+        assert not [key for key in others if key.startswith(("WSPUSH_JWT", "WSPUSH_AUTH"))]
 
 
 def test_connections_table(package: Package) -> None:

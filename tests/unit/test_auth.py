@@ -1,0 +1,236 @@
+"""Token verification, with keys in memory: every way a token must be refused."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from tests.fakes.jwks import AUDIENCE, ISSUER, SigningKey, sign
+from wspush.auth import JWKS_MIN_REFETCH_SECONDS, Jwks, JwtVerifier, SecretKey
+from wspush.errors import AuthUnavailable, Unauthenticated
+from wspush.settings import AuthMode, AuthSettings, SettingsError
+
+SECRET = "s" * 40
+RSA_KEY = SigningKey.rsa("rsa-1")
+EC_KEY = SigningKey.ec("ec-1")
+
+
+def jwks_settings(**overrides: Any) -> AuthSettings:
+    base = {
+        "mode": AuthMode.JWT,
+        "algorithms": frozenset({"RS256", "ES256"}),
+        "issuer": ISSUER,
+        "audience": AUDIENCE,
+        "jwks_url": "https://issuer.example.test/jwks.json",
+    }
+    return AuthSettings(**{**base, **overrides})
+
+
+class FakeFetch:
+    """Answers JWKS fetches from a list of keys; counts them; can fail."""
+
+    def __init__(self, *keys: SigningKey) -> None:
+        self.keys = list(keys)
+        self.calls = 0
+        self.error: Exception | None = None
+
+    def __call__(self, url: str, timeout: float) -> bytes:
+        self.calls += 1
+        if self.error:
+            raise self.error
+        return json.dumps({"keys": [k.jwk() for k in self.keys]}).encode()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def verifier(fetch: FakeFetch, clock: Clock | None = None, **settings: Any) -> JwtVerifier:
+    keys = Jwks(settings.pop("jwks_url", "https://issuer.example.test/jwks.json"),
+                timeout_seconds=1, fetch=fetch, clock=clock or Clock())  # fmt: skip
+    return JwtVerifier(jwks_settings(**settings), keys)
+
+
+def refused(check: JwtVerifier, token: str | None) -> str:
+    with pytest.raises(Unauthenticated) as caught:
+        check.user_id(token)
+    return caught.value.reason
+
+
+@pytest.mark.parametrize("key", [RSA_KEY, EC_KEY], ids=["RS256", "ES256"])
+def test_a_valid_token_yields_its_subject(key: SigningKey) -> None:
+    check = verifier(FakeFetch(RSA_KEY, EC_KEY))
+    assert check.user_id(key.token(sub="alice")) == "alice"
+
+
+def test_the_user_claim_is_configurable_and_audience_may_be_a_list() -> None:
+    check = verifier(FakeFetch(RSA_KEY), user_claim="email")
+    token = RSA_KEY.token(email="a@example.test", aud=["other", AUDIENCE])
+    assert check.user_id(token) == "a@example.test"
+
+
+def test_a_forged_signature_is_refused() -> None:
+    # Given a token signed by a key that claims the issuer's kid
+    impostor = SigningKey.rsa("rsa-1")
+    assert "signature" in refused(verifier(FakeFetch(RSA_KEY)), impostor.token())
+
+
+def test_alg_none_is_refused() -> None:
+    unsigned = jwt.encode({"sub": "u-1", "iss": ISSUER, "aud": AUDIENCE, "exp": time.time() + 60},
+                          None, algorithm="none")  # fmt: skip
+    assert refused(verifier(FakeFetch(RSA_KEY)), unsigned) == "the token's algorithm is not allowed"
+
+
+def test_an_hs256_token_signed_with_the_rsa_public_key_is_refused() -> None:
+    # Given the classic confusion attack: HMAC keyed with the issuer's public key (PEM)
+    public_pem = RSA_KEY.private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    forged = _hmac_token(public_pem, kid="rsa-1")
+    # Then the algorithm is not even considered: only RS256/ES256 are configured
+    assert refused(verifier(FakeFetch(RSA_KEY)), forged) == "the token's algorithm is not allowed"
+
+
+def test_a_key_of_another_family_cannot_verify() -> None:
+    # Given an ES256 token whose header names the RSA key
+    token = sign(EC_KEY.private, "ES256", kid="rsa-1")
+    assert "does not match" in refused(verifier(FakeFetch(RSA_KEY, EC_KEY)), token)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"exp": int(time.time()) - 120}, "the token has expired"),
+        ({"nbf": int(time.time()) + 120}, "the token is not valid yet"),
+        ({"iss": "https://evil.example.test/"}, "the token has the wrong issuer"),
+        ({"aud": "someone-else"}, "the token is not meant for this audience"),
+        ({"sub": None}, "the token has no sub claim"),
+        ({"sub": ""}, "the token has no sub claim"),
+        ({"exp": None}, "the token has no exp claim"),
+        ({"exp": "tomorrow"}, "the token's exp claim is not a number"),
+    ],
+)
+def test_claims_are_checked(overrides: dict[str, Any], reason: str) -> None:
+    assert refused(verifier(FakeFetch(RSA_KEY)), RSA_KEY.token(**overrides)) == reason
+
+
+def test_a_small_clock_skew_is_allowed() -> None:
+    check = verifier(FakeFetch(RSA_KEY))
+    assert check.user_id(RSA_KEY.token(exp=int(time.time()) - 10, nbf=int(time.time()) + 10))
+
+
+@pytest.mark.parametrize("token", [None, "", "a.b", "not-a-token", "e30.e30.e30"])
+def test_a_missing_or_malformed_token_is_refused(token: str | None) -> None:
+    refused(verifier(FakeFetch(RSA_KEY)), token)
+
+
+def test_an_oversized_token_is_refused_before_any_parsing() -> None:
+    fetch = FakeFetch(RSA_KEY)
+    assert refused(verifier(fetch), "x" * 5_000) == "the token is too large"
+    assert fetch.calls == 0
+
+
+def test_an_unknown_kid_fetches_the_keys_once_more_and_finds_a_rotated_key() -> None:
+    # Given keys fetched before the issuer rotated in a new key
+    fetch, clock = FakeFetch(RSA_KEY), Clock()
+    check = verifier(fetch, clock)
+    check.user_id(RSA_KEY.token())
+    rotated = SigningKey.rsa("rsa-2")
+    fetch.keys.append(rotated)
+    clock.now += JWKS_MIN_REFETCH_SECONDS
+    # When a token signed with the new key arrives, then one more fetch finds it
+    assert check.user_id(rotated.token(sub="bob")) == "bob"
+    assert fetch.calls == 2
+
+
+def test_unknown_kids_cannot_make_it_fetch_again_and_again() -> None:
+    fetch, clock = FakeFetch(RSA_KEY), Clock()
+    check = verifier(fetch, clock)
+    check.user_id(RSA_KEY.token())
+    stranger = SigningKey.rsa("nobody")
+    for _ in range(5):
+        refused(check, stranger.token())
+    assert fetch.calls == 1
+
+
+def test_an_unreachable_jwks_fails_closed() -> None:
+    fetch = FakeFetch(RSA_KEY)
+    fetch.error = TimeoutError("timed out")
+    with pytest.raises(AuthUnavailable):
+        verifier(fetch).user_id(RSA_KEY.token())
+
+
+def test_an_http_jwks_url_is_refused_unless_on_loopback() -> None:
+    with pytest.raises(ValueError, match="https"):
+        Jwks("http://issuer.example.test/jwks.json", timeout_seconds=1)
+    Jwks("http://127.0.0.1:9/jwks.json", timeout_seconds=1)
+
+
+def _b64(raw: bytes) -> bytes:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=")
+
+
+def _hmac_token(secret: bytes | str, *, kid: str | None = None, **overrides: Any) -> str:
+    """An HS256 token built by hand: PyJWT itself refuses to use a PEM key as an HMAC secret."""
+    header = {"alg": "HS256", "typ": "JWT", **({"kid": kid} if kid else {})}
+    now = int(time.time())
+    payload = {"sub": "u-1", "iss": ISSUER, "aud": AUDIENCE, "exp": now + 600, **overrides}
+    signing_input = _b64(json.dumps(header).encode()) + b"." + _b64(json.dumps(payload).encode())
+    key = secret if isinstance(secret, bytes) else secret.encode()
+    signature = hmac.new(key, signing_input, hashlib.sha256).digest()
+    return (signing_input + b"." + _b64(signature)).decode()
+
+
+def hmac_verifier(secret: str = SECRET) -> JwtVerifier:
+    settings = AuthSettings(mode=AuthMode.JWT, algorithms=frozenset({"HS256"}), issuer=ISSUER,
+                            audience=AUDIENCE, secret_parameter="/p")  # fmt: skip
+    return JwtVerifier(settings, SecretKey(lambda: secret))
+
+
+def test_an_hmac_token_verifies_with_the_shared_secret() -> None:
+    assert hmac_verifier().user_id(_hmac_token(SECRET, sub="carol")) == "carol"
+    assert "signature" in refused(hmac_verifier(), _hmac_token("t" * 40))
+
+
+def test_a_short_secret_is_not_used() -> None:
+    with pytest.raises(AuthUnavailable, match="shorter"):
+        hmac_verifier("short").user_id(_hmac_token("short"))
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"WSPUSH_AUTH_MODE": "none", "WSPUSH_STAGE": "prod"}, "allowed only on stages"),
+        ({}, "exactly one key source"),
+        ({"WSPUSH_JWKS_URL": "https://x/j", "WSPUSH_JWT_SECRET_PARAMETER": "/p"}, "exactly one"),
+        ({"WSPUSH_JWKS_URL": "https://x/j"}, "WSPUSH_JWT_ISSUER"),
+        ({"WSPUSH_JWKS_URL": "https://x/j", "WSPUSH_JWT_ISSUER": "i", "WSPUSH_JWT_AUDIENCE": "a",
+          "WSPUSH_JWT_ALGORITHMS": "HS256"}, "subset"),
+        ({"WSPUSH_JWT_SECRET_PARAMETER": "/p", "WSPUSH_JWT_ISSUER": "i",
+          "WSPUSH_JWT_AUDIENCE": "a", "WSPUSH_JWT_ALGORITHMS": "RS256"}, "subset"),
+        ({"WSPUSH_JWT_SECRET_PARAMETER": "/p", "WSPUSH_JWT_ISSUER": "i",
+          "WSPUSH_JWT_AUDIENCE": "a", "WSPUSH_JWT_ALGORITHMS": "none"}, "subset"),
+        ({"WSPUSH_AUTH_MODE": "maybe"}, "must be 'jwt' or 'none'"),
+    ],
+)  # fmt: skip
+def test_settings_refuse_every_unsafe_combination(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        AuthSettings.from_env(env)
+
+
+def test_jwt_is_the_default_mode() -> None:
+    settings = AuthSettings.from_env({"WSPUSH_JWKS_URL": "https://x/j", "WSPUSH_JWT_ISSUER": "i",
+                                      "WSPUSH_JWT_AUDIENCE": "a"})  # fmt: skip
+    assert (settings.mode, settings.algorithms) == (AuthMode.JWT, frozenset({"RS256"}))

@@ -24,4 +24,5 @@ def handler(event: Any, context: LambdaContext) -> dict[str, Any] | list[dict[st
         settings,
         request_id=context.aws_request_id,
         deadline=Deadline.of(context, margin_ms=settings.deadline_margin_ms),
+        context=context,
     )

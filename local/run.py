@@ -85,6 +85,7 @@ def offline_environment(local: LocalStack, auth: str) -> dict[str, str]:
             "AWS_ENDPOINT_URL_SQS": local.aws_endpoint,
             "AWS_ENDPOINT_URL_SSM": local.aws_endpoint,
             "LOCAL_TABLE_NAME": local.table_name,
+            "LOCAL_PROCESSED_TABLE_NAME": local.processed_table_name,
             "LOCAL_QUEUE_URL": local.messages_queue_url,
             "LOCAL_DLQ_URL": local.dead_letter_queue_url,
             "LOCAL_MANAGEMENT_ENDPOINT": local.management_endpoint,
@@ -169,7 +170,7 @@ def run(local: LocalStack, auth: str) -> None:
         cleanup.callback(moto.stop)
         dynamodb = boto3.client("dynamodb", endpoint_url=local.aws_endpoint, region_name=REGION)
         sqs = boto3.client("sqs", endpoint_url=local.aws_endpoint, region_name=REGION)
-        stack.create_table(dynamodb, STAGE)
+        stack.create_tables(dynamodb, STAGE)
         stack.create_queues(sqs, STAGE)
         mint_token = create_token_secret(local) if auth == "jwt" else None
 

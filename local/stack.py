@@ -54,23 +54,31 @@ def resources(stage: str) -> dict[str, Any]:
     return stack
 
 
-def create_table(dynamodb: Any, stage: str) -> str:
-    """Create ConnectionsTable as the stack defines it; returns its name."""
-    properties = resources(stage)["ConnectionsTable"]["Properties"]
-    name: str = properties["TableName"]
-    dynamodb.create_table(
-        TableName=name,
-        BillingMode=properties["BillingMode"],
-        AttributeDefinitions=properties["AttributeDefinitions"],
-        KeySchema=properties["KeySchema"],
-        GlobalSecondaryIndexes=properties["GlobalSecondaryIndexes"],
-    )
-    ttl = properties["TimeToLiveSpecification"]
-    dynamodb.update_time_to_live(
-        TableName=name,
-        TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": ttl["Enabled"]},
-    )
-    return name
+def create_tables(dynamodb: Any, stage: str) -> dict[str, str]:
+    """Create every DynamoDB table the stack defines; logical id -> table name."""
+    names: dict[str, str] = {}
+    for key, resource in resources(stage).items():
+        if resource["Type"] != "AWS::DynamoDB::Table":
+            continue
+        properties = resource["Properties"]
+        indexes = properties.get("GlobalSecondaryIndexes")
+        dynamodb.create_table(
+            TableName=properties["TableName"],
+            BillingMode=properties["BillingMode"],
+            AttributeDefinitions=properties["AttributeDefinitions"],
+            KeySchema=properties["KeySchema"],
+            **({"GlobalSecondaryIndexes": indexes} if indexes else {}),
+        )
+        ttl = properties["TimeToLiveSpecification"]
+        dynamodb.update_time_to_live(
+            TableName=properties["TableName"],
+            TimeToLiveSpecification={
+                "AttributeName": ttl["AttributeName"],
+                "Enabled": ttl["Enabled"],
+            },
+        )
+        names[key] = properties["TableName"]
+    return names
 
 
 def create_queues(sqs: Any, stage: str) -> dict[str, str]:

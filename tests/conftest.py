@@ -7,6 +7,7 @@ import copy
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ ACCOUNT = "123456789012"
 REGION = "us-east-1"
 STAGE = "test"
 TABLE = f"wspush-{STAGE}-connections"
+PROCESSED_TABLE = f"wspush-{STAGE}-processed"
 QUEUE = f"wspush-{STAGE}-messages"
 DLQ = f"wspush-{STAGE}-dead-letters"
 QUEUE_URL = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{QUEUE}"
@@ -32,6 +34,7 @@ os.environ.update(
         "AWS_DEFAULT_REGION": REGION,
         "AWS_REGION": REGION,
         "WSPUSH_TABLE_NAME": TABLE,
+        "WSPUSH_PROCESSED_TABLE_NAME": PROCESSED_TABLE,
         "WSPUSH_QUEUE_URL": QUEUE_URL,
         "WSPUSH_DLQ_URL": DLQ_URL,
         "WSPUSH_MANAGEMENT_ENDPOINT": "http://127.0.0.1:9/unset",
@@ -81,8 +84,17 @@ class FakeLambdaContext:
 
 
 def load_event(name: str) -> dict[str, Any]:
-    """A real-shaped event from tests/events; tests change only the fields they care about."""
+    """A real-shaped event from tests/events; tests change only the fields they care about.
+
+    Its request times are set to now, as on a live event (row TTLs count from connectedAt).
+    """
     event: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    context = event.get("requestContext")
+    if isinstance(context, dict):
+        now = time.time_ns() // 1_000_000
+        for field in ("connectedAt", "requestTimeEpoch"):
+            if field in context:
+                context[field] = now
     return copy.deepcopy(event)
 
 
@@ -95,7 +107,8 @@ def lambda_context() -> FakeLambdaContext:
 def aws() -> Iterator[None]:
     """moto's DynamoDB and SQS with the stack's table and queues, fresh per test."""
     with mock_aws():
-        assert stack.create_table(boto3.client("dynamodb", region_name=REGION), STAGE) == TABLE
+        tables = stack.create_tables(boto3.client("dynamodb", region_name=REGION), STAGE)
+        assert tables == {"ConnectionsTable": TABLE, "ProcessedMessagesTable": PROCESSED_TABLE}
         urls = stack.create_queues(boto3.client("sqs", region_name=REGION), STAGE)
         assert urls == {"MessagesQueue": QUEUE_URL, "DeadLetterQueue": DLQ_URL}
         yield

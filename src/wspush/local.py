@@ -89,5 +89,9 @@ class LocalStack:
         return f"wspush-{STAGE}-connections"
 
     @property
+    def processed_table_name(self) -> str:
+        return f"wspush-{STAGE}-processed"
+
+    @property
     def send_function_name(self) -> str:
         return f"wspush-{STAGE}-send"

@@ -21,6 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from wspush.errors import QueueUnavailable
 
 ATTEMPT = "wspush-attempt"
+ROUND = "wspush-round"
 TIMESTAMP = "wspush-ts"
 ERROR_CODE = "wspush-error-code"
 ERROR_REASON = "wspush-error-reason"
@@ -36,7 +37,8 @@ _MAX_LISTED_FAILURES = 100
 class QueuedAttributes:
     """What wspush itself recorded on a queued message (absent on a service's message)."""
 
-    attempt: int = 0
+    attempt: int = 0  # delivery rounds that failed for these recipients
+    round: int = 0  # times this message was re-queued, for whatever reason
     ts: int | None = None
 
     @classmethod
@@ -44,7 +46,9 @@ class QueuedAttributes:
         """Read them from an SQS event record's ``messageAttributes``."""
         attributes = record.message_attributes
         return cls(
-            attempt=_int_value(attributes[ATTEMPT]) or 0, ts=_int_value(attributes[TIMESTAMP])
+            attempt=max(_int_value(attributes[ATTEMPT]) or 0, 0),
+            round=max(_int_value(attributes[ROUND]) or 0, 0),
+            ts=_int_value(attributes[TIMESTAMP]),
         )
 
 
@@ -71,15 +75,16 @@ def requeue(
     *,
     region: str,
     attempt: int,
+    round_number: int,
     ts: int,
     delay_seconds: int,
 ) -> None:
-    """Put a message back on the queue, remembering its attempt count and timestamp."""
+    """Put a message back on the queue, remembering its attempt count, round and timestamp."""
     _send(
         queue_url,
         json.dumps(body, separators=(",", ":"), ensure_ascii=False),
         region=region,
-        attributes={ATTEMPT: str(attempt), TIMESTAMP: str(ts)},
+        attributes={ATTEMPT: str(attempt), ROUND: str(round_number), TIMESTAMP: str(ts)},
         delay_seconds=min(delay_seconds, MAX_DELAY_SECONDS),
     )
 

@@ -17,16 +17,19 @@ gone, or is named in a dead-letter message with its reason:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from wspush import delivery, queues
+from wspush import delivery, idempotency, queues
 from wspush.clock import Deadline, now_ms
 from wspush.delivery import DeliveryReport, Failure
 from wspush.errors import DeadlineReached, InvalidMessage, QueueUnavailable, StorageUnavailable
 from wspush.gateway import Gateway
+from wspush.idempotency import AlreadyInProgress
 from wspush.messages import Message, parse_json, parse_message, to_envelope
 from wspush.observability import logger, metrics
 from wspush.settings import Settings
@@ -46,12 +49,18 @@ def _gateway(settings: Settings) -> Gateway:
 
 
 def send(
-    event: Any, settings: Settings, *, request_id: str, deadline: Deadline
+    event: Any,
+    settings: Settings,
+    *,
+    request_id: str,
+    deadline: Deadline,
+    context: LambdaContext | None = None,
 ) -> dict[str, Any] | list[dict[str, Any]]:
     """Deliver one envelope, or a list of them, and answer what happened to each.
 
     A message without an ``id`` is given one derived from ``request_id``, which Lambda
-    keeps when it retries an asynchronous invocation.
+    keeps when it retries an asynchronous invocation. A message already delivered (same
+    ``id`` and target, within the idempotency TTL) is answered from the first delivery.
     """
     try:
         envelopes = _envelopes(event)
@@ -59,10 +68,10 @@ def send(
         return _rejected(exc)
     if isinstance(envelopes, list):
         return [
-            _send_one(envelope, settings, f"{request_id}-{index}", deadline)
+            _send_one(envelope, settings, f"{request_id}-{index}", deadline, context)
             for index, envelope in enumerate(envelopes)
         ]
-    return _send_one(envelopes, settings, request_id, deadline)
+    return _send_one(envelopes, settings, request_id, deadline, context)
 
 
 def _envelopes(event: Any) -> Any:
@@ -89,34 +98,66 @@ def _not_sent(message: Message, code: str, text: str) -> dict[str, Any]:
 
 
 def _send_one(
-    envelope: Any, settings: Settings, default_id: str, deadline: Deadline
+    envelope: Any,
+    settings: Settings,
+    default_id: str,
+    deadline: Deadline,
+    context: LambdaContext | None,
 ) -> dict[str, Any]:
     try:
         message = parse_message(envelope, now_ms=now_ms(), default_id=default_id)
     except InvalidMessage as exc:
         return _rejected(exc)
-    if deadline.passed():
-        return _not_sent(message, "deadline", "not sent: the invocation ran out of time")
-    try:
+
+    def deliver_now() -> dict[str, Any]:
+        if deadline.passed():
+            raise DeadlineReached("no time left to start this message")
         recipients = _recipients(message, settings)
+        report = delivery.deliver(
+            message, recipients, gateway=_gateway(settings), settings=settings, deadline=deadline
+        )
+        _log_report(report)
+        return report.as_dict()
+
+    try:
+        return _once(message, 0, deliver_now, settings, context)
+    except DeadlineReached:
+        return _not_sent(message, "deadline", "not sent: the invocation ran out of time")
+    except AlreadyInProgress:
+        return _not_sent(message, "in_progress", "another invocation is sending this message")
     except StorageUnavailable:
         return _not_sent(
-            message,
-            "storage_unavailable",
-            "the connections table could not be read; nothing was sent",
+            message, "storage_unavailable", "wspush's tables could not be used; nothing was sent"
         )
-    report = delivery.deliver(
-        message, recipients, gateway=_gateway(settings), settings=settings, deadline=deadline
+
+
+def _once(
+    message: Message,
+    round_number: int,
+    work: Callable[[], dict[str, Any]],
+    settings: Settings,
+    context: LambdaContext | None,
+) -> dict[str, Any]:
+    return idempotency.run_once(
+        idempotency.key_of(message, round_number),
+        work,
+        table_name=settings.processed_table_name,
+        ttl_seconds=settings.idempotency_ttl_seconds,
+        context=context,
     )
-    _log_report(report)
-    return report.as_dict()
 
 
-def process_queued(record: SQSRecord, settings: Settings, *, deadline: Deadline) -> None:
+def process_queued(
+    record: SQSRecord,
+    settings: Settings,
+    *,
+    deadline: Deadline,
+    context: LambdaContext | None = None,
+) -> None:
     """Handle one message from the queue; raise only when SQS should deliver it again."""
     try:
-        _process(record, settings, deadline)
-    except (StorageUnavailable, QueueUnavailable, DeadlineReached) as exc:
+        _process(record, settings, deadline, context)
+    except (StorageUnavailable, QueueUnavailable, DeadlineReached, AlreadyInProgress) as exc:
         logger.warning(
             "message left for SQS to deliver again",
             sqs_message_id=record.message_id,
@@ -126,7 +167,9 @@ def process_queued(record: SQSRecord, settings: Settings, *, deadline: Deadline)
         raise
 
 
-def _process(record: SQSRecord, settings: Settings, deadline: Deadline) -> None:
+def _process(
+    record: SQSRecord, settings: Settings, deadline: Deadline, context: LambdaContext | None
+) -> None:
     if deadline.passed():
         raise DeadlineReached("no time left to start this message")
     queued = queues.QueuedAttributes.of(record)
@@ -146,13 +189,18 @@ def _process(record: SQSRecord, settings: Settings, deadline: Deadline) -> None:
         metrics.add_metric(name="DeadLettered", unit="Count", value=1)
         return
     logger.append_keys(message_id=message.id)
-    try:
+
+    def deliver_and_settle() -> dict[str, Any]:
         recipients = _recipients(message, settings)
         report = delivery.deliver(
             message, recipients, gateway=_gateway(settings), settings=settings, deadline=deadline
         )
         _log_report(report)
-        _settle_failures(message, report.failed, queued.attempt, settings)
+        _settle_failures(message, report.failed, queued, settings)
+        return report.as_dict()
+
+    try:
+        _once(message, queued.round, deliver_and_settle, settings, context)
     finally:
         logger.remove_keys(["message_id"])
 
@@ -170,19 +218,22 @@ def _recipients(message: Message, settings: Settings) -> list[str]:
 
 
 def _settle_failures(
-    message: Message, failed: list[Failure], attempt: int, settings: Settings
+    message: Message, failed: list[Failure], queued: queues.QueuedAttributes, settings: Settings
 ) -> None:
     """Re-queue what may still succeed; dead-letter what will not."""
+    attempt = queued.attempt
     can_retry = attempt < settings.max_requeues
     untried = [f.connection_id for f in failed if not f.attempted]
     retry = [f.connection_id for f in failed if f.attempted and f.retryable and can_retry]
     final = [f for f in failed if f.attempted and not (f.retryable and can_retry)]
     # Untried recipients keep their attempt count: running out of time is not their failure.
-    _requeue(message, untried, attempt=attempt, delay_seconds=0, settings=settings)
+    next_round = queued.round + 1
+    _requeue(message, untried, attempt, next_round, delay_seconds=0, settings=settings)
     _requeue(
         message,
         retry,
-        attempt=attempt + 1,
+        attempt + 1,
+        next_round,
         delay_seconds=settings.requeue_delay_seconds * (2**attempt),
         settings=settings,
     )
@@ -208,7 +259,13 @@ def _settle_failures(
 
 
 def _requeue(
-    message: Message, recipients: list[str], *, attempt: int, delay_seconds: int, settings: Settings
+    message: Message,
+    recipients: list[str],
+    attempt: int,
+    round_number: int,
+    *,
+    delay_seconds: int,
+    settings: Settings,
 ) -> None:
     for start in range(0, len(recipients), REQUEUE_CHUNK):
         queues.requeue(
@@ -216,6 +273,7 @@ def _requeue(
             to_envelope(message, recipients[start : start + REQUEUE_CHUNK]),
             region=settings.region,
             attempt=attempt,
+            round_number=round_number,
             ts=message.ts,
             delay_seconds=delay_seconds,
         )

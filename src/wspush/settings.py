@@ -118,6 +118,9 @@ class Settings:
     page_size: int | None = None
     # Room left for posts already in flight (connect + read timeout) and the re-queue after.
     deadline_margin_ms: int = 5_000
+    # Where processed message keys are remembered (empty: not remembered), and for how long.
+    processed_table_name: str = ""
+    idempotency_ttl_seconds: int = 3_600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -136,6 +139,8 @@ class Settings:
             requeue_delay_seconds=_int(env, "WSPUSH_REQUEUE_DELAY_SECONDS", 5, minimum=0),
             page_size=_optional_int(env, "WSPUSH_PAGE_SIZE"),
             deadline_margin_ms=_int(env, "WSPUSH_DEADLINE_MARGIN_MS", 5_000, minimum=0),
+            processed_table_name=env.get("WSPUSH_PROCESSED_TABLE_NAME", "").strip(),
+            idempotency_ttl_seconds=_int(env, "WSPUSH_IDEMPOTENCY_TTL_SECONDS", 3_600, minimum=60),
         )
 
 

@@ -294,3 +294,45 @@ def test_messages_left_when_the_deadline_passed_are_reported_not_sent(
         },
     }
     assert not management_api.calls
+
+
+@pytest.mark.usefixtures("users")
+def test_a_repeated_invocation_is_answered_from_the_first_without_sending_again(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given a message sent once
+    envelope = {"userId": "bob", "id": "m-once", "payload": PAYLOAD}
+    first = invoke(envelope, lambda_context)
+    # When the caller retries it
+    again = invoke(envelope, lambda_context)
+    # Then the answer is the first one, and bob received one frame
+    assert again == first
+    assert len(frames(management_api, "b-pc")) == 1
+
+
+def test_a_message_being_sent_elsewhere_is_reported_in_progress(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext, aws: None
+) -> None:
+    # Given another invocation is in the middle of sending m-busy
+    from wspush import idempotency
+    from wspush.messages import parse_message
+    from wspush.settings import get_settings
+
+    message = parse_message({"connectionId": "c-1", "id": "m-busy", "payload": PAYLOAD}, now_ms=1)
+    settings = get_settings()
+
+    def meanwhile() -> dict[str, object]:
+        # When the same message arrives while the first is still in flight
+        answer = invoke({"connectionId": "c-1", "id": "m-busy", "payload": PAYLOAD}, lambda_context)
+        # Then it is reported as in progress, not sent twice
+        assert answer["error"]["code"] == "in_progress"
+        return {"id": "m-busy"}
+
+    idempotency.run_once(
+        idempotency.key_of(message, 0),
+        meanwhile,
+        table_name=settings.processed_table_name,
+        ttl_seconds=60,
+        context=lambda_context,
+    )
+    assert not management_api.calls

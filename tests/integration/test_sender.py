@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from handlers import sender
-from tests.conftest import DLQ_URL, QUEUE_URL, REGION, TABLE, FakeLambdaContext
+from tests.conftest import DLQ_URL, PROCESSED_TABLE, QUEUE_URL, REGION, TABLE, FakeLambdaContext
 from tests.fakes.management_api import FakeManagementApi, Reply
 from tests.support import (
     PAYLOAD,
@@ -220,17 +220,44 @@ def test_a_requeued_message_keeps_its_id_and_timestamp(
 
 
 @pytest.mark.usefixtures("users")
-def test_a_message_without_id_keeps_the_same_id_when_sqs_delivers_it_again(
+def test_a_message_sqs_delivers_again_after_it_was_processed_is_not_sent_again(
     management_api: FakeManagementApi, lambda_context: FakeLambdaContext
 ) -> None:
     # Given one SQS message with no id of its own, delivered twice (SQS is at-least-once)
     record = sqs_record({"userId": "bob", "payload": PAYLOAD})
     # When the sender handles both deliveries
-    run(sqs_event(record), lambda_context)
-    run(sqs_event(record), lambda_context)
-    # Then both frames carry the same id (the SQS message id), so the client drops one
-    first, second = frames(management_api, "b-pc")
-    assert first["id"] == second["id"] == record["messageId"]
+    assert run(sqs_event(record), lambda_context) == []
+    assert run(sqs_event(record), lambda_context) == []
+    # Then bob received it once, with the SQS message id as its id
+    assert [frame["id"] for frame in frames(management_api, "b-pc")] == [record["messageId"]]
+
+
+@pytest.mark.usefixtures("users")
+def test_a_producer_retry_with_the_same_id_is_sent_once_but_another_target_is_not_a_retry(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given a producer that sent the same message twice (same id, same target)...
+    first = sqs_record({"userId": "bob", "id": "order-7", "payload": PAYLOAD})
+    retry = sqs_record({"userId": "bob", "id": "order-7", "payload": PAYLOAD})
+    # ...and the same id to another user
+    other = sqs_record({"userId": "carol", "id": "order-7", "payload": PAYLOAD})
+    # When all three are processed
+    assert run(sqs_event(first, retry, other), lambda_context) == []
+    # Then bob got it once and carol once
+    assert len(frames(management_api, "b-pc")) == 1
+    assert len(frames(management_api, "c-web")) == 1
+
+
+@pytest.mark.usefixtures("users")
+def test_when_the_processed_table_is_down_the_record_is_retried_not_lost(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given the processed-messages table is unavailable
+    boto3.client("dynamodb", region_name=REGION).delete_table(TableName=PROCESSED_TABLE)
+    record = sqs_record({"userId": "bob", "payload": PAYLOAD})
+    # When the sender runs, the record goes back to SQS untouched
+    assert run(sqs_event(record), lambda_context) == [record["messageId"]]
+    assert not management_api.calls
 
 
 @pytest.mark.usefixtures("users")

@@ -69,11 +69,16 @@ POST_TO_CONNECTIONS = (
     "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:"
     f"${{WebsocketsApi}}/{STAGE}/POST/@connections/*"
 )
+PROCESSED = "${ProcessedMessagesTable.Arn}"
 DELIVERY_GRANTS = {
     ("dynamodb:Query", BY_USER_INDEX),
     ("dynamodb:Scan", TABLE),
     ("dynamodb:BatchGetItem", TABLE),
     ("dynamodb:DeleteItem", TABLE),
+    ("dynamodb:GetItem", PROCESSED),
+    ("dynamodb:PutItem", PROCESSED),
+    ("dynamodb:UpdateItem", PROCESSED),
+    ("dynamodb:DeleteItem", PROCESSED),
     ("execute-api:ManageConnections", POST_TO_CONNECTIONS),
 }
 JWT_SECRET_PARAMETER = (
@@ -355,6 +360,7 @@ def test_function_environment_points_at_this_stack(package: Package, name: str) 
     assert variables["POWERTOOLS_TRACER_CAPTURE_RESPONSE"] == "false"
     assert variables["POWERTOOLS_TRACER_CAPTURE_ERROR"] == "false"
     assert variables["WSPUSH_STAGE"] == STAGE
+    assert variables["WSPUSH_PROCESSED_TABLE_NAME"] == f"{SERVICE}-{STAGE}-processed"
 
 
 def test_connect_requires_tokens_by_default(package: Package) -> None:
@@ -385,6 +391,15 @@ def test_connections_table(package: Package) -> None:
     assert index["Projection"] == {"ProjectionType": "ALL"}
     assert properties["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
     assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert properties["SSESpecification"] == {"SSEEnabled": True}
+
+
+def test_processed_messages_table_forgets_after_its_ttl(package: Package) -> None:
+    properties = package.resources["ProcessedMessagesTable"]["Properties"]
+    assert properties["TableName"] == f"{SERVICE}-{STAGE}-processed"
+    assert properties["BillingMode"] == "PAY_PER_REQUEST"
+    assert properties["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+    assert properties["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
     assert properties["SSESpecification"] == {"SSEEnabled": True}
 
 
@@ -432,6 +447,7 @@ def test_outputs(package: Package) -> None:
         f"{SERVICE}-{STAGE}-send"
     )
     assert outputs["TableName"] == {"Ref": "ConnectionsTable"}
+    assert outputs["ProcessedTableName"] == {"Ref": "ProcessedMessagesTable"}
 
 
 def test_sender_reads_the_queue_in_batches_reporting_failures(package: Package) -> None:

@@ -1,0 +1,103 @@
+"""Remembering processed messages, so one SQS (or a producer) delivers twice is sent once.
+
+Each message is keyed by its ``id``, its target and its re-queue round: a producer's retry
+with the same ``id`` and target, or SQS handing the same message over again, finds the key
+already done and is skipped; a re-queued remainder (another target or round) is not.
+Powertools' idempotency utility keeps the records in a DynamoDB table with a TTL; a record
+left "in progress" by an invocation that died expires with that invocation's time limit,
+so a message is never blocked for good.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    BaseError as IdempotencyError,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+)
+from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.config import Config
+
+from wspush.errors import StorageUnavailable, WspushError
+from wspush.messages import Message
+from wspush.observability import logger, metrics
+
+
+class AlreadyInProgress(WspushError):
+    """Another invocation is handling the same message right now: try again later."""
+
+
+def key_of(message: Message, round_number: int) -> dict[str, Any]:
+    """What makes two deliveries the same work: id, target (canonical) and re-queue round."""
+    target = message.target
+    return {
+        "id": message.id,
+        "connectionIds": list(target.connection_ids),
+        "userIds": list(target.user_ids),
+        "broadcast": target.broadcast,
+        "platforms": sorted(target.platforms) if target.platforms is not None else None,
+        "exclude": sorted(target.exclude_connection_ids),
+        "round": round_number,
+    }
+
+
+def _skipped(response: Any, idempotent_data: DataRecord) -> Any:
+    """Powertools calls this when it answers from an earlier run: the message is a duplicate."""
+    message_id = response.get("id") if isinstance(response, dict) else None
+    logger.info("duplicate message skipped", message_id=message_id)
+    metrics.add_metric(name="DuplicatesSkipped", unit="Count", value=1)
+    return response
+
+
+@cache
+def _store(table_name: str) -> DynamoDBPersistenceLayer:
+    config = Config(connect_timeout=2, read_timeout=3, retries={"mode": "standard"})
+    return DynamoDBPersistenceLayer(table_name=table_name, boto_config=config)
+
+
+def run_once(
+    key: dict[str, Any],
+    work: Callable[[], dict[str, Any]],
+    *,
+    table_name: str,
+    ttl_seconds: int,
+    context: LambdaContext | None,
+) -> dict[str, Any]:
+    """``work()``'s answer, computed once per ``key`` within ``ttl_seconds``.
+
+    Without a table (some tests, misconfigured stacks) every call does the work.
+    """
+    if not table_name:
+        return work()
+    config = IdempotencyConfig(
+        expires_after_seconds=ttl_seconds,
+        raise_on_no_idempotency_key=True,
+        response_hook=_skipped,
+    )
+    if context is not None:
+        config.register_lambda_context(context)
+
+    @idempotent_function(
+        data_keyword_argument="key", persistence_store=_store(table_name), config=config
+    )
+    def deliver_once(key: dict[str, Any]) -> dict[str, Any]:
+        return work()
+
+    try:
+        answer: dict[str, Any] = deliver_once(key=key)
+    except IdempotencyAlreadyInProgressError as exc:
+        raise AlreadyInProgress("the message is being handled by another invocation") from exc
+    except IdempotencyError as exc:
+        raise StorageUnavailable("the processed-messages table could not be used") from exc
+    return answer

@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 CLIENT_STAMP := client/node_modules/.installed
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 STAGE ?= dev
 REGION ?= us-east-1
@@ -25,13 +27,20 @@ dev: $(PY_STAMP) $(NODE_STAMP) $(CLIENT_STAMP)
 test: install lint typecheck client-test
 	$(BIN)/pytest
 
-install: $(PY_STAMP) $(NODE_STAMP) $(CLIENT_STAMP) $(CHROMIUM)
+install: $(PY_STAMP) $(NODE_STAMP) $(CLIENT_STAMP) $(CHECKOV_STAMP) $(CHROMIUM)
 
 $(PY_STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+# checkov (tests/packaging) pins an older boto3: it gets a venv of its own.
+$(CHECKOV_STAMP): tests/packaging/requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r tests/packaging/requirements-checkov.txt
 	touch $@
 
 $(NODE_STAMP): package.json package-lock.json
@@ -44,12 +53,10 @@ $(CLIENT_STAMP): client/package.json client/package-lock.json
 
 # The browser test drives Debian's Chromium (playwright-core cannot download browsers here).
 $(CHROMIUM):
-	@if [ "$$(id -u)" = 0 ]; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-		apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
-	else \
-		echo "the browser test needs Chromium: sudo apt-get install chromium" >&2; exit 1; \
-	fi
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	$$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+	|| { echo "the browser test needs Chromium: sudo apt-get install chromium" >&2; exit 1; }
 
 lint: $(PY_STAMP)
 	$(BIN)/ruff check .
@@ -83,5 +90,5 @@ clean-src:
 	find src -name __pycache__ -prune -exec rm -rf {} +
 
 clean:
-	rm -rf $(VENV) node_modules client/node_modules .serverless .pytest_cache .mypy_cache \
-		.ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) node_modules client/node_modules .serverless .pytest_cache \
+		.mypy_cache .ruff_cache

@@ -170,8 +170,24 @@ def run(local: LocalStack, auth: str) -> None:
         cleanup.callback(moto.stop)
         dynamodb = boto3.client("dynamodb", endpoint_url=local.aws_endpoint, region_name=REGION)
         sqs = boto3.client("sqs", endpoint_url=local.aws_endpoint, region_name=REGION)
-        stack.create_tables(dynamodb, STAGE)
-        stack.create_queues(sqs, STAGE)
+        tables = stack.create_tables(dynamodb, STAGE)
+        queues = stack.create_queues(sqs, STAGE)
+        expected = (
+            tables.get("ConnectionsTable"),
+            tables.get("ProcessedMessagesTable"),
+            queues.get("MessagesQueue"),
+            queues.get("DeadLetterQueue"),
+        )
+        actual = (
+            local.table_name,
+            local.processed_table_name,
+            local.messages_queue_url,
+            local.dead_letter_queue_url,
+        )
+        if expected != actual:
+            raise RuntimeError(
+                f"serverless.yml's resources {expected} are not where wspush.local expects {actual}"
+            )
         mint_token = create_token_secret(local) if auth == "jwt" else None
 
         offline = start_offline(local, auth, cleanup)

@@ -81,8 +81,17 @@ def create_tables(dynamodb: Any, stage: str) -> dict[str, str]:
     return names
 
 
+# Queue properties with no local meaning: moto neither encrypts nor tags for real.
+_NOT_EMULATED = frozenset(("QueueName", "Tags", "KmsMasterKeyId", "KmsDataKeyReusePeriodSeconds"))
+
+
 def create_queues(sqs: Any, stage: str) -> dict[str, str]:
-    """Create the stack's queues (dead-letter queues first); logical id -> queue URL."""
+    """Create the stack's queues (dead-letter queues first); logical id -> queue URL.
+
+    Every property becomes the queue attribute of the same name, so a property added to
+    serverless.yml reaches the local queue too; one that cannot be reproduced here fails
+    loudly rather than being dropped.
+    """
     queues = {
         key: res["Properties"]
         for key, res in resources(stage).items()
@@ -90,20 +99,25 @@ def create_queues(sqs: Any, stage: str) -> dict[str, str]:
     }
     urls: dict[str, str] = {}
     for key in sorted(queues, key=lambda k: "RedrivePolicy" in queues[k]):
-        properties = dict(queues[key])
-        attributes = {
-            name: str(properties[name])
-            for name in ("VisibilityTimeout", "MessageRetentionPeriod")
-            if name in properties
-        }
-        if "RedrivePolicy" in properties:
-            policy = dict(properties["RedrivePolicy"])
-            target = policy["deadLetterTargetArn"]["Fn::GetAtt"][0]
-            policy["deadLetterTargetArn"] = sqs.get_queue_attributes(
-                QueueUrl=urls[target], AttributeNames=["QueueArn"]
-            )["Attributes"]["QueueArn"]
-            attributes["RedrivePolicy"] = json.dumps(policy)
-        urls[key] = sqs.create_queue(QueueName=properties["QueueName"], Attributes=attributes)[
-            "QueueUrl"
-        ]
+        properties = queues[key]
+        attributes: dict[str, str] = {}
+        for name, value in properties.items():
+            if name in _NOT_EMULATED:
+                continue
+            if name == "RedrivePolicy":
+                attributes[name] = json.dumps(_redrive_policy(sqs, value, urls))
+            elif isinstance(value, bool):
+                attributes[name] = "true" if value else "false"
+            elif isinstance(value, str | int):
+                attributes[name] = str(value)
+            else:
+                raise ValueError(f"{key}.{name} cannot be created locally: {value!r}")
+        answer = sqs.create_queue(QueueName=properties["QueueName"], Attributes=attributes)
+        urls[key] = answer["QueueUrl"]
     return urls
+
+
+def _redrive_policy(sqs: Any, policy: dict[str, Any], urls: dict[str, str]) -> dict[str, Any]:
+    target = policy["deadLetterTargetArn"]["Fn::GetAtt"][0]
+    arn = sqs.get_queue_attributes(QueueUrl=urls[target], AttributeNames=["QueueArn"])
+    return {**policy, "deadLetterTargetArn": arn["Attributes"]["QueueArn"]}

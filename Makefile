@@ -81,10 +81,10 @@ packaging: install
 	$(BIN)/pytest tests/packaging
 
 package: install clean-src
-	npx sls package --stage $(STAGE) --region $(REGION)
+	npx sls package --stage $(STAGE) --region $(REGION) $(ARGS)
 
 deploy: install clean-src
-	npx sls deploy --stage $(STAGE) --region $(REGION)
+	npx sls deploy --stage $(STAGE) --region $(REGION) $(ARGS)
 
 clean-src:
 	find src -name __pycache__ -prune -exec rm -rf {} +

@@ -68,6 +68,8 @@ export interface WspushClientOptions {
   heartbeatMs?: number;
   /** default 10000; 0 disables */
   pongTimeoutMs?: number;
+  /** A token provider that has not answered within this has failed (retried); default 10 s. */
+  tokenTimeoutMs?: number;
   /** default true */
   pingOnOpen?: boolean;
   /** default 1000; 0 disables de-duplication */

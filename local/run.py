@@ -12,12 +12,14 @@ Prints ``ready: <websocket url>`` once everything answers; Ctrl-C or SIGTERM sto
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
@@ -26,7 +28,12 @@ from secrets import token_urlsafe
 from types import FrameType
 
 import boto3
-from moto.server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import make_server
 
 from local import stack
 from local.poller import QueuePoller, lambda_invoker
@@ -43,6 +50,8 @@ from wspush.local import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+SERVERLESS_CLI = REPO / "node_modules" / "osls" / "bin" / "serverless.js"
+PR_SET_PDEATHSIG = 1
 STARTUP_TIMEOUT_SECONDS = 90
 DUMMY_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "local",
@@ -120,13 +129,21 @@ def create_token_secret(local: LocalStack) -> Callable[[str], str]:
     return lambda user_id: mint(secret, user_id, issuer=JWT_ISSUER, audience=JWT_AUDIENCE)
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when this runner dies, however it dies (Linux)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def start_offline(local: LocalStack, auth: str, cleanup: ExitStack) -> subprocess.Popen[bytes]:
+    # node itself, not npx: no wrapper process to outlive, so the parent-death signal lands.
     process = subprocess.Popen(  # noqa: S603 - a fixed command line
-        ["npx", "sls", "offline", "start", "--stage", STAGE],  # noqa: S607 - npx from PATH
+        ["node", str(SERVERLESS_CLI), "offline", "start", "--stage", STAGE],  # noqa: S607
         cwd=REPO,
         env=offline_environment(local, auth),
         stdin=subprocess.DEVNULL,
         start_new_session=True,  # its own process group: node and every handler process
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )
     cleanup.callback(stop_process_group, process)
     return process
@@ -151,13 +168,37 @@ def stop_process_group(process: subprocess.Popen[bytes]) -> None:
 
 
 def ensure_ports_free(local: LocalStack) -> None:
+    """Fail at once, naming the variable that moves it, if any port cannot be bound."""
     for variable, port in local.port_variables().items():
         with socket.socket() as probe:
-            if probe.connect_ex((HOST, int(port))) == 0:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((HOST, int(port)))
+            except OSError as exc:
                 raise RuntimeError(
                     f"port {port} on {HOST} is in use (is another `make dev` running?); "
                     f"stop it or choose another port with {variable}"
-                )
+                ) from exc
+
+
+class MotoServer:
+    """moto's server on a thread; unlike moto's own helper, a port it cannot bind is an
+    error here, at once, instead of a thread that waits forever."""
+
+    def __init__(self, port: int) -> None:
+        app = DomainDispatcherApplication(create_backend_app)
+        self._server = make_server(
+            HOST, port, app, threaded=True, request_handler=MotoRequestHandler
+        )
+        self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
+
+    def start(self) -> MotoServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 def run(local: LocalStack, auth: str) -> None:
@@ -165,8 +206,7 @@ def run(local: LocalStack, auth: str) -> None:
     os.environ.update(DUMMY_CREDENTIALS)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     with ExitStack() as cleanup:
-        moto = ThreadedMotoServer(ip_address=HOST, port=local.aws_port, verbose=False)
-        moto.start()
+        moto = MotoServer(local.aws_port).start()
         cleanup.callback(moto.stop)
         dynamodb = boto3.client("dynamodb", endpoint_url=local.aws_endpoint, region_name=REGION)
         sqs = boto3.client("sqs", endpoint_url=local.aws_endpoint, region_name=REGION)
@@ -224,12 +264,20 @@ def _examples(local: LocalStack, auth: str) -> str:
     else:
         connect = f'.venv/bin/python -m websockets "{local.websocket_url}?userId=u1&platform=pc"'
         mode = "auth        none: clients say who they are (`make dev AUTH=jwt` for tokens)"
+    # From another terminal, the CLI finds a moved stack through the same variables.
+    moved = " ".join(
+        f"{variable}={port}"
+        for variable, port in local.port_variables().items()
+        if port != LocalStack().port_variables()[variable]
+    )
+    cli = f"{moved} .venv/bin/wspush" if moved else ".venv/bin/wspush"
+    connect = connect.replace(".venv/bin/wspush", cli)
     return f"""
   demo page   {local.demo_url}
   {mode}
   connect     {connect}
-  send        .venv/bin/wspush send --user u1 --type order.updated --data '{{"orderId": 7}}'
-  via lambda  .venv/bin/wspush send --via lambda --user u1 --type hello --data '{{}}'
+  send        {cli} send --user u1 --type order.updated --data '{{"orderId": 7}}'
+  via lambda  {cli} send --via lambda --user u1 --type hello --data '{{}}'
   queue       {local.messages_queue_url}   (moto, DynamoDB and SQS at {local.aws_endpoint})
   Ctrl-C stops everything.
 """
@@ -241,8 +289,9 @@ def main(argv: list[str] | None = None) -> int:
         "--auth", choices=("none", "jwt"), default="none", help="how $connect knows the user"
     )
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    # Ctrl-C, kill, a closed terminal, Ctrl-\\: every way out stops what was started.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(signum, _stop)
     try:
         run(LocalStack.from_env(), args.auth)
     except Stopped as stopped:

@@ -75,6 +75,8 @@ import ReconnectingWebSocket from "reconnecting-websocket";
  * @property {(error: WspushError) => void} [onError]
  * @property {number} [heartbeatMs] ping interval while open; default 9 minutes; 0 disables
  * @property {number} [pongTimeoutMs] reconnect when a ping gets no pong within this; default 10 s; 0 disables
+ * @property {number} [tokenTimeoutMs] a token provider that has not answered within this has failed
+ *   (reported as `token`, retried); default 10 s
  * @property {boolean} [pingOnOpen] send a ping right after each open (learns the connection id
  *   and proves the route works); default true
  * @property {number} [dedupeSize] how many recent message ids to remember; default 1000; 0 disables
@@ -96,6 +98,7 @@ import ReconnectingWebSocket from "reconnecting-websocket";
 export const DEFAULT_HEARTBEAT_MS = 9 * 60 * 1000;
 export const DEFAULT_PONG_TIMEOUT_MS = 10_000;
 export const DEFAULT_DEDUPE_SIZE = 1000;
+export const DEFAULT_TOKEN_TIMEOUT_MS = 10_000;
 
 /** WebSocket close code the client uses when it drops a connection itself. */
 export const CLIENT_RECONNECT_CODE = 4000;
@@ -103,6 +106,24 @@ export const CLIENT_RECONNECT_CODE = 4000;
 const OPEN = 1;
 const PING_FRAME = JSON.stringify({ action: "ping" });
 const TOKEN_RETRY_MIN_MS = 1000;
+
+/**
+ * `promise`, or a rejection with `message` once `ms` have passed (a hung provider must not
+ * hold the connection forever).
+ * @template T
+ * @param {T | Promise<T>} promise
+ * @param {number} ms
+ * @param {string} message
+ * @returns {Promise<T>}
+ */
+function withTimeout(promise, ms, message) {
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), ms);
+  });
+  return /** @type {Promise<T>} */ (Promise.race([promise, timeout])).finally(() => clearTimeout(timer));
+}
 const TOKEN_RETRY_MAX_MS = 30_000;
 
 /** The reconnecting-websocket options passed through as they are. */
@@ -200,6 +221,7 @@ export class WspushClient {
     this._heartbeatMs = options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
     /** @private */
     this._pongTimeoutMs = options.pongTimeoutMs ?? DEFAULT_PONG_TIMEOUT_MS;
+    this._tokenTimeoutMs = options.tokenTimeoutMs ?? DEFAULT_TOKEN_TIMEOUT_MS;
     /** @private */
     this._maxRetries = options.maxRetries ?? Infinity;
     /** @private */
@@ -451,7 +473,7 @@ export class WspushClient {
     let tokenValue;
     while (typeof token === "function" && !this._closed) {
       try {
-        tokenValue = await token();
+        tokenValue = await withTimeout(token(), this._tokenTimeoutMs, "token provider timed out");
         this._tokenFailures = 0;
         break;
       } catch (error) {

@@ -144,6 +144,24 @@ describe("connection URL and token", () => {
     client.close();
   });
 
+  test("a token provider that never answers times out, is reported, and is asked again", async () => {
+    let calls = 0;
+    const token = () => {
+      calls += 1;
+      return calls === 1 ? new Promise(() => {}) : "after-timeout";
+    };
+    const { client, FakeWebSocket, events } = await startClient({ token, tokenTimeoutMs: 5_000 });
+    assert.equal(FakeWebSocket.instances.length, 0);
+    await advance(5_000);
+    assert.deepEqual(
+      events.errors.map((e) => [e.kind, e.message]),
+      [["token", "token provider failed: token provider timed out"]],
+    );
+    await advance(1_000); // the first retry delay
+    assert.equal(FakeWebSocket.last.query.token, "after-timeout");
+    client.close();
+  });
+
   test("a null token is left out", async () => {
     const { client, FakeWebSocket } = await startClient({ token: async () => null });
     assert.equal(FakeWebSocket.last.query.token, undefined);

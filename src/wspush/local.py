@@ -23,7 +23,6 @@ JWT_AUDIENCE = "wspush"
 PORT_VARIABLES = {
     "aws_port": "WSPUSH_LOCAL_AWS_PORT",
     "websocket_port": "WSPUSH_LOCAL_WEBSOCKET_PORT",
-    "http_port": "WSPUSH_LOCAL_HTTP_PORT",
     "lambda_port": "WSPUSH_LOCAL_LAMBDA_PORT",
     "demo_port": "WSPUSH_LOCAL_DEMO_PORT",
 }
@@ -33,7 +32,6 @@ PORT_VARIABLES = {
 class LocalStack:
     aws_port: int = 4566
     websocket_port: int = 3001
-    http_port: int = 3000
     lambda_port: int = 3002
     demo_port: int = 8080
 

@@ -57,6 +57,17 @@ class RunningStack:
         return "".join(self.output)
 
 
+def _stop(process: subprocess.Popen[str]) -> int | None:
+    """SIGTERM, as Ctrl-C would; SIGKILL only if it does not stop in time."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+        return None
+
+
 def _port_open(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
@@ -94,7 +105,7 @@ def running_stack(auth: str) -> Iterator[RunningStack]:
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0 or process.poll() is not None:
-            process.kill()
+            _stop(process)
             pytest.fail(f"local stack did not become ready:\n{running.log()}")
         try:
             line = lines.get(timeout=min(remaining, 1))
@@ -105,9 +116,7 @@ def running_stack(auth: str) -> Iterator[RunningStack]:
             break
     yield running
     # Then Ctrl-C (SIGTERM here) stops everything it started: no process, no port left behind
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=30)
-    assert process.returncode == 0, running.log()
+    assert _stop(process) == 0, running.log()
     left = [port for port in local.port_variables().values() if _port_open(int(port))]
     assert not left, f"ports still open after stop: {left}\n{running.log()}"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -48,31 +49,48 @@ def test_a_closed_connection_leaves_no_row(local_stack: RunningStack) -> None:
     eventually(lambda: stored_connection(local_stack, connection_id) is None)
 
 
-def test_a_dead_connection_is_removed_on_410_and_the_others_still_receive(
+def test_a_socket_killed_without_a_close_frame_is_forgotten(local_stack: RunningStack) -> None:
+    user = unique("dan")
+    with connected(local_stack, user, "pc") as survivor:
+        with connected(local_stack, user, "mobile") as doomed:
+            # Given one of dan's sockets dies without a close frame
+            doomed_id = doomed.connection_id
+            doomed.ws.socket.close()
+        # Then the gateway notices the closed TCP connection and $disconnect removes its row
+        eventually(lambda: stored_connection(local_stack, doomed_id) is None)
+        # And the other connection still receives
+        queue_message(local_stack, {"userId": user, "id": "m-after", "payload": PAYLOAD})
+        assert survivor.receive()["id"] == "m-after"
+
+
+def test_a_row_that_outlived_its_socket_is_removed_on_410_and_the_others_still_receive(
     local_stack: RunningStack,
 ) -> None:
     user = unique("carol")
     with connected(local_stack, user, "pc") as survivor:
-        with connected(local_stack, user, "mobile") as doomed:
-            # Given one of carol's sockets is killed without a close frame
-            doomed_id = doomed.connection_id
-            doomed.ws.socket.close()
-        # And a row of hers outlived its socket ($disconnect is best effort in API Gateway)
-        stale = {
-            "connectionId": {"S": f"stale-{uuid.uuid4().hex[:8]}="},
-            "userId": {"S": user},
-            "platform": {"S": "web"},
-            "connectedAt": {"N": "1"},
-            "lastSeenAt": {"N": "1"},
-            "ttl": {"N": "4102444800"},
-        }
-        local_stack.client("dynamodb").put_item(TableName=local_stack.local.table_name, Item=stale)
-        stale_id = stale["connectionId"]["S"]
-        # When a message goes to carol
-        queue_message(local_stack, {"userId": user, "id": "m-410", "payload": PAYLOAD})
-        # Then the live connection receives it, and the gateway's 410 removed the stale row
+        # Given a row of carol's whose $disconnect never ran (API Gateway runs it best effort):
+        # a connection id the gateway does not know
+        stale_id = f"stale-{uuid.uuid4().hex[:8]}="
+        local_stack.client("dynamodb").put_item(
+            TableName=local_stack.local.table_name,
+            Item={
+                "connectionId": {"S": stale_id},
+                "userId": {"S": user},
+                "platform": {"S": "web"},
+                "connectedAt": {"N": "1"},
+                "lastSeenAt": {"N": "1"},
+                "ttl": {"N": "4102444800"},
+            },
+        )
+        # When a message goes to carol through the send Lambda
+        answer = local_stack.client("lambda").invoke(
+            FunctionName=local_stack.local.send_function_name,
+            Payload=json.dumps({"userId": user, "id": "m-410", "payload": PAYLOAD}),
+        )
+        result = json.loads(answer["Payload"].read())
+        # Then the gateway answered 410 for the stale connection, and its row is gone
+        assert (result["targets"], result["delivered"], result["gone"]) == (2, 1, 1)
+        assert stored_connection(local_stack, stale_id) is None
+        # And the live connection received the message and keeps its row
         assert survivor.receive()["id"] == "m-410"
-        eventually(lambda: stored_connection(local_stack, stale_id) is None)
-        # And the killed socket's row is gone too (by $disconnect or by its own 410)
-        eventually(lambda: stored_connection(local_stack, doomed_id) is None)
         assert stored_connection(local_stack, survivor.connection_id) is not None

@@ -18,6 +18,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = APIGatewayWebSocketEvent(event)
     logger.info("frame rejected", connection_id=request.request_context.connection_id)
     metrics.add_metric(name="FramesRejected", unit="Count", value=1)
-    return sessions.route_response(
-        200, sessions.unknown_frame_reply(request.decoded_body, now_ms=now_ms())
-    )
+    body = sessions.frame_text(request.body, base64_encoded=request.is_base64_encoded)
+    return sessions.route_response(200, sessions.unknown_frame_reply(body, now_ms=now_ms()))

@@ -14,7 +14,8 @@ from wspush.observability import logger, metrics, tracer
 from wspush.settings import get_settings
 
 
-@logger.inject_lambda_context(correlation_id_path="id")
+# No correlation id from the event: its `id` is the caller's, unvalidated, possibly huge.
+@logger.inject_lambda_context
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def handler(event: Any, context: LambdaContext) -> dict[str, Any] | list[dict[str, Any]]:

@@ -28,6 +28,7 @@ MAX_USER_ID_LENGTH = 128
 MAX_CONNECTION_ID_LENGTH = 128
 MAX_PLATFORM_LENGTH = 32
 MAX_TARGETS = 10_000
+MAX_ECHOED_NAME_LENGTH = 64  # an unknown field's name, as an error repeats it
 
 _TARGET_FIELDS = ("connectionId", "connectionIds", "userId", "userIds", "broadcast")
 _FILTER_FIELDS = ("platform", "excludeConnectionIds")
@@ -81,7 +82,8 @@ def parse_message(
         raise InvalidMessage("invalid_envelope", "message must be a JSON object")
     unknown = sorted(str(key) for key in envelope if key not in _KNOWN_FIELDS)
     if unknown:
-        raise InvalidMessage("unknown_field", f"unknown field {unknown[0]!r}", unknown[0])
+        name = _echoed_name(unknown[0])
+        raise InvalidMessage("unknown_field", f"unknown field '{name}'", name)
 
     message_id = _message_id(envelope.get("id"), default_id)
     target = _target(envelope)
@@ -191,8 +193,8 @@ def _payload(value: Any) -> tuple[str, Any]:
         )
     unknown = sorted(str(key) for key in value if key not in _PAYLOAD_FIELDS)
     if unknown:
-        name = f"payload.{unknown[0]}"
-        raise InvalidMessage("unknown_field", f"unknown field {name!r}", name)
+        name = f"payload.{_echoed_name(unknown[0])}"
+        raise InvalidMessage("unknown_field", f"unknown field '{name}'", name)
     payload_type = value.get("type")
     if not isinstance(payload_type, str) or not payload_type.strip():
         raise InvalidMessage(
@@ -203,6 +205,17 @@ def _payload(value: Any) -> tuple[str, Any]:
     return payload_type, value["data"]
 
 
+def _echoed_name(name: str) -> str:
+    """A key as an error repeats it: escaped and short, since errors are logged and become
+    SQS attributes, which refuse control characters and lone surrogates."""
+    shown = "".join(
+        char if char.isprintable() else ascii(char)[1:-1] for char in name[:MAX_ECHOED_NAME_LENGTH]
+    )
+    if len(name) > MAX_ECHOED_NAME_LENGTH:
+        return f"{shown}..."
+    return shown or '""'  # the empty key: a field must never be named by an empty string
+
+
 def _require_string(value: Any, field: str, max_length: int) -> None:
     if not isinstance(value, str) or not value:
         raise InvalidMessage("invalid_field", f"{field} must be a non-empty string", field)
@@ -210,6 +223,20 @@ def _require_string(value: Any, field: str, max_length: int) -> None:
         raise InvalidMessage(
             "invalid_field", f"{field} is longer than {max_length} characters", field
         )
+    if not _is_unicode(value):
+        # Ids go to DynamoDB and into Management API URLs, which both need UTF-8.
+        raise InvalidMessage(
+            "invalid_field", f"{field} holds text that is not valid Unicode", field
+        )
+
+
+def _is_unicode(value: str) -> bool:
+    """False for a lone surrogate, e.g. from "\\ud800" in the JSON text."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _string_list(

@@ -19,6 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from wspush.errors import QueueUnavailable
+from wspush.observability import logger
 
 ATTEMPT = "wspush-attempt"
 ROUND = "wspush-round"
@@ -29,6 +30,10 @@ ERROR_FIELD = "wspush-error-field"
 FAILURES = "wspush-failures"
 
 MAX_DELAY_SECONDS = 900  # SQS's limit for DelaySeconds
+MAX_SQS_MESSAGE_BYTES = 1_048_576  # body and message attributes together
+_MAX_COUNT = 1_000  # attempt and round counters beyond this are junk, not history
+_EARLIEST_TS = 1_000_000_000_000  # 2001-09-09, in ms
+_LATEST_TS = 100_000_000_000_000  # 5138, in ms
 _MAX_REASON_CHARS = 1_000
 _MAX_LISTED_FAILURES = 100
 
@@ -45,10 +50,12 @@ class QueuedAttributes:
     def of(cls, record: SQSRecord) -> QueuedAttributes:
         """Read them from an SQS event record's ``messageAttributes``."""
         attributes = record.message_attributes
+        ts = _int_value(attributes[TIMESTAMP])
         return cls(
-            attempt=max(_int_value(attributes[ATTEMPT]) or 0, 0),
-            round=max(_int_value(attributes[ROUND]) or 0, 0),
-            ts=_int_value(attributes[TIMESTAMP]),
+            attempt=min(max(_int_value(attributes[ATTEMPT]) or 0, 0), _MAX_COUNT),
+            round=min(max(_int_value(attributes[ROUND]) or 0, 0), _MAX_COUNT),
+            # Only a plausible epoch-milliseconds value reaches clients; junk means "now".
+            ts=ts if ts is not None and _EARLIEST_TS <= ts <= _LATEST_TS else None,
         )
 
 
@@ -82,15 +89,25 @@ def requeue(
     """Put a message back on the queue, remembering its attempt count, round and timestamp."""
     _send(
         queue_url,
-        json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        sqs_body(body),
         region=region,
         attributes={ATTEMPT: str(attempt), ROUND: str(round_number), TIMESTAMP: str(ts)},
         delay_seconds=min(delay_seconds, MAX_DELAY_SECONDS),
     )
 
 
+def sqs_body(value: Any) -> str:
+    """Compact JSON that SQS accepts whatever the payload holds (non-ASCII is escaped:
+    SQS refuses some characters, such as NUL or U+FFFE, that JSON strings may carry)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
+
+
 def dead_letter(queue_url: str, body: str, letter: DeadLetter, *, region: str) -> None:
-    """Park an undeliverable message on the dead-letter queue with why it failed."""
+    """Park an undeliverable message on the dead-letter queue with why it failed.
+
+    The reason travels in message attributes, which count toward SQS's 1 MiB with the body:
+    when the body leaves no room for all of them, the least needed are left out (and logged).
+    """
     attributes = {ERROR_CODE: letter.code, ERROR_REASON: letter.reason[:_MAX_REASON_CHARS]}
     if letter.field:
         attributes[ERROR_FIELD] = letter.field
@@ -100,7 +117,18 @@ def dead_letter(queue_url: str, body: str, letter: DeadLetter, *, region: str) -
             for cid, reason in letter.failures[:_MAX_LISTED_FAILURES]
         ]
         attributes[FAILURES] = json.dumps(listed, separators=(",", ":"))
+    room = MAX_SQS_MESSAGE_BYTES - len(body.encode("utf-8"))
+    for name in (FAILURES, ERROR_FIELD, ERROR_REASON, ERROR_CODE):
+        if _attributes_size(attributes) <= room:
+            break
+        if attributes.pop(name, None) is not None:
+            logger.warning("dead letter too large for its reason attribute", attribute=name)
     _send(queue_url, body, region=region, attributes=attributes, delay_seconds=0)
+
+
+def _attributes_size(attributes: Mapping[str, str]) -> int:
+    # SQS counts each attribute's name, data type and value.
+    return sum(len(k.encode()) + len(b"String") + len(v.encode()) for k, v in attributes.items())
 
 
 def _send(

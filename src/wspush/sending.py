@@ -16,7 +16,6 @@ gone, or is named in a dead-letter message with its reason:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -234,18 +233,14 @@ def _settle_failures(
         retry,
         attempt + 1,
         next_round,
-        delay_seconds=settings.requeue_delay_seconds * (2**attempt),
+        delay_seconds=settings.requeue_delay_seconds * (2 ** min(attempt, 10)),
         settings=settings,
     )
     for start in range(0, len(final), REQUEUE_CHUNK):
         chunk = final[start : start + REQUEUE_CHUNK]
         queues.dead_letter(
             settings.dead_letter_queue_url,
-            json.dumps(
-                to_envelope(message, [f.connection_id for f in chunk]),
-                separators=(",", ":"),
-                ensure_ascii=False,
-            ),
+            queues.sqs_body(to_envelope(message, [f.connection_id for f in chunk])),
             queues.DeadLetter(
                 "delivery_failed",
                 _summary(chunk, attempt),

@@ -5,6 +5,8 @@ Every reply a client receives has the contract's shape ``{"type", "data", "id", 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import uuid
 from typing import Any
 
@@ -37,6 +39,16 @@ def pong(connection_id: str, settings: Settings, *, now_ms: int) -> str:
         if not known:
             logger.info("ping from an unknown connection", connection_id=connection_id)
     return reply("pong", {"connectionId": connection_id}, now_ms=now_ms)
+
+
+def frame_text(body: str | None, *, base64_encoded: bool) -> str | None:
+    """A frame's text; ``None`` when a base64-flagged body does not decode to UTF-8."""
+    if not base64_encoded or body is None:
+        return body
+    try:
+        return base64.b64decode(body, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
 
 
 def unknown_frame_reply(body: str | None, *, now_ms: int) -> str:

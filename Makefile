@@ -18,7 +18,7 @@ AUTH ?= none
 # src/ is copied into the Lambda zip as it is: keep bytecode caches out of it.
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: dev test install lint typecheck unit integration e2e client-test packaging package \
+.PHONY: dev test install lint typecheck unit integration e2e client-test accounting packaging package \
 	deploy clean-src clean
 
 dev: $(PY_STAMP) $(NODE_STAMP) $(CLIENT_STAMP)
@@ -76,6 +76,10 @@ integration: $(PY_STAMP)
 
 e2e: install
 	$(BIN)/pytest tests/e2e
+
+# The accounting test at 10x its `make test` size (about 2 minutes).
+accounting: $(PY_STAMP)
+	WSPUSH_ACCOUNTING_SCALE=10 $(BIN)/pytest tests/accounting
 
 packaging: install
 	$(BIN)/pytest tests/packaging

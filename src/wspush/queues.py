@@ -35,7 +35,7 @@ _MAX_COUNT = 1_000  # attempt and round counters beyond this are junk, not histo
 _EARLIEST_TS = 1_000_000_000_000  # 2001-09-09, in ms
 _LATEST_TS = 100_000_000_000_000  # 5138, in ms
 _MAX_REASON_CHARS = 1_000
-_MAX_LISTED_FAILURES = 100
+MAX_LISTED_FAILURES = 100  # per dead letter: each named with its reason
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def dead_letter(queue_url: str, body: str, letter: DeadLetter, *, region: str) -
     if letter.failures:
         listed = [
             {"connectionId": cid, "reason": reason}
-            for cid, reason in letter.failures[:_MAX_LISTED_FAILURES]
+            for cid, reason in letter.failures[:MAX_LISTED_FAILURES]
         ]
         attributes[FAILURES] = json.dumps(listed, separators=(",", ":"))
     room = MAX_SQS_MESSAGE_BYTES - len(body.encode("utf-8"))

@@ -236,8 +236,9 @@ def _settle_failures(
         delay_seconds=settings.requeue_delay_seconds * (2 ** min(attempt, 10)),
         settings=settings,
     )
-    for start in range(0, len(final), REQUEUE_CHUNK):
-        chunk = final[start : start + REQUEUE_CHUNK]
+    # A dead letter names as many recipients as its attributes can give reasons for.
+    for start in range(0, len(final), queues.MAX_LISTED_FAILURES):
+        chunk = final[start : start + queues.MAX_LISTED_FAILURES]
         queues.dead_letter(
             settings.dead_letter_queue_url,
             queues.sqs_body(to_envelope(message, [f.connection_id for f in chunk])),

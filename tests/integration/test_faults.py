@@ -468,8 +468,14 @@ def test_a_post_that_landed_but_was_answered_too_late_is_sent_again_with_the_sam
 def slow_fan_out(
     aws: None, management_api: FakeManagementApi, settings_env: pytest.MonkeyPatch
 ) -> list[str]:
-    """300 connections of one user, a gateway answering in 100 ms, 8 posts in flight."""
+    """300 connections of one user, a gateway answering in 100 ms, 8 posts in flight.
+
+    Posts here are slow, never hung: the client waits as long as in Lambda (not the short
+    READ_TIMEOUT), so a loaded machine cannot turn a slow answer into a retried duplicate.
+    """
     settings_env.setenv("WSPUSH_DELIVERY_CONCURRENCY", "8")
+    settings_env.setattr(gateway, "READ_TIMEOUT_SECONDS", 5)
+    sending.gateway_for.cache_clear()
     ids = add_user("crowd", 300)
     management_api.slow(0.1)
     return ids

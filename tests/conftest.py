@@ -4,7 +4,9 @@ client exists, because settings and the table model are read once per process.""
 from __future__ import annotations
 
 import copy
+import io
 import json
+import logging
 import os
 import sys
 import time
@@ -63,6 +65,7 @@ from moto import mock_aws  # noqa: E402 - must be imported before any botocore c
 
 from local import stack  # noqa: E402
 from tests.fakes.management_api import FakeManagementApi  # noqa: E402
+from wspush.observability import logger  # noqa: E402
 from wspush.settings import get_settings  # noqa: E402
 
 EVENTS = Path(__file__).parent / "events"
@@ -96,6 +99,17 @@ def load_event(name: str) -> dict[str, Any]:
             if field in context:
                 context[field] = now
     return copy.deepcopy(event)
+
+
+@pytest.fixture
+def log_output() -> Iterator[io.StringIO]:
+    """Everything the Powertools logger writes during the test."""
+    handler = logger.registered_handler
+    assert isinstance(handler, logging.StreamHandler)
+    buffer = io.StringIO()
+    previous = handler.setStream(buffer)
+    yield buffer
+    handler.setStream(previous)
 
 
 @pytest.fixture

@@ -43,7 +43,22 @@ JWKS_MAX_AGE_SECONDS = 3_600
 JWKS_MIN_REFETCH_SECONDS = 10
 
 
-class _RsaPkcs1(Algorithm):
+class _VerifyOnly(Algorithm):
+    """An algorithm wspush uses only to verify: it never signs or handles JWK documents."""
+
+    def sign(self, msg: bytes, key: Any) -> bytes:
+        raise NotImplementedError("wspush only verifies tokens")
+
+    @staticmethod
+    def to_jwk(key_obj: Any, as_dict: bool = False) -> Any:
+        raise NotImplementedError
+
+    @staticmethod
+    def from_jwk(jwk: Any) -> Any:
+        raise NotImplementedError
+
+
+class _RsaPkcs1(_VerifyOnly):
     """RSASSA-PKCS1-v1_5 (RS256/384/512) verification with the pure-Python ``rsa`` package."""
 
     def __init__(self, hash_name: str) -> None:
@@ -60,19 +75,8 @@ class _RsaPkcs1(Algorithm):
         except (rsa.VerificationError, ValueError, OverflowError):
             return False
 
-    def sign(self, msg: bytes, key: Any) -> bytes:
-        raise NotImplementedError("wspush only verifies tokens")
 
-    @staticmethod
-    def to_jwk(key_obj: Any, as_dict: bool = False) -> Any:
-        raise NotImplementedError
-
-    @staticmethod
-    def from_jwk(jwk: Any) -> Any:
-        raise NotImplementedError
-
-
-class _Ecdsa(Algorithm):
+class _Ecdsa(_VerifyOnly):
     """ECDSA (ES256/384) verification with the pure-Python ``ecdsa`` package."""
 
     def __init__(self, curve: ecdsa.curves.Curve, hashfunc: Callable[..., Any]) -> None:
@@ -91,17 +95,6 @@ class _Ecdsa(Algorithm):
             return bool(key.verify(sig, msg, hashfunc=self.hashfunc, sigdecode=sigdecode_string))
         except (ecdsa.BadSignatureError, ValueError):
             return False
-
-    def sign(self, msg: bytes, key: Any) -> bytes:
-        raise NotImplementedError("wspush only verifies tokens")
-
-    @staticmethod
-    def to_jwk(key_obj: Any, as_dict: bool = False) -> Any:
-        raise NotImplementedError
-
-    @staticmethod
-    def from_jwk(jwk: Any) -> Any:
-        raise NotImplementedError
 
 
 _ALGORITHMS: dict[str, Callable[[], Algorithm]] = {

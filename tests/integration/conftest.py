@@ -1,24 +1,8 @@
 """Fixtures shared by the integration suites."""
 
-import io
-import logging
-from collections.abc import Iterator
-
 import pytest
 
 from tests.support import add_connection
-from wspush.observability import logger
-
-
-@pytest.fixture
-def log_output() -> Iterator[io.StringIO]:
-    """Everything the Powertools logger writes during the test."""
-    handler = logger.registered_handler
-    assert isinstance(handler, logging.StreamHandler)
-    buffer = io.StringIO()
-    previous = handler.setStream(buffer)
-    yield buffer
-    handler.setStream(previous)
 
 
 @pytest.fixture

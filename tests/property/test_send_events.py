@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,7 +28,6 @@ from tests.property.strategies import (
     valid_envelopes,
 )
 from tests.support import PAYLOAD
-from wspush.observability import logger
 
 pytestmark = pytest.mark.usefixtures("online")
 
@@ -136,17 +133,6 @@ def test_deeply_nested_data_is_answered_not_crashed_on(
         assert answer["error"]["field"] == "payload.data"
     else:
         assert answer["delivered"] == 1
-
-
-@pytest.fixture
-def log_output() -> Iterator[io.StringIO]:
-    """Everything the Powertools logger writes during the test."""
-    handler = logger.registered_handler
-    assert isinstance(handler, logging.StreamHandler)
-    buffer = io.StringIO()
-    previous = handler.setStream(buffer)
-    yield buffer
-    handler.setStream(previous)
 
 
 def test_a_refused_id_is_not_repeated_in_the_logs(

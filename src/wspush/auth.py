@@ -139,12 +139,21 @@ class SecretKey:
 
 
 def _http_get(url: str, timeout: float) -> bytes:
+    """The document at ``url``, read within ``timeout`` in all (not per socket read: a server
+    that drips bytes slowly must not hold the handshake)."""
+    deadline = time.monotonic() + timeout
     request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310
+    chunks: list[bytes] = []
+    size = 0
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - https or loopback
-        body: bytes = response.read(MAX_JWKS_BYTES + 1)
-    if len(body) > MAX_JWKS_BYTES:
-        raise ValueError("JWKS document too large")
-    return body
+        while chunk := response.read1(16_384):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_JWKS_BYTES:
+                raise ValueError("JWKS document too large")
+            if time.monotonic() > deadline:
+                raise TimeoutError("JWKS fetch took too long")
+    return b"".join(chunks)
 
 
 class Jwks:
@@ -165,21 +174,29 @@ class Jwks:
         self._clock = clock
         self._keys: list[Mapping[str, Any]] | None = None
         self._fetched_at = float("-inf")
+        self._last_attempt = float("-inf")
         self._lock = threading.Lock()
 
     def key_for(self, alg: str, kid: str | None) -> Any:
         with self._lock:
             stale = self._clock() - self._fetched_at > JWKS_MAX_AGE_SECONDS
             if self._keys is None or stale:
-                self._refresh(keep_on_failure=self._keys is not None)
+                if self._may_fetch():
+                    self._refresh(keep_on_failure=self._keys is not None)
+                elif self._keys is None:
+                    raise AuthUnavailable("the token issuer's keys are unavailable; retrying soon")
             jwk = self._pick(kid)
-            if jwk is None and self._clock() - self._fetched_at >= JWKS_MIN_REFETCH_SECONDS:
+            if jwk is None and self._may_fetch():
                 # A key rotated in since the last fetch: fetch once more.
                 self._refresh(keep_on_failure=True)
                 jwk = self._pick(kid)
         if jwk is None:
             raise Unauthenticated("the token names a key the issuer does not publish")
         return _public_key(jwk, alg)
+
+    def _may_fetch(self) -> bool:
+        """At most one fetch per interval, failed or not: no storm against a struggling issuer."""
+        return self._clock() - self._last_attempt >= JWKS_MIN_REFETCH_SECONDS
 
     def _pick(self, kid: str | None) -> Mapping[str, Any] | None:
         keys = [k for k in self._keys or [] if k.get("use", "sig") == "sig"]
@@ -188,6 +205,7 @@ class Jwks:
         return next((k for k in keys if k.get("kid") == kid), None)
 
     def _refresh(self, *, keep_on_failure: bool) -> None:
+        self._last_attempt = self._clock()
         try:
             keys = _parse_jwks(self._fetch(self._url, self._timeout))
         except (OSError, urllib.error.URLError, ValueError, KeyError, TypeError) as exc:
@@ -280,7 +298,7 @@ class JwtVerifier:
             header = self._jws.get_unverified_header(token)
             alg = header.get("alg")
             kid = header.get("kid")
-            if alg not in self._settings.algorithms:
+            if not isinstance(alg, str) or alg not in self._settings.algorithms:
                 raise Unauthenticated("the token's algorithm is not allowed")
             key = self._keys.key_for(alg, kid if isinstance(kid, str) else None)
             decoded = self._jws.decode_complete(
@@ -322,9 +340,17 @@ def _time_claim(claims: Mapping[str, Any], name: str) -> float | None:
     value = claims.get(name)
     if value is None:
         return None
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+    try:
+        number = (
+            float(value)
+            if isinstance(value, int | float) and not isinstance(value, bool)
+            else math.nan
+        )
+    except OverflowError:  # an integer too large for a float
+        number = math.nan
+    if not math.isfinite(number):
         raise Unauthenticated(f"the token's {name} claim is not a number")
-    return float(value)
+    return number
 
 
 @cache

@@ -24,6 +24,7 @@ from wspush.observability import logger, metrics, tracer
 from wspush.settings import Settings
 
 NOT_ATTEMPTED = "deadline"
+MAX_REPORTED_ERRORS = 100
 
 
 @dataclass(frozen=True)
@@ -44,16 +45,28 @@ class DeliveryReport:
     failed: list[Failure] = field(default_factory=list)
     throttled: int = 0
 
-    def as_dict(self) -> dict[str, Any]:
-        """The send Lambda's per-message answer."""
-        return {
+    def as_dict(self, *, max_errors: int = MAX_REPORTED_ERRORS) -> dict[str, Any]:
+        """The send Lambda's per-message answer, its error list bounded (a fan-out can fail
+        for thousands of recipients; the answer must stay small enough to store and return)."""
+        answer: dict[str, Any] = {
             "id": self.message_id,
             "targets": self.targets,
             "delivered": len(self.delivered),
             "gone": len(self.gone),
             "failed": len(self.failed),
-            "errors": [{"connectionId": f.connection_id, "reason": f.reason} for f in self.failed],
+            "errors": [
+                {"connectionId": f.connection_id, "reason": f.reason}
+                for f in self.failed[:max_errors]
+            ],
         }
+        if len(self.failed) > max_errors:
+            answer["errorsTruncated"] = len(self.failed) - max_errors
+        return answer
+
+    @property
+    def retryable(self) -> bool:
+        """Whether some recipient failed in a way a later attempt may fix."""
+        return any(f.retryable for f in self.failed)
 
 
 @dataclass(frozen=True)

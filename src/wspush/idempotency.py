@@ -43,8 +43,8 @@ def key_of(message: Message, round_number: int) -> dict[str, Any]:
     target = message.target
     return {
         "id": message.id,
-        "connectionIds": list(target.connection_ids),
-        "userIds": list(target.user_ids),
+        "connectionIds": sorted(target.connection_ids),
+        "userIds": sorted(target.user_ids),
         "broadcast": target.broadcast,
         "platforms": sorted(target.platforms) if target.platforms is not None else None,
         "exclude": sorted(target.exclude_connection_ids),

@@ -10,7 +10,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from wspush.errors import WspushError
 
-_CONFIG = Config(connect_timeout=2, read_timeout=3, retries={"mode": "standard"})
+# Bounded well inside $connect's 10 s: 2 attempts of at most 1 s + 2 s.
+_CONFIG = Config(
+    connect_timeout=1, read_timeout=2, retries={"mode": "standard", "total_max_attempts": 2}
+)
 
 
 class SecretUnavailable(WspushError):

@@ -37,6 +37,14 @@ MAX_MESSAGES_PER_INVOCATION = 100
 REQUEUE_CHUNK = 1_000
 
 
+class _PartlySent(Exception):
+    """A direct send whose retryable failures must not be remembered as done."""
+
+    def __init__(self, answer: dict[str, Any]) -> None:
+        super().__init__("some recipients may still be reached")
+        self.answer = answer
+
+
 @cache
 def gateway_for(endpoint: str, region: str, max_connections: int) -> Gateway:
     """One Management API client per container (and per endpoint)."""
@@ -116,10 +124,15 @@ def _send_one(
             message, recipients, gateway=_gateway(settings), settings=settings, deadline=deadline
         )
         _log_report(report)
+        if report.retryable:
+            # Not remembered as done: the caller may retry the same id for what failed.
+            raise _PartlySent(report.as_dict())
         return report.as_dict()
 
     try:
         return _once(message, 0, deliver_now, settings, context)
+    except _PartlySent as partly:
+        return partly.answer
     except DeadlineReached:
         return _not_sent(message, "deadline", "not sent: the invocation ran out of time")
     except AlreadyInProgress:
@@ -196,7 +209,8 @@ def _process(
         )
         _log_report(report)
         _settle_failures(message, report.failed, queued, settings)
-        return report.as_dict()
+        # What is remembered stays small whatever the audience: every failure was handed on.
+        return report.as_dict(max_errors=0)
 
     try:
         _once(message, queued.round, deliver_and_settle, settings, context)

@@ -71,6 +71,7 @@ class JwksServer:
     def __init__(self, *keys: SigningKey) -> None:
         self.keys = list(keys)
         self.delay = 0.0
+        self.drip = 0.0  # seconds between 50-byte pieces of the answer
         self.down = False
         self.requests = 0
         server = self
@@ -90,7 +91,13 @@ class JwksServer:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if not server.drip:
+                    self.wfile.write(body)
+                    return
+                for start in range(0, len(body), 50):
+                    self.wfile.write(body[start : start + 50])
+                    self.wfile.flush()
+                    time.sleep(server.drip)
 
             def log_message(self, format: str, *args: object) -> None:
                 return

@@ -112,15 +112,17 @@ def test_a_bad_token_is_refused_with_401_and_nothing_is_stored(
     assert stored_ids() == set()
 
 
-@pytest.mark.parametrize("trouble", ["down", "slow"])
+@pytest.mark.parametrize("trouble", ["down", "slow", "drip"])
 def test_an_unavailable_jwks_fails_closed_within_the_timeout(
     lambda_context: FakeLambdaContext, with_jwks: JwksServer, trouble: str
 ) -> None:
-    # Given the issuer's JWKS endpoint answers 503, or answers after 2 s (timeout 300 ms)
+    # Given the issuer's JWKS endpoint answers 503, after 2 s, or drip by drip (timeout 300 ms)
     if trouble == "down":
         with_jwks.down = True
-    else:
+    elif trouble == "slow":
         with_jwks.delay = 2.0
+    else:  # answers at once, then sends its body 50 bytes at a time, slowly
+        with_jwks.drip = 0.1
     # When a client connects
     started = time.monotonic()
     response = handshake(lambda_context, token=RSA_KEY.token())

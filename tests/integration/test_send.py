@@ -336,3 +336,19 @@ def test_a_message_being_sent_elsewhere_is_reported_in_progress(
         context=lambda_context,
     )
     assert not management_api.calls
+
+
+@pytest.mark.usefixtures("users")
+def test_a_send_that_partly_failed_can_be_retried_with_the_same_id(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given bob's connection fails every attempt of a first send
+    management_api.script("b-pc", *[Reply.aws(500)] * 3)
+    envelope = {"userId": "bob", "id": "m-retry", "payload": PAYLOAD}
+    first = invoke(envelope, lambda_context)
+    assert first["failed"] == 1
+    # When the caller retries the same message once the connection recovers
+    again = invoke(envelope, lambda_context)
+    # Then the retry was really sent (a retryable failure is not remembered as done)
+    assert again["delivered"] == 1
+    assert len(frames(management_api, "b-pc")) == 1

@@ -70,6 +70,19 @@ POST_TO_CONNECTIONS = (
     f"${{WebsocketsApi}}/{STAGE}/POST/@connections/*"
 )
 PROCESSED = "${ProcessedMessagesTable.Arn}"
+DATA_KEY = "${DataKey.Arn}"
+KMS_FAMILIES = {"kms:GenerateDataKey*", "kms:ReEncrypt*"}
+# Every caller of the (key-encrypted) tables may use the key, through DynamoDB only.
+TABLE_KEY_GRANTS = {
+    (action, DATA_KEY)
+    for action in (
+        "kms:Decrypt",
+        "kms:Encrypt",
+        "kms:GenerateDataKey*",
+        "kms:ReEncrypt*",
+        "kms:DescribeKey",
+    )
+}
 ENCRYPTED_WITH_DATA_KEY = {
     "SSEEnabled": True,
     "SSEType": "KMS",
@@ -85,6 +98,7 @@ DELIVERY_GRANTS = {
     ("dynamodb:UpdateItem", PROCESSED),
     ("dynamodb:DeleteItem", PROCESSED),
     ("execute-api:ManageConnections", POST_TO_CONNECTIONS),
+    *TABLE_KEY_GRANTS,
 }
 JWT_SECRET_PARAMETER = (
     "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${JwtSecretParameter}"
@@ -94,11 +108,12 @@ FUNCTION_GRANTS = {
     "connect": {
         ("dynamodb:PutItem", TABLE),
         ("dynamodb:DeleteItem", TABLE),
+        *TABLE_KEY_GRANTS,
         ("ssm:GetParameter", JWT_SECRET_PARAMETER),
         ("secretsmanager:GetSecretValue", "${JwtSecretArn}"),
     },
-    "disconnect": {("dynamodb:DeleteItem", TABLE)},
-    "ping": {("dynamodb:UpdateItem", TABLE)},
+    "disconnect": {("dynamodb:DeleteItem", TABLE), *TABLE_KEY_GRANTS},
+    "ping": {("dynamodb:UpdateItem", TABLE), *TABLE_KEY_GRANTS},
     "default": set(),
     "send": DELIVERY_GRANTS,
     "sender": DELIVERY_GRANTS
@@ -108,8 +123,8 @@ FUNCTION_GRANTS = {
         ("sqs:GetQueueAttributes", MESSAGES_QUEUE),
         ("sqs:SendMessage", MESSAGES_QUEUE),
         ("sqs:SendMessage", DEAD_LETTER_QUEUE),
-        ("kms:Decrypt", "${DataKey.Arn}"),
-        ("kms:GenerateDataKey", "${DataKey.Arn}"),
+        ("kms:Decrypt", DATA_KEY),
+        ("kms:GenerateDataKey", DATA_KEY),
     },
 }
 
@@ -536,10 +551,21 @@ def test_role_grants_exactly_what_the_function_uses(package: Package, name: str)
     }
 
 
+def test_the_data_key_is_usable_only_through_dynamodb_or_sqs(package: Package) -> None:
+    for owner, statement in every_statement(package):
+        if any(action.startswith("kms:") for action in as_list(statement["Action"])):
+            via = statement["Condition"]["StringEquals"]["kms:ViaService"]
+            assert render(via) in {
+                "dynamodb.${AWS::Region}.amazonaws.com",
+                "sqs.${AWS::Region}.amazonaws.com",
+            }, owner
+
+
 def test_no_statement_uses_wildcard_actions_or_data_resources(package: Package) -> None:
     for owner, statement in every_statement(package):
         for action in as_list(statement.get("Action", [])):
-            assert "*" not in action, f"{owner}: {statement}"
+            # (a KMS action family limited to one key and one service is fine)
+            assert "*" not in action or action in KMS_FAMILIES, f"{owner}: {statement}"
             if action.startswith(("dynamodb:", "sqs:", "execute-api:")):
                 assert "*" not in as_list(statement["Resource"]), f"{owner}: {statement}"
 

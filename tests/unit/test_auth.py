@@ -242,3 +242,45 @@ def test_jwt_is_the_default_mode() -> None:
     settings = AuthSettings.from_env({"WSPUSH_JWKS_URL": "https://x/j", "WSPUSH_JWT_ISSUER": "i",
                                       "WSPUSH_JWT_AUDIENCE": "a"})  # fmt: skip
     assert (settings.mode, settings.algorithms) == (AuthMode.JWT, frozenset({"RS256"}))
+
+
+def test_an_alg_that_is_not_a_string_is_refused_not_crashed_on() -> None:
+    header = _b64(json.dumps({"alg": ["RS256"], "kid": "rsa-1"}).encode())
+    token = (header + b"." + _b64(b'{"sub":"u"}') + b"." + _b64(b"sig")).decode()
+    assert refused(verifier(FakeFetch(RSA_KEY)), token) == "the token's algorithm is not allowed"
+
+
+@pytest.mark.parametrize("value", [10**400, float("nan"), True])
+def test_an_exp_that_is_no_usable_number_is_refused(value: Any) -> None:
+    # A signed token whose exp overflows a float, is NaN, or is a boolean
+    token = (
+        jwt.encode(
+            {"sub": "u-1", "iss": ISSUER, "aud": AUDIENCE, "exp": value},
+            RSA_KEY.private,
+            algorithm="RS256",
+            headers={"kid": "rsa-1"},
+        )
+        if not isinstance(value, float)
+        else RSA_KEY.token(exp=value)
+    )
+    assert refused(verifier(FakeFetch(RSA_KEY)), token) in {
+        "the token's exp claim is not a number",
+        "the token is malformed",
+    }
+
+
+def test_while_the_issuer_is_down_keys_are_asked_for_once_per_interval() -> None:
+    # Given an issuer whose JWKS endpoint fails
+    fetch, clock = FakeFetch(RSA_KEY), Clock()
+    fetch.error = TimeoutError("down")
+    check = verifier(fetch, clock)
+    # When twenty handshakes arrive within the interval, they all fail closed after one fetch
+    for _ in range(20):
+        with pytest.raises(AuthUnavailable):
+            check.user_id(RSA_KEY.token())
+    assert fetch.calls == 1
+    # And once the interval has passed and the issuer is back, the keys are fetched again
+    fetch.error = None
+    clock.now += JWKS_MIN_REFETCH_SECONDS
+    assert check.user_id(RSA_KEY.token(sub="back")) == "back"
+    assert fetch.calls == 2

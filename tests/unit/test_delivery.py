@@ -216,3 +216,18 @@ def test_a_retry_that_would_outlast_the_deadline_is_not_made(table: list[str]) -
     # Then it was posted once and reported as a retryable, attempted failure
     assert gateway.posts["busy"] == 1
     assert [(f.reason, f.attempted, f.retryable) for f in report.failed] == [("429", True, True)]
+
+
+def test_a_report_stays_small_whatever_the_number_of_failures() -> None:
+    # Given a fan-out in which 5,000 recipients failed
+    report = delivery.DeliveryReport("m", targets=5_000)
+    report.failed = [delivery.Failure(f"c-{i}", "500", retryable=True) for i in range(5_000)]
+    # When it is answered (and stored for redelivery checks)
+    answer = report.as_dict()
+    # Then it counts them all but lists only the first 100, saying how many it left out
+    assert (answer["failed"], len(answer["errors"]), answer["errorsTruncated"]) == (
+        5_000,
+        100,
+        4_900,
+    )
+    assert report.as_dict(max_errors=0)["errors"] == []

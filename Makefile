@@ -19,7 +19,7 @@ AUTH ?= none
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: dev test install lint typecheck unit integration e2e client-test accounting packaging package \
-	deploy clean-src clean
+	deploy clean-src clean bench
 
 dev: $(PY_STAMP) $(NODE_STAMP) $(CLIENT_STAMP)
 	$(BIN)/python -m local.run --auth $(AUTH)
@@ -83,6 +83,11 @@ accounting: $(PY_STAMP)
 
 packaging: install
 	$(BIN)/pytest tests/packaging
+
+# Fan-out throughput and CPU per delivery against a stub gateway, cold imports, the zip's size
+# (about 2 minutes); figures in bench/results.json. Fails only if a delivery was wrong.
+bench: $(PY_STAMP) $(NODE_STAMP)
+	$(BIN)/python -m bench.run $(ARGS)
 
 package: install clean-src
 	npx sls package --stage $(STAGE) --region $(REGION) $(ARGS)

@@ -1,0 +1,352 @@
+"""One fan-out measurement in a fresh process: ``python -m bench.fanout MODE --n N ...``.
+
+- ``wspush``: ``wspush.delivery.deliver`` as the sender Lambda calls it, with the ``Gateway``
+  of ``sending.gateway_for`` pointed at the stub, posting one message to N explicit recipients
+  (resolving them is not measured).
+- ``sequential``: the seed's way, one boto3 ``apigatewaymanagementapi`` client posting to each
+  recipient in turn.
+- ``faults``: ``deliver`` with 410s and 429s injected and the connections table in moto, to
+  check each recipient ends in the right bucket and exactly the gone rows are deleted.
+
+Each run first warms up, as a container that has already delivered (imports done, client and
+connection pool open), then zeroes the stub's counters and measures wall time, the process's
+CPU time (every thread) and its peak RSS. The result is JSON in ``--out``; ``problems`` lists
+anything delivered wrongly (a post missing, doubled or misreported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.machine import STAGE, TABLE_NAME
+from bench.stub_gateway import StubClient, selected
+
+PAYLOAD = {
+    "type": "order.updated",
+    "data": {"orderId": 7, "status": "shipped", "items": 3, "carrier": "DHL", "eta": 1_795_867_200},
+}
+SEQUENTIAL_WARMUP = 5
+# The fault check: this fraction of connections is gone, and among the others every 20th is
+# throttled once and every 50th until it runs out of attempts.
+GONE_RATE = 0.02
+THROTTLED_ONCE_EVERY = 20
+THROTTLED_FOR_GOOD_EVERY = 50
+
+
+def connection_ids(n: int, salt: str = "") -> list[str]:
+    """N distinct ids shaped like API Gateway's (16 base64 characters, ``+``/``/``/``=``)."""
+    return [
+        base64.b64encode(hashlib.sha256(f"{salt}{i}".encode()).digest()[:11]).decode()
+        for i in range(n)
+    ]
+
+
+@dataclass
+class Measurement:
+    mode: str
+    n: int
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    user_s: float = 0.0
+    sys_s: float = 0.0
+    rss_before_mb: float = 0.0
+    peak_rss_mb: float = 0.0
+    setup_ms: float = 0.0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    stub: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def expect(self, what: str, actual: object, expected: object) -> None:
+        if actual != expected:
+            self.problems.append(f"{self.mode} N={self.n}: {what} is {actual}, expected {expected}")
+
+    def as_dict(self) -> dict[str, Any]:
+        delivered = self.outcomes.get("delivered", 0)
+        return {
+            "mode": self.mode,
+            "n": self.n,
+            "wall_s": self.wall_s,
+            "cpu_s": self.cpu_s,
+            "user_s": self.user_s,
+            "sys_s": self.sys_s,
+            "deliveries_per_s": delivered / self.wall_s if self.wall_s else 0.0,
+            "cpu_ms_per_delivery": 1000 * self.cpu_s / delivered if delivered else None,
+            "rss_before_mb": self.rss_before_mb,
+            "peak_rss_mb": self.peak_rss_mb,
+            "setup_ms": self.setup_ms,
+            "outcomes": self.outcomes,
+            "stub": self.stub,
+            "settings": self.settings,
+            "problems": self.problems,
+        }
+
+
+def _current_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@contextmanager
+def measured(result: Measurement) -> Iterator[None]:
+    result.rss_before_mb = _current_rss_mb()
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_start, wall_start = time.process_time(), time.perf_counter()
+    yield
+    result.wall_s = time.perf_counter() - wall_start
+    result.cpu_s = time.process_time() - cpu_start
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    result.user_s = after.ru_utime - before.ru_utime
+    result.sys_s = after.ru_stime - before.ru_stime
+    result.peak_rss_mb = after.ru_maxrss / 1024  # KiB on Linux
+
+
+def _check_stub(result: Measurement, posts: int, delivered: set[str] | int) -> None:
+    """The stub's own count: every recipient posted once and answered 200, no more."""
+    stub = result.stub
+    count = delivered if isinstance(delivered, int) else len(delivered)
+    result.expect("posts the stub received", stub["posts"], posts)
+    result.expect("distinct connections the stub delivered to", stub["distinct_delivered"], count)
+    result.expect("duplicate deliveries at the stub", stub["duplicate_deliveries"], 0)
+    result.expect("posts still in flight at the stub", stub["in_flight"], 0)
+
+
+def _message(message_id: str) -> Any:
+    from wspush.clock import now_ms
+    from wspush.messages import parse_message
+
+    return parse_message(
+        {"broadcast": True, "payload": PAYLOAD}, now_ms=now_ms(), default_id=message_id
+    )
+
+
+def _settings_summary(settings: Any) -> dict[str, Any]:
+    return {
+        "delivery_concurrency": settings.delivery_concurrency,
+        "max_post_attempts": settings.max_post_attempts,
+        "backoff_base_ms": settings.backoff_base_ms,
+        "backoff_cap_ms": settings.backoff_cap_ms,
+    }
+
+
+def run_wspush(n: int, stub: StubClient) -> Measurement:
+    from wspush import delivery, sending
+    from wspush.settings import get_settings
+
+    result = Measurement("wspush", n)
+    settings = get_settings()
+    result.settings = _settings_summary(settings)
+    started = time.perf_counter()
+    gateway = sending.gateway_for(
+        settings.management_endpoint, settings.region, settings.delivery_concurrency
+    )
+    result.setup_ms = 1000 * (time.perf_counter() - started)
+    warmup = connection_ids(2 * settings.delivery_concurrency, salt="warmup")
+    delivery.deliver(_message("bench-warmup"), warmup, gateway=gateway, settings=settings)
+    stub.reset()
+
+    recipients = connection_ids(n)
+    message = _message(f"bench-wspush-{n}")
+    with measured(result):
+        report = delivery.deliver(message, recipients, gateway=gateway, settings=settings)
+    result.stub = stub.stats()
+    result.outcomes = _outcomes(report)
+    result.expect("recipients reported", report.targets, n)
+    result.expect("recipients delivered", set(report.delivered) == set(recipients), True)
+    result.expect("recipients delivered (count)", len(report.delivered), n)
+    result.expect("recipients gone", len(report.gone), 0)
+    result.expect("recipients failed", [f.reason for f in report.failed][:5], [])
+    _check_stub(result, posts=n, delivered=n)
+    return result
+
+
+def run_sequential(n: int, stub: StubClient) -> Measurement:
+    import boto3
+    from botocore.exceptions import ClientError
+
+    result = Measurement("sequential", n)
+    started = time.perf_counter()
+    client = boto3.client(
+        "apigatewaymanagementapi",
+        endpoint_url=os.environ["WSPUSH_MANAGEMENT_ENDPOINT"],
+        region_name=os.environ["AWS_REGION"],
+    )
+    result.setup_ms = 1000 * (time.perf_counter() - started)
+    frame = _frame()
+    for connection_id in connection_ids(SEQUENTIAL_WARMUP, salt="warmup"):
+        client.post_to_connection(ConnectionId=connection_id, Data=frame)
+    stub.reset()
+
+    delivered, errors = 0, []
+    with measured(result):
+        for connection_id in connection_ids(n):
+            try:
+                client.post_to_connection(ConnectionId=connection_id, Data=frame)
+            except ClientError as exc:
+                errors.append(exc.response.get("Error", {}).get("Code", "?"))
+            else:
+                delivered += 1
+    result.stub = stub.stats()
+    result.outcomes = {"delivered": delivered, "gone": 0, "failed": len(errors), "throttled": 0}
+    result.expect("posts that failed", errors[:5], [])
+    _check_stub(result, posts=n, delivered=n)
+    return result
+
+
+def _frame() -> bytes:
+    """The same bytes wspush posts (the client frame: type, data, id, ts)."""
+    frame = {**PAYLOAD, "id": "bench-sequential", "ts": int(time.time() * 1000)}
+    return json.dumps(frame, separators=(",", ":")).encode()
+
+
+def _outcomes(report: Any) -> dict[str, int]:
+    return {
+        "delivered": len(report.delivered),
+        "gone": len(report.gone),
+        "failed": len(report.failed),
+        "throttled": report.throttled,
+    }
+
+
+def run_faults(n: int, stub: StubClient) -> Measurement:
+    """410s and 429s injected: buckets, stub posts and deleted rows are all as expected."""
+    with moto_dynamodb() as dynamodb:
+        from wspush import delivery, sending
+        from wspush.settings import get_settings
+
+        result = Measurement("faults", n)
+        settings = get_settings()
+        result.settings = _settings_summary(settings)
+        recipients = connection_ids(n, salt="faults")
+        _store_rows(dynamodb, recipients)
+        attempts = settings.max_post_attempts
+        gone = {cid for cid in recipients if selected(cid, GONE_RATE)}
+        alive = [cid for cid in recipients if cid not in gone]
+        throttles = {cid: 1 for cid in alive[1::THROTTLED_ONCE_EVERY]}
+        throttles.update({cid: attempts for cid in alive[3::THROTTLED_FOR_GOOD_EVERY]})
+        failing = {cid for cid, count in throttles.items() if count >= attempts}
+        stub.configure(gone_rate=GONE_RATE, throttle_ids=throttles)
+
+        gateway = sending.gateway_for(
+            settings.management_endpoint, settings.region, settings.delivery_concurrency
+        )
+        with measured(result):
+            report = delivery.deliver(
+                _message(f"bench-faults-{n}"), recipients, gateway=gateway, settings=settings
+            )
+        result.stub = stub.stats()
+        stub.configure()  # back to no faults
+        result.outcomes = _outcomes(report)
+        result.expect("gone recipients", set(report.gone) == gone, True)
+        result.expect(
+            "failed recipients", {f.connection_id for f in report.failed} == failing, True
+        )
+        result.expect(
+            "failure reasons",
+            {(f.reason, f.retryable, f.attempted) for f in report.failed},
+            {("429 LimitExceededException", True, True)} if failing else set(),
+        )
+        result.expect("delivered recipients", set(report.delivered) == set(alive) - failing, True)
+        result.expect("429s reported", report.throttled, sum(throttles.values()))
+        result.expect("rows left", _stored_ids(dynamodb) == set(recipients) - gone, True)
+        posts = n + sum(min(count, attempts - 1) for count in throttles.values())
+        _check_stub(result, posts=posts, delivered=set(alive) - failing)
+        result.expect("410s at the stub", result.stub["statuses"].get("410", 0), len(gone))
+        result.expect("429s at the stub", result.stub["statuses"].get("429", 0), report.throttled)
+        return result
+
+
+@contextmanager
+def moto_dynamodb() -> Iterator[Any]:
+    """moto's server on a thread, with the stack's tables, as the only DynamoDB endpoint."""
+    import threading
+
+    import boto3
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    from local import stack
+
+    app = DomainDispatcherApplication(create_backend_app)
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, name="moto", daemon=True)
+    thread.start()
+    try:
+        os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = f"http://127.0.0.1:{server.server_port}"
+        dynamodb = boto3.client("dynamodb")
+        tables = stack.create_tables(dynamodb, STAGE)
+        if tables.get("ConnectionsTable") != TABLE_NAME:
+            raise RuntimeError(f"serverless.yml names the table {tables}, not {TABLE_NAME}")
+        yield dynamodb
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _store_rows(dynamodb: Any, connection_ids: list[str]) -> None:
+    now = int(time.time())
+    for start in range(0, len(connection_ids), 25):
+        items = [
+            {
+                "PutRequest": {
+                    "Item": {
+                        "connectionId": {"S": cid},
+                        "userId": {"S": f"u-{index}"},
+                        "platform": {"S": "pc"},
+                        "connectedAt": {"N": str(now * 1000)},
+                        "lastSeenAt": {"N": str(now * 1000)},
+                        "ttl": {"N": str(now + 3_600)},
+                    }
+                }
+            }
+            for index, cid in enumerate(connection_ids[start : start + 25], start)
+        ]
+        dynamodb.batch_write_item(RequestItems={TABLE_NAME: items})
+
+
+def _stored_ids(dynamodb: Any) -> set[str]:
+    pages = dynamodb.get_paginator("scan").paginate(
+        TableName=TABLE_NAME, ProjectionExpression="connectionId"
+    )
+    return {item["connectionId"]["S"] for page in pages for item in page["Items"]}
+
+
+MODES: dict[str, Callable[[int, StubClient], Measurement]] = {
+    "wspush": run_wspush,
+    "sequential": run_sequential,
+    "faults": run_faults,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.fanout")
+    parser.add_argument("mode", choices=sorted(MODES))
+    parser.add_argument("--n", type=int, required=True)
+    parser.add_argument("--stub", required=True, help="the stub gateway's base URL")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    result = MODES[args.mode](args.n, StubClient(args.stub))
+    args.out.write_text(json.dumps(result.as_dict(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

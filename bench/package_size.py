@@ -1,0 +1,104 @@
+"""The deployment zip and its size.
+
+``.serverless/wspush.zip`` is reused when it is newer than every file it is built from;
+otherwise ``sls package --stage bench`` runs in a clean copy of the service (as a fresh
+checkout would be, like the packaging test), so nothing is written into the working tree.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.machine import REPO, STAGE
+
+SERVICE = "wspush"
+BUILT_ZIP = REPO / ".serverless" / f"{SERVICE}.zip"
+PACKAGE_TIMEOUT_SECONDS = 900
+# What the zip is made of: the service definition, the dependencies, the code.
+INPUTS = ("serverless.yml", "requirements.txt", "package.json", "package-lock.json")
+SOURCE_DIRS = ("handlers", "src")
+# Not needed to package, or not in a fresh checkout.
+NOT_COPIED = shutil.ignore_patterns(
+    ".git",
+    ".venv*",
+    "node_modules",
+    ".serverless",
+    "__pycache__",
+    "*.pyc",
+    "*.egg-info",
+    ".*_cache",
+    ".hypothesis",
+    "client",
+    "tests",
+    "bench",
+)
+
+
+@dataclass(frozen=True)
+class ZipFacts:
+    path: Path
+    source: str  # "reused", "built" or "given"
+    build_s: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        with zipfile.ZipFile(self.path) as archive:
+            entries = archive.infolist()
+        return {
+            "zip_bytes": self.path.stat().st_size,
+            "uncompressed_bytes": sum(entry.file_size for entry in entries),
+            "files": len(entries),
+            "compiled_files": sum(entry.filename.endswith(".pyc") for entry in entries),
+            "source": self.source,
+            "build_s": self.build_s,
+        }
+
+
+def is_fresh(zip_path: Path) -> bool:
+    """Built after the last change to anything it is made of."""
+    if not zip_path.is_file():
+        return False
+    inputs = [REPO / name for name in INPUTS]
+    for directory in SOURCE_DIRS:
+        inputs.extend(
+            path for path in (REPO / directory).rglob("*") if "__pycache__" not in path.parts
+        )
+    newest = max(path.stat().st_mtime for path in inputs if path.exists())
+    return zip_path.stat().st_mtime > newest
+
+
+def deployment_zip(workdir: Path, given: Path | None = None) -> ZipFacts:
+    if given is not None:
+        return ZipFacts(given, "given", None)
+    if is_fresh(BUILT_ZIP):
+        return ZipFacts(BUILT_ZIP, "reused", None)
+    started = time.monotonic()
+    path = build(workdir)
+    return ZipFacts(path, "built", time.monotonic() - started)
+
+
+def build(workdir: Path) -> Path:
+    service = workdir / "service"
+    shutil.copytree(REPO, service, ignore=NOT_COPIED)
+    (service / "node_modules").symlink_to(REPO / "node_modules", target_is_directory=True)
+    output = workdir / "package"
+    # LOCAL_* values are for serverless-offline and would replace the stack's own references.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("LOCAL_")}
+    result = subprocess.run(  # noqa: S603 - a fixed command line
+        ["npx", "sls", "package", "--stage", STAGE, "--package", str(output)],  # noqa: S607
+        cwd=service,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=PACKAGE_TIMEOUT_SECONDS,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"sls package failed:\n{(result.stdout + result.stderr)[-4000:]}")
+    return output / f"{SERVICE}.zip"

@@ -1,0 +1,463 @@
+"""`make bench`: fan-out throughput and cost, cold imports, and the deployment zip's size.
+
+For each N (1,000 and 10,000 recipients by default), in fresh processes pinned to one core,
+against the stub Management API (its own process, on the other core, 20 ms per post):
+
+- ``wspush.delivery.deliver`` as the sender Lambda runs it, whatever it is at the time;
+- the seed's way, one boto3 client posting sequentially, measured on at most
+  ``--sequential-max`` recipients (at ~45/s, 10,000 would take 4 minutes) and extrapolated.
+
+Then a fault check (410s and 429s injected), each handler's import time against
+``import boto3``, and the zip. Prints a table, writes ``bench/results.json``, and exits 1
+only if a delivery was wrong (a post missing, doubled or misreported) or a step failed:
+the targets of issue 5 are shown next to the figures, never enforced.
+
+    .venv/bin/python -m bench.run [--sizes 1000,10000] [--sequential-max 1000]
+        [--latency-ms 20] [--repeats 5] [--zip PATH | --no-zip] [--no-faults]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from bench import cold_start, package_size
+from bench.machine import (
+    FULL_VCPU_MEMORY_MB,
+    REPO,
+    SENDER_MEMORY_MB,
+    STAGE,
+    cpu_plan,
+    describe,
+    lambda_env,
+    pinned,
+)
+from bench.stub_gateway import DEFAULT_LATENCY_MS, running_stub
+
+RESULTS = REPO / "bench" / "results.json"
+HEADLINE_N = 10_000
+FAULT_CHECK_N = 1_000
+WORKER_TIMEOUT_SECONDS = 1_800
+# Issue 5, section 2 (one core, 20 ms stub latency, N = 10,000). Shown, not enforced.
+TARGETS = {
+    "deliveries_per_s": (">=", 3_000),
+    "cpu_ms_per_delivery": ("<=", 0.3),
+    "ratio_vs_sequential": (">=", 70),
+    "max_import_ratio_vs_boto3": ("<=", 1.3),
+}
+
+
+class Bench:
+    """One run: the measurements, and every problem found on the way."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.stub_cpu, self.worker_cpu = cpu_plan()
+        self.problems: list[str] = []
+
+    def fanout(self, mode: str, n: int, stub_url: str, workdir: Path) -> dict[str, Any] | None:
+        out = workdir / f"{mode}-{n}.json"
+        log = workdir / f"{mode}-{n}.log"
+        with log.open("w") as output:
+            result = subprocess.run(  # noqa: S603 - this interpreter, our module
+                [
+                    *(sys.executable, "-m", "bench.fanout", mode, "--n", str(n)),
+                    *("--stub", stub_url, "--out", str(out)),
+                ],
+                cwd=REPO,
+                env=lambda_env(f"{stub_url}/{STAGE}"),
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                timeout=WORKER_TIMEOUT_SECONDS,
+                preexec_fn=pinned(self.worker_cpu),
+                check=False,
+            )
+        if result.returncode != 0:
+            tail = log.read_text()[-3000:]
+            self.problems.append(f"{mode} N={n}: the measuring process failed:\n{tail}")
+            return None
+        measurement: dict[str, Any] = json.loads(out.read_text())
+        self.problems.extend(measurement["problems"])
+        return measurement
+
+    def step(self, name: str, work: Callable[[], Any]) -> Any:
+        """Run one step; a failure is a problem of the run, not the end of it."""
+        started = time.monotonic()
+        print(f"bench: {name}...", file=sys.stderr, flush=True)
+        try:
+            return work()
+        except Exception as exc:  # reported, and the run exits 1
+            self.problems.append(f"{name}: {exc}")
+            return None
+        finally:
+            print(f"bench: {name}: {time.monotonic() - started:.1f} s", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    bench = Bench(args)
+    started = time.monotonic()
+    sizes = args.sizes
+    rows: list[dict[str, Any]] = []
+    faults = None
+    with tempfile.TemporaryDirectory(prefix="wspush-bench-") as tmp:
+        workdir = Path(tmp)
+        zip_facts = None
+        if not args.no_zip:
+            zip_facts = bench.step(
+                "deployment zip", lambda: package_size.deployment_zip(workdir, args.zip)
+            )
+        with running_stub(args.latency_ms, preexec_fn=pinned(bench.stub_cpu)) as stub:
+            for n in sizes:
+                wspush = bench.step(
+                    f"wspush deliver N={n}",
+                    partial(bench.fanout, "wspush", n, stub.base_url, workdir),
+                )
+                rows.append({"path": "wspush", "n": n, "measured_n": n, "result": wspush})
+                sample = min(n, args.sequential_max)
+                sequential = bench.step(
+                    f"sequential boto3 N={sample}",
+                    partial(bench.fanout, "sequential", sample, stub.base_url, workdir),
+                )
+                rows.append(
+                    {"path": "sequential", "n": n, "measured_n": sample, "result": sequential}
+                )
+            if not args.no_faults:
+                faults = bench.step(
+                    f"fault check N={FAULT_CHECK_N}",
+                    lambda: bench.fanout("faults", FAULT_CHECK_N, stub.base_url, workdir),
+                )
+
+        def imports_work() -> dict[str, Any]:
+            settings = [cold_start.venv_setting()]
+            if zip_facts is not None:
+                settings.append(cold_start.zip_setting(zip_facts.path, workdir / "unpacked"))
+            return cold_start.measure(settings, args.repeats, pinned(bench.worker_cpu))
+
+        imports = bench.step(f"cold imports x{args.repeats}", imports_work)
+        zip_info = zip_facts.as_dict() if zip_facts is not None else None
+    results = assemble(args, bench, rows, faults, imports, zip_info)
+    results["bench_seconds"] = time.monotonic() - started
+    return results, bench.problems
+
+
+def _row(entry: dict[str, Any]) -> dict[str, Any] | None:
+    """A measurement as a table row; a sample stands for all N (per-delivery costs hold)."""
+    result = entry["result"]
+    if result is None:
+        return None
+    extrapolated = entry["measured_n"] < entry["n"]
+    rate = result["deliveries_per_s"]
+    stub = result["stub"]
+    return {
+        "path": entry["path"],
+        "n": entry["n"],
+        "measured_n": entry["measured_n"],
+        "extrapolated": extrapolated,
+        "deliveries_per_s": rate,
+        "cpu_ms_per_delivery": result["cpu_ms_per_delivery"],
+        "user_s": result["user_s"],
+        "sys_s": result["sys_s"],
+        "peak_rss_mb": result["peak_rss_mb"],
+        "rss_before_mb": result["rss_before_mb"],
+        "wall_s": entry["n"] / rate if extrapolated and rate else result["wall_s"],
+        "measured_wall_s": result["wall_s"],
+        "client_setup_ms": result["setup_ms"],
+        "outcomes": result["outcomes"],
+        "settings": result["settings"],
+        "stub": {
+            "posts": stub["posts"],
+            "cpu_s": stub["cpu_s"],
+            "cpu_share_of_one_core": stub["cpu_s"] / stub["wall_s"] if stub["wall_s"] else 0.0,
+            "cpu_us_per_post": 1e6 * stub["cpu_s"] / stub["posts"] if stub["posts"] else None,
+            "max_in_flight": stub["max_in_flight"],
+            "connections_opened": stub["connections_opened"],
+        },
+    }
+
+
+def _find(rows: list[dict[str, Any]], path: str, n: int) -> dict[str, Any] | None:
+    return next((r for r in rows if r["path"] == path and r["n"] == n), None)
+
+
+def assemble(
+    args: argparse.Namespace,
+    bench: Bench,
+    entries: list[dict[str, Any]],
+    faults: dict[str, Any] | None,
+    imports: dict[str, Any] | None,
+    zip_info: dict[str, Any] | None,
+) -> dict[str, Any]:
+    rows = [row for row in map(_row, entries) if row is not None]
+    ratios = {}
+    for n in args.sizes:
+        ours, seed = _find(rows, "wspush", n), _find(rows, "sequential", n)
+        if ours and seed and seed["deliveries_per_s"]:
+            ratios[str(n)] = ours["deliveries_per_s"] / seed["deliveries_per_s"]
+    headline_n = HEADLINE_N if HEADLINE_N in args.sizes else max(args.sizes)
+    ours = _find(rows, "wspush", headline_n) or {}
+    seed = _find(rows, "sequential", headline_n) or {}
+    concurrency = (ours.get("settings") or {}).get("delivery_concurrency")
+    cpu_ms = ours.get("cpu_ms_per_delivery")
+    venv_imports = (imports or {}).get("venv", {})
+    zip_imports = (imports or {}).get("zip", {})
+    return {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "headline_n": headline_n,
+        "deliveries_per_s": ours.get("deliveries_per_s"),
+        "cpu_ms_per_delivery": cpu_ms,
+        "peak_rss_mb": ours.get("peak_rss_mb"),
+        "sequential_deliveries_per_s": seed.get("deliveries_per_s"),
+        "ratio_vs_sequential": ratios.get(str(headline_n)),
+        "max_import_ratio_vs_boto3": venv_imports.get("max_ratio_vs_boto3"),
+        "max_import_ratio_vs_boto3_zip": zip_imports.get("max_ratio_vs_boto3"),
+        "zip_bytes": (zip_info or {}).get("zip_bytes"),
+        "targets": {key: {"op": op, "value": value} for key, (op, value) in TARGETS.items()},
+        "ceilings": {
+            # Posts in flight / latency: what the stub's latency allows at this concurrency.
+            "latency_bound_deliveries_per_s": (
+                concurrency / (args.latency_ms / 1000) if concurrency else None
+            ),
+            # The sender's share of a vCPU at its memory size, spent at the measured cost.
+            "sender_memory_mb": SENDER_MEMORY_MB,
+            "sender_vcpu_share": SENDER_MEMORY_MB / FULL_VCPU_MEMORY_MB,
+            "cpu_bound_deliveries_per_s_at_sender_memory": (
+                SENDER_MEMORY_MB / FULL_VCPU_MEMORY_MB * 1000 / cpu_ms if cpu_ms else None
+            ),
+        },
+        "ratios_vs_sequential": ratios,
+        "fanout": rows,
+        "fault_check": _fault_summary(faults),
+        "imports": imports,
+        "zip": zip_info,
+        "setup": {
+            "stub_latency_ms": args.latency_ms,
+            "sizes": args.sizes,
+            "sequential_max": args.sequential_max,
+            "import_repeats": args.repeats,
+            "stub_cpu": bench.stub_cpu,
+            "measured_cpu": bench.worker_cpu,
+        },
+        "machine": describe(),
+        "commit": _commit(),
+        "ok": not bench.problems,
+        "problems": bench.problems,
+    }
+
+
+def _commit() -> str | None:
+    """The checked-out commit (read only: the index is never touched)."""
+    result = subprocess.run(
+        ["git", "rev-parse", "HEAD"],  # noqa: S607
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip() or None
+
+
+def _fault_summary(faults: dict[str, Any] | None) -> dict[str, Any] | None:
+    if faults is None:
+        return None
+    return {
+        "n": faults["n"],
+        "outcomes": faults["outcomes"],
+        "stub_statuses": faults["stub"]["statuses"],
+        "wall_s": faults["wall_s"],
+        "ok": not faults["problems"],
+    }
+
+
+# --- the table ---------------------------------------------------------------------------
+
+
+def _met(key: str, value: float | None) -> str:
+    op, target = TARGETS[key]
+    if value is None:
+        return ""
+    met = value >= target if op == ">=" else value <= target
+    return "met" if met else "not met"
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def table(results: dict[str, Any]) -> str:
+    setup = results["setup"]
+    machine = results["machine"]
+    rows = results["fanout"]
+    settings: dict[str, Any] = next((r["settings"] for r in rows if r["path"] == "wspush"), {})
+    out = [
+        f"wspush bench · {results['generated_at']} · stub latency {setup['stub_latency_ms']:g} ms"
+        f" · delivery concurrency {settings.get('delivery_concurrency', '?')}"
+        f" · {settings.get('max_post_attempts', '?')} attempts",
+        f"{machine['cpu_model'] or machine['machine']} · {machine['cpus']} CPUs · "
+        f"measured process on CPU {setup['measured_cpu']}, stub on CPU {setup['stub_cpu']} · "
+        f"Python {machine['python']} · boto3 {machine['packages']['boto3']}",
+        "",
+        "Fan-out: one message to N recipients"
+        "       N  deliveries/s  CPU ms/deliv  peak RSS MB    wall s  stub CPU  in flight"
+        "  target (N=10,000)",
+    ]
+    for row in rows:
+        star = "*" if row["extrapolated"] else " "
+        label = "wspush deliver (sender)" if row["path"] == "wspush" else "sequential boto3 (seed)"
+        target = ""
+        if row["path"] == "wspush" and row["n"] == HEADLINE_N:
+            target = "≥3,000/s  ≤0.3 ms"
+        stub = row["stub"]
+        out.append(
+            f"  {label:<34}{row['n']:>8,}{_num(row['deliveries_per_s'], 1):>13}{star}"
+            f"{_num(row['cpu_ms_per_delivery'], 3):>13}{star}{_num(row['peak_rss_mb'], 1):>12}"
+            f"{_num(row['wall_s'], 2):>10}{star}{stub['cpu_share_of_one_core']:>8.0%}"
+            f"{stub['max_in_flight']:>11}  {target}"
+        )
+    for row in rows:
+        if row["extrapolated"]:
+            out.append(
+                f"  * sequential for N={row['n']:,}: measured on {row['measured_n']:,} recipients,"
+                " per-delivery figures extrapolated (wall = N / rate)"
+            )
+    out.append("  stub CPU: share of one core the stub used while answering (it is not the limit)")
+    for n, ratio in results["ratios_vs_sequential"].items():
+        target = "  target ≥70x" if int(n) == HEADLINE_N else ""
+        out.append(f"  ratio wspush / sequential, N={int(n):,}: {ratio:.1f}x{target}")
+    ceilings = results["ceilings"]
+    if ceilings["latency_bound_deliveries_per_s"]:
+        out.append(
+            f"  ceilings: {settings.get('delivery_concurrency')} posts in flight at "
+            f"{setup['stub_latency_ms']:g} ms allow "
+            f"{ceilings['latency_bound_deliveries_per_s']:,.0f}/s; "
+            f"at the sender's {ceilings['sender_memory_mb']} MB "
+            f"({ceilings['sender_vcpu_share']:.2f} vCPU) this CPU cost allows "
+            f"{_num(ceilings['cpu_bound_deliveries_per_s_at_sender_memory'])}/s"
+        )
+    faults = results["fault_check"]
+    if faults:
+        o = faults["outcomes"]
+        out.append(
+            f"  fault check, N={faults['n']:,} with 410s and 429s injected: {o['delivered']:,}"
+            f" delivered, {o['gone']} gone (rows deleted), {o['failed']} failed (429 on every"
+            f" attempt), {o['throttled']} 429s in all: "
+            + ("as expected" if faults["ok"] else "WRONG (see problems)")
+        )
+    out += ["", *_import_lines(results.get("imports"), setup["import_repeats"])]
+    out += ["", *_summary_lines(results)]
+    return "\n".join(out)
+
+
+def _import_lines(imports: dict[str, Any] | None, repeats: int) -> list[str]:
+    if not imports:
+        return ["Cold start: not measured"]
+    settings = list(imports)
+    header = "".join(f"{name + ' ms':>10}{'xboto3':>8}" for name in settings)
+    title = f"Cold start: import in a fresh interpreter, median of {repeats}"
+    lines = [f"{title:<50}{header}  target"]
+    first = imports[settings[0]]["modules"]
+    for module in first:
+        cells = ""
+        for name in settings:
+            entry = imports[name]["modules"][module]
+            cells += f"{entry['median_ms']:>10.0f}{entry['ratio_vs_boto3']:>7.2f}x"
+        label = f"import {module}" if module == cold_start.BASELINE else module
+        lines.append(f"  {label:<48}{cells}  {'' if module == cold_start.BASELINE else '≤1.3x'}")
+    for name in settings:
+        lines.append(
+            f"  max ({name}): {imports[name]['max_ratio_vs_boto3']:.2f}x"
+            f" ({imports[name]['slowest']})"
+        )
+    if "zip" in imports:
+        lines.append(
+            "  zip: the deployment zip as Lambda imports it (no .pyc in it: all compiled at"
+            " each cold start)"
+        )
+    return lines
+
+
+def _summary_lines(results: dict[str, Any]) -> list[str]:
+    zip_info = results.get("zip") or {}
+    lines = [
+        f"results.json (N={results['headline_n']:,})        measured       target",
+        _summary("deliveries_per_s", results["deliveries_per_s"], 0, "≥ 3,000"),
+        _summary("cpu_ms_per_delivery", results["cpu_ms_per_delivery"], 3, "≤ 0.3"),
+        _summary("sequential_deliveries_per_s", results["sequential_deliveries_per_s"], 1, ""),
+        _summary("ratio_vs_sequential", results["ratio_vs_sequential"], 1, "≥ 70"),
+        _summary("max_import_ratio_vs_boto3", results["max_import_ratio_vs_boto3"], 2, "≤ 1.3"),
+    ]
+    if results.get("max_import_ratio_vs_boto3_zip") is not None:
+        lines.append(
+            _summary(
+                "max_import_ratio_vs_boto3_zip", results["max_import_ratio_vs_boto3_zip"], 2, ""
+            )
+        )
+    zip_note = ""
+    if zip_info:
+        how = (
+            f"built by sls package --stage {STAGE} in {zip_info['build_s']:.0f} s"
+            if zip_info["source"] == "built"
+            else zip_info["source"]
+        )
+        unpacked_mb = zip_info["uncompressed_bytes"] / 1e6
+        zip_note = f"{zip_info['files']} files, {unpacked_mb:.1f} MB unpacked, {how}"
+    lines.append(f"  {'zip_bytes':<30}{_num(results['zip_bytes']):>12}  {'':<12}{zip_note}")
+    lines.append(
+        f"bench took {results['bench_seconds']:.0f} s; "
+        + ("every delivery was right" if results["ok"] else "PROBLEMS (see below)")
+    )
+    return lines
+
+
+def _summary(key: str, value: float | None, digits: int, target: str) -> str:
+    status = _met(key, value) if key in TARGETS else ""
+    return f"  {key:<30}{_num(value, digits):>12}  {target:<12}{status}"
+
+
+def _sizes(text: str) -> list[int]:
+    sizes = [int(part) for part in text.split(",") if part.strip()]
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError("sizes are positive integers, e.g. 1000,10000")
+    return sizes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description="Benchmark wspush's fan-out, cold imports and deployment zip.",
+    )
+    parser.add_argument("--sizes", type=_sizes, default=[1_000, HEADLINE_N])
+    parser.add_argument(
+        "--sequential-max",
+        type=int,
+        default=1_000,
+        help="post sequentially to at most this many recipients, extrapolate beyond",
+    )
+    parser.add_argument("--latency-ms", type=float, default=DEFAULT_LATENCY_MS)
+    parser.add_argument("--repeats", type=int, default=5, help="fresh imports per module")
+    zip_options = parser.add_mutually_exclusive_group()
+    zip_options.add_argument("--zip", type=Path, help="measure this zip instead of building one")
+    zip_options.add_argument("--no-zip", action="store_true")
+    parser.add_argument("--no-faults", action="store_true", help="skip the fault check")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    results, problems = run(args)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    if problems:
+        print("\nproblems:", *problems, sep="\n- ", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -142,6 +142,15 @@ def all_connections(
         raise StorageUnavailable("could not scan the connections") from exc
 
 
+def approximate_count() -> int:
+    """How many rows the table holds, as DynamoDB last counted (it recounts every ~6 hours)."""
+    try:
+        description = _ConnectionItem.describe_table()
+    except PynamoDBException as exc:
+        raise StorageUnavailable("could not describe the connections table") from exc
+    return int(description.get("ItemCount", 0))
+
+
 def get_many(connection_ids: Iterable[str], *, now_ms: int) -> Iterator[ConnectionRecord]:
     """The live connections among ``connection_ids``; unknown ids are skipped."""
     ids = list(dict.fromkeys(connection_ids))

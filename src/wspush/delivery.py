@@ -117,7 +117,10 @@ def _resolve(target: Target, *, now_ms: int, page_size: int | None) -> Iterator[
             for record in connections.for_user(user_id, now_ms=now_ms, page_size=page_size)
         )
     else:
-        records = connections.all_connections(now_ms=now_ms, page_size=page_size)
+        segment, total = target.segment or (None, None)
+        records = connections.all_connections(
+            now_ms=now_ms, page_size=page_size, segment=segment, total_segments=total
+        )
     yield from (record.connection_id for record in records if keep(record))
 
 

@@ -48,6 +48,7 @@ def key_of(message: Message, round_number: int) -> dict[str, Any]:
         "broadcast": target.broadcast,
         "platforms": sorted(target.platforms) if target.platforms is not None else None,
         "exclude": sorted(target.exclude_connection_ids),
+        "segment": list(target.segment) if target.segment else None,
         "round": round_number,
     }
 

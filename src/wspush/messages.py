@@ -45,6 +45,9 @@ class Target:
     broadcast: bool = False
     platforms: frozenset[str] | None = None
     exclude_connection_ids: frozenset[str] = frozenset()
+    # (segment, of how many): the share of a broadcast one sender invocation delivers. Set
+    # from the queue, never from an envelope.
+    segment: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,17 @@ def encode_frame(payload_type: str, data: Any, *, message_id: str, ts: int) -> b
         raise InvalidMessage(
             "invalid_payload", "payload holds text that is not valid Unicode", "payload"
         ) from exc
+
+
+def with_target(message: Message, **target: Any) -> dict[str, Any]:
+    """An envelope for ``message`` with another target, keeping its filters."""
+    envelope: dict[str, Any] = {"id": message.id, **target}
+    if message.target.platforms is not None:
+        envelope["platform"] = sorted(message.target.platforms)
+    if message.target.exclude_connection_ids:
+        envelope["excludeConnectionIds"] = sorted(message.target.exclude_connection_ids)
+    envelope["payload"] = {"type": message.type, "data": message.data}
+    return envelope
 
 
 def to_envelope(message: Message, connection_ids: list[str]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from wspush.observability import logger
 
 ATTEMPT = "wspush-attempt"
 ROUND = "wspush-round"
+SEGMENT = "wspush-segment"  # "s/S": this copy of a broadcast delivers scan segment s of S
 TIMESTAMP = "wspush-ts"
 ERROR_CODE = "wspush-error-code"
 ERROR_REASON = "wspush-error-reason"
@@ -31,6 +32,7 @@ FAILURES = "wspush-failures"
 
 MAX_DELAY_SECONDS = 900  # SQS's limit for DelaySeconds
 MAX_SQS_MESSAGE_BYTES = 1_048_576  # body and message attributes together
+MAX_SEGMENTS = 1_000  # DynamoDB allows up to 1,000,000; this bounds one split's work
 _MAX_COUNT = 1_000  # attempt and round counters beyond this are junk, not history
 _EARLIEST_TS = 1_000_000_000_000  # 2001-09-09, in ms
 _LATEST_TS = 100_000_000_000_000  # 5138, in ms
@@ -45,6 +47,7 @@ class QueuedAttributes:
     attempt: int = 0  # delivery rounds that failed for these recipients
     round: int = 0  # times this message was re-queued, for whatever reason
     ts: int | None = None
+    segment: tuple[int, int] | None = None
 
     @classmethod
     def of(cls, record: SQSRecord) -> QueuedAttributes:
@@ -56,6 +59,7 @@ class QueuedAttributes:
             round=min(max(_int_value(attributes[ROUND]) or 0, 0), _MAX_COUNT),
             # Only a plausible epoch-milliseconds value reaches clients; junk means "now".
             ts=ts if ts is not None and _EARLIEST_TS <= ts <= _LATEST_TS else None,
+            segment=_segment(attributes[SEGMENT]),
         )
 
 
@@ -85,13 +89,18 @@ def requeue(
     round_number: int,
     ts: int,
     delay_seconds: int,
+    segment: tuple[int, int] | None = None,
 ) -> None:
-    """Put a message back on the queue, remembering its attempt count, round and timestamp."""
+    """Put a message back on the queue, remembering its attempt count, round and timestamp
+    (and, for a share of a split broadcast, which segment it delivers)."""
+    attributes = {ATTEMPT: str(attempt), ROUND: str(round_number), TIMESTAMP: str(ts)}
+    if segment is not None:
+        attributes[SEGMENT] = f"{segment[0]}/{segment[1]}"
     _send(
         queue_url,
         sqs_body(body),
         region=region,
-        attributes={ATTEMPT: str(attempt), ROUND: str(round_number), TIMESTAMP: str(ts)},
+        attributes=attributes,
         delay_seconds=min(delay_seconds, MAX_DELAY_SECONDS),
     )
 
@@ -146,6 +155,15 @@ def _send(
         )
     except (ClientError, BotoCoreError) as exc:
         raise QueueUnavailable("could not send to the queue") from exc
+
+
+def _segment(attribute: SQSMessageAttribute | None) -> tuple[int, int] | None:
+    raw = attribute.get("stringValue") if attribute is not None else None
+    try:
+        segment, total = (int(part) for part in str(raw).split("/"))
+    except ValueError:
+        return None
+    return (segment, total) if 0 <= segment < total <= MAX_SEGMENTS else None
 
 
 def _int_value(attribute: SQSMessageAttribute | None) -> int | None:

@@ -17,19 +17,20 @@ gone, or is named in a dead-letter message with its reason:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from functools import cache
 from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from wspush import delivery, idempotency, queues
+from wspush import connections, delivery, idempotency, queues
 from wspush.clock import Deadline, now_ms
 from wspush.delivery import DeliveryReport, Failure
 from wspush.errors import DeadlineReached, InvalidMessage, QueueUnavailable, StorageUnavailable
 from wspush.gateway import Gateway
 from wspush.idempotency import AlreadyInProgress
-from wspush.messages import Message, parse_json, parse_message, to_envelope
+from wspush.messages import Message, parse_json, parse_message, to_envelope, with_target
 from wspush.observability import logger, metrics
 from wspush.settings import Settings
 
@@ -200,9 +201,14 @@ def _process(
         metrics.add_metric(name="InvalidMessages", unit="Count", value=1)
         metrics.add_metric(name="DeadLettered", unit="Count", value=1)
         return
+    if queued.segment is not None and message.target.broadcast:
+        message = replace(message, target=replace(message.target, segment=queued.segment))
     logger.append_keys(message_id=message.id)
 
     def deliver_and_settle() -> dict[str, Any]:
+        shares = _shares(message, settings)
+        if shares:
+            return _split(message, shares, queued, settings)
         recipients = _recipients(message, settings)
         report = delivery.deliver(
             message, recipients, gateway=_gateway(settings), settings=settings, deadline=deadline
@@ -216,6 +222,57 @@ def _process(
         _once(message, queued.round, deliver_and_settle, settings, context)
     finally:
         logger.remove_keys(["message_id"])
+
+
+Share = tuple[dict[str, Any], tuple[int, int] | None]  # an envelope, and its scan segment
+
+
+def _shares(message: Message, settings: Settings) -> list[Share]:
+    """How to split a big audience so many invocations deliver it in parallel (none if small).
+
+    A broadcast becomes scan segments of about ``connections_per_segment`` connections each
+    (DynamoDB's parallel scan: a connection always falls in the same segment, so the split
+    is the same whenever it is redone); a long user list becomes chunks of users.
+    """
+    target = message.target
+    if target.broadcast and target.segment is None:
+        try:
+            count = connections.approximate_count()
+        except StorageUnavailable:
+            logger.exception("could not size the audience", message_id=message.id)
+            raise
+        total = min(-(-count // settings.connections_per_segment), queues.MAX_SEGMENTS)
+        if total <= 1:
+            return []
+        envelope = with_target(message, broadcast=True)
+        return [(envelope, (segment, total)) for segment in range(total)]
+    if len(target.user_ids) > settings.users_per_chunk:
+        size = settings.users_per_chunk
+        return [
+            (with_target(message, userIds=list(target.user_ids[start : start + size])), None)
+            for start in range(0, len(target.user_ids), size)
+        ]
+    return []
+
+
+def _split(
+    message: Message, shares: list[Share], queued: queues.QueuedAttributes, settings: Settings
+) -> dict[str, Any]:
+    """Queue each share as its own message (same id and timestamp) for another invocation."""
+    for envelope, segment in shares:
+        queues.requeue(
+            settings.queue_url,
+            envelope,
+            region=settings.region,
+            attempt=queued.attempt,
+            round_number=queued.round,
+            ts=message.ts,
+            delay_seconds=0,
+            segment=segment,
+        )
+    metrics.add_metric(name="AudiencesSplit", unit="Count", value=1)
+    logger.info("audience split", shares=len(shares))
+    return {"id": message.id, "shares": len(shares)}
 
 
 def _recipients(message: Message, settings: Settings) -> list[str]:

@@ -121,6 +121,10 @@ class Settings:
     # Where processed message keys are remembered (empty: not remembered), and for how long.
     processed_table_name: str = ""
     idempotency_ttl_seconds: int = 3_600
+    # Big audiences are split so many sender invocations deliver in parallel: a broadcast into
+    # scan segments of about this many connections, a user list into chunks of this many users.
+    connections_per_segment: int = 2_000
+    users_per_chunk: int = 500
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -141,6 +145,8 @@ class Settings:
             deadline_margin_ms=_int(env, "WSPUSH_DEADLINE_MARGIN_MS", 5_000, minimum=0),
             processed_table_name=env.get("WSPUSH_PROCESSED_TABLE_NAME", "").strip(),
             idempotency_ttl_seconds=_int(env, "WSPUSH_IDEMPOTENCY_TTL_SECONDS", 3_600, minimum=60),
+            connections_per_segment=_int(env, "WSPUSH_CONNECTIONS_PER_SEGMENT", 2_000, minimum=1),
+            users_per_chunk=_int(env, "WSPUSH_USERS_PER_CHUNK", 500, minimum=1),
         )
 
 

@@ -118,6 +118,7 @@ FUNCTION_GRANTS = {
     "send": DELIVERY_GRANTS,
     "sender": DELIVERY_GRANTS
     | {
+        ("dynamodb:DescribeTable", TABLE),
         ("sqs:ReceiveMessage", MESSAGES_QUEUE),
         ("sqs:DeleteMessage", MESSAGES_QUEUE),
         ("sqs:GetQueueAttributes", MESSAGES_QUEUE),

@@ -47,7 +47,13 @@ def table(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     ) -> Iterator[ConnectionRecord]:
         return (r for r in ROWS if r.user_id == user_id)
 
-    def all_connections(*, now_ms: int, page_size: int | None = None) -> Iterator[ConnectionRecord]:
+    def all_connections(
+        *,
+        now_ms: int,
+        page_size: int | None = None,
+        segment: int | None = None,
+        total_segments: int | None = None,
+    ) -> Iterator[ConnectionRecord]:
         return iter(ROWS)
 
     def get_many(ids: Iterable[str], *, now_ms: int) -> Iterator[ConnectionRecord]:

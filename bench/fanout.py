@@ -7,6 +7,10 @@
   recipient in turn.
 - ``faults``: ``deliver`` with 410s and 429s injected and the connections table in moto, to
   check each recipient ends in the right bucket and exactly the gone rows are deleted.
+- ``big-audience``: issue 5's big audience, in moto (``mock_aws``) with the stack's tables and
+  queues: one broadcast to N stored connections through ``handlers.sender.handler``, which
+  splits it into scan segments on the queue; the queue is then drained into the sender, 10
+  records an invocation, until empty. Each connection must be posted to exactly once.
 
 Each run first warms up, as a container that has already delivered (imports done, client and
 connection pool open), then zeroes the stub's counters and measures wall time, the process's
@@ -30,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.machine import STAGE, TABLE_NAME
+from bench.machine import ACCOUNT, REGION, STAGE, TABLE_NAME
 from bench.stub_gateway import StubClient, selected
 
 PAYLOAD = {
@@ -67,6 +71,7 @@ class Measurement:
     outcomes: dict[str, int] = field(default_factory=dict)
     stub: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
     def expect(self, what: str, actual: object, expected: object) -> None:
@@ -90,6 +95,7 @@ class Measurement:
             "outcomes": self.outcomes,
             "stub": self.stub,
             "settings": self.settings,
+            "details": self.details,
             "problems": self.problems,
         }
 
@@ -329,10 +335,205 @@ def _stored_ids(dynamodb: Any) -> set[str]:
     return {item["connectionId"]["S"] for page in pages for item in page["Items"]}
 
 
+# --- a big audience, split into shares for many sender invocations (issue 5, section 3) ---
+
+BIG_AUDIENCE_N = 20_000
+SQS_BATCH_SIZE = 10  # the sender's batchSize, as the event source mapping hands records over
+
+
+@dataclass
+class _LambdaContext:
+    """What the sender reads from its Lambda context (as tests/conftest.py's fake)."""
+
+    aws_request_id: str
+    function_name: str = f"wspush-{STAGE}-sender"
+    function_version: str = "$LATEST"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:wspush-{STAGE}-sender"
+    log_group_name: str = f"/aws/lambda/wspush-{STAGE}-sender"
+    log_stream_name: str = "2026/01/01/[$LATEST]bench"
+    remaining_ms: int = 900_000  # Lambda's longest timeout: no share stops for time here
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def _sqs_record(message: dict[str, Any], queue_arn: str) -> dict[str, Any]:
+    """A message received from SQS as Lambda's event source mapping hands it to the sender."""
+    now = str(int(time.time() * 1000))
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": {
+            "ApproximateReceiveCount": "1",
+            "SentTimestamp": now,
+            "SenderId": "AIDABENCH",
+            "ApproximateFirstReceiveTimestamp": now,
+        },
+        "messageAttributes": {
+            name: {
+                "stringValue": value["StringValue"],
+                "stringListValues": [],
+                "binaryListValues": [],
+                "dataType": "String",
+            }
+            for name, value in message.get("MessageAttributes", {}).items()
+        },
+        "md5OfBody": message["MD5OfBody"],
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": REGION,
+    }
+
+
+def run_big_audience(n: int, stub: StubClient) -> Measurement:
+    """One broadcast to N connections: split, every share delivered, each connection once."""
+    # Every AWS call goes to moto in this process: no endpoint override, and moto's hooks in
+    # place before any botocore client exists.
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    os.environ.pop("AWS_ENDPOINT_URL_DYNAMODB", None)
+    os.environ.pop("AWS_ENDPOINT_URL_SQS", None)
+    import uuid
+
+    import boto3
+    from moto import mock_aws
+
+    from local import stack
+
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        sqs = boto3.client("sqs", region_name=REGION)
+        tables = stack.create_tables(dynamodb, STAGE)
+        if tables.get("ConnectionsTable") != TABLE_NAME:
+            raise RuntimeError(f"serverless.yml names the tables {tables}, not {TABLE_NAME}")
+        urls = stack.create_queues(sqs, STAGE)
+        queue_url, dlq_url = urls["MessagesQueue"], urls["DeadLetterQueue"]
+        os.environ.update(
+            {
+                "WSPUSH_TABLE_NAME": TABLE_NAME,
+                "WSPUSH_PROCESSED_TABLE_NAME": tables["ProcessedMessagesTable"],
+                "WSPUSH_QUEUE_URL": queue_url,
+                "WSPUSH_DLQ_URL": dlq_url,
+            }
+        )
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+
+        from handlers import sender
+        from wspush import queues
+        from wspush.settings import get_settings
+
+        get_settings.cache_clear()
+        settings = get_settings()
+        result = Measurement("big-audience", n)
+        result.settings = {
+            **_settings_summary(settings),
+            "connections_per_segment": settings.connections_per_segment,
+        }
+        recipients = connection_ids(n, salt="big-audience")
+        started = time.perf_counter()
+        _store_rows(dynamodb, recipients)
+        store_s = time.perf_counter() - started
+        expected_shares = min(-(-n // settings.connections_per_segment), queues.MAX_SEGMENTS)
+
+        def invoke(records: list[dict[str, Any]]) -> list[str]:
+            context = _LambdaContext(aws_request_id=str(uuid.uuid4()))
+            answer = sender.handler({"Records": records}, context)
+            return [item["itemIdentifier"] for item in answer["batchItemFailures"]]
+
+        broadcast = {"broadcast": True, "id": "big-1", "payload": {"type": "bench", "data": {}}}
+        original = {
+            "MessageId": str(uuid.uuid4()),
+            "ReceiptHandle": "bench-original",
+            "Body": json.dumps(broadcast),
+            "MD5OfBody": hashlib.md5(json.dumps(broadcast).encode()).hexdigest(),  # noqa: S324
+        }
+        stub.reset()
+        handled, invocations, failed, segments = 1, 1, [], []
+        with measured(result):
+            split_started = time.perf_counter()
+            failed += invoke([_sqs_record(original, queue_arn)])
+            split_s = time.perf_counter() - split_started
+            while True:
+                answer = sqs.receive_message(
+                    QueueUrl=queue_url,
+                    MaxNumberOfMessages=SQS_BATCH_SIZE,
+                    MessageAttributeNames=["All"],
+                )
+                messages = answer.get("Messages", [])
+                if not messages:
+                    break
+                records = [_sqs_record(message, queue_arn) for message in messages]
+                segments += [
+                    r["messageAttributes"].get(queues.SEGMENT, {}).get("stringValue")
+                    for r in records
+                ]
+                batch_failed = invoke(records)
+                failed += batch_failed
+                handled += len(records)
+                invocations += 1
+                for message in messages:
+                    if message["MessageId"] not in batch_failed:
+                        sqs.delete_message(
+                            QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"]
+                        )
+        result.stub = stub.stats()
+        left = _messages_left(sqs, queue_url)
+        dead_letters = sum(_messages_left(sqs, dlq_url).values())
+        distinct = result.stub["distinct_delivered"]
+        duplicates = result.stub["duplicate_deliveries"]
+        result.outcomes = {"delivered": distinct, "gone": 0, "failed": 0, "throttled": 0}
+        result.details = {
+            "connections": n,
+            "segments": len(segments),
+            "segment_labels": sorted(set(map(str, segments))),
+            "messages_handled": handled,
+            "sender_invocations": invocations,
+            "stub_posts": result.stub["posts"],
+            "distinct_reached": distinct,
+            "duplicates": duplicates,
+            "missing": n - distinct,
+            "wall_s": result.wall_s,
+            "split_wall_s": split_s,
+            "store_rows_s": store_s,
+            "records_failed": len(failed),
+            "messages_left": left,
+            "dead_letters": dead_letters,
+        }
+        # The stub only sees ids the sender read from the table, which holds exactly these N.
+        result.expect("connections reached twice (duplicates)", duplicates, 0)
+        result.expect("connections missed", n - distinct, 0)
+        result.expect("posts the stub received", result.stub["posts"], n)
+        result.expect("posts still in flight at the stub", result.stub["in_flight"], 0)
+        result.expect("shares the broadcast was split into", len(segments), expected_shares)
+        result.expect(
+            "segments queued",
+            sorted(map(str, segments)),
+            sorted(f"{s}/{expected_shares}" for s in range(expected_shares)),
+        )
+        result.expect("records the sender reported failed", failed, [])
+        result.expect("messages left on the queue", left, dict.fromkeys(left, 0))
+        result.expect("dead letters", dead_letters, 0)
+        return result
+
+
+def _messages_left(sqs: Any, queue_url: str) -> dict[str, int]:
+    names = [
+        "ApproximateNumberOfMessages",
+        "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed",
+    ]
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)["Attributes"]
+    return {name: int(attributes.get(name, 0)) for name in names}
+
+
 MODES: dict[str, Callable[[int, StubClient], Measurement]] = {
     "wspush": run_wspush,
     "sequential": run_sequential,
     "faults": run_faults,
+    "big-audience": run_big_audience,
 }
 
 

@@ -7,13 +7,16 @@ against the stub Management API (its own process, on the other core, 20 ms per p
 - the seed's way, one boto3 client posting sequentially, measured on at most
   ``--sequential-max`` recipients (at ~45/s, 10,000 would take 4 minutes) and extrapolated.
 
-Then a fault check (410s and 429s injected), each handler's import time against
+Then a fault check (410s and 429s injected), a big audience (one broadcast to 20,000
+connections in moto, split into scan segments and delivered by the sender handler, each
+connection exactly once), each handler's import time against
 ``import boto3``, and the zip. Prints a table, writes ``bench/results.json``, and exits 1
 only if a delivery was wrong (a post missing, doubled or misreported) or a step failed:
 the targets of issue 5 are shown next to the figures, never enforced.
 
     .venv/bin/python -m bench.run [--sizes 1000,10000] [--sequential-max 1000]
         [--latency-ms 20] [--repeats 5] [--zip PATH | --no-zip] [--no-faults]
+        [--big-audience 20000 | --no-big-audience]
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import cold_start, package_size
+from bench.fanout import BIG_AUDIENCE_N
 from bench.machine import (
     FULL_VCPU_MEMORY_MB,
     REPO,
@@ -107,7 +111,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     started = time.monotonic()
     sizes = args.sizes
     rows: list[dict[str, Any]] = []
-    faults = None
+    faults = big_audience = None
     with tempfile.TemporaryDirectory(prefix="wspush-bench-") as tmp:
         workdir = Path(tmp)
         zip_facts = None
@@ -135,6 +139,13 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
                     f"fault check N={FAULT_CHECK_N}",
                     lambda: bench.fanout("faults", FAULT_CHECK_N, stub.base_url, workdir),
                 )
+            if not args.no_big_audience:
+                big_audience = bench.step(
+                    f"big audience N={args.big_audience}",
+                    partial(
+                        bench.fanout, "big-audience", args.big_audience, stub.base_url, workdir
+                    ),
+                )
 
         def imports_work() -> dict[str, Any]:
             settings = [cold_start.venv_setting()]
@@ -145,6 +156,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
         imports = bench.step(f"cold imports x{args.repeats}", imports_work)
         zip_info = zip_facts.as_dict() if zip_facts is not None else None
     results = assemble(args, bench, rows, faults, imports, zip_info)
+    results["big_audience"] = _big_audience_summary(big_audience)
     results["bench_seconds"] = time.monotonic() - started
     return results, bench.problems
 
@@ -265,6 +277,46 @@ def _commit() -> str | None:
     return result.stdout.strip() or None
 
 
+def _big_audience_summary(measurement: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Issue 5, section 3: one broadcast split into shares, each connection reached once."""
+    if measurement is None:
+        return None
+    details = measurement["details"]
+    return {
+        "connections": details["connections"],
+        "segments": details["segments"],
+        "connections_per_segment": measurement["settings"]["connections_per_segment"],
+        "messages_handled": details["messages_handled"],
+        "sender_invocations": details["sender_invocations"],
+        "stub_posts": details["stub_posts"],
+        "distinct_reached": details["distinct_reached"],
+        "duplicates": details["duplicates"],
+        "missing": details["missing"],
+        "wall_s": details["wall_s"],
+        "split_wall_s": details["split_wall_s"],
+        # The whole worker's CPU, moto's (in this process) included.
+        "process_cpu_s": measurement["cpu_s"],
+        "ok": not measurement["problems"],
+    }
+
+
+def _big_audience_lines(big: dict[str, Any] | None) -> list[str]:
+    if big is None:
+        return []
+    return [
+        f"Big audience: one broadcast to {big['connections']:,} connections in moto, split by"
+        " the sender handler, shares delivered 10 records an invocation, one after another",
+        f"  {big['segments']} segments of ~{big['connections_per_segment']:,} connections;"
+        f" {big['messages_handled']} messages handled in {big['sender_invocations']} sender"
+        f" invocations; {big['stub_posts']:,} posts at the stub",
+        f"  {big['distinct_reached']:,} connections reached, {big['duplicates']} twice,"
+        f" {big['missing']} missed: "
+        + ("each exactly once" if big["ok"] else "WRONG (see problems)"),
+        f"  wall {big['wall_s']:.2f} s for the whole broadcast (split + every share),"
+        f" of which the split {1000 * big['split_wall_s']:.0f} ms",
+    ]
+
+
 def _fault_summary(faults: dict[str, Any] | None) -> dict[str, Any] | None:
     if faults is None:
         return None
@@ -351,6 +403,8 @@ def table(results: dict[str, Any]) -> str:
             f" attempt), {o['throttled']} 429s in all: "
             + ("as expected" if faults["ok"] else "WRONG (see problems)")
         )
+    big_lines = _big_audience_lines(results.get("big_audience"))
+    out += ["", *big_lines] if big_lines else []
     out += ["", *_import_lines(results.get("imports"), setup["import_repeats"])]
     out += ["", *_summary_lines(results)]
     return "\n".join(out)
@@ -447,8 +501,19 @@ def main(argv: list[str] | None = None) -> int:
     zip_options.add_argument("--zip", type=Path, help="measure this zip instead of building one")
     zip_options.add_argument("--no-zip", action="store_true")
     parser.add_argument("--no-faults", action="store_true", help="skip the fault check")
+    big = parser.add_mutually_exclusive_group()
+    big.add_argument(
+        "--big-audience",
+        type=int,
+        default=BIG_AUDIENCE_N,
+        metavar="N",
+        help="connections for the big-audience broadcast",
+    )
+    big.add_argument("--no-big-audience", action="store_true", help="skip the big audience")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    if args.big_audience < 1:
+        parser.error("--big-audience takes a positive number of connections")
 
     results, problems = run(args)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -8,9 +8,9 @@ transient errors are retried here with capped, fully jittered exponential backof
 
 from __future__ import annotations
 
+import asyncio
 import random
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +24,7 @@ from wspush.observability import logger, metrics, tracer
 from wspush.settings import Settings
 
 NOT_ATTEMPTED = "deadline"
+_DELETE_WORKERS = 8
 MAX_REPORTED_ERRORS = 100
 
 
@@ -141,7 +142,7 @@ def deliver(
     gateway: Gateway,
     settings: Settings,
     deadline: Deadline | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     rng: random.Random | None = None,
 ) -> DeliveryReport:
     """Post ``message`` to every recipient concurrently (bounded) and report each outcome.
@@ -156,27 +157,35 @@ def deliver(
     jitter = rng or random.Random()  # noqa: S311 - jitter, not security
     limit = deadline or Deadline.never()
 
-    def post_one(connection_id: str) -> tuple[str, PostResult | None, int]:
-        return _post_with_retries(
-            gateway, connection_id, message.frame, policy, limit, sleep, jitter
-        )
+    async def fan_out() -> list[tuple[str, PostResult | None, int]]:
+        in_flight = asyncio.Semaphore(settings.delivery_concurrency)
 
-    workers = min(settings.delivery_concurrency, len(recipients))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deliver") as pool:
-        for connection_id, result, throttles in pool.map(post_one, recipients):
-            report.throttled += throttles
-            _record(report, message.id, connection_id, result)
+        async def post_one(connection_id: str) -> tuple[str, PostResult | None, int]:
+            async with in_flight:
+                return await _post_with_retries(
+                    gateway, connection_id, message.frame, policy, limit, sleep, jitter
+                )
+
+        return await asyncio.gather(*(post_one(cid) for cid in recipients))
+
+    gone: list[str] = []
+    for connection_id, result, throttles in gateway.run(fan_out()):
+        report.throttled += throttles
+        _record(report, message.id, connection_id, result)
+        if result is not None and result.outcome is PostOutcome.GONE:
+            gone.append(connection_id)
+    _forget(gone)
     _emit_metrics(report)
     return report
 
 
-def _post_with_retries(
+async def _post_with_retries(
     gateway: Gateway,
     connection_id: str,
     frame: bytes,
     policy: RetryPolicy,
     deadline: Deadline,
-    sleep: Callable[[float], None],
+    sleep: Callable[[float], Awaitable[None]],
     rng: random.Random,
 ) -> tuple[str, PostResult | None, int]:
     """Post with bounded retries; ``None`` when the deadline passed before the first post."""
@@ -187,21 +196,26 @@ def _post_with_retries(
             delay = backoff_seconds(attempt - 1, policy, rng)
             if delay >= deadline.remaining():
                 break
-            sleep(delay)
+            await sleep(delay)
         if deadline.passed():
             break
-        result = gateway.post(connection_id, frame)
+        result = await gateway.post(connection_id, frame)
         if result.outcome is PostOutcome.THROTTLED:
             throttles += 1
         if not result.retryable:
             break
-    if result is not None and result.outcome is PostOutcome.GONE:
-        _forget(connection_id)
     return connection_id, result, throttles
 
 
-def _forget(connection_id: str) -> None:
-    """Delete the row of a connection API Gateway says is gone (that one, no other)."""
+def _forget(gone: list[str]) -> None:
+    """Delete the rows of the connections API Gateway says are gone (those, no other)."""
+    if not gone:
+        return
+    with ThreadPoolExecutor(max_workers=min(len(gone), _DELETE_WORKERS)) as pool:
+        list(pool.map(_forget_one, gone))
+
+
+def _forget_one(connection_id: str) -> None:
     try:
         connections.delete(connection_id)
     except StorageUnavailable:

@@ -109,7 +109,7 @@ class Settings:
     management_endpoint: str
     allowed_platforms: frozenset[str]
     connection_ttl_seconds: int = MAX_CONNECTION_LIFETIME_SECONDS + TTL_MARGIN_SECONDS
-    delivery_concurrency: int = 32
+    delivery_concurrency: int = 128
     max_post_attempts: int = 3
     max_requeues: int = 3
     backoff_base_ms: int = 50
@@ -135,7 +135,7 @@ class Settings:
             dead_letter_queue_url=env.get("WSPUSH_DLQ_URL", ""),
             management_endpoint=env.get("WSPUSH_MANAGEMENT_ENDPOINT", ""),
             allowed_platforms=frozenset(_list(env.get("WSPUSH_ALLOWED_PLATFORMS", ""))),
-            delivery_concurrency=_int(env, "WSPUSH_DELIVERY_CONCURRENCY", 32, minimum=1),
+            delivery_concurrency=_int(env, "WSPUSH_DELIVERY_CONCURRENCY", 128, minimum=1),
             max_post_attempts=_int(env, "WSPUSH_MAX_POST_ATTEMPTS", 3, minimum=1),
             max_requeues=_int(env, "WSPUSH_MAX_REQUEUES", 3, minimum=0),
             backoff_base_ms=_int(env, "WSPUSH_BACKOFF_BASE_MS", 50, minimum=0),

@@ -97,9 +97,11 @@ def sender_posts(monkeypatch: pytest.MonkeyPatch) -> list[SenderPost]:
     seen: list[SenderPost] = []
     post = gateway.Gateway.post
 
-    def recording(self: gateway.Gateway, connection_id: str, data: bytes) -> gateway.PostResult:
+    async def recording(
+        self: gateway.Gateway, connection_id: str, data: bytes
+    ) -> gateway.PostResult:
         started = time.monotonic()
-        result = post(self, connection_id, data)
+        result = await post(self, connection_id, data)
         label = "200" if result.outcome is gateway.PostOutcome.DELIVERED else result.reason
         message_id = json.loads(data)["id"]
         seen.append(SenderPost(message_id, connection_id, label, time.monotonic() - started))

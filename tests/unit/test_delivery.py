@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import defaultdict, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Coroutine, Iterable, Iterator
 from dataclasses import replace
+from typing import Any, TypeVar
 
 import pytest
 
@@ -71,6 +73,13 @@ def table(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return deleted
 
 
+T = TypeVar("T")
+
+
+async def no_sleep(_: float) -> None:
+    return None
+
+
 class ScriptedGateway:
     """Answers posts from per-connection scripts; 200 once a script runs out."""
 
@@ -78,7 +87,10 @@ class ScriptedGateway:
         self.scripts = {cid: deque(outcomes) for cid, outcomes in scripts.items()}
         self.posts: dict[str, int] = defaultdict(int)
 
-    def post(self, connection_id: str, data: bytes) -> PostResult:
+    def run(self, work: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run(work)
+
+    async def post(self, connection_id: str, data: bytes) -> PostResult:
         self.posts[connection_id] += 1
         script = self.scripts.get(connection_id)
         outcome = script.popleft() if script else PostOutcome.DELIVERED
@@ -133,7 +145,7 @@ def deliver(
         gateway=gateway,
         settings=settings,  # type: ignore[arg-type]
         deadline=deadline,
-        sleep=lambda _: None,
+        sleep=no_sleep,
         rng=random.Random(1),
     )
 
@@ -199,9 +211,9 @@ def test_no_post_starts_after_the_deadline(table: list[str]) -> None:
     clock = Clock()
 
     class SlowGateway(ScriptedGateway):
-        def post(self, connection_id: str, data: bytes) -> PostResult:
+        async def post(self, connection_id: str, data: bytes) -> PostResult:
             clock.now += 1.0
-            return super().post(connection_id, data)
+            return await super().post(connection_id, data)
 
     gateway = SlowGateway()
     settings = replace(SETTINGS, delivery_concurrency=1)

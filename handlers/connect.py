@@ -6,7 +6,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from wspush import handshake, sessions
+from wspush import frames, handshake
 from wspush.clock import now_ms
 from wspush.errors import (
     AuthUnavailable,
@@ -48,20 +48,20 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             "connection refused", connection_id=connection_id, status=status, reason=exc.reason
         )
         metrics.add_metric(name="ConnectionsRefused", unit="Count", value=1)
-        return sessions.route_response(status, exc.reason)
+        return frames.route_response(status, exc.reason)
     except AuthUnavailable:
         # Fail closed: a token that cannot be checked is not accepted.
         logger.exception(
             "connection refused: tokens cannot be checked", connection_id=connection_id
         )
         metrics.add_metric(name="ConnectionErrors", unit="Count", value=1)
-        return sessions.route_response(503, "authentication is unavailable, try again later")
+        return frames.route_response(503, "authentication is unavailable, try again later")
     except SettingsError:
         logger.exception("connection refused: wspush is misconfigured", connection_id=connection_id)
         metrics.add_metric(name="ConnectionErrors", unit="Count", value=1)
-        return sessions.route_response(503, "connections are unavailable")
+        return frames.route_response(503, "connections are unavailable")
     except StorageUnavailable:
         logger.exception("connection not stored", connection_id=connection_id)
         metrics.add_metric(name="ConnectionErrors", unit="Count", value=1)
-        return sessions.route_response(500, "the connection could not be stored")
-    return sessions.route_response(200, "connected")
+        return frames.route_response(500, "the connection could not be stored")
+    return frames.route_response(200, "connected")

@@ -6,7 +6,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from wspush import sessions
+from wspush import frames
 from wspush.clock import now_ms
 from wspush.observability import logger, metrics, tracer
 
@@ -18,5 +18,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = APIGatewayWebSocketEvent(event)
     logger.info("frame rejected", connection_id=request.request_context.connection_id)
     metrics.add_metric(name="FramesRejected", unit="Count", value=1)
-    body = sessions.frame_text(request.body, base64_encoded=request.is_base64_encoded)
-    return sessions.route_response(200, sessions.unknown_frame_reply(body, now_ms=now_ms()))
+    body = frames.frame_text(request.body, base64_encoded=request.is_base64_encoded)
+    return frames.route_response(200, frames.unknown_frame_reply(body, now_ms=now_ms()))

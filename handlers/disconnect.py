@@ -6,7 +6,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from wspush import sessions
+from wspush import frames, sessions
 from wspush.errors import StorageUnavailable
 from wspush.observability import logger, metrics, tracer
 
@@ -22,5 +22,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         # The row's TTL removes it later; a 410 on the next send removes it sooner.
         logger.exception("connection not deleted", connection_id=connection_id)
         metrics.add_metric(name="ConnectionErrors", unit="Count", value=1)
-        return sessions.route_response(500, "the connection could not be deleted")
-    return sessions.route_response(200, "disconnected")
+        return frames.route_response(500, "the connection could not be deleted")
+    return frames.route_response(200, "disconnected")

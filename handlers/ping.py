@@ -6,7 +6,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from wspush import sessions
+from wspush import frames, sessions
 from wspush.clock import now_ms
 from wspush.observability import logger, metrics, tracer
 from wspush.settings import get_settings
@@ -17,6 +17,4 @@ from wspush.settings import get_settings
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     connection_id = APIGatewayWebSocketEvent(event).request_context.connection_id
-    return sessions.route_response(
-        200, sessions.pong(connection_id, get_settings(), now_ms=now_ms())
-    )
+    return frames.route_response(200, sessions.pong(connection_id, get_settings(), now_ms=now_ms()))

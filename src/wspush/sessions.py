@@ -1,23 +1,12 @@
-"""What the WebSocket routes do after the handshake: close connections, answer frames.
-
-Every reply a client receives has the contract's shape ``{"type", "data", "id", "ts"}``.
-"""
+"""What ``$disconnect`` and ``ping`` do with the connections table."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import uuid
-from typing import Any
-
 from wspush import connections
-from wspush.errors import InvalidMessage, StorageUnavailable
-from wspush.messages import encode_frame, parse_json
+from wspush.errors import StorageUnavailable
+from wspush.frames import reply
 from wspush.observability import logger, metrics
 from wspush.settings import Settings
-
-SUPPORTED_ACTIONS = ("ping",)
-_MAX_ECHOED_ACTION = 64
 
 
 def close_connection(connection_id: str) -> None:
@@ -39,45 +28,3 @@ def pong(connection_id: str, settings: Settings, *, now_ms: int) -> str:
         if not known:
             logger.info("ping from an unknown connection", connection_id=connection_id)
     return reply("pong", {"connectionId": connection_id}, now_ms=now_ms)
-
-
-def frame_text(body: str | None, *, base64_encoded: bool) -> str | None:
-    """A frame's text; ``None`` when a base64-flagged body does not decode to UTF-8."""
-    if not base64_encoded or body is None:
-        return body
-    try:
-        return base64.b64decode(body, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-
-
-def unknown_frame_reply(body: str | None, *, now_ms: int) -> str:
-    """The error reply to a frame no route handles: not JSON, or an unknown action."""
-    try:
-        frame = parse_json(body or "")
-    except InvalidMessage:
-        return error_reply("bad_frame", "frame is not valid JSON", now_ms=now_ms)
-    if not isinstance(frame, dict):
-        return error_reply(
-            "bad_frame", 'frame must be a JSON object with an "action"', now_ms=now_ms
-        )
-    supported = ", ".join(SUPPORTED_ACTIONS)
-    action = frame.get("action")
-    if not isinstance(action, str) or not action:
-        message = f'frame has no "action"; supported actions: {supported}'
-    else:
-        message = f"unknown action {action[:_MAX_ECHOED_ACTION]!r}; supported actions: {supported}"
-    return error_reply("unknown_action", message, now_ms=now_ms)
-
-
-def reply(reply_type: str, data: Any, *, now_ms: int) -> str:
-    return encode_frame(reply_type, data, message_id=uuid.uuid4().hex, ts=now_ms).decode("utf-8")
-
-
-def error_reply(code: str, message: str, *, now_ms: int) -> str:
-    return reply("error", {"code": code, "message": message}, now_ms=now_ms)
-
-
-def route_response(status: int, body: str) -> dict[str, Any]:
-    """A WebSocket route's answer; with a route response, ``body`` goes to the client."""
-    return {"statusCode": status, "body": body}

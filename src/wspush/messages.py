@@ -22,7 +22,8 @@ from typing import Any
 from wspush.errors import InvalidMessage
 
 MAX_CLIENT_FRAME_BYTES = 131_072  # API Gateway's limit for one message to a client
-MAX_SQS_MESSAGE_BYTES = 1_048_576
+MAX_SQS_MESSAGE_BYTES = 1_048_576  # body and message attributes together
+MAX_MESSAGES_PER_SEND = 100  # envelopes one invocation of the send Lambda accepts
 MAX_ID_LENGTH = 128
 MAX_USER_ID_LENGTH = 128
 MAX_CONNECTION_ID_LENGTH = 128
@@ -135,6 +136,12 @@ def with_target(message: Message, **target: Any) -> dict[str, Any]:
         envelope["excludeConnectionIds"] = sorted(message.target.exclude_connection_ids)
     envelope["payload"] = {"type": message.type, "data": message.data}
     return envelope
+
+
+def sqs_body(envelope: Any) -> str:
+    """An envelope as an SQS message body: compact JSON, non-ASCII escaped (SQS refuses some
+    characters JSON strings may carry, such as NUL or U+FFFE)."""
+    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
 def to_envelope(message: Message, connection_ids: list[str]) -> dict[str, Any]:

@@ -34,10 +34,10 @@ from botocore.exceptions import ConnectionError as AwsConnectionError
 
 from wspush.clock import now_ms
 from wspush.errors import InvalidMessage, WspushError
-from wspush.messages import MAX_SQS_MESSAGE_BYTES, parse_message
+from wspush.messages import MAX_MESSAGES_PER_SEND, MAX_SQS_MESSAGE_BYTES, parse_message, sqs_body
 
 MAX_BATCH_ENTRIES = 10  # SendMessageBatch's limit; the batch's total size is MAX_SQS_MESSAGE_BYTES
-MAX_SEND_MESSAGES = 100  # what the send Lambda accepts per invocation
+MAX_SEND_MESSAGES = MAX_MESSAGES_PER_SEND  # what the send Lambda accepts per invocation
 MAX_INVOKE_PAYLOAD_BYTES = 6_291_456  # Lambda's limit for a synchronous invocation's event
 
 _CONFIG = Config(connect_timeout=2, read_timeout=10, retries={"mode": "standard"})
@@ -320,9 +320,8 @@ def _listed(values: str | Iterable[str]) -> Any:
 
 
 def _sqs_body(valid: dict[str, Any]) -> str:
-    # ASCII-only JSON: SQS refuses some characters in a body (U+FFFE, U+FFFF), never \u escapes.
     try:
-        body = json.dumps(valid, separators=(",", ":"), allow_nan=False)
+        body = sqs_body(valid)
     except (TypeError, ValueError) as exc:
         raise InvalidMessage("invalid_envelope", "message is not serializable as JSON") from exc
     if len(body) > MAX_SQS_MESSAGE_BYTES:

@@ -19,6 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from wspush.errors import QueueUnavailable
+from wspush.messages import MAX_SQS_MESSAGE_BYTES, sqs_body
 from wspush.observability import logger
 
 ATTEMPT = "wspush-attempt"
@@ -31,7 +32,6 @@ ERROR_FIELD = "wspush-error-field"
 FAILURES = "wspush-failures"
 
 MAX_DELAY_SECONDS = 900  # SQS's limit for DelaySeconds
-MAX_SQS_MESSAGE_BYTES = 1_048_576  # body and message attributes together
 MAX_SEGMENTS = 1_000  # DynamoDB allows up to 1,000,000; this bounds one split's work
 _MAX_COUNT = 1_000  # attempt and round counters beyond this are junk, not history
 _EARLIEST_TS = 1_000_000_000_000  # 2001-09-09, in ms
@@ -103,12 +103,6 @@ def requeue(
         attributes=attributes,
         delay_seconds=min(delay_seconds, MAX_DELAY_SECONDS),
     )
-
-
-def sqs_body(value: Any) -> str:
-    """Compact JSON that SQS accepts whatever the payload holds (non-ASCII is escaped:
-    SQS refuses some characters, such as NUL or U+FFFE, that JSON strings may carry)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
 
 
 def dead_letter(queue_url: str, body: str, letter: DeadLetter, *, region: str) -> None:

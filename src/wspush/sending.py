@@ -30,11 +30,19 @@ from wspush.delivery import DeliveryReport, Failure
 from wspush.errors import DeadlineReached, InvalidMessage, QueueUnavailable, StorageUnavailable
 from wspush.gateway import Gateway
 from wspush.idempotency import AlreadyInProgress
-from wspush.messages import Message, parse_json, parse_message, to_envelope, with_target
+from wspush.messages import (
+    MAX_MESSAGES_PER_SEND,
+    Message,
+    parse_json,
+    parse_message,
+    sqs_body,
+    to_envelope,
+    with_target,
+)
 from wspush.observability import logger, metrics
 from wspush.settings import Settings
 
-MAX_MESSAGES_PER_INVOCATION = 100
+MAX_MESSAGES_PER_INVOCATION = MAX_MESSAGES_PER_SEND
 REQUEUE_CHUNK = 1_000
 
 
@@ -312,7 +320,7 @@ def _settle_failures(
         chunk = final[start : start + queues.MAX_LISTED_FAILURES]
         queues.dead_letter(
             settings.dead_letter_queue_url,
-            queues.sqs_body(to_envelope(message, [f.connection_id for f in chunk])),
+            sqs_body(to_envelope(message, [f.connection_id for f in chunk])),
             queues.DeadLetter(
                 "delivery_failed",
                 _summary(chunk, attempt),

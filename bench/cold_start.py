@@ -2,15 +2,22 @@
 to ``import boto3`` alone (the Lambda runtime's own import) timed in the same run.
 
 Each import runs ``repeats`` times in a new interpreter, interleaved across modules so drift
-hits all alike; the median counts. Two settings:
+hits all alike, after one untimed warm-up import; the median counts. The environment is the
+function's as Lambda starts it: serverless.yml's variables plus the runtime's own
+(``LAMBDA_TASK_ROOT``, ``AWS_LAMBDA_FUNCTION_NAME``...), tracing on as deployed. This matters:
+outside Lambda the X-Ray SDK builds two botocore clients for centralized sampling when it is
+imported (~90 ms); inside, the Lambda service samples and the SDK skips them.
 
-- ``venv``: the development venv, as tests run (site-packages hold compiled ``.pyc``;
-  ``src/`` and ``handlers/`` are compiled at each import, bytecode caches being kept out).
+Two settings:
+
+- ``venv``: the development venv, with bytecode caches (site-packages' own; ``src/`` and
+  ``handlers/`` compiled by the warm-up into a private cache directory).
 - ``zip``: the deployment zip unpacked as Lambda unpacks it into /var/task, with nothing but
   it, boto3 and the standard library importable (``python -I -S -B``, as the packaging test
-  does). The zip holds no ``.pyc`` (``slim``) and /var/task is read-only, so every module
-  of the zip is compiled at each cold start. Its compiled wheels are arm64: on another
-  machine their pure-Python fallbacks load instead.
+  does). /var/task is read-only, so only the ``.pyc`` the zip brings are used (the build
+  precompiles every module, see plugins/precompile.py); a module without one would be compiled
+  at each cold start. Its compiled wheels are arm64: on another machine their pure-Python
+  fallbacks load instead.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.machine import REPO, lambda_env
+from bench.machine import REPO, SENDER_MEMORY_MB, STAGE, lambda_env
 
 HANDLERS = (
     "handlers.connect",
@@ -55,14 +62,17 @@ class Setting:
     name: str
     interpreter: list[str]
     cwd: Path
+    task_root: Path  # LAMBDA_TASK_ROOT: where the handlers are
     paths: tuple[str, ...] = ()  # put first on sys.path
+    env: tuple[tuple[str, str], ...] = ()
 
     def command(self, module: str) -> list[str]:
         return [*self.interpreter, "-c", _TIMED_IMPORT, module, *self.paths]
 
 
-def venv_setting() -> Setting:
-    return Setting("venv", [sys.executable, "-B"], REPO)
+def venv_setting(workdir: Path) -> Setting:
+    cache = workdir / "pycache"
+    return Setting("venv", [sys.executable], REPO, REPO, env=(("PYTHONPYCACHEPREFIX", str(cache)),))
 
 
 def zip_setting(zip_path: Path, workdir: Path) -> Setting:
@@ -79,20 +89,46 @@ def zip_setting(zip_path: Path, workdir: Path) -> Setting:
     for name in RUNTIME_PROVIDED:
         (runtime / name).symlink_to(site_packages / name)
     interpreter = [sys.executable, "-I", "-S", "-B"]
-    return Setting("zip", interpreter, workdir, (str(artifact), str(runtime)))
+    return Setting("zip", interpreter, workdir, artifact, (str(artifact), str(runtime)))
+
+
+def runtime_env(setting: Setting) -> dict[str, str]:
+    """The function's environment at a cold start: serverless.yml's variables, tracing on,
+    and the variables the Lambda runtime sets itself."""
+    env = lambda_env("http://127.0.0.1:9/unset")
+    for name in ("POWERTOOLS_TRACE_DISABLED", "PYTHONDONTWRITEBYTECODE"):
+        env.pop(name, None)
+    env.update(
+        {
+            "LAMBDA_TASK_ROOT": str(setting.task_root),
+            "AWS_EXECUTION_ENV": "AWS_Lambda_python3.13",
+            "AWS_LAMBDA_FUNCTION_NAME": f"wspush-{STAGE}-sender",
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(SENDER_MEMORY_MB),
+            "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:9",
+            "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
+        }
+    )
+    env.update(setting.env)
+    return env
 
 
 def measure(
     settings: list[Setting], repeats: int, preexec_fn: Callable[[], None] | None = None
 ) -> dict[str, Any]:
     """Per setting: each module's import times (ms), median, and ratio to ``import boto3``."""
-    env = lambda_env("http://127.0.0.1:9/unset")
     modules = (BASELINE, *HANDLERS)
+    envs = {setting.name: runtime_env(setting) for setting in settings}
     runs: dict[str, dict[str, list[float]]] = {s.name: {m: [] for m in modules} for s in settings}
+    for module in modules:  # warm-up: bytecode caches written, files in the page cache
+        for setting in settings:
+            _import_ms(setting, module, envs[setting.name], preexec_fn)
     for _ in range(repeats):
         for module in modules:
             for setting in settings:
-                runs[setting.name][module].append(_import_ms(setting, module, env, preexec_fn))
+                runs[setting.name][module].append(
+                    _import_ms(setting, module, envs[setting.name], preexec_fn)
+                )
     results: dict[str, Any] = {}
     for setting in settings:
         medians = {m: statistics.median(times) for m, times in runs[setting.name].items()}

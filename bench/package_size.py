@@ -23,7 +23,7 @@ BUILT_ZIP = REPO / ".serverless" / f"{SERVICE}.zip"
 PACKAGE_TIMEOUT_SECONDS = 900
 # What the zip is made of: the service definition, the dependencies, the code.
 INPUTS = ("serverless.yml", "requirements.txt", "package.json", "package-lock.json")
-SOURCE_DIRS = ("handlers", "src")
+SOURCE_DIRS = ("handlers", "src", "plugins")
 # Not needed to package, or not in a fresh checkout.
 NOT_COPIED = shutil.ignore_patterns(
     ".git",

@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
                 )
 
         def imports_work() -> dict[str, Any]:
-            settings = [cold_start.venv_setting()]
+            settings = [cold_start.venv_setting(workdir)]
             if zip_facts is not None:
                 settings.append(cold_start.zip_setting(zip_facts.path, workdir / "unpacked"))
             return cold_start.measure(settings, args.repeats, pinned(bench.worker_cpu))
@@ -432,8 +432,8 @@ def _import_lines(imports: dict[str, Any] | None, repeats: int) -> list[str]:
         )
     if "zip" in imports:
         lines.append(
-            "  zip: the deployment zip as Lambda imports it (no .pyc in it: all compiled at"
-            " each cold start)"
+            "  zip: the deployment zip as Lambda imports it, from the caches it brings"
+            " (/var/task is read-only)"
         )
     return lines
 

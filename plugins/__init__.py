@@ -1,0 +1,1 @@
+"""Serverless Framework plugins of this service (listed in serverless.yml)."""

@@ -1,0 +1,51 @@
+'use strict';
+
+// Serverless plugin: after the zips are built (and serverless-python-requirements has added
+// the dependencies), give every Python module in them a bytecode cache, so a cold start
+// imports instead of compiling. The work is done by precompile.py, run by the same Python
+// that installs the requirements; see that file for why the caches are hash-based.
+
+const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+
+const SCRIPT = path.join(__dirname, 'precompile.py');
+
+class PrecompilePython {
+  constructor(serverless) {
+    this.serverless = serverless;
+    this.hooks = {
+      'after:package:createDeploymentArtifacts': () => this.precompile(),
+      'after:deploy:function:packageFunction': () => this.precompile(),
+    };
+  }
+
+  artifacts() {
+    const { service, serviceDir } = this.serverless;
+    const paths = [service.package && service.package.artifact];
+    for (const name of service.getAllFunctions()) {
+      const fn = service.getFunction(name);
+      paths.push(fn.package && fn.package.artifact);
+    }
+    const zips = paths.filter(Boolean).map((p) => path.resolve(serviceDir, p));
+    return [...new Set(zips)].filter((p) => fs.existsSync(p));
+  }
+
+  precompile() {
+    const { service } = this.serverless;
+    const runtime = service.provider.runtime;
+    if (!runtime || !runtime.startsWith('python')) return;
+    const python = (service.custom.pythonRequirements || {}).pythonBin || runtime;
+    const zips = this.artifacts();
+    if (zips.length === 0) return;
+    const result = spawnSync(python, [SCRIPT, '--runtime', runtime, ...zips], {
+      stdio: ['ignore', 'inherit', 'inherit'],
+    });
+    if (result.error || result.status !== 0) {
+      const why = result.error ? result.error.message : `exit code ${result.status}`;
+      throw new this.serverless.classes.Error(`Precompiling the Python zips failed: ${why}`);
+    }
+  }
+}
+
+module.exports = PrecompilePython;

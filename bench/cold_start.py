@@ -43,16 +43,36 @@ HANDLERS = (
     "handlers.sender",
 )
 BASELINE = "boto3"
+# What each handler cannot import less than, whatever wspush's own code does: boto3 and the
+# libraries its route uses, set up as the handler sets them up. Powertools' logger, metrics
+# and tracer for all (the project's style); the table model (PynamoDB) where rows are read or
+# written; PyJWT and rsa to check tokens; asyncio for the lean delivery path; Powertools'
+# idempotency and batch utilities where messages are deduplicated and SQS batches read.
+_OBSERVABILITY = (
+    "from aws_lambda_powertools import Logger, Metrics, Tracer;"
+    " Logger(); Metrics(); Tracer(auto_patch=False)"
+)
+_DELIVERY = "pynamodb.models, asyncio, aws_lambda_powertools.utilities.idempotency"
+_BATCH = "aws_lambda_powertools.utilities.batch"
+LIBRARIES = {
+    "handlers.connect": f"{_OBSERVABILITY}; import pynamodb.models, jwt, rsa",
+    "handlers.disconnect": f"{_OBSERVABILITY}; import pynamodb.models",
+    "handlers.ping": f"{_OBSERVABILITY}; import pynamodb.models",
+    "handlers.default": _OBSERVABILITY,
+    "handlers.send": f"{_OBSERVABILITY}; import {_DELIVERY}",
+    "handlers.sender": f"{_OBSERVABILITY}; import {_DELIVERY}, {_BATCH}",
+}
 # What the Lambda Python runtime provides (top-level names in site-packages).
 RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3")
 IMPORT_TIMEOUT_SECONDS = 120
 
-# Only the import is timed: not the interpreter's start, not site, not printing.
-_TIMED_IMPORT = """\
-import importlib, sys, time
+# Only the statement is timed: not the interpreter's start, not site, not printing.
+_TIMED = """\
+import sys, time
 sys.path[:0] = sys.argv[2:]
+code = compile(sys.argv[1], "<timed>", "exec")
 start = time.perf_counter()
-importlib.import_module(sys.argv[1])
+exec(code, {})
 print(time.perf_counter() - start)
 """
 
@@ -66,8 +86,8 @@ class Setting:
     paths: tuple[str, ...] = ()  # put first on sys.path
     env: tuple[tuple[str, str], ...] = ()
 
-    def command(self, module: str) -> list[str]:
-        return [*self.interpreter, "-c", _TIMED_IMPORT, module, *self.paths]
+    def command(self, statement: str) -> list[str]:
+        return [*self.interpreter, "-c", _TIMED, statement, *self.paths]
 
 
 def venv_setting(workdir: Path) -> Setting:
@@ -116,28 +136,35 @@ def runtime_env(setting: Setting) -> dict[str, str]:
 def measure(
     settings: list[Setting], repeats: int, preexec_fn: Callable[[], None] | None = None
 ) -> dict[str, Any]:
-    """Per setting: each module's import times (ms), median, and ratio to ``import boto3``."""
-    modules = (BASELINE, *HANDLERS)
+    """Per setting: each module's import times (ms), median, and ratio to ``import boto3``;
+    and the same for the libraries alone that each handler needs (``LIBRARIES``)."""
+    subjects = {
+        BASELINE: f"import {BASELINE}",
+        **{module: f"import {module}" for module in HANDLERS},
+        **{_libraries(m): f"import {BASELINE}; {LIBRARIES[m]}" for m in HANDLERS},
+    }
     envs = {setting.name: runtime_env(setting) for setting in settings}
-    runs: dict[str, dict[str, list[float]]] = {s.name: {m: [] for m in modules} for s in settings}
-    for module in modules:  # warm-up: bytecode caches written, files in the page cache
+    runs = {s.name: {subject: list[float]() for subject in subjects} for s in settings}
+    for statement in subjects.values():  # warm-up: caches written, files in the page cache
         for setting in settings:
-            _import_ms(setting, module, envs[setting.name], preexec_fn)
+            _timed_ms(setting, statement, envs[setting.name], preexec_fn)
     for _ in range(repeats):
-        for module in modules:
+        for subject, statement in subjects.items():
             for setting in settings:
-                runs[setting.name][module].append(
-                    _import_ms(setting, module, envs[setting.name], preexec_fn)
+                runs[setting.name][subject].append(
+                    _timed_ms(setting, statement, envs[setting.name], preexec_fn)
                 )
     results: dict[str, Any] = {}
     for setting in settings:
-        medians = {m: statistics.median(times) for m, times in runs[setting.name].items()}
-        ratios = {m: medians[m] / medians[BASELINE] for m in HANDLERS}
+        times = runs[setting.name]
+        baseline = statistics.median(times[BASELINE])
+        ratios = {m: statistics.median(times[m]) / baseline for m in HANDLERS}
         slowest = max(ratios, key=lambda m: ratios[m])
         results[setting.name] = {
-            "modules": {
-                m: {"median_ms": medians[m], "ratio_vs_boto3": ratios.get(m, 1.0), "runs_ms": t}
-                for m, t in runs[setting.name].items()
+            "modules": {m: _entry(times[m], baseline) for m in (BASELINE, *HANDLERS)},
+            "libraries": {
+                m: {**_entry(times[_libraries(m)], baseline), "statement": LIBRARIES[m]}
+                for m in HANDLERS
             },
             "max_ratio_vs_boto3": ratios[slowest],
             "slowest": slowest,
@@ -145,14 +172,23 @@ def measure(
     return results
 
 
-def _import_ms(
+def _entry(runs_ms: list[float], baseline_ms: float) -> dict[str, Any]:
+    median = statistics.median(runs_ms)
+    return {"median_ms": median, "ratio_vs_boto3": median / baseline_ms, "runs_ms": runs_ms}
+
+
+def _libraries(module: str) -> str:
+    return f"{module} (libraries alone)"
+
+
+def _timed_ms(
     setting: Setting,
-    module: str,
+    statement: str,
     env: dict[str, str],
     preexec_fn: Callable[[], None] | None,
 ) -> float:
     result = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
-        setting.command(module),
+        setting.command(statement),
         cwd=setting.cwd,
         env=env,
         capture_output=True,
@@ -162,5 +198,5 @@ def _import_ms(
         check=False,
     )
     if result.returncode != 0:
-        raise RuntimeError(f"import {module} ({setting.name}) failed:\n{result.stderr[-2000:]}")
+        raise RuntimeError(f"{statement} ({setting.name}) failed:\n{result.stderr[-2000:]}")
     return 1000 * float(result.stdout.strip().splitlines()[-1])

@@ -15,7 +15,7 @@ only if a delivery was wrong (a post missing, doubled or misreported) or a step 
 the targets of issue 5 are shown next to the figures, never enforced.
 
     .venv/bin/python -m bench.run [--sizes 1000,10000] [--sequential-max 1000]
-        [--latency-ms 20] [--repeats 5] [--zip PATH | --no-zip] [--no-faults]
+        [--latency-ms 20] [--repeats 11] [--zip PATH | --no-zip] [--no-faults]
         [--big-audience 20000 | --no-big-audience]
 """
 
@@ -221,6 +221,10 @@ def assemble(
     cpu_ms = ours.get("cpu_ms_per_delivery")
     venv_imports = (imports or {}).get("venv", {})
     zip_imports = (imports or {}).get("zip", {})
+    # The headline is the zip as Lambda imports it; the venv (with dev-only packages such as
+    # `cryptography`, which PyJWT loads when present) only when no zip was measured.
+    headline_imports = zip_imports or venv_imports
+    library_ratios = [e["ratio_vs_boto3"] for e in headline_imports.get("libraries", {}).values()]
     return {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "headline_n": headline_n,
@@ -229,8 +233,12 @@ def assemble(
         "peak_rss_mb": ours.get("peak_rss_mb"),
         "sequential_deliveries_per_s": seed.get("deliveries_per_s"),
         "ratio_vs_sequential": ratios.get(str(headline_n)),
-        "max_import_ratio_vs_boto3": venv_imports.get("max_ratio_vs_boto3"),
+        "max_import_ratio_vs_boto3": headline_imports.get("max_ratio_vs_boto3"),
+        "max_import_ratio_from": "zip" if zip_imports else "venv",
+        "max_import_ratio_vs_boto3_venv": venv_imports.get("max_ratio_vs_boto3"),
         "max_import_ratio_vs_boto3_zip": zip_imports.get("max_ratio_vs_boto3"),
+        # The same for the libraries alone that each handler needs: below this, no handler can go.
+        "max_library_import_ratio_vs_boto3": max(library_ratios, default=None),
         "zip_bytes": (zip_info or {}).get("zip_bytes"),
         "targets": {key: {"op": op, "value": value} for key, (op, value) in TARGETS.items()},
         "ceilings": {
@@ -414,17 +422,23 @@ def _import_lines(imports: dict[str, Any] | None, repeats: int) -> list[str]:
     if not imports:
         return ["Cold start: not measured"]
     settings = list(imports)
-    header = "".join(f"{name + ' ms':>10}{'xboto3':>8}" for name in settings)
+    header = "".join(f"{name + ' ms':>10}{'xboto3':>8}{'libs':>7}" for name in settings)
     title = f"Cold start: import in a fresh interpreter, median of {repeats}"
-    lines = [f"{title:<50}{header}  target"]
+    lines = [f"{title:<42}{header}  target"]
     first = imports[settings[0]]["modules"]
     for module in first:
         cells = ""
         for name in settings:
             entry = imports[name]["modules"][module]
-            cells += f"{entry['median_ms']:>10.0f}{entry['ratio_vs_boto3']:>7.2f}x"
+            libraries = imports[name]["libraries"].get(module)
+            libs = f"{libraries['ratio_vs_boto3']:>6.2f}x" if libraries else " " * 7
+            cells += f"{entry['median_ms']:>10.0f}{entry['ratio_vs_boto3']:>7.2f}x{libs}"
         label = f"import {module}" if module == cold_start.BASELINE else module
-        lines.append(f"  {label:<48}{cells}  {'' if module == cold_start.BASELINE else '≤1.3x'}")
+        lines.append(f"  {label:<40}{cells}  {'' if module == cold_start.BASELINE else '≤1.3x'}")
+    lines.append(
+        "  libs: boto3 and the libraries alone that the handler's route uses, set up as it"
+        " sets them up (bench/cold_start.py, LIBRARIES): no handler can import in less"
+    )
     for name in settings:
         lines.append(
             f"  max ({name}): {imports[name]['max_ratio_vs_boto3']:.2f}x"
@@ -446,14 +460,12 @@ def _summary_lines(results: dict[str, Any]) -> list[str]:
         _summary("cpu_ms_per_delivery", results["cpu_ms_per_delivery"], 3, "≤ 0.3"),
         _summary("sequential_deliveries_per_s", results["sequential_deliveries_per_s"], 1, ""),
         _summary("ratio_vs_sequential", results["ratio_vs_sequential"], 1, "≥ 70"),
-        _summary("max_import_ratio_vs_boto3", results["max_import_ratio_vs_boto3"], 2, "≤ 1.3"),
+        _summary("max_import_ratio_vs_boto3", results["max_import_ratio_vs_boto3"], 2, "≤ 1.3")
+        + f" ({results['max_import_ratio_from']})",
     ]
-    if results.get("max_import_ratio_vs_boto3_zip") is not None:
-        lines.append(
-            _summary(
-                "max_import_ratio_vs_boto3_zip", results["max_import_ratio_vs_boto3_zip"], 2, ""
-            )
-        )
+    for key in ("max_import_ratio_vs_boto3_venv", "max_library_import_ratio_vs_boto3"):
+        if results.get(key) is not None:
+            lines.append(_summary(key, results[key], 2, ""))
     zip_note = ""
     if zip_info:
         how = (
@@ -496,7 +508,12 @@ def main(argv: list[str] | None = None) -> int:
         help="post sequentially to at most this many recipients, extrapolate beyond",
     )
     parser.add_argument("--latency-ms", type=float, default=DEFAULT_LATENCY_MS)
-    parser.add_argument("--repeats", type=int, default=5, help="fresh imports per module")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=11,
+        help="fresh imports per module (one import varies by ±15%% here: 11 steady the median)",
+    )
     zip_options = parser.add_mutually_exclusive_group()
     zip_options.add_argument("--zip", type=Path, help="measure this zip instead of building one")
     zip_options.add_argument("--no-zip", action="store_true")

@@ -3,10 +3,9 @@
 from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from wspush import frames, handshake
+from wspush import events, frames, handshake
 from wspush.clock import now_ms
 from wspush.errors import (
     AuthUnavailable,
@@ -31,16 +30,16 @@ REFUSAL_STATUS: dict[type[ConnectionRefused], int] = {
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = APIGatewayWebSocketEvent(event)
-    connection_id = request.request_context.connection_id
+    request = events.RouteEvent.of(event)
+    connection_id = request.connection_id
     try:
         handshake.open_connection(
             connection_id,
-            request.query_string_parameters,
+            request.query,
             get_settings(),
             get_auth_settings(),
             now_ms=now_ms(),
-            connected_at=request.request_context.connected_at,
+            connected_at=request.connected_at,
         )
     except ConnectionRefused as exc:
         status = REFUSAL_STATUS[type(exc)]

@@ -3,10 +3,9 @@
 from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from wspush import frames
+from wspush import events, frames
 from wspush.clock import now_ms
 from wspush.observability import logger, metrics, tracer
 
@@ -15,8 +14,8 @@ from wspush.observability import logger, metrics, tracer
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = APIGatewayWebSocketEvent(event)
-    logger.info("frame rejected", connection_id=request.request_context.connection_id)
+    request = events.RouteEvent.of(event)
+    logger.info("frame rejected", connection_id=request.connection_id)
     metrics.add_metric(name="FramesRejected", unit="Count", value=1)
-    body = frames.frame_text(request.body, base64_encoded=request.is_base64_encoded)
+    body = frames.frame_text(request.body, base64_encoded=request.base64_encoded)
     return frames.route_response(200, frames.unknown_frame_reply(body, now_ms=now_ms()))

@@ -3,10 +3,9 @@
 from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from wspush import frames, sessions
+from wspush import events, frames, sessions
 from wspush.errors import StorageUnavailable
 from wspush.observability import logger, metrics, tracer
 
@@ -15,7 +14,7 @@ from wspush.observability import logger, metrics, tracer
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    connection_id = APIGatewayWebSocketEvent(event).request_context.connection_id
+    connection_id = events.RouteEvent.of(event).connection_id
     try:
         sessions.close_connection(connection_id)
     except StorageUnavailable:

@@ -3,10 +3,9 @@
 from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from wspush import frames, sessions
+from wspush import events, frames, sessions
 from wspush.clock import now_ms
 from wspush.observability import logger, metrics, tracer
 from wspush.settings import get_settings
@@ -16,5 +15,5 @@ from wspush.settings import get_settings
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    connection_id = APIGatewayWebSocketEvent(event).request_context.connection_id
+    connection_id = events.RouteEvent.of(event).connection_id
     return frames.route_response(200, sessions.pong(connection_id, get_settings(), now_ms=now_ms()))

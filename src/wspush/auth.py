@@ -7,6 +7,9 @@ small pure-Python libraries (``rsa``, ``ecdsa``), so the Lambda zip carries no c
 cryptography. Keys come from exactly one source: an HMAC secret (SSM Parameter Store or
 Secrets Manager, read once per container) or a JWKS URL (fetched with a timeout, cached,
 fetched again once when a token names an unknown ``kid``).
+
+``ecdsa`` is imported only where an ES algorithm is configured: it is the costliest import
+of ``$connect`` (~6 ms of each cold start, ``make bench``), and most stages verify RS256.
 """
 
 from __future__ import annotations
@@ -22,19 +25,20 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from functools import cache
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-import ecdsa
 import jwt
 import rsa
-from ecdsa.util import sigdecode_string
 from jwt.algorithms import Algorithm, HMACAlgorithm
 
 from wspush import secrets
 from wspush.errors import AuthUnavailable, Unauthenticated
 from wspush.observability import logger
 from wspush.settings import HMAC_ALGORITHMS, AuthSettings
+
+if TYPE_CHECKING:
+    import ecdsa
 
 MIN_SECRET_BYTES = 32
 MIN_RSA_BITS = 2048
@@ -76,24 +80,38 @@ class _RsaPkcs1(_VerifyOnly):
             return False
 
 
+def _ecdsa() -> Any:
+    """The ``ecdsa`` package, imported on first use (see the module's docstring)."""
+    import ecdsa
+    import ecdsa.util
+
+    return ecdsa
+
+
+# JWK curve name: (the algorithm it serves, the ``ecdsa`` curve's name).
+_EC_CURVES = {"P-256": ("ES256", "NIST256p"), "P-384": ("ES384", "NIST384p")}
+
+
 class _Ecdsa(_VerifyOnly):
     """ECDSA (ES256/384) verification with the pure-Python ``ecdsa`` package."""
 
-    def __init__(self, curve: ecdsa.curves.Curve, hashfunc: Callable[..., Any]) -> None:
-        self.curve = curve
+    def __init__(self, jwk_curve: str, hashfunc: Callable[..., Any]) -> None:
+        self._ecdsa = _ecdsa()
+        self.curve = getattr(self._ecdsa, _EC_CURVES[jwk_curve][1])
         self.hashfunc = hashfunc
 
     def prepare_key(self, key: Any) -> ecdsa.VerifyingKey:
-        if not isinstance(key, ecdsa.VerifyingKey) or key.curve != self.curve:
+        if not isinstance(key, self._ecdsa.VerifyingKey) or key.curve != self.curve:
             raise jwt.InvalidKeyError(f"an EC public key on {self.curve.name} is required")
         return key
 
     def verify(self, msg: bytes, key: Any, sig: bytes) -> bool:
         if len(sig) != 2 * self.curve.baselen:
             return False
+        sigdecode = self._ecdsa.util.sigdecode_string
         try:
-            return bool(key.verify(sig, msg, hashfunc=self.hashfunc, sigdecode=sigdecode_string))
-        except (ecdsa.BadSignatureError, ValueError):
+            return bool(key.verify(sig, msg, hashfunc=self.hashfunc, sigdecode=sigdecode))
+        except (self._ecdsa.BadSignatureError, ValueError):
             return False
 
 
@@ -104,10 +122,9 @@ _ALGORITHMS: dict[str, Callable[[], Algorithm]] = {
     "RS256": lambda: _RsaPkcs1("SHA-256"),
     "RS384": lambda: _RsaPkcs1("SHA-384"),
     "RS512": lambda: _RsaPkcs1("SHA-512"),
-    "ES256": lambda: _Ecdsa(ecdsa.NIST256p, hashlib.sha256),
-    "ES384": lambda: _Ecdsa(ecdsa.NIST384p, hashlib.sha384),
+    "ES256": lambda: _Ecdsa("P-256", hashlib.sha256),
+    "ES384": lambda: _Ecdsa("P-384", hashlib.sha384),
 }
-_EC_CURVES = {"P-256": ("ES256", ecdsa.NIST256p), "P-384": ("ES384", ecdsa.NIST384p)}
 
 
 class KeySource(Protocol):
@@ -255,7 +272,7 @@ def _public_key(jwk: Mapping[str, Any], alg: str) -> Any:
             return _rsa_key(jwk)
         if alg.startswith("ES") and jwk.get("kty") == "EC":
             return _ec_key(jwk, alg)
-    except (KeyError, TypeError, ValueError, OverflowError, ecdsa.MalformedPointError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise Unauthenticated("the token's key is not usable") from exc
     raise Unauthenticated("the token's algorithm does not match its key")
 
@@ -268,12 +285,17 @@ def _rsa_key(jwk: Mapping[str, Any]) -> rsa.PublicKey:
 
 
 def _ec_key(jwk: Mapping[str, Any], alg: str) -> ecdsa.VerifyingKey:
-    curve_alg, curve = _EC_CURVES[jwk["crv"]]
+    curve_alg, curve_name = _EC_CURVES[jwk["crv"]]
     if curve_alg != alg:
         raise ValueError("the key's curve does not match the algorithm")
+    ecdsa = _ecdsa()
+    curve = getattr(ecdsa, curve_name)
     size = curve.baselen
     point = _b64int(jwk["x"]).to_bytes(size, "big") + _b64int(jwk["y"]).to_bytes(size, "big")
-    return ecdsa.VerifyingKey.from_string(point, curve=curve)
+    try:
+        return ecdsa.VerifyingKey.from_string(point, curve=curve)
+    except ecdsa.MalformedPointError as exc:
+        raise ValueError("the key is not a point of its curve") from exc
 
 
 class JwtVerifier:

@@ -11,16 +11,21 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSMessageAttribute, SQSRecord
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from wspush.errors import QueueUnavailable
 from wspush.messages import MAX_SQS_MESSAGE_BYTES, sqs_body
 from wspush.observability import logger
+
+if TYPE_CHECKING:  # importing Powertools' data classes loads ~40 event types (see events.py)
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import (
+        SQSMessageAttribute,
+        SQSRecord,
+    )
 
 ATTEMPT = "wspush-attempt"
 ROUND = "wspush-round"

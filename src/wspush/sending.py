@@ -19,9 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from wspush import connections, delivery, idempotency, queues
@@ -41,6 +40,9 @@ from wspush.messages import (
 )
 from wspush.observability import logger, metrics
 from wspush.settings import Settings
+
+if TYPE_CHECKING:  # the send Lambda has no SQS records, and need not load their types
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 MAX_MESSAGES_PER_INVOCATION = MAX_MESSAGES_PER_SEND
 REQUEUE_CHUNK = 1_000

@@ -6,6 +6,8 @@ import base64
 import hashlib
 import hmac
 import json
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -284,3 +286,34 @@ def test_while_the_issuer_is_down_keys_are_asked_for_once_per_interval() -> None
     clock.now += JWKS_MIN_REFETCH_SECONDS
     assert check.user_id(RSA_KEY.token(sub="back")) == "back"
     assert fetch.calls == 2
+
+
+# A fresh interpreter: which signature libraries does a verifier for these algorithms load?
+LOADED_FOR = """
+import sys
+from wspush.auth import Jwks, JwtVerifier
+from wspush.settings import AuthMode, AuthSettings
+settings = AuthSettings(mode=AuthMode.JWT, algorithms=frozenset(sys.argv[1].split(",")),
+    issuer="i", audience="a", jwks_url="https://issuer.example.test/jwks.json")
+JwtVerifier(settings, Jwks(settings.jwks_url, timeout_seconds=1))
+print(",".join(name for name in ("ecdsa", "rsa") if name in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(
+    ("algorithms", "loaded"),
+    [("RS256", "rsa"), ("RS256,ES256", "ecdsa,rsa"), ("ES384", "ecdsa,rsa")],
+)
+def test_ecdsa_is_loaded_only_where_an_es_algorithm_is_configured(
+    algorithms: str, loaded: str
+) -> None:
+    # Given a stage that verifies these algorithms
+    # When its $connect function starts and builds its verifier
+    result = subprocess.run(
+        [sys.executable, "-c", LOADED_FOR, algorithms],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    # Then ecdsa (the costliest import of $connect) is loaded only if an ES algorithm is used
+    assert result.stdout.strip() == loaded

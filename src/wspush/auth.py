@@ -288,13 +288,13 @@ def _ec_key(jwk: Mapping[str, Any], alg: str) -> ecdsa.VerifyingKey:
     curve_alg, curve_name = _EC_CURVES[jwk["crv"]]
     if curve_alg != alg:
         raise ValueError("the key's curve does not match the algorithm")
-    ecdsa = _ecdsa()
-    curve = getattr(ecdsa, curve_name)
+    ec = _ecdsa()
+    curve = getattr(ec, curve_name)
     size = curve.baselen
     point = _b64int(jwk["x"]).to_bytes(size, "big") + _b64int(jwk["y"]).to_bytes(size, "big")
     try:
-        return ecdsa.VerifyingKey.from_string(point, curve=curve)
-    except ecdsa.MalformedPointError as exc:
+        return ec.VerifyingKey.from_string(point, curve=curve)
+    except ec.MalformedPointError as exc:
         raise ValueError("the key is not a point of its curve") from exc
 
 

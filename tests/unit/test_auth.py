@@ -317,3 +317,16 @@ def test_ecdsa_is_loaded_only_where_an_es_algorithm_is_configured(
     )
     # Then ecdsa (the costliest import of $connect) is loaded only if an ES algorithm is used
     assert result.stdout.strip() == loaded
+
+
+def test_an_ec_key_whose_point_is_off_its_curve_is_not_usable() -> None:
+    # Given a JWKS whose EC key has a y coordinate that is not on P-256
+    class OffCurve(FakeFetch):
+        def __call__(self, url: str, timeout: float) -> bytes:
+            jwk = EC_KEY.jwk()
+            y = int.from_bytes(base64.urlsafe_b64decode(jwk["y"] + "=="), "big")
+            jwk["y"] = base64.urlsafe_b64encode((y ^ 1).to_bytes(32, "big")).decode().rstrip("=")
+            return json.dumps({"keys": [jwk]}).encode()
+
+    # Then a token naming it is refused for its key, not with an error of the library
+    assert refused(verifier(OffCurve()), EC_KEY.token()) == "the token's key is not usable"

@@ -338,6 +338,9 @@ def _stored_ids(dynamodb: Any) -> set[str]:
 # --- a big audience, split into shares for many sender invocations (issue 5, section 3) ---
 
 BIG_AUDIENCE_N = 20_000
+# A million connections at 2,000 a segment: the split the README's on-paper broadcast makes,
+# measured by splitting the same rows into this many segments.
+MILLION_SEGMENTS = 500
 SQS_BATCH_SIZE = 10  # the sender's batchSize, as the event source mapping hands records over
 
 
@@ -482,6 +485,9 @@ def run_big_audience(n: int, stub: StubClient) -> Measurement:
         result.stub = stub.stats()
         left = _messages_left(sqs, queue_url)
         dead_letters = sum(_messages_left(sqs, dlq_url).values())
+        million_split_s, million_shares = _split_only(
+            invoke, sqs, queue_url, queue_arn, n, MILLION_SEGMENTS
+        )
         distinct = result.stub["distinct_delivered"]
         duplicates = result.stub["duplicate_deliveries"]
         result.outcomes = {"delivered": distinct, "gone": 0, "failed": 0, "throttled": 0}
@@ -497,6 +503,8 @@ def run_big_audience(n: int, stub: StubClient) -> Measurement:
             "missing": n - distinct,
             "wall_s": result.wall_s,
             "split_wall_s": split_s,
+            "million_split_segments": million_shares,
+            "million_split_wall_s": million_split_s,
             "store_rows_s": store_s,
             "records_failed": len(failed),
             "messages_left": left,
@@ -516,7 +524,39 @@ def run_big_audience(n: int, stub: StubClient) -> Measurement:
         result.expect("records the sender reported failed", failed, [])
         result.expect("messages left on the queue", left, dict.fromkeys(left, 0))
         result.expect("dead letters", dead_letters, 0)
+        result.expect("shares of the 500-segment split", million_shares, MILLION_SEGMENTS)
         return result
+
+
+def _split_only(
+    invoke: Any, sqs: Any, queue_url: str, queue_arn: str, n: int, segments: int
+) -> tuple[float, int]:
+    """The split alone of a broadcast into ``segments`` shares (the first invocation's work
+    for a million connections): its wall time and the shares it queued, which are dropped."""
+    from wspush.settings import get_settings
+
+    caller_setting = os.environ.get("WSPUSH_CONNECTIONS_PER_SEGMENT")
+    os.environ["WSPUSH_CONNECTIONS_PER_SEGMENT"] = str(-(-n // segments))
+    get_settings.cache_clear()
+    broadcast = {"broadcast": True, "id": "big-split", "payload": {"type": "bench", "data": {}}}
+    body = json.dumps(broadcast)
+    message = {
+        "MessageId": "bench-split",
+        "ReceiptHandle": "bench-split",
+        "Body": body,
+        "MD5OfBody": hashlib.md5(body.encode()).hexdigest(),  # noqa: S324
+    }
+    started = time.perf_counter()
+    failed = invoke([_sqs_record(message, queue_arn)])
+    elapsed = time.perf_counter() - started
+    queued = _messages_left(sqs, queue_url)["ApproximateNumberOfMessages"]
+    sqs.purge_queue(QueueUrl=queue_url)
+    if caller_setting is None:
+        del os.environ["WSPUSH_CONNECTIONS_PER_SEGMENT"]
+    else:
+        os.environ["WSPUSH_CONNECTIONS_PER_SEGMENT"] = caller_setting
+    get_settings.cache_clear()
+    return elapsed, queued if not failed else 0
 
 
 def _messages_left(sqs: Any, queue_url: str) -> dict[str, int]:

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from wspush.errors import InvalidMessage
 
 MAX_CLIENT_FRAME_BYTES = 131_072  # API Gateway's limit for one message to a client
-MAX_SQS_MESSAGE_BYTES = 1_048_576  # body and message attributes together
+MAX_SQS_MESSAGE_BYTES = 1_048_576  # body and message attributes together; a whole batch too
+MAX_SQS_BATCH_ENTRIES = 10  # messages one SendMessageBatch call takes
 MAX_MESSAGES_PER_SEND = 100  # envelopes one invocation of the send Lambda accepts
 MAX_ID_LENGTH = 128
 MAX_USER_ID_LENGTH = 128
@@ -142,6 +143,24 @@ def sqs_body(envelope: Any) -> str:
     """An envelope as an SQS message body: compact JSON, non-ASCII escaped (SQS refuses some
     characters JSON strings may carry, such as NUL or U+FFFE)."""
     return json.dumps(envelope, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def sqs_batches[T](items: Iterable[T], size: Callable[[T], int]) -> Iterator[list[T]]:
+    """Consecutive items in the groups one SendMessageBatch call takes: at most 10, and at
+    most 1 MiB in all (``size``: an item's body and attributes, in bytes)."""
+    group: list[T] = []
+    total = 0
+    for item in items:
+        item_size = size(item)
+        if group and (
+            len(group) == MAX_SQS_BATCH_ENTRIES or total + item_size > MAX_SQS_MESSAGE_BYTES
+        ):
+            yield group
+            group, total = [], 0
+        group.append(item)
+        total += item_size
+    if group:
+        yield group
 
 
 def to_envelope(message: Message, connection_ids: list[str]) -> dict[str, Any]:

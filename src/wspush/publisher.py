@@ -16,7 +16,7 @@ call fails as a whole (``EndpointUnreachable`` when no connection could be made,
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any, overload
@@ -34,9 +34,14 @@ from botocore.exceptions import ConnectionError as AwsConnectionError
 
 from wspush.clock import now_ms
 from wspush.errors import InvalidMessage, WspushError
-from wspush.messages import MAX_MESSAGES_PER_SEND, MAX_SQS_MESSAGE_BYTES, parse_message, sqs_body
+from wspush.messages import (
+    MAX_MESSAGES_PER_SEND,
+    MAX_SQS_MESSAGE_BYTES,
+    parse_message,
+    sqs_batches,
+    sqs_body,
+)
 
-MAX_BATCH_ENTRIES = 10  # SendMessageBatch's limit; the batch's total size is MAX_SQS_MESSAGE_BYTES
 MAX_SEND_MESSAGES = MAX_MESSAGES_PER_SEND  # what the send Lambda accepts per invocation
 MAX_INVOKE_PAYLOAD_BYTES = 6_291_456  # Lambda's limit for a synchronous invocation's event
 
@@ -212,7 +217,7 @@ class Publisher:
                 entries.append(_Entry(index, valid["id"], _sqs_body(valid)))
             except InvalidMessage as exc:
                 results[index] = PublishFailure(exc.code, exc.message, field=exc.field)
-        groups = list(_groups(entries))
+        groups = list(sqs_batches(entries, lambda entry: len(entry.body)))  # ASCII bodies
         for number, group in enumerate(groups):
             try:
                 answer = self._sqs.send_message_batch(
@@ -331,22 +336,6 @@ def _sqs_body(valid: dict[str, Any]) -> str:
             f"{MAX_SQS_MESSAGE_BYTES} bytes",
         )
     return body
-
-
-def _groups(entries: Sequence[_Entry]) -> Iterator[list[_Entry]]:
-    """Consecutive entries, at most 10 and 1 MiB of bodies per group."""
-    group: list[_Entry] = []
-    size = 0
-    for entry in entries:
-        if group and (
-            len(group) == MAX_BATCH_ENTRIES or size + len(entry.body) > MAX_SQS_MESSAGE_BYTES
-        ):
-            yield group
-            group, size = [], 0
-        group.append(entry)
-        size += len(entry.body)
-    if group:
-        yield group
 
 
 def _answered(group: list[_Entry], answer: Any) -> dict[int, PublishResult | PublishFailure]:

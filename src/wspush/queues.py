@@ -8,7 +8,7 @@ dead-letter queue with its reason in message attributes.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -18,7 +18,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from wspush.errors import QueueUnavailable
-from wspush.messages import MAX_SQS_MESSAGE_BYTES, sqs_body
+from wspush.messages import MAX_SQS_MESSAGE_BYTES, sqs_batches, sqs_body
 from wspush.observability import logger
 
 if TYPE_CHECKING:  # importing Powertools' data classes loads ~40 event types (see events.py)
@@ -94,20 +94,53 @@ def requeue(
     round_number: int,
     ts: int,
     delay_seconds: int,
-    segment: tuple[int, int] | None = None,
 ) -> None:
-    """Put a message back on the queue, remembering its attempt count, round and timestamp
-    (and, for a share of a split broadcast, which segment it delivers)."""
-    attributes = {ATTEMPT: str(attempt), ROUND: str(round_number), TIMESTAMP: str(ts)}
-    if segment is not None:
-        attributes[SEGMENT] = f"{segment[0]}/{segment[1]}"
+    """Put a message back on the queue, remembering its attempt count, round and timestamp."""
     _send(
         queue_url,
         sqs_body(body),
         region=region,
-        attributes=attributes,
+        attributes=_requeue_attributes(attempt, round_number, ts, None),
         delay_seconds=min(delay_seconds, MAX_DELAY_SECONDS),
     )
+
+
+def queue_shares(
+    queue_url: str,
+    shares: Sequence[tuple[Mapping[str, Any], tuple[int, int] | None]],
+    *,
+    region: str,
+    attempt: int,
+    round_number: int,
+    ts: int,
+) -> None:
+    """Queue the shares of a split audience, each its own message (with, for a broadcast, the
+    scan segment it delivers), ten to a SendMessageBatch call: a split of 500 segments makes
+    50 calls, not 500.
+
+    Raises ``QueueUnavailable`` if any share was not queued. The caller then fails the whole
+    message, and SQS hands it over again: its split is redone, and each share it queues twice
+    is delivered once all the same (shares are remembered by id and segment or users).
+    """
+    entries = [
+        (sqs_body(body), _requeue_attributes(attempt, round_number, ts, segment))
+        for body, segment in shares
+    ]
+    for batch in sqs_batches(entries, lambda entry: len(entry[0]) + _attributes_size(entry[1])):
+        refused = _send_batch(queue_url, batch, region=region)
+        if refused:
+            raise QueueUnavailable(
+                f"{len(refused)} of {len(batch)} shares were not queued ({', '.join(refused)})"
+            )
+
+
+def _requeue_attributes(
+    attempt: int, round_number: int, ts: int, segment: tuple[int, int] | None
+) -> dict[str, str]:
+    attributes = {ATTEMPT: str(attempt), ROUND: str(round_number), TIMESTAMP: str(ts)}
+    if segment is not None:
+        attributes[SEGMENT] = f"{segment[0]}/{segment[1]}"
+    return attributes
 
 
 def dead_letter(queue_url: str, body: str, letter: DeadLetter, *, region: str) -> None:
@@ -147,13 +180,37 @@ def _send(
             QueueUrl=queue_url,
             MessageBody=body,
             DelaySeconds=delay_seconds,
-            MessageAttributes={
-                name: {"DataType": "String", "StringValue": value}
-                for name, value in attributes.items()
-            },
+            MessageAttributes=_message_attributes(attributes),
         )
     except (ClientError, BotoCoreError) as exc:
         raise QueueUnavailable("could not send to the queue") from exc
+
+
+def _send_batch(
+    queue_url: str, batch: Sequence[tuple[str, Mapping[str, str]]], *, region: str
+) -> list[str]:
+    """Send up to ten messages in one call; the error codes of those SQS did not take."""
+    try:
+        answer = _client(region).send_message_batch(
+            QueueUrl=queue_url,
+            Entries=[
+                {
+                    "Id": str(index),
+                    "MessageBody": body,
+                    "MessageAttributes": _message_attributes(attributes),
+                }
+                for index, (body, attributes) in enumerate(batch)
+            ],
+        )
+    except (ClientError, BotoCoreError) as exc:
+        raise QueueUnavailable("could not send to the queue") from exc
+    return [str(failed.get("Code", "unknown")) for failed in answer.get("Failed", [])]
+
+
+def _message_attributes(attributes: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    return {
+        name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()
+    }
 
 
 def _segment(attribute: SQSMessageAttribute | None) -> tuple[int, int] | None:

@@ -269,17 +269,14 @@ def _split(
     message: Message, shares: list[Share], queued: queues.QueuedAttributes, settings: Settings
 ) -> dict[str, Any]:
     """Queue each share as its own message (same id and timestamp) for another invocation."""
-    for envelope, segment in shares:
-        queues.requeue(
-            settings.queue_url,
-            envelope,
-            region=settings.region,
-            attempt=queued.attempt,
-            round_number=queued.round,
-            ts=message.ts,
-            delay_seconds=0,
-            segment=segment,
-        )
+    queues.queue_shares(
+        settings.queue_url,
+        shares,
+        region=settings.region,
+        attempt=queued.attempt,
+        round_number=queued.round,
+        ts=message.ts,
+    )
     metrics.add_metric(name="AudiencesSplit", unit="Count", value=1)
     logger.info("audience split", shares=len(shares))
     return {"id": message.id, "shares": len(shares)}

@@ -100,28 +100,56 @@ def test_a_split_that_failed_half_way_is_redone_without_double_delivery(
     lambda_context: FakeLambdaContext,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Given 50 connections, and a queue that refuses the third share of the first split
+    # Given 50 connections, and a queue that takes only the first two shares of the first split
+    # (SendMessageBatch answering the others as Failed, as SQS does when throttled)
     ids = [f"c-{index:02d}" for index in range(50)]
     for connection_id in ids:
         add_connection(connection_id, f"user-{connection_id}")
-    send = queues._send
+    send_batch = queues._send_batch
     calls = {"n": 0}
 
-    def flaky(*args: Any, **kwargs: Any) -> None:
+    def partly(queue_url: str, batch: Any, *, region: str) -> list[str]:
         calls["n"] += 1
-        if calls["n"] == 3:
-            raise queues.QueueUnavailable("throttled")
-        send(*args, **kwargs)
+        if calls["n"] == 1:
+            send_batch(queue_url, batch[:2], region=region)
+            return ["ThrottlingException"] * (len(batch) - 2)
+        return send_batch(queue_url, batch, region=region)
 
-    monkeypatch.setattr(queues, "_send", flaky)
+    monkeypatch.setattr(queues, "_send_batch", partly)
     record = sqs_record({"broadcast": True, "id": "m-half", "payload": PAYLOAD})
     # When the split fails, the record goes back to SQS; when SQS delivers it again...
     assert run([record], lambda_context) == [record["messageId"]]
     assert run([record], lambda_context) == []
     # ...and every share (the first two twice) is handled
-    run_queue(lambda_context)
+    assert run_queue(lambda_context) == 5 + 2
     # Then each connection received the broadcast once
     assert frames_per_connection(management_api, "m-half") == Counter(dict.fromkeys(ids, 1))
+
+
+def test_a_split_queues_its_shares_ten_to_a_call(
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given 250 connections: 25 segments of 10
+    ids = [f"c-{index:03d}" for index in range(250)]
+    for connection_id in ids:
+        add_connection(connection_id, f"user-{connection_id}")
+    sizes: list[int] = []
+    send_batch = queues._send_batch
+
+    def counted(queue_url: str, batch: Any, *, region: str) -> list[str]:
+        sizes.append(len(batch))
+        return send_batch(queue_url, batch, region=region)
+
+    monkeypatch.setattr(queues, "_send_batch", counted)
+    # When the sender splits a broadcast
+    record = sqs_record({"broadcast": True, "id": "m-batched", "payload": PAYLOAD})
+    assert run([record], lambda_context) == []
+    # Then the 25 shares took three SendMessageBatch calls, and each connection gets it once
+    assert sizes == [10, 10, 5]
+    assert run_queue(lambda_context) == 25
+    assert frames_per_connection(management_api, "m-batched") == Counter(dict.fromkeys(ids, 1))
 
 
 def test_a_long_user_list_is_split_into_chunks_keeping_its_filters(

@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 
 from wspush.errors import InvalidMessage
-from wspush.messages import MAX_CLIENT_FRAME_BYTES, encode_frame, parse_json, parse_message
+from wspush.messages import (
+    MAX_CLIENT_FRAME_BYTES,
+    MAX_SQS_MESSAGE_BYTES,
+    encode_frame,
+    parse_json,
+    parse_message,
+    sqs_batches,
+)
 
 NOW = 1_795_867_200_000
 PAYLOAD = {"type": "order.updated", "data": {"orderId": 7}}
@@ -143,3 +150,18 @@ def test_a_lone_surrogate_is_rejected_not_crashed_on() -> None:
     # When it is validated, then it is an invalid payload
     error = invalid(envelope)
     assert (error.code, error.field) == ("invalid_payload", "payload")
+
+
+def test_sqs_batches_hold_at_most_ten_messages() -> None:
+    assert [len(batch) for batch in sqs_batches(range(25), lambda _: 1)] == [10, 10, 5]
+
+
+def test_sqs_batches_hold_at_most_one_mebibyte_in_all() -> None:
+    # Given messages of a third of the limit, then one of exactly the limit
+    third = MAX_SQS_MESSAGE_BYTES // 3
+    sizes = [third, third, third, third, MAX_SQS_MESSAGE_BYTES]
+    # Then three fit in one batch (3 x third <= limit), the fourth starts the next, and the
+    # message of the full limit goes alone
+    batches = list(sqs_batches(sizes, lambda size: size))
+    assert batches == [[third] * 3, [third], [MAX_SQS_MESSAGE_BYTES]]
+    assert list(sqs_batches([], lambda size: size)) == []

@@ -15,11 +15,8 @@ STAGE ?= dev
 REGION ?= us-east-1
 AUTH ?= none
 
-# src/ is copied into the Lambda zip as it is: keep bytecode caches out of it.
-export PYTHONDONTWRITEBYTECODE := 1
-
 .PHONY: dev test install lint typecheck unit integration e2e client-test accounting packaging package \
-	deploy clean-src clean bench
+	deploy clean bench
 
 dev: $(PY_STAMP) $(NODE_STAMP) $(CLIENT_STAMP)
 	$(BIN)/python -m local.run --auth $(AUTH)
@@ -89,14 +86,11 @@ packaging: install
 bench: $(PY_STAMP) $(NODE_STAMP)
 	$(BIN)/python -m bench.run $(ARGS)
 
-package: install clean-src
+package: install
 	npx sls package --stage $(STAGE) --region $(REGION) $(ARGS)
 
-deploy: install clean-src
+deploy: install
 	npx sls deploy --stage $(STAGE) --region $(REGION) $(ARGS)
-
-clean-src:
-	find src -name __pycache__ -prune -exec rm -rf {} +
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) node_modules client/node_modules .serverless .pytest_cache \

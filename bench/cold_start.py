@@ -10,19 +10,21 @@ imported (~90 ms); inside, the Lambda service samples and the SDK skips them.
 
 Two settings:
 
-- ``venv``: the development venv, with bytecode caches (site-packages' own; ``src/`` and
-  ``handlers/`` compiled by the warm-up into a private cache directory).
+- ``venv``: the development venv, every module's bytecode cache written by the warm-up into a
+  private cache directory (``PYTHONPYCACHEPREFIX``).
 - ``zip``: the deployment zip unpacked as Lambda unpacks it into /var/task, with nothing but
   it, boto3 and the standard library importable (``python -I -S -B``, as the packaging test
   does). /var/task is read-only, so only the ``.pyc`` the zip brings are used (the build
-  precompiles every module, see plugins/precompile.py); a module without one would be compiled
-  at each cold start. Its compiled wheels are arm64: on another machine their pure-Python
-  fallbacks load instead.
+  precompiles every module, see plugins/precompile.py). Its compiled wheels are arm64: on
+  another machine their pure-Python fallbacks load instead.
+- ``no-pyc``: the same zip with its caches removed, as it was before the build precompiled
+  it: every module compiled at each cold start.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.machine import REPO, SENDER_MEMORY_MB, STAGE, lambda_env
+from bench.machine import REPO, STAGE, lambda_env
 
 HANDLERS = (
     "handlers.connect",
@@ -43,11 +45,12 @@ HANDLERS = (
     "handlers.sender",
 )
 BASELINE = "boto3"
-# What each handler cannot import less than, whatever wspush's own code does: boto3 and the
-# libraries its route uses, set up as the handler sets them up. Powertools' logger, metrics
-# and tracer for all (the project's style); the table model (PynamoDB) where rows are read or
-# written; PyJWT and rsa to check tokens; asyncio for the lean delivery path; Powertools'
-# idempotency and batch utilities where messages are deduplicated and SQS batches read.
+# What each handler cannot import less than, whatever wspush's own code does: the libraries
+# its route uses (boto3 among them, but for $default), set up as the handler sets them up.
+# Powertools' logger, metrics and tracer for all (the project's style); the table model
+# (PynamoDB) where rows are read or written; PyJWT and rsa to check tokens; asyncio for the
+# lean delivery path; Powertools' idempotency and batch utilities where messages are
+# deduplicated and SQS batches read.
 _OBSERVABILITY = (
     "from aws_lambda_powertools import Logger, Metrics, Tracer;"
     " Logger(); Metrics(); Tracer(auto_patch=False)"
@@ -55,12 +58,12 @@ _OBSERVABILITY = (
 _DELIVERY = "pynamodb.models, asyncio, aws_lambda_powertools.utilities.idempotency"
 _BATCH = "aws_lambda_powertools.utilities.batch"
 LIBRARIES = {
-    "handlers.connect": f"{_OBSERVABILITY}; import pynamodb.models, jwt, rsa",
-    "handlers.disconnect": f"{_OBSERVABILITY}; import pynamodb.models",
-    "handlers.ping": f"{_OBSERVABILITY}; import pynamodb.models",
-    "handlers.default": _OBSERVABILITY,
-    "handlers.send": f"{_OBSERVABILITY}; import {_DELIVERY}",
-    "handlers.sender": f"{_OBSERVABILITY}; import {_DELIVERY}, {_BATCH}",
+    "handlers.connect": f"import boto3; {_OBSERVABILITY}; import pynamodb.models, jwt, rsa",
+    "handlers.disconnect": f"import boto3; {_OBSERVABILITY}; import pynamodb.models",
+    "handlers.ping": f"import boto3; {_OBSERVABILITY}; import pynamodb.models",
+    "handlers.default": _OBSERVABILITY,  # $default never imports boto3
+    "handlers.send": f"import boto3; {_OBSERVABILITY}; import {_DELIVERY}",
+    "handlers.sender": f"import boto3; {_OBSERVABILITY}; import {_DELIVERY}, {_BATCH}",
 }
 # What the Lambda Python runtime provides (top-level names in site-packages).
 RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3")
@@ -95,11 +98,15 @@ def venv_setting(workdir: Path) -> Setting:
     return Setting("venv", [sys.executable], REPO, REPO, env=(("PYTHONPYCACHEPREFIX", str(cache)),))
 
 
-def zip_setting(zip_path: Path, workdir: Path) -> Setting:
-    """The zip unpacked into ``workdir``, next to a directory holding only boto3 & co."""
+def zip_setting(zip_path: Path, workdir: Path, *, without_caches: bool = False) -> Setting:
+    """The zip unpacked into ``workdir``, next to a directory holding only boto3 & co.
+    ``without_caches``: its bytecode caches removed, as a zip without them would be."""
     artifact = workdir / "task"
     with zipfile.ZipFile(zip_path) as archive:
         archive.extractall(artifact)
+    if without_caches:
+        for cache in list(artifact.rglob("__pycache__")):
+            shutil.rmtree(cache)
     runtime = workdir / "runtime"
     runtime.mkdir()
     spec = importlib.util.find_spec(BASELINE)
@@ -109,7 +116,8 @@ def zip_setting(zip_path: Path, workdir: Path) -> Setting:
     for name in RUNTIME_PROVIDED:
         (runtime / name).symlink_to(site_packages / name)
     interpreter = [sys.executable, "-I", "-S", "-B"]
-    return Setting("zip", interpreter, workdir, artifact, (str(artifact), str(runtime)))
+    name = "no-pyc" if without_caches else "zip"
+    return Setting(name, interpreter, workdir, artifact, (str(artifact), str(runtime)))
 
 
 def runtime_env(setting: Setting) -> dict[str, str]:
@@ -122,9 +130,9 @@ def runtime_env(setting: Setting) -> dict[str, str]:
         {
             "LAMBDA_TASK_ROOT": str(setting.task_root),
             "AWS_EXECUTION_ENV": "AWS_Lambda_python3.13",
-            "AWS_LAMBDA_FUNCTION_NAME": f"wspush-{STAGE}-sender",
+            "AWS_LAMBDA_FUNCTION_NAME": f"wspush-{STAGE}-function",
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(SENDER_MEMORY_MB),
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
             "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:9",
             "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
         }
@@ -141,7 +149,7 @@ def measure(
     subjects = {
         BASELINE: f"import {BASELINE}",
         **{module: f"import {module}" for module in HANDLERS},
-        **{_libraries(m): f"import {BASELINE}; {LIBRARIES[m]}" for m in HANDLERS},
+        **{_libraries(m): LIBRARIES[m] for m in HANDLERS},
     }
     envs = {setting.name: runtime_env(setting) for setting in settings}
     runs = {s.name: {subject: list[float]() for subject in subjects} for s in settings}

@@ -546,16 +546,18 @@ def _split_only(
         "Body": body,
         "MD5OfBody": hashlib.md5(body.encode()).hexdigest(),  # noqa: S324
     }
-    started = time.perf_counter()
-    failed = invoke([_sqs_record(message, queue_arn)])
-    elapsed = time.perf_counter() - started
-    queued = _messages_left(sqs, queue_url)["ApproximateNumberOfMessages"]
-    sqs.purge_queue(QueueUrl=queue_url)
-    if caller_setting is None:
-        del os.environ["WSPUSH_CONNECTIONS_PER_SEGMENT"]
-    else:
-        os.environ["WSPUSH_CONNECTIONS_PER_SEGMENT"] = caller_setting
-    get_settings.cache_clear()
+    try:
+        started = time.perf_counter()
+        failed = invoke([_sqs_record(message, queue_arn)])
+        elapsed = time.perf_counter() - started
+        queued = _messages_left(sqs, queue_url)["ApproximateNumberOfMessages"]
+        sqs.purge_queue(QueueUrl=queue_url)
+    finally:
+        if caller_setting is None:
+            del os.environ["WSPUSH_CONNECTIONS_PER_SEGMENT"]
+        else:
+            os.environ["WSPUSH_CONNECTIONS_PER_SEGMENT"] = caller_setting
+        get_settings.cache_clear()
     return elapsed, queued if not failed else 0
 
 

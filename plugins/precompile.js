@@ -12,23 +12,28 @@ const path = require('node:path');
 const SCRIPT = path.join(__dirname, 'precompile.py');
 
 class PrecompilePython {
-  constructor(serverless) {
+  constructor(serverless, options = {}, utils = {}) {
     this.serverless = serverless;
+    this.options = options;
+    this.warn = utils.log ? (text) => utils.log.warning(text) : (text) => serverless.cli.log(text);
     this.hooks = {
       'after:package:createDeploymentArtifacts': () => this.precompile(),
       'after:deploy:function:packageFunction': () => this.precompile(),
     };
   }
 
+  // The zips this run built: in the package directory (`--package`, else .serverless), never
+  // a prebuilt artifact that serverless.yml points at.
   artifacts() {
     const { service, serviceDir } = this.serverless;
+    const built = path.resolve(serviceDir, this.options.package || '.serverless') + path.sep;
     const paths = [service.package && service.package.artifact];
     for (const name of service.getAllFunctions()) {
       const fn = service.getFunction(name);
       paths.push(fn.package && fn.package.artifact);
     }
     const zips = paths.filter(Boolean).map((p) => path.resolve(serviceDir, p));
-    return [...new Set(zips)].filter((p) => fs.existsSync(p));
+    return [...new Set(zips)].filter((p) => p.startsWith(built) && fs.existsSync(p));
   }
 
   precompile() {
@@ -37,8 +42,12 @@ class PrecompilePython {
     if (!runtime || !runtime.startsWith('python')) return;
     const python = (service.custom.pythonRequirements || {}).pythonBin || runtime;
     const zips = this.artifacts();
-    if (zips.length === 0) return;
-    const result = spawnSync(python, [SCRIPT, '--runtime', runtime, ...zips], {
+    if (zips.length === 0) {
+      this.warn('Precompile: no zip built by this run, nothing precompiled');
+      return;
+    }
+    // -I: this shell's PYTHON* settings (a cache prefix, -O) must not shape the caches.
+    const result = spawnSync(python, ['-I', SCRIPT, '--runtime', runtime, ...zips], {
       stdio: ['ignore', 'inherit', 'inherit'],
     });
     if (result.error || result.status !== 0) {

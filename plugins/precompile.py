@@ -1,23 +1,23 @@
 """Adds a bytecode cache (``.pyc``) for every Python module of a Lambda zip.
 
 Lambda unpacks the zip into /var/task, which is read-only: a module without a usable cache is
-compiled from source at every cold start, and this project's zip would spend about 100 ms
-doing so (``make bench``, cold start). pip's caches cannot serve: the packaging plugin strips
-them, and they are timestamp-based, while file dates do not survive the trip through a zip.
+compiled from source at every cold start (the README's *Cold starts* says what that costs).
+pip's caches cannot serve: the packaging plugin strips them, and they are timestamp-based,
+while file dates do not survive the trip through a zip.
 
 The caches written here are *checked hash-based* (PEP 552): Python uses one only while the
 source's hash matches, whatever the dates, and otherwise compiles the source as usual, so a
 cache can slow a cold start down but never run code other than the source beside it. They are
 compiled by the runtime's Python version (their tag, e.g. ``cpython-313``, must be Lambda's),
-with tracebacks naming /var/task paths.
+unoptimized (Lambda runs without ``-O``), named where Lambda's Python looks for them whatever
+this shell's ``PYTHONPYCACHEPREFIX``, with tracebacks naming /var/task paths.
 
-    python3.13 plugins/precompile.py --runtime python3.13 .serverless/wspush.zip
+    python3.13 -I plugins/precompile.py --runtime python3.13 .serverless/wspush.zip
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import py_compile
 import sys
@@ -54,13 +54,18 @@ def check_runtime(runtime: str) -> None:
 
 
 def cache_name(source: str) -> str:
-    """Where Python looks for ``source``'s cache inside the zip (``a/__pycache__/b.<tag>.pyc``)."""
-    return importlib.util.cache_from_source(source)
+    """Where Lambda's Python looks for ``source``'s cache: ``a/__pycache__/b.<tag>.pyc``."""
+    path = PurePosixPath(source)
+    name = f"{path.stem}.{sys.implementation.cache_tag}.pyc"
+    return str(path.parent / "__pycache__" / name) if path.parent.parts else f"__pycache__/{name}"
 
 
-def is_cache(name: str) -> bool:
-    parts = PurePosixPath(name).parts
-    return name.endswith((".pyc", ".pyo")) or "__pycache__" in parts[:-1]
+def is_cache(name: str, names: set[str]) -> bool:
+    """A cache of a source in the zip (replaced by a fresh one). A ``.pyc`` with no source
+    beside it is a module shipped as bytecode, and stays."""
+    if "__pycache__" in PurePosixPath(name).parts[:-1]:
+        return True
+    return name.endswith((".pyc", ".pyo")) and name[:-1] in names
 
 
 def precompile(zip_path: Path) -> Report:
@@ -71,11 +76,12 @@ def precompile(zip_path: Path) -> Report:
         rewritten = workdir / "out.zip"
         with (
             zipfile.ZipFile(zip_path) as source_zip,
-            zipfile.ZipFile(rewritten, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as out,
+            zipfile.ZipFile(rewritten, "w", zipfile.ZIP_DEFLATED) as out,
         ):
+            names = set(source_zip.namelist())
             caches: list[tuple[zipfile.ZipInfo, bytes]] = []
             for info in source_zip.infolist():
-                if is_cache(info.filename):
+                if is_cache(info.filename, names):
                     report.replaced += not info.is_dir()
                     continue
                 data = source_zip.read(info)
@@ -105,6 +111,7 @@ def _compile(
             dfile=str(TASK_ROOT / info.filename),
             doraise=True,
             invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH,
+            optimize=0,
         )
     except py_compile.PyCompileError:
         report.failed.append(info.filename)
@@ -119,7 +126,7 @@ def _compile(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="Add a bytecode cache for every module of a zip.")
     parser.add_argument("--runtime", required=True, help="the functions' runtime, e.g. python3.13")
     parser.add_argument("zips", nargs="+", type=Path)
     args = parser.parse_args(argv)

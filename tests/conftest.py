@@ -8,7 +8,6 @@ import io
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,9 +23,6 @@ QUEUE = f"wspush-{STAGE}-messages"
 DLQ = f"wspush-{STAGE}-dead-letters"
 QUEUE_URL = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{QUEUE}"
 DLQ_URL = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{DLQ}"
-
-# Source files are vendored into the Lambda zip as they are: keep __pycache__ out of src/.
-sys.dont_write_bytecode = True
 
 os.environ.update(
     {

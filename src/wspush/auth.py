@@ -9,7 +9,7 @@ Secrets Manager, read once per container) or a JWKS URL (fetched with a timeout,
 fetched again once when a token names an unknown ``kid``).
 
 ``ecdsa`` is imported only where an ES algorithm is configured: it is the costliest import
-of ``$connect`` (~6 ms of each cold start, ``make bench``), and most stages verify RS256.
+of ``$connect``'s token libraries, and most stages verify RS256.
 """
 
 from __future__ import annotations

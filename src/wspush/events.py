@@ -1,9 +1,13 @@
 """The API Gateway WebSocket route events the handlers read, as small typed values.
 
 The routes read five fields of the event. Powertools' event data classes would serve, but
-importing one loads all of its ~40 event types: ~13 ms of every cold start of every route
-(``make bench``), a third of what a handler may add to ``import boto3``. The sender still
-uses Powertools' SQS record, which its batch processor loads anyway.
+importing one loads all of its ~40 event types, a large share of what a route's cold start
+may add to ``import boto3`` (README, *Cold starts*). The sender still uses Powertools' SQS
+record, which its batch processor loads anyway.
+
+Where API Gateway leaves a field out, the route reads a default rather than failing:
+``connectedAt`` as unknown (``$connect`` then counts from now), ``isBase64Encoded`` as false,
+the query as empty.
 """
 
 from __future__ import annotations

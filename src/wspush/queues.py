@@ -1,17 +1,20 @@
 """The messages queue and its dead-letter queue: the only module that calls SQS.
 
-Two writes happen here: a partly delivered message is re-queued for just the
-recipients that still need it, and a message that cannot be delivered goes to the
-dead-letter queue with its reason in message attributes.
+Three writes happen here: a partly delivered message is re-queued for just the
+recipients that still need it, a big audience's shares are queued for other invocations,
+and a message that cannot be delivered goes to the dead-letter queue with its reason in
+message attributes.
 """
 
 from __future__ import annotations
 
 import json
+import random
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import boto3
 from botocore.config import Config
@@ -43,6 +46,11 @@ _EARLIEST_TS = 1_000_000_000_000  # 2001-09-09, in ms
 _LATEST_TS = 100_000_000_000_000  # 5138, in ms
 _MAX_REASON_CHARS = 1_000
 MAX_LISTED_FAILURES = 100  # per dead letter: each named with its reason
+# Entries of a SendMessageBatch that SQS answers as failed on its side (throttled, internal
+# error) are sent again this many times, after a short jittered pause; botocore's own retries
+# cover only whole calls.
+BATCH_ENTRY_ATTEMPTS = 3
+_BATCH_RETRY_BASE_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -118,20 +126,31 @@ def queue_shares(
     scan segment it delivers), ten to a SendMessageBatch call: a split of 500 segments makes
     50 calls, not 500.
 
-    Raises ``QueueUnavailable`` if any share was not queued. The caller then fails the whole
-    message, and SQS hands it over again: its split is redone, and each share it queues twice
-    is delivered once all the same (shares are remembered by id and segment or users).
+    Entries SQS fails on its side are sent again (``BATCH_ENTRY_ATTEMPTS``). Raises
+    ``QueueUnavailable`` if a share still is not queued. The caller then fails the whole
+    message, and SQS hands it over again: its split is redone, and each share queued twice is
+    skipped by its idempotency key (id and segment or users), so no connection gets it twice.
     """
     entries = [
         (sqs_body(body), _requeue_attributes(attempt, round_number, ts, segment))
         for body, segment in shares
     ]
     for batch in sqs_batches(entries, lambda entry: len(entry[0]) + _attributes_size(entry[1])):
-        refused = _send_batch(queue_url, batch, region=region)
-        if refused:
-            raise QueueUnavailable(
-                f"{len(refused)} of {len(batch)} shares were not queued ({', '.join(refused)})"
-            )
+        pending = batch
+        for attempt_number in range(1, BATCH_ENTRY_ATTEMPTS + 1):
+            failed = _send_batch(queue_url, pending, region=region)
+            if not failed:
+                break
+            codes = ", ".join(sorted({failure.code for failure in failed}))
+            if any(failure.sender_fault for failure in failed) or (
+                attempt_number == BATCH_ENTRY_ATTEMPTS
+            ):
+                raise QueueUnavailable(
+                    f"{len(failed)} of {len(batch)} shares were not queued ({codes})"
+                )
+            logger.warning("shares not queued, sending them again", count=len(failed), codes=codes)
+            pending = [pending[failure.position] for failure in failed]
+            time.sleep(random.uniform(0, _BATCH_RETRY_BASE_SECONDS * 2**attempt_number))  # noqa: S311
 
 
 def _requeue_attributes(
@@ -186,10 +205,16 @@ def _send(
         raise QueueUnavailable("could not send to the queue") from exc
 
 
+class _BatchFailure(NamedTuple):
+    position: int  # in the batch sent
+    code: str
+    sender_fault: bool  # the entry itself is wrong: sending it again cannot help
+
+
 def _send_batch(
     queue_url: str, batch: Sequence[tuple[str, Mapping[str, str]]], *, region: str
-) -> list[str]:
-    """Send up to ten messages in one call; the error codes of those SQS did not take."""
+) -> list[_BatchFailure]:
+    """Send up to ten messages in one call; which of them SQS did not take, and why."""
     try:
         answer = _client(region).send_message_batch(
             QueueUrl=queue_url,
@@ -197,6 +222,7 @@ def _send_batch(
                 {
                     "Id": str(index),
                     "MessageBody": body,
+                    "DelaySeconds": 0,
                     "MessageAttributes": _message_attributes(attributes),
                 }
                 for index, (body, attributes) in enumerate(batch)
@@ -204,7 +230,14 @@ def _send_batch(
         )
     except (ClientError, BotoCoreError) as exc:
         raise QueueUnavailable("could not send to the queue") from exc
-    return [str(failed.get("Code", "unknown")) for failed in answer.get("Failed", [])]
+    return [
+        _BatchFailure(
+            position=int(failed["Id"]),
+            code=str(failed.get("Code", "unknown")),
+            sender_fault=bool(failed.get("SenderFault", True)),
+        )
+        for failed in answer.get("Failed", [])
+    ]
 
 
 def _message_attributes(attributes: Mapping[str, str]) -> dict[str, dict[str, str]]:

@@ -101,24 +101,32 @@ def test_a_split_that_failed_half_way_is_redone_without_double_delivery(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given 50 connections, and a queue that takes only the first two shares of the first split
-    # (SendMessageBatch answering the others as Failed, as SQS does when throttled)
+    # and keeps failing the others (SendMessageBatch answering them as Failed, as when SQS is
+    # throttling) for as long as they are sent again
     ids = [f"c-{index:02d}" for index in range(50)]
     for connection_id in ids:
         add_connection(connection_id, f"user-{connection_id}")
+    monkeypatch.setattr(queues, "_BATCH_RETRY_BASE_SECONDS", 0)
     send_batch = queues._send_batch
     calls = {"n": 0}
 
-    def partly(queue_url: str, batch: Any, *, region: str) -> list[str]:
+    def partly(queue_url: str, batch: Any, *, region: str) -> list[Any]:
         calls["n"] += 1
-        if calls["n"] == 1:
-            send_batch(queue_url, batch[:2], region=region)
-            return ["ThrottlingException"] * (len(batch) - 2)
-        return send_batch(queue_url, batch, region=region)
+        if calls["n"] > queues.BATCH_ENTRY_ATTEMPTS:
+            return send_batch(queue_url, batch, region=region)
+        taken = 2 if calls["n"] == 1 else 0
+        if taken:
+            send_batch(queue_url, batch[:taken], region=region)
+        return [
+            queues._BatchFailure(index, "ThrottlingException", sender_fault=False)
+            for index in range(taken, len(batch))
+        ]
 
     monkeypatch.setattr(queues, "_send_batch", partly)
     record = sqs_record({"broadcast": True, "id": "m-half", "payload": PAYLOAD})
     # When the split fails, the record goes back to SQS; when SQS delivers it again...
     assert run([record], lambda_context) == [record["messageId"]]
+    assert calls["n"] == queues.BATCH_ENTRY_ATTEMPTS
     assert run([record], lambda_context) == []
     # ...and every share (the first two twice) is handled
     assert run_queue(lambda_context) == 5 + 2
@@ -138,7 +146,7 @@ def test_a_split_queues_its_shares_ten_to_a_call(
     sizes: list[int] = []
     send_batch = queues._send_batch
 
-    def counted(queue_url: str, batch: Any, *, region: str) -> list[str]:
+    def counted(queue_url: str, batch: Any, *, region: str) -> list[Any]:
         sizes.append(len(batch))
         return send_batch(queue_url, batch, region=region)
 

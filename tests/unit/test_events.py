@@ -52,3 +52,14 @@ def test_query_names_match_whatever_their_case_and_the_last_spelling_wins() -> N
     assert query.get("platform") == "pc"
     assert len(query) == 2
     assert "token" not in query
+
+
+def test_a_missing_connection_time_is_unknown_not_an_error() -> None:
+    event = load_event("ws_connect.json")
+    del event["requestContext"]["connectedAt"]
+    del event["isBase64Encoded"]
+
+    request = RouteEvent.of(event)
+
+    assert request.connected_at is None
+    assert request.base64_encoded is False

@@ -16,6 +16,14 @@ from plugins import precompile
 RUNTIME = f"python{sys.version_info.major}.{sys.version_info.minor}"
 TAG = sys.implementation.cache_tag
 CHECKED_HASH = 0b11
+SCRIPT = Path(precompile.__file__)
+
+
+def cache_of(source: str) -> str:
+    """Where CPython looks for a source's cache, without any PYTHONPYCACHEPREFIX."""
+    folder, _, name = source.rpartition("/")
+    return f"{folder}/__pycache__/{name.removesuffix('.py')}.{TAG}.pyc".lstrip("/")
+
 
 # Imports `pkg.mod` from the unpacked zip in a fresh interpreter that may not write caches (as
 # /var/task is read-only) and lists the artifact's sources it had to compile.
@@ -73,7 +81,7 @@ def test_every_module_gets_a_checked_hash_cache_of_its_source(lambda_zip: Path) 
     sources = {name: data for name, data in entries.items() if name.endswith(".py")}
     assert report.compiled == len(sources) == 3
     for name, source in sources.items():
-        cache = entries[importlib.util.cache_from_source(name)]
+        cache = entries[cache_of(name)]
         assert cache[:4] == importlib.util.MAGIC_NUMBER
         assert int.from_bytes(cache[4:8], "little") == CHECKED_HASH
         assert cache[8:16] == importlib.util.source_hash(source)
@@ -156,8 +164,8 @@ def test_a_source_python_cannot_compile_is_reported_and_left_as_it_is(tmp_path: 
     assert report.failed == ["old.py"]
     entries = read_zip(broken)
     assert entries["old.py"] == b"print 'py2'\n"
-    assert importlib.util.cache_from_source("old.py") not in entries
-    assert importlib.util.cache_from_source("ok.py") in entries
+    assert cache_of("old.py") not in entries
+    assert cache_of("ok.py") in entries
 
 
 def test_precompiling_twice_gives_the_same_zip_content(lambda_zip: Path) -> None:
@@ -188,3 +196,31 @@ def test_main_precompiles_for_this_runtime(
     assert precompile.main(["--runtime", RUNTIME, str(lambda_zip)]) == 0
 
     assert "function.zip: 3 modules compiled (1 old caches dropped)" in capsys.readouterr().out
+
+
+def test_a_module_shipped_as_bytecode_alone_is_kept(tmp_path: Path) -> None:
+    # Given a zip holding a compiled module with no source beside it
+    shipped = make_zip(tmp_path / "f.zip", {"ok.py": b"X = 1\n", "legacy.pyc": b"bytecode"})
+
+    precompile.precompile(shipped)
+
+    assert read_zip(shipped)["legacy.pyc"] == b"bytecode"
+
+
+def test_the_callers_python_settings_change_nothing_in_the_zip(tmp_path: Path) -> None:
+    # Given a shell that moves caches elsewhere and optimizes (which Lambda never does)
+    env = {"PYTHONPYCACHEPREFIX": str(tmp_path / "elsewhere"), "PYTHONOPTIMIZE": "2"}
+    zip_path = make_zip(tmp_path / "f.zip", {"pkg/mod.py": b'"""Kept docstring."""\n'})
+
+    # When the zip is precompiled from that shell, even without -I
+    subprocess.run(
+        [sys.executable, str(SCRIPT), "--runtime", RUNTIME, str(zip_path)],
+        env=env,
+        capture_output=True,
+        check=True,
+    )
+
+    # Then the cache is where Lambda's Python reads it, and unoptimized (-OO drops docstrings)
+    caches = {name: data for name, data in read_zip(zip_path).items() if name.endswith(".pyc")}
+    assert list(caches) == [f"pkg/__pycache__/mod.{TAG}.pyc"]
+    assert b"Kept docstring." in caches[f"pkg/__pycache__/mod.{TAG}.pyc"]

@@ -54,6 +54,7 @@ class ZipFacts:
             "zip_bytes": self.path.stat().st_size,
             "uncompressed_bytes": sum(entry.file_size for entry in entries),
             "files": len(entries),
+            "source_files": sum(entry.filename.endswith(".py") for entry in entries),
             "compiled_files": sum(entry.filename.endswith(".pyc") for entry in entries),
             "source": self.source,
             "build_s": self.build_s,

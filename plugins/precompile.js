@@ -12,9 +12,8 @@ const path = require('node:path');
 const SCRIPT = path.join(__dirname, 'precompile.py');
 
 class PrecompilePython {
-  constructor(serverless, options = {}, utils = {}) {
+  constructor(serverless, _options, utils = {}) {
     this.serverless = serverless;
-    this.options = options;
     this.warn = utils.log ? (text) => utils.log.warning(text) : (text) => serverless.cli.log(text);
     this.hooks = {
       'after:package:createDeploymentArtifacts': () => this.precompile(),
@@ -22,11 +21,11 @@ class PrecompilePython {
     };
   }
 
-  // The zips this run built: in the package directory (`--package`, else .serverless), never
-  // a prebuilt artifact that serverless.yml points at.
+  // The zips this run built, never a prebuilt artifact that serverless.yml points at. The
+  // framework builds them in .serverless (and copies them to `--package` later).
   artifacts() {
     const { service, serviceDir } = this.serverless;
-    const built = path.resolve(serviceDir, this.options.package || '.serverless') + path.sep;
+    const built = path.join(path.resolve(serviceDir), '.serverless') + path.sep;
     const paths = [service.package && service.package.artifact];
     for (const name of service.getAllFunctions()) {
       const fn = service.getFunction(name);

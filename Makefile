@@ -82,7 +82,8 @@ packaging: install
 	$(BIN)/pytest tests/packaging
 
 # Fan-out throughput and CPU per delivery against a stub gateway, cold imports, the zip's size
-# (about 2 minutes); figures in bench/results.json. Fails only if a delivery was wrong.
+# (about 3 minutes; 5 with ARGS="--repeats 25"); figures in bench/results.json. Fails only if
+# a delivery was wrong.
 bench: $(PY_STAMP) $(NODE_STAMP)
 	$(BIN)/python -m bench.run $(ARGS)
 

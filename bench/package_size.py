@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import time
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,21 +86,39 @@ def deployment_zip(workdir: Path, given: Path | None = None) -> ZipFacts:
 
 
 def build(workdir: Path) -> Path:
+    return package_clean_copy(workdir, stage=STAGE).directory / f"{SERVICE}.zip"
+
+
+@dataclass(frozen=True)
+class Packaged:
+    directory: Path  # the zip and the CloudFormation templates
+    output: str  # what `sls package` printed
+
+
+def package_clean_copy(
+    workdir: Path, *, stage: str, env: Mapping[str, str] | None = None
+) -> Packaged:
+    """``sls package --stage <stage>`` in a clean copy of the service under ``workdir``, as a
+    fresh checkout would be (no caches, venvs or build outputs), so nothing is written into
+    the working tree. ``env`` adds to this process's environment. (Also the packaging test's.)
+    """
     service = workdir / "service"
     shutil.copytree(REPO, service, ignore=NOT_COPIED)
     (service / "node_modules").symlink_to(REPO / "node_modules", target_is_directory=True)
     output = workdir / "package"
     # LOCAL_* values are for serverless-offline and would replace the stack's own references.
-    env = {key: value for key, value in os.environ.items() if not key.startswith("LOCAL_")}
+    child_env = {key: value for key, value in os.environ.items() if not key.startswith("LOCAL_")}
+    child_env.update(env or {})
     result = subprocess.run(  # noqa: S603 - a fixed command line
-        ["npx", "sls", "package", "--stage", STAGE, "--package", str(output)],  # noqa: S607
+        ["npx", "sls", "package", "--stage", stage, "--package", str(output)],  # noqa: S607
         cwd=service,
-        env=env,
+        env=child_env,
         capture_output=True,
         text=True,
         timeout=PACKAGE_TIMEOUT_SECONDS,
         check=False,
     )
+    printed = result.stdout + result.stderr
     if result.returncode != 0:
-        raise RuntimeError(f"sls package failed:\n{(result.stdout + result.stderr)[-4000:]}")
-    return output / f"{SERVICE}.zip"
+        raise RuntimeError(f"sls package failed:\n{printed[-4000:]}")
+    return Packaged(output, printed)

@@ -1,7 +1,7 @@
 """The API Gateway WebSocket route events the handlers read, as small typed values.
 
 The routes read five fields of the event. Powertools' event data classes would serve, but
-importing one loads all of its ~40 event types, a large share of what a route's cold start
+importing one loads all 30 of its event modules, a large share of what a route's cold start
 may add to ``import boto3`` (README, *Cold starts*). The sender still uses Powertools' SQS
 record, which its batch processor loads anyway.
 

@@ -31,6 +31,14 @@ def small_shares(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     get_settings.cache_clear()
 
 
+def crowd(count: int) -> list[str]:
+    """``count`` connections, each of its own user; their ids."""
+    ids = [f"c-{index:03d}" for index in range(count)]
+    for connection_id in ids:
+        add_connection(connection_id, f"user-{connection_id}")
+    return ids
+
+
 def run(records: list[dict[str, Any]], context: FakeLambdaContext) -> list[str]:
     response = sender.handler(sqs_event(*records), context)
     return [item["itemIdentifier"] for item in response["batchItemFailures"]]
@@ -59,9 +67,7 @@ def test_a_broadcast_is_split_into_scan_segments_each_delivered_once(
     management_api: FakeManagementApi, lambda_context: FakeLambdaContext
 ) -> None:
     # Given 60 connections (about 6 segments of 10)
-    ids = [f"c-{index:02d}" for index in range(60)]
-    for connection_id in ids:
-        add_connection(connection_id, f"user-{connection_id}")
+    ids = crowd(60)
     record = sqs_record({"broadcast": True, "id": "m-all", "payload": PAYLOAD})
     # When the sender takes the broadcast
     assert run([record], lambda_context) == []
@@ -103,9 +109,7 @@ def test_a_split_that_failed_half_way_is_redone_without_double_delivery(
     # Given 50 connections, and a queue that takes only the first two shares of the first split
     # and keeps failing the others (SendMessageBatch answering them as Failed, as when SQS is
     # throttling) for as long as they are sent again
-    ids = [f"c-{index:02d}" for index in range(50)]
-    for connection_id in ids:
-        add_connection(connection_id, f"user-{connection_id}")
+    ids = crowd(50)
     monkeypatch.setattr(queues, "_BATCH_RETRY_BASE_SECONDS", 0)
     send_batch = queues._send_batch
     calls = {"n": 0}
@@ -140,9 +144,7 @@ def test_a_split_queues_its_shares_ten_to_a_call(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given 250 connections: 25 segments of 10
-    ids = [f"c-{index:03d}" for index in range(250)]
-    for connection_id in ids:
-        add_connection(connection_id, f"user-{connection_id}")
+    ids = crowd(250)
     sizes: list[int] = []
     send_batch = queues._send_batch
 

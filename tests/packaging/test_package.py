@@ -10,12 +10,10 @@ from __future__ import annotations
 import fnmatch
 import importlib.util
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
-import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,30 +23,17 @@ from typing import Any
 import boto3
 import pytest
 
+from bench.package_size import package_clean_copy
+
 pytestmark = pytest.mark.packaging
 
 REPO = Path(__file__).resolve().parents[2]
 STAGE = "test"
 SERVICE = "wspush"
-PACKAGE_TIMEOUT_SECONDS = 900
 # About half of it is the bytecode caches that spare each cold start compiling every module.
 MAX_ZIP_BYTES = 5 * 1024 * 1024
 EM_X86_64 = 62
 EM_AARCH64 = 183
-
-# What a fresh checkout does not have: VCS data, environments, build outputs and caches.
-NOT_IN_CHECKOUT = shutil.ignore_patterns(
-    ".git",
-    ".venv",
-    "node_modules",
-    ".serverless",
-    "__pycache__",
-    "*.pyc",
-    "*.egg-info",
-    ".pytest_cache",
-    ".mypy_cache",
-    ".ruff_cache",
-)
 
 FUNCTIONS = {
     "connect": "handlers/connect.handler",
@@ -174,7 +159,6 @@ class Package:
     template_path: Path
     zip_path: Path
     output: str
-    seconds: float
 
     @property
     def resources(self) -> dict[str, Any]:
@@ -215,35 +199,18 @@ class Package:
 @pytest.fixture(scope="module")
 def package(tmp_path_factory: pytest.TempPathFactory) -> Package:
     """Given a clean copy of the service and an empty pip cache, `sls package` runs once."""
-    service = tmp_path_factory.mktemp("service")
-    shutil.copytree(REPO, service, ignore=NOT_IN_CHECKOUT, dirs_exist_ok=True)
-    (service / "node_modules").symlink_to(REPO / "node_modules", target_is_directory=True)
-    # LOCAL_* values are for serverless-offline and would replace the stack's own references.
-    env = {key: value for key, value in os.environ.items() if not key.startswith("LOCAL_")}
-    env["WSPUSH_REQUIREMENTS_CACHE"] = str(tmp_path_factory.mktemp("requirements-cache"))
-
-    started = time.monotonic()
-    result = subprocess.run(
-        ["npx", "sls", "package", "--stage", STAGE],
-        cwd=service,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=PACKAGE_TIMEOUT_SECONDS,
-        check=False,
+    cache = tmp_path_factory.mktemp("requirements-cache")
+    packaged = package_clean_copy(
+        tmp_path_factory.mktemp("packaging"),
+        stage=STAGE,
+        env={"WSPUSH_REQUIREMENTS_CACHE": str(cache)},
     )
-    seconds = time.monotonic() - started
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"sls package failed:\n{output}"
-
-    build = service / ".serverless"
-    template_path = build / "cloudformation-template-update-stack.json"
+    template_path = packaged.directory / "cloudformation-template-update-stack.json"
     return Package(
         template=json.loads(template_path.read_text()),
         template_path=template_path,
-        zip_path=build / f"{SERVICE}.zip",
-        output=output,
-        seconds=seconds,
+        zip_path=packaged.directory / f"{SERVICE}.zip",
+        output=packaged.output,
     )
 
 

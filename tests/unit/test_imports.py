@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # The costlier families, each with the handlers that may load it.
 ONLY_IN = {
-    # Powertools' event data classes (~40 types in one import): the sender's batch needs them.
+    # Powertools' event data classes (30 modules in one import): the sender's batch needs them.
     "aws_lambda_powertools.utilities.data_classes": {"sender"},
     "aws_lambda_powertools.utilities.batch": {"sender"},
     "aws_lambda_powertools.utilities.idempotency": {"send", "sender"},

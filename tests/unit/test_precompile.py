@@ -109,27 +109,39 @@ def test_tracebacks_name_the_path_lambda_runs_the_code_from(lambda_zip: Path) ->
     assert b"/var/task/pkg/mod.py" in cache
 
 
-def test_a_cold_start_imports_the_caches_without_compiling(
-    lambda_zip: Path, tmp_path: Path
-) -> None:
-    # Given the precompiled zip unpacked, as Lambda unpacks it into a read-only /var/task
-    precompile.precompile(lambda_zip)
-    task = tmp_path / "task"
-    with zipfile.ZipFile(lambda_zip) as archive:
+def unpacked(zip_path: Path, task: Path) -> Path:
+    """The zip unpacked, as Lambda unpacks it into a read-only /var/task."""
+    with zipfile.ZipFile(zip_path) as archive:
         archive.extractall(task)
+    return task
 
-    # When a fresh interpreter imports its modules without writing caches
+
+def import_from(task: Path) -> tuple[str, list[str]]:
+    """A fresh interpreter that may not write caches imports ``pkg.mod`` from ``task``: its
+    ANSWER, and the sources of the artifact it had to compile."""
     result = subprocess.run(
         [sys.executable, "-I", "-B", "-c", IMPORT_FROM, str(task)],
         capture_output=True,
         text=True,
         check=True,
     )
+    answer, *compiled = result.stdout.splitlines()
+    return answer, [name for name in compiled if name]
+
+
+def test_a_cold_start_imports_the_caches_without_compiling(
+    lambda_zip: Path, tmp_path: Path
+) -> None:
+    # Given the precompiled zip unpacked
+    precompile.precompile(lambda_zip)
+    task = unpacked(lambda_zip, tmp_path / "task")
+
+    # When a fresh interpreter imports its modules without writing caches
+    answer, compiled = import_from(task)
 
     # Then it runs the code and compiled nothing of the artifact
-    answer, *compiled = result.stdout.splitlines()
     assert answer == "42"
-    assert [name for name in compiled if name] == []
+    assert compiled == []
 
 
 def test_an_edited_source_is_compiled_not_served_from_its_old_cache(
@@ -137,21 +149,13 @@ def test_an_edited_source_is_compiled_not_served_from_its_old_cache(
 ) -> None:
     # Given a precompiled zip whose module was changed after precompiling
     precompile.precompile(lambda_zip)
-    task = tmp_path / "task"
-    with zipfile.ZipFile(lambda_zip) as archive:
-        archive.extractall(task)
+    task = unpacked(lambda_zip, tmp_path / "task")
     (task / "pkg" / "mod.py").write_text("ANSWER = 43\n")
 
     # When it is imported
-    result = subprocess.run(
-        [sys.executable, "-I", "-B", "-c", IMPORT_FROM, str(task)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    answer, compiled = import_from(task)
 
     # Then the source runs: a checked cache never stands in for a different source
-    answer, *compiled = result.stdout.splitlines()
     assert answer == "43"
     assert compiled == [str(task / "pkg" / "mod.py")]
 

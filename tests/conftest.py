@@ -52,6 +52,11 @@ for name in (
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_DYNAMODB",
     "AWS_ENDPOINT_URL_SQS",
+    # How posts reach the gateway: each test that needs a CA bundle or a proxy sets its own.
+    "AWS_CA_BUNDLE",
+    "REQUESTS_CA_BUNDLE",
+    *("https_proxy", "http_proxy", "no_proxy", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"),
+    "WSPUSH_MAX_HANDSHAKES",
 ):
     os.environ.pop(name, None)
 
@@ -60,6 +65,7 @@ import pytest  # noqa: E402
 from moto import mock_aws  # noqa: E402 - must be imported before any botocore client
 
 from local import stack  # noqa: E402
+from local.tls import Authority, make_authority  # noqa: E402
 from tests.fakes.management_api import FakeManagementApi  # noqa: E402
 from wspush.observability import logger  # noqa: E402
 from wspush.settings import get_settings  # noqa: E402
@@ -125,9 +131,18 @@ def aws() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def _management_api() -> Iterator[FakeManagementApi]:
-    api = FakeManagementApi().start()
+def tls_authority(tmp_path_factory: pytest.TempPathFactory) -> Authority:
+    """A certificate authority made for this session, and a server certificate for loopback."""
+    return make_authority(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def _management_api(tls_authority: Authority) -> Iterator[FakeManagementApi]:
+    """Served over HTTPS, as API Gateway's endpoint is; the sender trusts the session's
+    authority through AWS_CA_BUNDLE, as a deployment with its own CA bundle would."""
+    api = FakeManagementApi(tls=tls_authority).start()
     os.environ["WSPUSH_MANAGEMENT_ENDPOINT"] = api.url
+    os.environ["AWS_CA_BUNDLE"] = str(tls_authority.ca_bundle)
     get_settings.cache_clear()
     yield api
     api.stop()

@@ -12,12 +12,15 @@ import ssl
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import boto3
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
+
+from wspush.settings import Settings, SettingsError
 
 T = TypeVar("T")
 
@@ -84,6 +87,185 @@ def classify(status: int | None, code: str | None) -> PostOutcome:
 # One post answers in milliseconds; these bound how long a stuck one can hold a worker.
 CONNECT_TIMEOUT_SECONDS = 1
 READ_TIMEOUT_SECONDS = 3
+MAX_HEAD_BYTES = 65_536
+
+
+@dataclass(frozen=True)
+class Network:
+    """How posts reach the endpoint: what boto3 would honour from the environment."""
+
+    ca_bundle: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Network:
+        return cls(ca_bundle=settings.ca_bundle)
+
+
+def tls_context(ca_bundle: str) -> ssl.SSLContext:
+    """Verify the endpoint as boto3 does: the system's trust store, or only the CA bundle
+    (a file, or a directory of hashed certificates) when one is configured."""
+    if not ca_bundle:
+        return ssl.create_default_context()
+    try:
+        if Path(ca_bundle).is_dir():
+            return ssl.create_default_context(capath=ca_bundle)
+        return ssl.create_default_context(cafile=ca_bundle)
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"AWS_CA_BUNDLE: cannot load {ca_bundle!r}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: dict[str, str]
+    keep_alive: bool
+
+
+class Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection, one request at a time.
+
+    Bytes that arrive when no request is waiting for them (a server that wrote more than
+    its answer, or answered before closing) would be read as the next post's answer: such
+    a connection is never used again.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.BaseTransport | None = None
+        self._buffer = bytearray()
+        self._answer: asyncio.Future[Response] | None = None
+        self._head_only = False
+        self._eof = False
+        self._usable = True
+
+    @property
+    def reusable(self) -> bool:
+        transport = self.transport
+        return self._usable and transport is not None and not transport.is_closing()
+
+    def close(self) -> None:
+        self._usable = False
+        if self.transport is not None:
+            self.transport.close()
+
+    async def exchange(
+        self, request: bytes, timeout: float | None, *, head_only: bool = False
+    ) -> Response:
+        """Send ``request`` and read its answer (``head_only``: the answer has no body, as
+        a proxy's answer to ``CONNECT``)."""
+        transport = self.transport
+        if not isinstance(transport, asyncio.WriteTransport) or not self.reusable:
+            raise ConnectionResetError("the connection is closed")
+        answer = asyncio.get_running_loop().create_future()
+        self._answer, self._head_only = answer, head_only
+        transport.write(request)
+        try:
+            return await asyncio.wait_for(answer, timeout)
+        finally:
+            self._answer = None
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        answer = self._answer
+        if answer is None or answer.done():
+            self.close()  # stale: nobody asked for these bytes
+            return
+        self._buffer += data
+        self._parse(answer)
+
+    def eof_received(self) -> bool | None:
+        self._eof = True
+        self._usable = False
+        if self._answer is not None and not self._answer.done():
+            self._parse(self._answer)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._usable = False
+        if self._answer is not None and not self._answer.done():
+            self._parse(self._answer)
+
+    def _parse(self, answer: asyncio.Future[Response]) -> None:
+        try:
+            parsed = parse_response(self._buffer, eof=self._eof, head_only=self._head_only)
+        except ValueError as exc:
+            self.close()
+            answer.set_exception(exc)
+            return
+        if parsed is None:
+            if self._eof:
+                answer.set_exception(EOFError("the connection closed before a whole answer"))
+            return
+        response, end = parsed
+        if end < len(self._buffer):
+            self.close()  # more bytes than the answer: they must not answer the next post
+        del self._buffer[:end]
+        if not response.keep_alive and not self._head_only:
+            self.close()
+        answer.set_result(response)
+
+
+def parse_response(
+    buffer: bytearray, *, eof: bool, head_only: bool = False
+) -> tuple[Response, int] | None:
+    """A whole HTTP/1.1 answer at the start of ``buffer`` and where it ends, or None while
+    it is incomplete. Raises ValueError for anything that is not HTTP."""
+    head_end = buffer.find(b"\r\n\r\n")
+    if head_end < 0:
+        if len(buffer) > MAX_HEAD_BYTES:
+            raise ValueError("answer head too long")
+        return None
+    status_line, *lines = bytes(buffer[:head_end]).decode("latin-1").split("\r\n")
+    version, _, rest = status_line.partition(" ")
+    if not version.startswith("HTTP/1.") or not rest[:3].isdigit():
+        raise ValueError("not an HTTP/1.x answer")
+    status = int(rest[:3])
+    headers: dict[str, str] = {}
+    for line in lines:
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise ValueError("malformed header line")
+        headers[name.strip().lower()] = value.strip()
+    keep_alive = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+    start = head_end + 4
+    if head_only or status in (204, 304) or 100 <= status < 200:
+        end: int | None = start
+    elif headers.get("transfer-encoding", "").lower() == "chunked":
+        end = _chunked_end(buffer, start)
+    elif "content-length" in headers:
+        length = int(headers["content-length"])
+        end = start + length if len(buffer) >= start + length else None
+    elif eof:
+        end, keep_alive = len(buffer), False  # the body runs to the end of the connection
+    else:
+        end = None
+    return None if end is None else (Response(status, headers, keep_alive), end)
+
+
+def _chunked_end(buffer: bytearray, position: int) -> int | None:
+    while True:
+        line_end = buffer.find(b"\r\n", position)
+        if line_end < 0:
+            return None
+        size = int(bytes(buffer[position:line_end]).split(b";")[0], 16)
+        position = line_end + 2
+        if size == 0:
+            break
+        position += size + 2
+        if position > len(buffer):
+            return None
+    while True:  # trailer lines, then an empty line
+        line_end = buffer.find(b"\r\n", position)
+        if line_end < 0:
+            return None
+        empty = line_end == position
+        position = line_end + 2
+        if empty:
+            return position
 
 
 class Gateway:
@@ -94,29 +276,44 @@ class Gateway:
     with botocore's own SigV4 signer, many in flight at once on asyncio.
     """
 
-    def __init__(self, endpoint_url: str, *, region: str, max_connections: int) -> None:
+    def __init__(
+        self,
+        endpoint_url: str,
+        *,
+        region: str,
+        max_connections: int,
+        network: Network | None = None,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+    ) -> None:
+        network = network or Network()
         parts = urlsplit(endpoint_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SettingsError(
+                f"the Management API endpoint must be an http(s) URL, not {endpoint_url!r}"
+            )
         self._https = parts.scheme == "https"
-        self._host = parts.hostname or ""
+        self._host = parts.hostname
         self._port = parts.port or (443 if self._https else 80)
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self._netloc = parts.netloc
         self._base_path = parts.path.rstrip("/")
         self._region = region
         self._max_idle = max_connections
-        self._connect_timeout = CONNECT_TIMEOUT_SECONDS
-        self._read_timeout = READ_TIMEOUT_SECONDS
+        self._connect_timeout = connect_timeout or CONNECT_TIMEOUT_SECONDS
+        self._read_timeout = read_timeout or READ_TIMEOUT_SECONDS
+        self._ssl = tls_context(network.ca_bundle) if self._https else None
         self._credentials = boto3.session.Session().get_credentials()
-        self._ssl = ssl.create_default_context() if self._https else None
         self._loop = asyncio.new_event_loop()
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._idle: list[Connection] = []
+        self.opened = 0  # connections opened, for measurements and tests
 
     def run(self, work: Coroutine[Any, Any, T]) -> T:
         """Run ``work`` on this gateway's loop, where its connections live between calls."""
 
         async def on_a_fresh_pool() -> T:
-            # Let closes that arrived since the last call (idle timeouts, a frozen Lambda)
-            # reach the pooled connections first, so none is reused dead.
+            # Let closes (idle timeouts, a frozen Lambda) and stray bytes that arrived since
+            # the last call reach the pooled connections first, so none is reused spoilt.
             await asyncio.sleep(0)
             return await work
 
@@ -124,8 +321,8 @@ class Gateway:
 
     def close(self) -> None:
         """Close the pooled connections and the loop (a container keeps its gateway for life)."""
-        for _, writer in self._idle:
-            writer.close()
+        for connection in self._idle:
+            connection.close()
         self._idle.clear()
         self._loop.run_until_complete(asyncio.sleep(0))
         self._loop.close()
@@ -134,46 +331,53 @@ class Gateway:
         path = f"{self._base_path}/@connections/{quote(connection_id, safe='-._~')}"
         request = self._request(path, data)
         try:
-            reader, writer = await self._connection()
+            connection = await self._connection()
         except TimeoutError:
             return PostResult(PostOutcome.ERROR, None, "ConnectTimeoutError")
+        except ssl.SSLError:
+            return PostResult(PostOutcome.ERROR, None, "SSLError")
         except OSError:
             return PostResult(PostOutcome.ERROR, None, "EndpointConnectionError")
         try:
-            writer.write(request)
-            status, headers, keep_alive = await asyncio.wait_for(
-                _read_response(reader), self._read_timeout
-            )
+            response = await connection.exchange(request, self._read_timeout)
         except TimeoutError:
-            writer.close()
+            connection.close()
             return PostResult(PostOutcome.ERROR, None, "ReadTimeoutError")
-        except (OSError, EOFError, ValueError, asyncio.IncompleteReadError):
-            writer.close()
+        except (OSError, EOFError, ValueError):
+            connection.close()
             return PostResult(PostOutcome.ERROR, None, "ConnectionClosedError")
-        if keep_alive and len(self._idle) < self._max_idle:
-            self._idle.append((reader, writer))
-        else:
-            writer.close()
-        if 200 <= status < 300:
-            return PostResult(PostOutcome.DELIVERED, status)
-        code = headers.get("x-amzn-errortype", "").split(":", 1)[0] or None
-        return PostResult(classify(status, code), status, code)
+        self._give_back(connection)
+        if 200 <= response.status < 300:
+            return PostResult(PostOutcome.DELIVERED, response.status)
+        code = response.headers.get("x-amzn-errortype", "").split(":", 1)[0] or None
+        return PostResult(classify(response.status, code), response.status, code)
 
-    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _connection(self) -> Connection:
         while self._idle:
-            reader, writer = self._idle.pop()
-            if not writer.is_closing() and not reader.at_eof():
-                return reader, writer
-            writer.close()
-        return await asyncio.wait_for(
-            asyncio.open_connection(
-                self._host,
-                self._port,
-                ssl=self._ssl,
-                server_hostname=self._host if self._ssl else None,
-            ),
-            self._connect_timeout,
+            connection = self._idle.pop()
+            if connection.reusable:
+                return connection
+            connection.close()
+        connection = await asyncio.wait_for(self._handshake(), self._connect_timeout)
+        self.opened += 1
+        return connection
+
+    def _give_back(self, connection: Connection) -> None:
+        if connection.reusable and len(self._idle) < self._max_idle:
+            self._idle.append(connection)
+        else:
+            connection.close()
+
+    async def _handshake(self) -> Connection:
+        """TCP, then TLS."""
+        _, connection = await self._loop.create_connection(
+            Connection,
+            self._host,
+            self._port,
+            ssl=self._ssl,
+            server_hostname=self._host if self._ssl else None,
         )
+        return connection
 
     def _request(self, path: str, data: bytes) -> bytes:
         """The request's bytes, signed like boto3 signs it (SigV4, service execute-api)."""
@@ -189,29 +393,3 @@ class Gateway:
             f"POST {path} HTTP/1.1\r\n{head}Content-Length: {len(data)}\r\n\r\n".encode("latin-1")
             + data
         )
-
-
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bool]:
-    """Status, headers (lower-case names) and whether the connection can be reused."""
-    status_line = await reader.readline()
-    if not status_line:
-        raise EOFError("connection closed before a response")
-    version, status_text = status_line.split(b" ", 2)[:2]
-    status = int(status_text)
-    headers: dict[str, str] = {}
-    while (line := await reader.readline()) not in (b"\r\n", b"\n"):
-        if not line:
-            raise EOFError("connection closed in the headers")
-        name, _, value = line.decode("latin-1").partition(":")
-        headers[name.strip().lower()] = value.strip()
-    keep_alive = version == b"HTTP/1.1" and headers.get("connection", "").lower() != "close"
-    if "content-length" in headers:
-        await reader.readexactly(int(headers["content-length"]))
-    elif headers.get("transfer-encoding", "").lower() == "chunked":
-        while size := int((await reader.readline()).split(b";")[0], 16):
-            await reader.readexactly(size + 2)
-        await reader.readline()
-    elif status >= 200 and status not in (204, 304):
-        await reader.read()  # the body runs to the end of the connection
-        keep_alive = False
-    return status, headers, keep_alive

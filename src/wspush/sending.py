@@ -27,7 +27,7 @@ from wspush import connections, delivery, idempotency, queues
 from wspush.clock import Deadline, now_ms
 from wspush.delivery import DeliveryReport, Failure
 from wspush.errors import DeadlineReached, InvalidMessage, QueueUnavailable, StorageUnavailable
-from wspush.gateway import Gateway
+from wspush.gateway import Gateway, Network
 from wspush.idempotency import AlreadyInProgress
 from wspush.messages import (
     MAX_MESSAGES_PER_SEND,
@@ -57,13 +57,20 @@ class _PartlySent(Exception):
 
 
 @cache
-def gateway_for(endpoint: str, region: str, max_connections: int) -> Gateway:
+def gateway_for(
+    endpoint: str, region: str, max_connections: int, network: Network | None = None
+) -> Gateway:
     """One Management API client per container (and per endpoint)."""
-    return Gateway(endpoint, region=region, max_connections=max_connections)
+    return Gateway(endpoint, region=region, max_connections=max_connections, network=network)
 
 
 def _gateway(settings: Settings) -> Gateway:
-    return gateway_for(settings.management_endpoint, settings.region, settings.delivery_concurrency)
+    return gateway_for(
+        settings.management_endpoint,
+        settings.region,
+        settings.delivery_concurrency,
+        Network.from_settings(settings),
+    )
 
 
 def send(

@@ -125,6 +125,9 @@ class Settings:
     # scan segments of about this many connections, a user list into chunks of this many users.
     connections_per_segment: int = 2_000
     users_per_chunk: int = 500
+    # The CA bundle posts to the Management API trust instead of the system's, read as boto3
+    # reads it (AWS_CA_BUNDLE, else REQUESTS_CA_BUNDLE).
+    ca_bundle: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -147,6 +150,9 @@ class Settings:
             idempotency_ttl_seconds=_int(env, "WSPUSH_IDEMPOTENCY_TTL_SECONDS", 3_600, minimum=60),
             connections_per_segment=_int(env, "WSPUSH_CONNECTIONS_PER_SEGMENT", 2_000, minimum=1),
             users_per_chunk=_int(env, "WSPUSH_USERS_PER_CHUNK", 500, minimum=1),
+            ca_bundle=(
+                env.get("AWS_CA_BUNDLE", "").strip() or env.get("REQUESTS_CA_BUNDLE", "").strip()
+            ),
         )
 
 

@@ -7,20 +7,29 @@ serverless-offline, a bare status with no error type at all).
 
 It can also misbehave the way a network does, so the client's real error path runs:
 answer late (past the client's read timeout), or close the connection without answering.
+
+Given a locally made certificate authority (``local.tls``), it serves HTTPS, as API
+Gateway's endpoint does: a client must trust that authority (``AWS_CA_BUNDLE``) and pay
+for a TLS handshake on each of its connections.
 """
 
 from __future__ import annotations
 
 import json
 import socket
+import ssl
 import struct
+import sys
 import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import unquote
+
+from local.tls import Authority
 
 MAX_FRAME_BYTES = 131_072
 
@@ -102,6 +111,19 @@ class _Server(ThreadingHTTPServer):
     # Every post opens a new connection (HTTP/1.0): a fan-out opens dozens at once, more
     # than the default backlog of 5, and the overflow would time out connecting.
     request_queue_size = 256
+    tls: ssl.SSLContext | None = None
+
+    def get_request(self) -> tuple[Any, Any]:
+        request, address = super().get_request()
+        if self.tls is not None:
+            # The handshake runs on the request's own thread, at its first read.
+            request = self.tls.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+        return request, address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up, or did not trust the certificate: nothing to report."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
 
 
 # (connection id, message id, earlier posts of that message to that connection) -> reply
@@ -116,7 +138,7 @@ class FakeManagementApi:
     that connection gone for good, as a closed socket stays closed.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tls: Authority | None = None) -> None:
         self._lock = threading.Lock()
         self._scripts: dict[str, deque[Reply]] = defaultdict(deque)
         self._gone: set[str] = set()
@@ -128,12 +150,14 @@ class FakeManagementApi:
         self.calls: dict[str, int] = defaultdict(int)
         self.posts: list[Post] = []
         self._server = _Server(("127.0.0.1", 0), self._handler_class())
+        self._server.tls = tls.server_context() if tls else None
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/test"
+        scheme = "https" if self._server.tls else "http"
+        return f"{scheme}://{host}:{port}/test"
 
     def start(self) -> FakeManagementApi:
         self._thread.start()

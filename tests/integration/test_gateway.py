@@ -1,26 +1,53 @@
-"""The lean Management API client against a raw HTTP/1.1 server on loopback."""
+"""The lean Management API client against raw HTTP/1.1 servers on loopback, over plain HTTP
+and over TLS (as API Gateway's endpoint is), with a certificate authority made for the run."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
-from wspush.gateway import Gateway, PostOutcome
+from local.tls import Authority
+from wspush import gateway as gateway_module
+from wspush.gateway import Gateway, Network, PostOutcome, PostResult
+from wspush.settings import SettingsError
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+GONE = b"HTTP/1.1 410 Gone\r\nx-amzn-ErrorType: GoneException\r\nContent-Length: 0\r\n\r\n"
+REGION = "eu-west-1"
 
 
 @dataclass
 class RawServer:
-    """Answers every request with the next canned response, keeping connections alive."""
+    """Answers every request with the next canned response (then 200), keeping connections
+    alive. ``stray`` misbehaves once, after the first answer: (seconds later, these bytes,
+    then close the connection or not)."""
 
+    scheme: str = "http"
+    host: str = "127.0.0.1"
     responses: list[bytes] = field(default_factory=list)
+    latency: float = 0.0
+    stray: tuple[float, bytes, bool] | None = None
     requests: list[bytes] = field(default_factory=list)
     connections: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
     port: int = 0
     open_writers: list[asyncio.StreamWriter] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}/prod"
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -33,32 +60,38 @@ class RawServer:
                     if line.lower().startswith(b"content-length")
                 )
                 self.requests.append(head + await reader.readexactly(length))
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                await asyncio.sleep(self.latency)
+                self.in_flight -= 1
                 writer.write(self.responses.pop(0) if self.responses else OK)
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
+                if self.stray is not None:
+                    (delay, data, close), self.stray = self.stray, None
+                    await asyncio.sleep(delay)
+                    writer.write(data)
+                    await writer.drain()
+                    if close:
+                        break
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
             pass  # the client closed its connection
         finally:
             writer.close()
 
 
-OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
-
-
-@pytest.fixture
-def server() -> Iterator[RawServer]:
-    raw = RawServer()
+def serve_in_thread(raw: RawServer, tls: ssl.SSLContext | None) -> Iterator[RawServer]:
     loop = asyncio.new_event_loop()
     started = threading.Event()
     stop = asyncio.Event()
 
     async def serve() -> None:
-        listener = await asyncio.start_server(raw.handle, "127.0.0.1", 0)
+        listener = await asyncio.start_server(raw.handle, raw.host, 0, ssl=tls)
         raw.port = listener.sockets[0].getsockname()[1]
         started.set()
         async with listener:
             await stop.wait()
             for writer in raw.open_writers:
-                writer.close()
+                writer.transport.abort()  # no TLS goodbye to wait for: the client is gone
 
     thread = threading.Thread(target=lambda: loop.run_until_complete(serve()), daemon=True)
     thread.start()
@@ -66,6 +99,14 @@ def server() -> Iterator[RawServer]:
     yield raw
     loop.call_soon_threadsafe(stop.set)
     thread.join(5)
+
+
+@pytest.fixture(params=["http", "https"])
+def server(request: pytest.FixtureRequest, tls_authority: Authority) -> Iterator[RawServer]:
+    """The same server over plain HTTP and over TLS."""
+    scheme = request.param
+    tls = tls_authority.server_context() if scheme == "https" else None
+    yield from serve_in_thread(RawServer(scheme), tls)
 
 
 @pytest.fixture(autouse=True)
@@ -76,32 +117,98 @@ def closed_gateways() -> Iterator[list[Gateway]]:
         gateway.close()
 
 
-def gateway_for(server: RawServer, made: list[Gateway]) -> Gateway:
-    gateway = Gateway(f"http://127.0.0.1:{server.port}/prod", region="eu-west-1", max_connections=4)
+@pytest.fixture
+def trusted(tls_authority: Authority) -> Network:
+    """What a deployment with AWS_CA_BUNDLE pointing at the authority's root gets."""
+    return Network(ca_bundle=str(tls_authority.ca_bundle))
+
+
+def gateway_for(
+    server: RawServer,
+    made: list[Gateway],
+    network: Network,
+    *,
+    max_connections: int = 4,
+    url: str | None = None,
+) -> Gateway:
+    gateway = Gateway(
+        url or server.url, region=REGION, max_connections=max_connections, network=network
+    )
     made.append(gateway)
     return gateway
 
 
-def test_posts_are_signed_for_execute_api_and_share_a_kept_alive_connection(
-    server: RawServer, closed_gateways: list[Gateway]
+def post_all(gateway: Gateway, ids: list[str]) -> list[PostResult]:
+    async def all_at_once() -> list[PostResult]:
+        return await asyncio.gather(*(gateway.post(cid, b"{}") for cid in ids))
+
+    return gateway.run(all_at_once())
+
+
+def parse_request(raw: bytes) -> tuple[str, list[tuple[str, str]], bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    line, *lines = head.decode("latin-1").split("\r\n")
+    headers = [(name, value.strip()) for name, _, value in (h.partition(":") for h in lines)]
+    return line, headers, body
+
+
+def sigv4_signature_holds(scheme: str, raw: bytes) -> bool:
+    """Check the signature as API Gateway does: recompute it over the headers the request
+    says it signed, with the secret of the test credentials."""
+    line, headers, body = parse_request(raw)
+    _, path, _ = line.split(" ")
+    values = {name.lower(): value for name, value in headers}
+    fields = dict(part.strip().split("=", 1) for part in values["authorization"][17:].split(","))
+    signed = fields["SignedHeaders"].split(";")
+    request = AWSRequest(
+        method="POST",
+        url=f"{scheme}://{values['host']}{path}",
+        data=body,
+        headers={name: values[name] for name in signed},
+    )
+    request.context["timestamp"] = values["x-amz-date"]
+    signer = SigV4Auth(Credentials("testing", "testing", "testing"), "execute-api", REGION)
+    expected = signer.signature(
+        signer.string_to_sign(request, signer.canonical_request(request)), request
+    )
+    return bool(fields["Signature"] == expected)
+
+
+def test_a_post_is_exactly_the_request_api_gateway_expects(
+    server: RawServer, closed_gateways: list[Gateway], trusted: Network
 ) -> None:
     # Given a gateway client
-    gateway = gateway_for(server, closed_gateways)
-    # When it posts twice, to an id that needs escaping
-    first = gateway.run(gateway.post("Xk1a=b/c", b'{"type":"t"}'))
-    second = gateway.run(gateway.post("other", b"{}"))
-    # Then both were delivered over one connection
+    gateway = gateway_for(server, closed_gateways, trusted)
+    # When it posts to an id that needs escaping
+    result = gateway.run(gateway.post("Xk1a=b/c", b'{"type":"t"}'))
+    # Then the request is what API Gateway expects
+    assert result.outcome is PostOutcome.DELIVERED
+    line, headers, body = parse_request(server.requests[0])
+    assert line == "POST /prod/@connections/Xk1a%3Db%2Fc HTTP/1.1"
+    values = dict(headers)
+    assert len(values) == len(headers)  # no header twice
+    assert values["Host"] == f"127.0.0.1:{server.port}"
+    assert values["Content-Type"] == "application/json"
+    assert values["Content-Length"] == str(len(b'{"type":"t"}'))
+    assert body == b'{"type":"t"}'
+    # And it is signed with SigV4 for execute-api, over Host and Content-Type among others
+    authorization = values["Authorization"]
+    assert authorization.startswith("AWS4-HMAC-SHA256 Credential=testing/")
+    assert f"/{REGION}/execute-api/aws4_request, " in authorization
+    assert "SignedHeaders=content-type;host;x-amz-date;x-amz-security-token, " in authorization
+    assert values["X-Amz-Security-Token"] == "testing"
+    assert sigv4_signature_holds(server.scheme, server.requests[0])
+
+
+def test_posts_share_a_kept_alive_connection(
+    server: RawServer, closed_gateways: list[Gateway], trusted: Network
+) -> None:
+    gateway = gateway_for(server, closed_gateways, trusted)
+    first = gateway.run(gateway.post("one", b"{}"))
+    second = gateway.run(gateway.post("two", b"{}"))
     assert (first.outcome, second.outcome) == (PostOutcome.DELIVERED, PostOutcome.DELIVERED)
     assert server.connections == 1
-    # And the request is what API Gateway expects: path, SigV4 for execute-api, the body
-    request = server.requests[0]
-    head, _, body = request.partition(b"\r\n\r\n")
-    assert head.startswith(b"POST /prod/@connections/Xk1a%3Db%2Fc HTTP/1.1\r\n")
-    assert b"Authorization: AWS4-HMAC-SHA256 Credential=testing/" in head
-    assert b"/eu-west-1/execute-api/aws4_request" in head
-    assert b"X-Amz-Date: " in head
-    assert b"X-Amz-Security-Token: testing" in head
-    assert body == b'{"type":"t"}'
+    assert gateway.opened == 1
 
 
 @pytest.mark.parametrize(
@@ -119,12 +226,13 @@ def test_posts_are_signed_for_execute_api_and_share_a_kept_alive_connection(
 def test_answers_are_classified_and_the_connection_is_kept(
     server: RawServer,
     closed_gateways: list[Gateway],
+    trusted: Network,
     response: bytes,
     outcome: PostOutcome,
     reason: str,
 ) -> None:
     server.responses = [response]
-    gateway = gateway_for(server, closed_gateways)
+    gateway = gateway_for(server, closed_gateways, trusted)
     result = gateway.run(gateway.post("c-1", b"{}"))
     assert (result.outcome, result.reason) == (outcome, reason)
     # The body was read to its end: the next post reuses the connection
@@ -132,8 +240,42 @@ def test_answers_are_classified_and_the_connection_is_kept(
     assert server.connections == 1
 
 
+def test_bytes_after_an_answer_are_never_read_as_the_next_answer(
+    server: RawServer, closed_gateways: list[Gateway], trusted: Network
+) -> None:
+    # Given a server that writes a second, unasked-for answer right after the first
+    server.responses = [OK + GONE]
+    gateway = gateway_for(server, closed_gateways, trusted)
+    assert gateway.run(gateway.post("c-1", b"{}")).outcome is PostOutcome.DELIVERED
+    # When the next post is made
+    second = gateway.run(gateway.post("c-2", b"{}"))
+    # Then it gets its own answer, on a new connection: the spoilt one was not pooled
+    assert second.outcome is PostOutcome.DELIVERED
+    assert server.connections == 2
+    assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("then_close", [False, True], ids=["stays-open", "then-closes"])
+def test_an_answer_nobody_asked_for_on_an_idle_connection_is_not_taken_for_the_next_post(
+    server: RawServer, closed_gateways: list[Gateway], trusted: Network, then_close: bool
+) -> None:
+    # Given a pooled connection on which the server, later, sends an answer unasked
+    # (as a server that times an idle connection out with a 408 before closing it)
+    stray = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    server.stray = (0.05, stray, then_close)
+    gateway = gateway_for(server, closed_gateways, trusted)
+    assert gateway.run(gateway.post("c-1", b"{}")).outcome is PostOutcome.DELIVERED
+    time.sleep(0.2)
+    # When the next post is made
+    second = gateway.run(gateway.post("c-2", b"{}"))
+    # Then it is answered by the server, on a new connection
+    assert (second.outcome, second.status) == (PostOutcome.DELIVERED, 200)
+    assert server.connections == 2
+    assert len(server.requests) == 2
+
+
 def test_a_refused_connection_is_a_retryable_error(closed_gateways: list[Gateway]) -> None:
-    gateway = Gateway("http://127.0.0.1:9/prod", region="eu-west-1", max_connections=1)
+    gateway = Gateway("http://127.0.0.1:9/prod", region=REGION, max_connections=1)
     closed_gateways.append(gateway)
     result = gateway.run(gateway.post("c-1", b"{}"))
     assert (result.outcome, result.reason, result.retryable) == (
@@ -141,3 +283,79 @@ def test_a_refused_connection_is_a_retryable_error(closed_gateways: list[Gateway
         "EndpointConnectionError",
         True,
     )
+
+
+@pytest.fixture
+def never_accepting() -> Iterator[int]:
+    """A port whose listener never accepts and whose backlog is full: connecting to it hangs
+    (the kernel drops the SYN), as an endpoint behind a black hole does."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))  # takes the only place in the queue
+    yield port
+    filler.close()
+    listener.close()
+
+
+def test_an_endpoint_that_never_accepts_is_a_connect_timeout(
+    never_accepting: int, closed_gateways: list[Gateway], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gateway_module, "CONNECT_TIMEOUT_SECONDS", 0.2)
+    gateway = Gateway(f"http://127.0.0.1:{never_accepting}/prod", region=REGION, max_connections=1)
+    closed_gateways.append(gateway)
+    started = time.monotonic()
+    result = gateway.run(gateway.post("c-1", b"{}"))
+    elapsed = time.monotonic() - started
+    assert (result.outcome, result.reason, result.retryable) == (
+        PostOutcome.ERROR,
+        "ConnectTimeoutError",
+        True,
+    )
+    assert 0.2 <= elapsed < 1.0
+
+
+@pytest.fixture
+def tls_server(tls_authority: Authority) -> Iterator[RawServer]:
+    yield from serve_in_thread(RawServer("https"), tls_authority.server_context())
+
+
+def test_tls_fails_against_an_authority_the_client_does_not_trust(
+    tls_server: RawServer, closed_gateways: list[Gateway]
+) -> None:
+    # Given an https endpoint whose certificate the system's trust store does not know
+    gateway = gateway_for(tls_server, closed_gateways, Network())
+    # When a post is made without the CA bundle
+    result = gateway.run(gateway.post("c-1", b"{}"))
+    # Then it fails as it would on AWS with a wrong trust store, before any request is sent
+    assert (result.outcome, result.reason) == (PostOutcome.ERROR, "SSLError")
+    assert tls_server.requests == []
+
+
+@pytest.fixture
+def elsewhere_server(tls_authority: Authority) -> Iterator[RawServer]:
+    """The same certificate, served at an address it does not name."""
+    yield from serve_in_thread(RawServer("https", "127.0.0.2"), tls_authority.server_context())
+
+
+def test_tls_checks_the_endpoint_name_against_the_certificate(
+    elsewhere_server: RawServer, closed_gateways: list[Gateway], trusted: Network
+) -> None:
+    # Given a trusted certificate for 127.0.0.1 and localhost only, presented at 127.0.0.2
+    gateway = gateway_for(elsewhere_server, closed_gateways, trusted)
+    # When a post goes there
+    result = gateway.run(gateway.post("c-1", b"{}"))
+    # Then the certificate does not match it
+    assert (result.outcome, result.reason) == (PostOutcome.ERROR, "SSLError")
+    assert elsewhere_server.requests == []
+
+
+def test_a_missing_ca_bundle_is_refused_when_the_gateway_is_made(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="AWS_CA_BUNDLE"):
+        Gateway(
+            "https://127.0.0.1:1/prod",
+            region=REGION,
+            max_connections=1,
+            network=Network(ca_bundle=str(tmp_path / "missing.pem")),
+        )

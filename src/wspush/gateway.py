@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from enum import StrEnum
@@ -84,9 +85,16 @@ def classify(status: int | None, code: str | None) -> PostOutcome:
     return PostOutcome.ERROR
 
 
-# One post answers in milliseconds; these bound how long a stuck one can hold a worker.
+# One post answers in milliseconds; these bound how long a stuck one can hold a worker. The
+# connect timeout runs from the moment a connection's own handshake starts (TCP and TLS); a
+# post that finds every handshake slot taken waits at most as long again for a connection
+# to be handed to it or for a slot. So a post ends within 1 + 1 + 3 s.
 CONNECT_TIMEOUT_SECONDS = 1
 READ_TIMEOUT_SECONDS = 3
+# TLS handshakes in progress at once. A cold container that starts 128 at once shares its
+# CPU between all of them (at 256 MB, 0.145 vCPU, ~1.6 ms of CPU each): none finishes within
+# the connect timeout. A few at a time finish quickly, and the pool grows as they do.
+MAX_HANDSHAKES = 8
 MAX_HEAD_BYTES = 65_536
 
 
@@ -95,10 +103,14 @@ class Network:
     """How posts reach the endpoint: what boto3 would honour from the environment."""
 
     ca_bundle: str = ""
+    max_handshakes: int = MAX_HANDSHAKES
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Network:
-        return cls(ca_bundle=settings.ca_bundle)
+        return cls(
+            ca_bundle=settings.ca_bundle,
+            max_handshakes=settings.max_handshakes,
+        )
 
 
 def tls_context(ca_bundle: str) -> ssl.SSLContext:
@@ -112,6 +124,10 @@ def tls_context(ca_bundle: str) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=ca_bundle)
     except (OSError, ValueError) as exc:
         raise SettingsError(f"AWS_CA_BUNDLE: cannot load {ca_bundle!r}: {exc}") from exc
+
+
+class PoolTimeout(Exception):
+    """No connection was given back, and no handshake slot came free, in time."""
 
 
 @dataclass(frozen=True)
@@ -246,6 +262,11 @@ def parse_response(
     return None if end is None else (Response(status, headers, keep_alive), end)
 
 
+def _expire(turn: asyncio.Future[Connection | None]) -> None:
+    if not turn.done():
+        turn.set_exception(PoolTimeout())
+
+
 def _chunked_end(buffer: bytearray, position: int) -> int | None:
     while True:
         line_end = buffer.find(b"\r\n", position)
@@ -274,6 +295,12 @@ class Gateway:
     boto3's client spends ~0.45 ms of CPU per post (request building, event hooks, urllib3);
     a fan-out is nothing but posts, so here each one is a single HTTP/1.1 request signed
     with botocore's own SigV4 signer, many in flight at once on asyncio.
+
+    The pool opens at most ``max_handshakes`` connections at once, each with its own connect
+    timeout from the moment its handshake starts. A post that needs a connection takes an
+    idle one, or starts a handshake, or waits for the next connection a post gives back (or
+    the next free handshake slot): a cold pool grows as fast as handshakes complete, and a
+    warm one keeps every post in flight on its own connection.
     """
 
     def __init__(
@@ -300,13 +327,18 @@ class Gateway:
         self._base_path = parts.path.rstrip("/")
         self._region = region
         self._max_idle = max_connections
+        self._max_handshakes = network.max_handshakes
         self._connect_timeout = connect_timeout or CONNECT_TIMEOUT_SECONDS
         self._read_timeout = read_timeout or READ_TIMEOUT_SECONDS
         self._ssl = tls_context(network.ca_bundle) if self._https else None
         self._credentials = boto3.session.Session().get_credentials()
         self._loop = asyncio.new_event_loop()
         self._idle: list[Connection] = []
-        self.opened = 0  # connections opened, for measurements and tests
+        self._waiting: deque[asyncio.Future[Connection | None]] = deque()
+        self._handshakes = 0
+        # For measurements and tests: connections opened, and most handshakes at once.
+        self.opened = 0
+        self.peak_handshakes = 0
 
     def run(self, work: Coroutine[Any, Any, T]) -> T:
         """Run ``work`` on this gateway's loop, where its connections live between calls."""
@@ -332,6 +364,8 @@ class Gateway:
         request = self._request(path, data)
         try:
             connection = await self._connection()
+        except PoolTimeout:
+            return PostResult(PostOutcome.ERROR, None, "PoolTimeoutError")
         except TimeoutError:
             return PostResult(PostOutcome.ERROR, None, "ConnectTimeoutError")
         except ssl.SSLError:
@@ -353,20 +387,56 @@ class Gateway:
         return PostResult(classify(response.status, code), response.status, code)
 
     async def _connection(self) -> Connection:
-        while self._idle:
-            connection = self._idle.pop()
-            if connection.reusable:
-                return connection
-            connection.close()
-        connection = await asyncio.wait_for(self._handshake(), self._connect_timeout)
-        self.opened += 1
-        return connection
+        while True:
+            while self._idle:
+                connection = self._idle.pop()
+                if connection.reusable:
+                    return connection
+                connection.close()
+            if self._handshakes < self._max_handshakes:
+                return await self._open()
+            handed = await self._wait_for_turn()
+            if handed is not None:
+                return handed
+
+    async def _wait_for_turn(self) -> Connection | None:
+        """Wait for a connection given back by a post, or (None) a free handshake slot."""
+        turn: asyncio.Future[Connection | None] = self._loop.create_future()
+        self._waiting.append(turn)
+        expiry = self._loop.call_later(self._connect_timeout, _expire, turn)
+        try:
+            return await turn
+        finally:
+            expiry.cancel()
 
     def _give_back(self, connection: Connection) -> None:
-        if connection.reusable and len(self._idle) < self._max_idle:
+        if not connection.reusable:
+            connection.close()
+            return
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                turn.set_result(connection)
+                return
+        if len(self._idle) < self._max_idle:
             self._idle.append(connection)
         else:
             connection.close()
+
+    async def _open(self) -> Connection:
+        self._handshakes += 1
+        self.peak_handshakes = max(self.peak_handshakes, self._handshakes)
+        try:
+            connection = await asyncio.wait_for(self._handshake(), self._connect_timeout)
+        finally:
+            self._handshakes -= 1
+            while self._waiting:  # a slot is free: the longest waiting post may take it
+                turn = self._waiting.popleft()
+                if not turn.done():
+                    turn.set_result(None)
+                    break
+        self.opened += 1
+        return connection
 
     async def _handshake(self) -> Connection:
         """TCP, then TLS."""

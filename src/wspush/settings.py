@@ -125,9 +125,11 @@ class Settings:
     # scan segments of about this many connections, a user list into chunks of this many users.
     connections_per_segment: int = 2_000
     users_per_chunk: int = 500
-    # The CA bundle posts to the Management API trust instead of the system's, read as boto3
-    # reads it (AWS_CA_BUNDLE, else REQUESTS_CA_BUNDLE).
+    # How posts reach the Management API: the CA bundle to trust instead of the system's,
+    # read as boto3 reads it (AWS_CA_BUNDLE, else REQUESTS_CA_BUNDLE), and how many
+    # connections may be in their handshake at once (see gateway.py).
     ca_bundle: str = ""
+    max_handshakes: int = 8
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -153,6 +155,7 @@ class Settings:
             ca_bundle=(
                 env.get("AWS_CA_BUNDLE", "").strip() or env.get("REQUESTS_CA_BUNDLE", "").strip()
             ),
+            max_handshakes=_int(env, "WSPUSH_MAX_HANDSHAKES", 8, minimum=1),
         )
 
 

@@ -9,6 +9,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -359,3 +360,107 @@ def test_a_missing_ca_bundle_is_refused_when_the_gateway_is_made(tmp_path: Path)
             max_connections=1,
             network=Network(ca_bundle=str(tmp_path / "missing.pem")),
         )
+
+
+class SerialHandshakeServer:
+    """A TLS server that completes one handshake at a time, each taking ``seconds``.
+
+    A scaled-down model of a cold container at Lambda's smallest memory: there, handshakes
+    queue for the little CPU the container has (0.145 vCPU at 256 MB), so a handshake ends
+    only after every one started before it. Here they queue for this server's one thread.
+    """
+
+    def __init__(self, tls: ssl.SSLContext, seconds: float) -> None:
+        self.tls = tls
+        self.seconds = seconds
+        self.handshakes = 0
+        self.requests = 0
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=256)
+        self.port = self.listener.getsockname()[1]
+        self.url = f"https://127.0.0.1:{self.port}/prod"
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            time.sleep(self.seconds)
+            try:
+                client.settimeout(5)
+                tls = self.tls.wrap_socket(client, server_side=True)
+            except OSError:
+                client.close()  # the client gave up waiting
+                continue
+            self.handshakes += 1
+            self._open.append(tls)
+            threading.Thread(target=self._serve, args=(tls,), daemon=True).start()
+
+    def _serve(self, connection: ssl.SSLSocket) -> None:
+        reader = connection.makefile("rb")
+        try:
+            while head := reader.readline():
+                while (line := reader.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length"):
+                        head = line
+                reader.read(int(head.split(b":")[1]))
+                self.requests += 1
+                connection.sendall(OK)
+        except (OSError, ValueError, IndexError):
+            pass
+        finally:
+            connection.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        for connection in self._open:
+            with suppress(OSError):
+                connection.close()
+
+
+@pytest.fixture
+def slow_handshakes(tls_authority: Authority) -> Iterator[SerialHandshakeServer]:
+    server = SerialHandshakeServer(tls_authority.server_context(), seconds=0.02)
+    yield server
+    server.close()
+
+
+def test_a_cold_pool_opens_few_connections_at_once_and_none_times_out(
+    slow_handshakes: SerialHandshakeServer,
+    closed_gateways: list[Gateway],
+    trusted: Network,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given handshakes that complete one at a time, 20 ms each, and a 0.5 s connect timeout:
+    # of 32 handshakes started at once, the last would end after 0.64 s
+    monkeypatch.setattr(gateway_module, "CONNECT_TIMEOUT_SECONDS", 0.5)
+    gateway = Gateway(slow_handshakes.url, region=REGION, max_connections=32, network=trusted)
+    closed_gateways.append(gateway)
+    # When a cold gateway makes 32 posts at once
+    results = post_all(gateway, [f"c-{i}" for i in range(32)])
+    # Then every post is delivered: no handshake waited behind more than a few others
+    assert [r.reason for r in results if r.outcome is not PostOutcome.DELIVERED] == []
+    assert gateway.peak_handshakes <= trusted.max_handshakes
+    assert slow_handshakes.requests == 32
+
+
+def test_a_warm_pool_keeps_every_post_in_flight(
+    server: RawServer, closed_gateways: list[Gateway], trusted: Network
+) -> None:
+    # Given a gateway that opens two connections at a time, and posts that take 100 ms
+    server.latency = 0.1
+    network = Network(ca_bundle=trusted.ca_bundle, max_handshakes=2)
+    gateway = gateway_for(server, closed_gateways, network, max_connections=16)
+    ids = [f"c-{i}" for i in range(16)]
+    # When it makes 16 posts at once, twice
+    cold = post_all(gateway, ids)
+    server.max_in_flight = 0
+    warm = post_all(gateway, ids)
+    # Then all are delivered, the pool grew two handshakes at a time to one connection per
+    # post, and once warm all 16 posts were in flight together
+    assert {r.outcome for r in cold + warm} == {PostOutcome.DELIVERED}
+    assert gateway.peak_handshakes == 2
+    assert gateway.opened == server.connections == 16
+    assert server.max_in_flight == 16

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wspush.gateway import parse_response
-from wspush.settings import Settings
+from wspush.settings import Settings, SettingsError
 
 
 def settings_from(env: dict[str, str]) -> Settings:
@@ -19,6 +19,13 @@ def test_the_ca_bundle_is_aws_ca_bundle_else_requests_ca_bundle() -> None:
         "/opt/requests.pem"
     )
     assert settings_from({}).ca_bundle == ""
+
+
+def test_handshakes_in_progress_at_once_are_configurable_and_at_least_one() -> None:
+    assert settings_from({}).max_handshakes == 8
+    assert settings_from({"WSPUSH_MAX_HANDSHAKES": "2"}).max_handshakes == 2
+    with pytest.raises(SettingsError, match="WSPUSH_MAX_HANDSHAKES"):
+        settings_from({"WSPUSH_MAX_HANDSHAKES": "0"})
 
 
 OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
@@ -61,6 +68,13 @@ def test_keep_alive_is_http_1_1_without_connection_close(answer: bytes, keep_ali
     parsed = parse_response(bytearray(answer), eof=False)
     assert parsed is not None
     assert parsed[0].keep_alive is keep_alive
+
+
+def test_a_connect_answer_has_no_body() -> None:
+    answer = b"HTTP/1.0 200 Connection established\r\n\r\n"
+    parsed = parse_response(bytearray(answer), eof=False, head_only=True)
+    assert parsed is not None
+    assert (parsed[0].status, parsed[1]) == (200, len(answer))
 
 
 @pytest.mark.parametrize(

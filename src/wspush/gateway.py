@@ -8,6 +8,7 @@ dead connection is HTTP 410 whether the error says ``GoneException`` (AWS) or ju
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 from collections import deque
 from collections.abc import Coroutine
@@ -15,7 +16,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
+
+# The NO_PROXY check botocore makes (through urllib's proxy_bypass) on Linux; not in typeshed.
+from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]
 
 import boto3
 from botocore.auth import SigV4Auth
@@ -86,9 +90,9 @@ def classify(status: int | None, code: str | None) -> PostOutcome:
 
 
 # One post answers in milliseconds; these bound how long a stuck one can hold a worker. The
-# connect timeout runs from the moment a connection's own handshake starts (TCP and TLS); a
-# post that finds every handshake slot taken waits at most as long again for a connection
-# to be handed to it or for a slot. So a post ends within 1 + 1 + 3 s.
+# connect timeout runs from the moment a connection's own handshake starts (TCP, proxy tunnel
+# and TLS); a post that finds every handshake slot taken waits at most as long again for a
+# connection to be handed to it or for a slot. So a post ends within 1 + 1 + 3 s.
 CONNECT_TIMEOUT_SECONDS = 1
 READ_TIMEOUT_SECONDS = 3
 # TLS handshakes in progress at once. A cold container that starts 128 at once shares its
@@ -103,14 +107,68 @@ class Network:
     """How posts reach the endpoint: what boto3 would honour from the environment."""
 
     ca_bundle: str = ""
+    https_proxy: str = ""
+    http_proxy: str = ""
+    no_proxy: str = ""
     max_handshakes: int = MAX_HANDSHAKES
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Network:
         return cls(
             ca_bundle=settings.ca_bundle,
+            https_proxy=settings.https_proxy,
+            http_proxy=settings.http_proxy,
+            no_proxy=settings.no_proxy,
             max_handshakes=settings.max_handshakes,
         )
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """An HTTP proxy: an https endpoint is reached through a ``CONNECT`` tunnel, an http one
+    with absolute-form requests."""
+
+    host: str
+    port: int
+    authorization: str | None  # the Proxy-Authorization value, when the URL has credentials
+
+    @classmethod
+    def parse(cls, url: str, variable: str) -> Proxy:
+        """Read a proxy URL as botocore does (no scheme means http://). Only http:// proxies
+        are supported: TLS to the proxy itself is refused here rather than failing later."""
+        scheme, separator, _ = url.partition("://")
+        if separator and scheme.lower() != "http":
+            raise SettingsError(
+                f"{variable}: only http:// proxies are supported (TLS to the endpoint still"
+                f" runs end to end through a CONNECT tunnel), not {scheme}://"
+            )
+        if not separator:
+            url = "http:" + url if url.startswith("//") else "http://" + url
+        parts = urlsplit(url)
+        try:
+            port = parts.port or 80
+        except ValueError as exc:
+            raise SettingsError(f"{variable}: the proxy's port is not a number") from exc
+        if not parts.hostname:
+            raise SettingsError(f"{variable}: the proxy URL names no host")
+        authorization = None
+        if parts.username and parts.password:
+            pair = f"{unquote(parts.username)}:{unquote(parts.password)}".encode()
+            authorization = "Basic " + base64.b64encode(pair).decode("ascii")
+        return cls(parts.hostname, port, authorization)
+
+
+def proxy_for(endpoint: SplitResult, network: Network) -> Proxy | None:
+    """The proxy a post to ``endpoint`` goes through, by botocore's rules: the proxy of the
+    endpoint's scheme, unless ``NO_PROXY`` names its host (urllib's matching: ``*``, a host
+    or ``host:port``, or a domain suffix, leading dot or not)."""
+    if endpoint.scheme == "https":
+        url, variable = network.https_proxy, "HTTPS_PROXY"
+    else:
+        url, variable = network.http_proxy, "HTTP_PROXY"
+    if not url or proxy_bypass_environment(endpoint.netloc, {"no": network.no_proxy}):
+        return None
+    return Proxy.parse(url, variable)
 
 
 def tls_context(ca_bundle: str) -> ssl.SSLContext:
@@ -124,6 +182,10 @@ def tls_context(ca_bundle: str) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=ca_bundle)
     except (OSError, ValueError) as exc:
         raise SettingsError(f"AWS_CA_BUNDLE: cannot load {ca_bundle!r}: {exc}") from exc
+
+
+class ProxyRefused(OSError):
+    """The proxy did not open a tunnel to the endpoint."""
 
 
 class PoolTimeout(Exception):
@@ -330,6 +392,7 @@ class Gateway:
         self._max_handshakes = network.max_handshakes
         self._connect_timeout = connect_timeout or CONNECT_TIMEOUT_SECONDS
         self._read_timeout = read_timeout or READ_TIMEOUT_SECONDS
+        self._proxy = proxy_for(parts, network)
         self._ssl = tls_context(network.ca_bundle) if self._https else None
         self._credentials = boto3.session.Session().get_credentials()
         self._loop = asyncio.new_event_loop()
@@ -370,6 +433,8 @@ class Gateway:
             return PostResult(PostOutcome.ERROR, None, "ConnectTimeoutError")
         except ssl.SSLError:
             return PostResult(PostOutcome.ERROR, None, "SSLError")
+        except ProxyRefused:
+            return PostResult(PostOutcome.ERROR, None, "ProxyConnectionError")
         except OSError:
             return PostResult(PostOutcome.ERROR, None, "EndpointConnectionError")
         try:
@@ -439,15 +504,49 @@ class Gateway:
         return connection
 
     async def _handshake(self) -> Connection:
-        """TCP, then TLS."""
-        _, connection = await self._loop.create_connection(
-            Connection,
-            self._host,
-            self._port,
-            ssl=self._ssl,
-            server_hostname=self._host if self._ssl else None,
-        )
+        """TCP, then (through a proxy) a CONNECT tunnel, then TLS."""
+        loop = self._loop
+        proxy = self._proxy
+        if proxy is None:
+            _, connection = await loop.create_connection(
+                Connection,
+                self._host,
+                self._port,
+                ssl=self._ssl,
+                server_hostname=self._host if self._ssl else None,
+            )
+            return connection
+        _, connection = await loop.create_connection(Connection, proxy.host, proxy.port)
+        if self._ssl is None:
+            return connection  # requests go to the proxy in absolute form
+        try:
+            await self._tunnel(connection, proxy, self._ssl)
+        except BaseException:
+            connection.close()
+            raise
         return connection
+
+    async def _tunnel(self, connection: Connection, proxy: Proxy, context: ssl.SSLContext) -> None:
+        """Ask the proxy for a tunnel to the endpoint, then run TLS with the endpoint in it."""
+        host, port = self._host, self._port
+        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
+        if proxy.authorization:
+            lines.append(f"Proxy-Authorization: {proxy.authorization}")
+        request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        try:
+            response = await connection.exchange(request, None, head_only=True)
+        except (EOFError, ValueError) as exc:
+            raise ProxyRefused(f"the proxy did not answer CONNECT: {exc}") from exc
+        if not 200 <= response.status < 300:
+            raise ProxyRefused(f"the proxy answered CONNECT with {response.status}")
+        transport = connection.transport
+        if not connection.reusable or not isinstance(transport, asyncio.Transport):
+            raise ProxyRefused("the proxy closed the tunnel, or sent more than its answer")
+        tls = await self._loop.start_tls(transport, connection, context, server_hostname=host)
+        if tls is None:
+            raise ConnectionResetError("the tunnel closed during the TLS handshake")
+        connection.transport = tls
 
     def _request(self, path: str, data: bytes) -> bytes:
         """The request's bytes, signed like boto3 signs it (SigV4, service execute-api)."""
@@ -458,8 +557,13 @@ class Gateway:
                 self._credentials.get_frozen_credentials(), "execute-api", self._region
             ).add_auth(signed)
             headers = dict(signed.headers.items())
+        target = path
+        if self._proxy is not None and self._ssl is None:
+            target = self._origin + path  # absolute form, for the proxy to forward
+            if self._proxy.authorization:
+                headers["Proxy-Authorization"] = self._proxy.authorization
         head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         return (
-            f"POST {path} HTTP/1.1\r\n{head}Content-Length: {len(data)}\r\n\r\n".encode("latin-1")
+            f"POST {target} HTTP/1.1\r\n{head}Content-Length: {len(data)}\r\n\r\n".encode("latin-1")
             + data
         )

@@ -125,10 +125,14 @@ class Settings:
     # scan segments of about this many connections, a user list into chunks of this many users.
     connections_per_segment: int = 2_000
     users_per_chunk: int = 500
-    # How posts reach the Management API: the CA bundle to trust instead of the system's,
-    # read as boto3 reads it (AWS_CA_BUNDLE, else REQUESTS_CA_BUNDLE), and how many
-    # connections may be in their handshake at once (see gateway.py).
+    # How posts reach the Management API, read as boto3 reads them: the CA bundle to trust
+    # instead of the system's (AWS_CA_BUNDLE, else REQUESTS_CA_BUNDLE), the proxies
+    # (HTTPS_PROXY, HTTP_PROXY, NO_PROXY; a lower-case name wins, as urllib reads them), and
+    # how many connections may be in their handshake at once (see gateway.py).
     ca_bundle: str = ""
+    https_proxy: str = ""
+    http_proxy: str = ""
+    no_proxy: str = ""
     max_handshakes: int = 8
 
     @classmethod
@@ -155,6 +159,9 @@ class Settings:
             ca_bundle=(
                 env.get("AWS_CA_BUNDLE", "").strip() or env.get("REQUESTS_CA_BUNDLE", "").strip()
             ),
+            https_proxy=_proxy(env, "https"),
+            http_proxy=_proxy(env, "http"),
+            no_proxy=_proxy(env, "no"),
             max_handshakes=_int(env, "WSPUSH_MAX_HANDSHAKES", 8, minimum=1),
         )
 
@@ -194,6 +201,15 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> in
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {value}")
     return value
+
+
+def _proxy(env: Mapping[str, str], scheme: str) -> str:
+    """``<scheme>_proxy`` as urllib (and so botocore) reads it: the lower-case variable, even
+    empty, wins over the upper-case one."""
+    lower = env.get(f"{scheme}_proxy")
+    if lower is not None:
+        return lower.strip()
+    return env.get(f"{scheme.upper()}_PROXY", "").strip()
 
 
 def _optional_int(env: Mapping[str, str], name: str) -> int | None:

@@ -2,14 +2,103 @@
 
 from __future__ import annotations
 
-import pytest
+from urllib.parse import urlsplit
 
-from wspush.gateway import parse_response
+import pytest
+from botocore.utils import get_environ_proxies
+
+from wspush.gateway import Network, Proxy, parse_response, proxy_for
 from wspush.settings import Settings, SettingsError
+
+PROXY_VARIABLES = (
+    "https_proxy",
+    "http_proxy",
+    "no_proxy",
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "NO_PROXY",
+)
+ENDPOINTS = (
+    "https://abc123.execute-api.eu-west-1.amazonaws.com/prod",
+    "https://abc123.execute-api.eu-west-1.amazonaws.com:443/prod",
+    "http://127.0.0.1:3001",
+    "https://localhost:8443/local",
+)
 
 
 def settings_from(env: dict[str, str]) -> Settings:
     return Settings.from_env({"WSPUSH_TABLE_NAME": "t", **env})
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"HTTPS_PROXY": "http://upper:3128"},
+        {"https_proxy": "http://lower:3128"},
+        {"HTTPS_PROXY": "http://upper:3128", "https_proxy": "http://lower:3128"},
+        {"HTTPS_PROXY": "http://upper:3128", "https_proxy": ""},  # an empty lower-case wins
+        {"HTTP_PROXY": "proxy.internal:8080"},
+        {"HTTPS_PROXY": "http://p:3128", "NO_PROXY": "amazonaws.com"},
+        {"HTTPS_PROXY": "http://p:3128", "no_proxy": ".amazonaws.com", "NO_PROXY": ""},
+        {"HTTPS_PROXY": "http://p:3128", "NO_PROXY": "execute-api.eu-west-1.amazonaws.com"},
+        {"HTTPS_PROXY": "http://p:3128", "NO_PROXY": "other.com, localhost"},
+        {"HTTPS_PROXY": "http://p:3128", "NO_PROXY": "*"},
+        {"HTTPS_PROXY": "http://p:3128", "NO_PROXY": "localhost:8443"},
+        {"HTTPS_PROXY": "http://p:3128", "NO_PROXY": "localhost:9999"},
+        {"HTTPS_PROXY": "http://p:3128", "NO_PROXY": "0.0.1"},  # a suffix, even of an address
+        {"HTTPS_PROXY": "http://p:3128", "NO_PROXY": "127.0.0.0/8"},  # no ranges
+        {"HTTP_PROXY": "http://p:3128", "NO_PROXY": "127.0.0.1"},
+        {"HTTP_PROXY": "http://p:3128", "NO_PROXY": "ABC123.Execute-Api.EU-WEST-1.amazonaws.com"},
+    ],
+)
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_the_proxy_a_post_takes_is_the_one_boto3_would_take(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], endpoint: str
+) -> None:
+    # Given the same environment for botocore (which reads os.environ) and for Settings
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    parts = urlsplit(endpoint)
+    boto3_proxy = get_environ_proxies(endpoint).get(parts.scheme)
+    # When the gateway decides
+    ours = proxy_for(parts, Network.from_settings(settings_from(env)))
+    # Then it goes through the same proxy, or none when boto3 goes direct
+    if boto3_proxy is None:
+        assert ours is None
+    else:
+        assert ours is not None
+        expected = Proxy.parse(boto3_proxy, "")
+        assert (ours.host, ours.port) == (expected.host, expected.port)
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port"),
+    [
+        ("http://proxy.internal:3128", "proxy.internal", 3128),
+        ("proxy.internal:3128", "proxy.internal", 3128),  # no scheme: http://, as botocore
+        ("//proxy.internal:3128", "proxy.internal", 3128),
+        ("http://proxy.internal", "proxy.internal", 80),
+        ("HTTP://[fd00::1]:3128", "fd00::1", 3128),
+    ],
+)
+def test_proxy_urls_are_read_as_botocore_reads_them(url: str, host: str, port: int) -> None:
+    proxy = Proxy.parse(url, "HTTPS_PROXY")
+    assert (proxy.host, proxy.port, proxy.authorization) == (host, port, None)
+
+
+@pytest.mark.parametrize(
+    ("url", "authorization"),
+    [
+        ("http://user:secret@p:3128", "Basic dXNlcjpzZWNyZXQ="),
+        ("http://us%40er:p%3Ass@p:3128", "Basic dXNAZXI6cDpzcw=="),  # unquoted before encoding
+        ("http://user@p:3128", None),  # boto3 sends credentials only with a password
+        ("http://:secret@p:3128", None),
+    ],
+)
+def test_proxy_credentials_become_basic_authorization(url: str, authorization: str) -> None:
+    assert Proxy.parse(url, "HTTPS_PROXY").authorization == authorization
 
 
 def test_the_ca_bundle_is_aws_ca_bundle_else_requests_ca_bundle() -> None:

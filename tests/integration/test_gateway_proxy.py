@@ -1,0 +1,184 @@
+"""Posts through an HTTP proxy, as boto3 makes them when HTTPS_PROXY / HTTP_PROXY are set:
+an https endpoint through a CONNECT tunnel (TLS end to end), an http one in absolute form,
+and NO_PROXY hosts directly."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+
+import pytest
+
+from local.tls import Authority
+from tests.fakes.proxy import FakeProxy, running_proxy
+from tests.integration.test_gateway import RawServer, serve_in_thread
+from wspush.gateway import Gateway, Network, PostOutcome, PostResult
+from wspush.settings import SettingsError
+
+REGION = "eu-west-1"
+CREDENTIALS = ("svc", "p@ss:w/rd")
+QUOTED_CREDENTIALS = "svc:p%40ss%3Aw%2Frd"
+
+
+@pytest.fixture
+def proxy() -> Iterator[FakeProxy]:
+    with running_proxy() as fake:
+        yield fake
+
+
+@pytest.fixture
+def authenticating_proxy() -> Iterator[FakeProxy]:
+    with running_proxy(CREDENTIALS) as fake:
+        yield fake
+
+
+@pytest.fixture
+def https_server(tls_authority: Authority) -> Iterator[RawServer]:
+    yield from serve_in_thread(RawServer("https"), tls_authority.server_context())
+
+
+@pytest.fixture
+def http_server() -> Iterator[RawServer]:
+    yield from serve_in_thread(RawServer("http"), None)
+
+
+@pytest.fixture
+def made() -> Iterator[list[Gateway]]:
+    gateways: list[Gateway] = []
+    yield gateways
+    for gateway in gateways:
+        gateway.close()
+
+
+def post_twice(url: str, network: Network, made: list[Gateway]) -> list[PostResult]:
+    gateway = Gateway(url, region=REGION, max_connections=2, network=network)
+    made.append(gateway)
+    return [gateway.run(gateway.post(cid, b'{"n":1}')) for cid in ("c-1", "c-2")]
+
+
+def test_an_https_endpoint_is_reached_through_a_connect_tunnel_with_the_proxy_credentials(
+    authenticating_proxy: FakeProxy,
+    https_server: RawServer,
+    tls_authority: Authority,
+    made: list[Gateway],
+) -> None:
+    # Given HTTPS_PROXY with credentials (quoted in the URL, as they must be)
+    proxy_url = authenticating_proxy.url
+    assert f"//{QUOTED_CREDENTIALS}@" in proxy_url
+    network = Network(ca_bundle=str(tls_authority.ca_bundle), https_proxy=proxy_url)
+    # When two posts are made
+    results = post_twice(https_server.url, network, made)
+    # Then both are delivered through one tunnel to the endpoint, opened with the credentials
+    assert [r.outcome for r in results] == [PostOutcome.DELIVERED] * 2
+    assert authenticating_proxy.tunnels == 1
+    assert authenticating_proxy.refused == 0
+    (connect,) = authenticating_proxy.requests
+    authority = f"127.0.0.1:{https_server.port}"
+    assert connect.line == f"CONNECT {authority} HTTP/1.1"
+    assert connect.headers["host"] == authority
+    expected = base64.b64encode(":".join(CREDENTIALS).encode()).decode()
+    assert connect.headers["proxy-authorization"] == f"Basic {expected}"
+    # And TLS ran end to end: the proxy saw no request, the endpoint saw no proxy header
+    assert b"@connections" not in authenticating_proxy.tunnelled
+    assert len(https_server.requests) == 2
+    assert all(b"Proxy-Authorization" not in r for r in https_server.requests)
+
+
+def test_a_proxy_that_refuses_the_tunnel_is_a_retryable_proxy_error(
+    authenticating_proxy: FakeProxy,
+    https_server: RawServer,
+    tls_authority: Authority,
+    made: list[Gateway],
+) -> None:
+    # Given a proxy that wants credentials the proxy URL does not carry
+    network = Network(
+        ca_bundle=str(tls_authority.ca_bundle),
+        https_proxy=f"http://127.0.0.1:{authenticating_proxy.port}",
+    )
+    results = post_twice(https_server.url, network, made)
+    assert [(r.outcome, r.reason, r.retryable) for r in results] == [
+        (PostOutcome.ERROR, "ProxyConnectionError", True)
+    ] * 2
+    assert authenticating_proxy.refused == 2
+    assert https_server.requests == []
+
+
+def test_an_http_endpoint_is_posted_to_in_absolute_form_through_the_proxy(
+    authenticating_proxy: FakeProxy, http_server: RawServer, made: list[Gateway]
+) -> None:
+    network = Network(http_proxy=authenticating_proxy.url)
+    results = post_twice(http_server.url, network, made)
+    assert [r.outcome for r in results] == [PostOutcome.DELIVERED] * 2
+    assert authenticating_proxy.forwarded == 2
+    assert authenticating_proxy.tunnels == 0
+    lines = [r.line for r in authenticating_proxy.requests]
+    assert lines == [f"POST {http_server.url}/@connections/c-{i} HTTP/1.1" for i in (1, 2)]
+    assert all(r.headers["proxy-authorization"] for r in authenticating_proxy.requests)
+    assert http_server.connections == 1  # the proxy kept one connection for both
+
+
+@pytest.mark.parametrize(
+    "no_proxy", ["127.0.0.1", "localhost,127.0.0.1", " 127.0.0.1 ", "*", "127.0.0.1:{port}"]
+)
+def test_no_proxy_hosts_are_reached_directly(
+    proxy: FakeProxy,
+    https_server: RawServer,
+    tls_authority: Authority,
+    made: list[Gateway],
+    no_proxy: str,
+) -> None:
+    network = Network(
+        ca_bundle=str(tls_authority.ca_bundle),
+        https_proxy=proxy.url,
+        no_proxy=no_proxy.format(port=https_server.port),
+    )
+    results = post_twice(https_server.url, network, made)
+    assert [r.outcome for r in results] == [PostOutcome.DELIVERED] * 2
+    assert proxy.requests == []
+    assert https_server.connections == 1
+
+
+@pytest.mark.parametrize("no_proxy", ["localhost", "127.0.0.2", "27.0.0.1", "127.0.0.1:1"])
+def test_other_no_proxy_entries_do_not_bypass_the_proxy(
+    proxy: FakeProxy,
+    https_server: RawServer,
+    tls_authority: Authority,
+    made: list[Gateway],
+    no_proxy: str,
+) -> None:
+    # (No name resolution, no address ranges: urllib's matching, which botocore uses)
+    network = Network(
+        ca_bundle=str(tls_authority.ca_bundle), https_proxy=proxy.url, no_proxy=no_proxy
+    )
+    results = post_twice(https_server.url, network, made)
+    assert [r.outcome for r in results] == [PostOutcome.DELIVERED] * 2
+    assert proxy.tunnels == 1
+
+
+def test_the_proxy_of_the_other_scheme_is_not_used(
+    proxy: FakeProxy, http_server: RawServer, made: list[Gateway]
+) -> None:
+    results = post_twice(http_server.url, Network(https_proxy=proxy.url), made)
+    assert [r.outcome for r in results] == [PostOutcome.DELIVERED] * 2
+    assert proxy.requests == []
+
+
+@pytest.mark.parametrize(
+    ("proxy_url", "message"),
+    [
+        ("https://127.0.0.1:3128", "only http:// proxies"),
+        ("socks5://127.0.0.1:1080", "only http:// proxies"),
+        ("http://127.0.0.1:port", "port is not a number"),
+        ("http://", "names no host"),
+    ],
+)
+def test_a_proxy_that_cannot_be_used_is_refused_when_the_gateway_is_made(
+    proxy_url: str, message: str
+) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Gateway(
+            "https://abc.execute-api.eu-west-1.amazonaws.com/prod",
+            region=REGION,
+            max_connections=1,
+            network=Network(https_proxy=proxy_url),
+        )

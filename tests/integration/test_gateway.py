@@ -370,9 +370,10 @@ class SerialHandshakeServer:
     only after every one started before it. Here they queue for this server's one thread.
     """
 
-    def __init__(self, tls: ssl.SSLContext, seconds: float) -> None:
+    def __init__(self, tls: ssl.SSLContext, seconds: float, latency: float = 0.0) -> None:
         self.tls = tls
         self.seconds = seconds
+        self.latency = latency
         self.handshakes = 0
         self.requests = 0
         self.listener = socket.create_server(("127.0.0.1", 0), backlog=256)
@@ -407,6 +408,7 @@ class SerialHandshakeServer:
                         head = line
                 reader.read(int(head.split(b":")[1]))
                 self.requests += 1
+                time.sleep(self.latency)
                 connection.sendall(OK)
         except (OSError, ValueError, IndexError):
             pass
@@ -443,7 +445,57 @@ def test_a_cold_pool_opens_few_connections_at_once_and_none_times_out(
     # Then every post is delivered: no handshake waited behind more than a few others
     assert [r.reason for r in results if r.outcome is not PostOutcome.DELIVERED] == []
     assert gateway.peak_handshakes <= trusted.max_handshakes
+    assert gateway.slowest_handshake < 0.5
     assert slow_handshakes.requests == 32
+
+
+def test_a_post_waits_past_the_connect_timeout_while_the_pool_keeps_moving(
+    tls_authority: Authority,
+    closed_gateways: list[Gateway],
+    trusted: Network,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given handshakes of 150 ms one at a time and answers in 100 ms (a starved CPU makes
+    # both slow), and a 0.3 s connect timeout
+    server = SerialHandshakeServer(tls_authority.server_context(), seconds=0.15, latency=0.1)
+    monkeypatch.setattr(gateway_module, "CONNECT_TIMEOUT_SECONDS", 0.3)
+    network = Network(ca_bundle=trusted.ca_bundle, max_handshakes=1)
+    gateway = Gateway(server.url, region=REGION, max_connections=8, network=network)
+    closed_gateways.append(gateway)
+    try:
+        # When a cold gateway makes 8 posts at once
+        results = post_all(gateway, [f"c-{i}" for i in range(8)])
+    finally:
+        server.close()
+    # Then some waited longer than the connect timeout for a connection, and none gave up:
+    # a connection came back or was opened at least every 150 ms
+    assert [r.reason for r in results if r.outcome is not PostOutcome.DELIVERED] == []
+    assert gateway.longest_wait > 0.3
+
+
+def test_posts_waiting_on_a_pool_where_nothing_moves_give_up_after_the_connect_timeout(
+    never_accepting: int, closed_gateways: list[Gateway], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an endpoint that never accepts, and one handshake at a time
+    monkeypatch.setattr(gateway_module, "CONNECT_TIMEOUT_SECONDS", 0.2)
+    gateway = Gateway(
+        f"http://127.0.0.1:{never_accepting}/prod",
+        region=REGION,
+        max_connections=4,
+        network=Network(max_handshakes=1),
+    )
+    closed_gateways.append(gateway)
+    # When four posts are made at once
+    started = time.monotonic()
+    results = post_all(gateway, [f"c-{i}" for i in range(4)])
+    elapsed = time.monotonic() - started
+    # Then the one handshake times out and the posts waiting behind it give up with it,
+    # instead of trying one after another
+    reasons = [r.reason for r in results]
+    assert set(reasons) == {"ConnectTimeoutError", "PoolTimeoutError"}
+    assert reasons.count("PoolTimeoutError") >= 2
+    assert all(r.retryable for r in results)
+    assert elapsed < 0.6
 
 
 def test_a_warm_pool_keeps_every_post_in_flight(

@@ -7,6 +7,10 @@
   recipient in turn.
 - ``faults``: ``deliver`` with 410s and 429s injected and the connections table in moto, to
   check each recipient ends in the right bucket and exactly the gone rows are deleted.
+- ``cold-pool``: a cold container's first fan-out (no warm-up: the connection pool is empty)
+  over TLS, at a share of one CPU that the parent process sets once this one is ready
+  (``--ready FILE``, then ``go`` on stdin; see ``bench.cpu_limit``). Counts every attempt's
+  outcome, ConnectTimeoutErrors first.
 - ``big-audience``: issue 5's big audience, in moto (``mock_aws``) with the stack's tables and
   queues: one broadcast to N stored connections through ``handlers.sender.handler``, which
   splits it into scan segments on the queue; the queue is then drained into the sender, 10
@@ -28,6 +32,7 @@ import os
 import resource
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -149,17 +154,28 @@ def _settings_summary(settings: Any) -> dict[str, Any]:
     }
 
 
+def _gateway(settings: Any) -> Any:
+    """The gateway the sender gets (``sending._gateway``): the stub's URL, the CA bundle."""
+    from wspush import sending
+    from wspush.gateway import Network
+
+    return sending.gateway_for(
+        settings.management_endpoint,
+        settings.region,
+        settings.delivery_concurrency,
+        Network.from_settings(settings),
+    )
+
+
 def run_wspush(n: int, stub: StubClient) -> Measurement:
-    from wspush import delivery, sending
+    from wspush import delivery
     from wspush.settings import get_settings
 
     result = Measurement("wspush", n)
     settings = get_settings()
     result.settings = _settings_summary(settings)
     started = time.perf_counter()
-    gateway = sending.gateway_for(
-        settings.management_endpoint, settings.region, settings.delivery_concurrency
-    )
+    gateway = _gateway(settings)
     result.setup_ms = 1000 * (time.perf_counter() - started)
     warmup = connection_ids(2 * settings.delivery_concurrency, salt="warmup")
     delivery.deliver(_message("bench-warmup"), warmup, gateway=gateway, settings=settings)
@@ -231,7 +247,7 @@ def _outcomes(report: Any) -> dict[str, int]:
 def run_faults(n: int, stub: StubClient) -> Measurement:
     """410s and 429s injected: buckets, stub posts and deleted rows are all as expected."""
     with moto_dynamodb() as dynamodb:
-        from wspush import delivery, sending
+        from wspush import delivery
         from wspush.settings import get_settings
 
         result = Measurement("faults", n)
@@ -247,9 +263,7 @@ def run_faults(n: int, stub: StubClient) -> Measurement:
         failing = {cid for cid, count in throttles.items() if count >= attempts}
         stub.configure(gone_rate=GONE_RATE, throttle_ids=throttles)
 
-        gateway = sending.gateway_for(
-            settings.management_endpoint, settings.region, settings.delivery_concurrency
-        )
+        gateway = _gateway(settings)
         with measured(result):
             report = delivery.deliver(
                 _message(f"bench-faults-{n}"), recipients, gateway=gateway, settings=settings
@@ -571,11 +585,71 @@ def _messages_left(sqs: Any, queue_url: str) -> dict[str, int]:
     return {name: int(attributes.get(name, 0)) for name in names}
 
 
+# --- a cold container at a share of one CPU (issue 9, section 2) ---
+
+READY_FILE_ENV = "WSPUSH_BENCH_READY_FILE"
+
+
+def run_cold_pool(n: int, stub: StubClient) -> Measurement:
+    """A cold container's first fan-out: the process is made as the send Lambda's would be
+    (imports, settings, an empty pool), says it is ready, and once the parent has limited
+    its CPU and says go, posts to N recipients. Every attempt's outcome is counted."""
+    from wspush import delivery
+    from wspush import gateway as gateway_module
+    from wspush.gateway import Gateway, Network, PostOutcome, PostResult
+    from wspush.settings import get_settings
+
+    settings = get_settings()
+    result = Measurement("cold-pool", n)
+    result.settings = {**_settings_summary(settings), "max_handshakes": settings.max_handshakes}
+    attempts: Counter[str] = Counter()
+
+    class CountingGateway(Gateway):
+        async def post(self, connection_id: str, data: bytes) -> PostResult:
+            answer = await super().post(connection_id, data)
+            delivered = answer.outcome is PostOutcome.DELIVERED
+            attempts[answer.outcome.value if delivered else answer.reason] += 1
+            return answer
+
+    gateway = CountingGateway(
+        settings.management_endpoint,
+        region=settings.region,
+        max_connections=settings.delivery_concurrency,
+        network=Network.from_settings(settings),
+    )
+    recipients = connection_ids(n, salt="cold")
+    message = _message(f"bench-cold-{n}")
+    stub.reset()
+    Path(os.environ[READY_FILE_ENV]).write_text("ready")
+    if sys.stdin.readline().strip() != "go":
+        raise RuntimeError("the parent did not say go")
+    with measured(result):
+        report = delivery.deliver(message, recipients, gateway=gateway, settings=settings)
+    result.stub = stub.stats()
+    result.outcomes = _outcomes(report)
+    result.details = {
+        "attempts": dict(attempts.most_common()),
+        "connect_timeouts": attempts["ConnectTimeoutError"],
+        "pool_timeouts": attempts["PoolTimeoutError"],
+        "failed_reasons": dict(Counter(f.reason for f in report.failed).most_common()),
+        "connections_opened": gateway.opened,
+        "peak_handshakes": gateway.peak_handshakes,
+        "slowest_handshake_s": gateway.slowest_handshake,
+        "longest_wait_s": gateway.longest_wait,
+        "connect_timeout_s": gateway_module.CONNECT_TIMEOUT_SECONDS,
+        "cpu_share": result.cpu_s / result.wall_s if result.wall_s else None,
+    }
+    result.expect("recipients reported", report.targets, n)
+    result.expect("duplicate deliveries at the stub", result.stub["duplicate_deliveries"], 0)
+    return result
+
+
 MODES: dict[str, Callable[[int, StubClient], Measurement]] = {
     "wspush": run_wspush,
     "sequential": run_sequential,
     "faults": run_faults,
     "big-audience": run_big_audience,
+    "cold-pool": run_cold_pool,
 }
 
 

@@ -11,7 +11,12 @@ Control routes (not part of the Management API), answered at once in JSON:
 all connection ids, see ``selected``), ``throttle_ids`` ({id: 429s before it gets a 200}),
 ``throttle_rate`` (each post, at random) and ``seed``; a config also resets the counters.
 
+With ``--tls-dir`` (a directory ``local.tls.make_authority`` wrote), it also serves the same
+routes over HTTPS on a second port, as API Gateway's endpoint is served, presenting the server
+certificate and its intermediate: clients must trust the directory's ``ca.pem``.
+
     python -m bench.stub_gateway --latency-ms 20    # prints "listening http://127.0.0.1:PORT"
+    python -m bench.stub_gateway --tls-dir DIR      # "listening http://... https://..."
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import asyncio
 import json
 import random
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -30,8 +36,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
+
+from local.tls import Authority, make_authority
 
 CONNECTIONS_PATH = "/@connections/"
 CONTROL_PATH = "/_stub/"
@@ -276,24 +285,41 @@ class _Http(asyncio.Protocol):
             self._transport.close()
 
 
-async def serve(host: str, port: int, stub: Stub, announce: Callable[[str], None]) -> None:
-    """Serve until SIGTERM or SIGINT; ``announce`` gets the base URL once it listens."""
+async def serve(
+    host: str,
+    port: int,
+    stub: Stub,
+    announce: Callable[[str], None],
+    tls: ssl.SSLContext | None = None,
+) -> None:
+    """Serve until SIGTERM or SIGINT; ``announce`` gets the base URLs once it listens (the
+    https one too, on any free port, when given a TLS context)."""
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _Http(stub, loop), host, port, backlog=4096)
-    bound_port = server.sockets[0].getsockname()[1]
+    servers = [await loop.create_server(lambda: _Http(stub, loop), host, port, backlog=4096)]
+    if tls is not None:
+        servers.append(
+            await loop.create_server(lambda: _Http(stub, loop), host, 0, backlog=4096, ssl=tls)
+        )
+    urls = [
+        f"{scheme}://{host}:{server.sockets[0].getsockname()[1]}"
+        for scheme, server in zip(("http", "https"), servers, strict=False)
+    ]
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with server:
-        announce(f"http://{host}:{bound_port}")
-        await stop.wait()
+    announce(" ".join(urls))
+    await stop.wait()
+    for server in servers:
+        server.close()
 
 
 class StubClient:
-    """The control routes, for the process that runs a benchmark."""
+    """The control routes, for the process that runs a benchmark (always over plain HTTP);
+    ``tls_url`` is where the stub answers posts over HTTPS, if it does."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, tls_url: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.tls_url = tls_url
 
     def stats(self) -> dict[str, Any]:
         return self._call("GET", "stats")
@@ -317,11 +343,16 @@ class StubClient:
 
 @contextmanager
 def running_stub(
-    latency_ms: float = DEFAULT_LATENCY_MS, *, preexec_fn: Callable[[], None] | None = None
+    latency_ms: float = DEFAULT_LATENCY_MS,
+    *,
+    preexec_fn: Callable[[], None] | None = None,
+    tls: Authority | None = None,
 ) -> Iterator[StubClient]:
-    """Start the stub in a child process; stop that process (and only it) on the way out."""
+    """Start the stub in a child process; stop that process (and only it) on the way out.
+    Given an authority, the stub serves HTTPS too, with its certificate."""
+    tls_args = ("--tls-dir", str(tls.ca_bundle.parent)) if tls else ()
     process = subprocess.Popen(  # noqa: S603 - this interpreter, this module
-        [sys.executable, "-m", "bench.stub_gateway", "--latency-ms", str(latency_ms)],
+        [sys.executable, "-m", "bench.stub_gateway", "--latency-ms", str(latency_ms), *tls_args],
         stdout=subprocess.PIPE,
         text=True,
         preexec_fn=preexec_fn,
@@ -331,7 +362,8 @@ def running_stub(
         line = process.stdout.readline().strip()
         if not line.startswith("listening "):
             raise RuntimeError(f"the stub gateway did not start: {line!r}")
-        yield StubClient(line.removeprefix("listening "))
+        urls = line.removeprefix("listening ").split()
+        yield StubClient(urls[0], urls[1] if len(urls) > 1 else None)
     finally:
         process.terminate()
         try:
@@ -353,6 +385,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--throttle-rate", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--tls-dir",
+        type=Path,
+        help="also serve HTTPS with the certificates local.tls wrote here (made if missing)",
+    )
     args = parser.parse_args(argv)
     throttle_ids = {}
     for spec in args.throttle:
@@ -366,8 +403,12 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
     )
     stub = Stub(args.latency_ms, faults)
+    tls = None
+    if args.tls_dir is not None:
+        authority = Authority.found_in(args.tls_dir) or make_authority(args.tls_dir)
+        tls = authority.server_context()
     asyncio.run(
-        serve(args.host, args.port, stub, lambda url: print(f"listening {url}", flush=True))
+        serve(args.host, args.port, stub, lambda urls: print(f"listening {urls}", flush=True), tls)
     )
 
 

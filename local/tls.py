@@ -26,6 +26,7 @@ KEY_BITS = 2_048
 VALIDITY = timedelta(days=7)
 SERVER_NAMES = ("localhost",)
 SERVER_ADDRESSES = (IPv4Address("127.0.0.1"), IPv6Address("::1"))
+CA_FILE, CHAIN_FILE, KEY_FILE = "ca.pem", "server-chain.pem", "server-key.pem"
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,13 @@ class Authority:
     ca_bundle: Path  # the root certificate: what clients trust
     chain: Path  # the server certificate, then the intermediate
     key: Path  # the server's private key
+
+    @classmethod
+    def found_in(cls, directory: Path) -> Authority | None:
+        """The authority ``make_authority`` wrote into ``directory``, if it did."""
+        authority = cls(directory / CA_FILE, directory / CHAIN_FILE, directory / KEY_FILE)
+        files = (authority.ca_bundle, authority.chain, authority.key)
+        return authority if all(path.is_file() for path in files) else None
 
     def server_context(self) -> ssl.SSLContext:
         """A TLS server context presenting the chain, as an HTTPS endpoint does."""
@@ -76,11 +84,7 @@ def make_authority(directory: Path, *, name: str = "wspush local") -> Authority:
         now=now,
         ca_path_length=None,
     )
-    authority = Authority(
-        ca_bundle=directory / "ca.pem",
-        chain=directory / "server-chain.pem",
-        key=directory / "server-key.pem",
-    )
+    authority = Authority(directory / CA_FILE, directory / CHAIN_FILE, directory / KEY_FILE)
     authority.ca_bundle.write_bytes(_pem(root))
     authority.chain.write_bytes(_pem(server) + _pem(intermediate))
     authority.key.write_bytes(

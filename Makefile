@@ -81,9 +81,9 @@ accounting: $(PY_STAMP)
 packaging: install
 	$(BIN)/pytest tests/packaging
 
-# Fan-out throughput and CPU per delivery against a stub gateway, cold imports, the zip's size
-# (about 3 minutes; 5 with ARGS="--repeats 25"); figures in bench/results.json. Fails only if
-# a delivery was wrong.
+# Fan-out throughput and CPU per delivery over HTTP and TLS against a stub gateway, a cold pool
+# at 256 and 128 MB of CPU, cold imports, the zip's size (about 4.5 minutes; 6 with
+# ARGS="--repeats 25"); figures in bench/results.json. Fails only if a delivery was wrong.
 bench: $(PY_STAMP) $(NODE_STAMP)
 	$(BIN)/python -m bench.run $(ARGS)
 

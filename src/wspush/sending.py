@@ -141,7 +141,7 @@ def _send_one(
         return report.as_dict()
 
     try:
-        return _once(message, 0, deliver_now, settings, context)
+        handled = _once(message, 0, deliver_now, settings, context)
     except _PartlySent as partly:
         return partly.answer
     except DeadlineReached:
@@ -152,6 +152,10 @@ def _send_one(
         return _not_sent(
             message, "storage_unavailable", "wspush's tables could not be used; nothing was sent"
         )
+    if not handled.kept:
+        # Sent, but not remembered: a retry with this id would be sent again.
+        return {**handled.answer, "remembered": False}
+    return handled.answer
 
 
 def _once(
@@ -160,7 +164,7 @@ def _once(
     work: Callable[[], dict[str, Any]],
     settings: Settings,
     context: LambdaContext | None,
-) -> dict[str, Any]:
+) -> idempotency.Handled:
     return idempotency.run_once(
         idempotency.key_of(message, round_number),
         work,

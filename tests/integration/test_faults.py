@@ -14,8 +14,16 @@ from typing import Any
 import boto3
 import pytest
 
-from handlers import connect, sender
-from tests.conftest import DLQ_URL, QUEUE_URL, REGION, TABLE, FakeLambdaContext, load_event
+from handlers import connect, send, sender
+from tests.conftest import (
+    DLQ_URL,
+    PROCESSED_TABLE,
+    QUEUE_URL,
+    REGION,
+    TABLE,
+    FakeLambdaContext,
+    load_event,
+)
 from tests.fakes.dynamodb import (
     INTERNAL_ERROR,
     THROTTLED,
@@ -200,6 +208,76 @@ def test_a_refused_connection_whose_row_cannot_be_removed_is_cleaned_up_by_the_f
     assert run(sqs_event(record), lambda_context) == []
     # Then the stray row is deleted, and nothing is re-queued or dead-lettered
     assert raw_item("conn-1") is None
+    assert drain(QUEUE_URL) == []
+    assert drain(DLQ_URL) == []
+
+
+# --- The processed-messages table after delivery --------------------------------------------
+
+
+@pytest.mark.usefixtures("users")
+def test_a_send_whose_record_cannot_be_written_still_answers_what_was_delivered(
+    dynamodb_faults: DynamoDBFaults,
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+) -> None:
+    # Given the processed-messages table takes the claim but fails the write after delivery
+    dynamodb_faults.fail("UpdateItem", error=INTERNAL_ERROR, table=PROCESSED_TABLE)
+    # When a service sends to alice through the send Lambda
+    answer = send.handler({"userId": "alice", "id": "m-kept", "payload": PAYLOAD}, lambda_context)
+    # Then the answer is the delivery report, saying the message was not remembered
+    assert answer == {
+        "id": "m-kept",
+        "targets": 2,
+        "delivered": 2,
+        "gone": 0,
+        "failed": 0,
+        "errors": [],
+        "remembered": False,
+    }
+    assert frame_counts(management_api, "m-kept", ["a-pc", "a-mobile"]) == {
+        "a-pc": 1,
+        "a-mobile": 1,
+    }
+
+
+@pytest.mark.usefixtures("users")
+def test_a_partly_failed_send_whose_claim_cannot_be_released_still_answers_its_report(
+    dynamodb_faults: DynamoDBFaults,
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+) -> None:
+    # Given bob's connection fails every attempt, and the claim on the message cannot be removed
+    management_api.script("b-pc", *[Reply.aws(500)] * 3)
+    dynamodb_faults.fail("DeleteItem", error=INTERNAL_ERROR, table=PROCESSED_TABLE)
+    # When a service sends to alice and bob
+    answer = send.handler(
+        {"userIds": ["alice", "bob"], "id": "m-part", "payload": PAYLOAD}, lambda_context
+    )
+    # Then the answer is what happened to each recipient, not a storage error
+    assert (answer["delivered"], answer["failed"]) == (2, 1)
+    assert answer["errors"] == [
+        {"connectionId": "b-pc", "reason": "500 InternalServerErrorException"}
+    ]
+
+
+@pytest.mark.usefixtures("users")
+def test_a_queued_message_whose_record_cannot_be_written_is_not_sent_again(
+    dynamodb_faults: DynamoDBFaults,
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+) -> None:
+    # Given the processed-messages table fails the write after delivery
+    dynamodb_faults.fail("UpdateItem", error=INTERNAL_ERROR, table=PROCESSED_TABLE)
+    record = sqs_record({"userId": "alice", "id": "m-done", "payload": PAYLOAD})
+    # When the sender handles the message
+    failed = run(sqs_event(record), lambda_context)
+    # Then the record is acknowledged (SQS would deliver the whole message again otherwise)
+    assert failed == []
+    assert frame_counts(management_api, "m-done", ["a-pc", "a-mobile"]) == {
+        "a-pc": 1,
+        "a-mobile": 1,
+    }
     assert drain(QUEUE_URL) == []
     assert drain(DLQ_URL) == []
 

@@ -37,8 +37,9 @@ from tests.support import PAYLOAD, add_connection, attributes_of, drain, sqs_eve
 from wspush import gateway, queues, sending
 from wspush.settings import get_settings
 
-# The Management API client gives up after READ_TIMEOUT here (3 s in Lambda), with room for
-# a busy machine; a hung post answers after STALL.
+# Where a test hangs posts on purpose, the Management API client gives up after READ_TIMEOUT
+# (3 s in Lambda) and a hung post answers after STALL. Every other test keeps Lambda's
+# timeouts: a short one would let a loaded machine turn a healthy answer into a fault.
 READ_TIMEOUT = 0.5
 STALL = 1.0
 # PynamoDB's client makes 1 + max_retry_attempts (2) attempts before the error surfaces.
@@ -59,12 +60,16 @@ def no_requeue_delay(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
-def short_read_timeout(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A hung post costs READ_TIMEOUT instead of 3 s; the Gateway reads them when created."""
-    monkeypatch.setattr(gateway, "CONNECT_TIMEOUT_SECONDS", READ_TIMEOUT)
-    monkeypatch.setattr(gateway, "READ_TIMEOUT_SECONDS", READ_TIMEOUT)
+def fresh_gateway() -> Iterator[None]:
+    """Each test posts through a new Gateway, which reads its timeouts when created."""
     sending.gateway_for.cache_clear()
     yield
+    sending.gateway_for.cache_clear()
+
+
+def expect_hung_posts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hung post costs READ_TIMEOUT instead of 3 s."""
+    monkeypatch.setattr(gateway, "READ_TIMEOUT_SECONDS", READ_TIMEOUT)
     sending.gateway_for.cache_clear()
 
 
@@ -457,8 +462,13 @@ def test_every_recipient_of_a_large_dead_letter_is_named_with_its_reason(
 @pytest.mark.usefixtures("users")
 @pytest.mark.parametrize("fault", WIRE_FAULTS, ids=WIRE_FAULTS.keys())
 def test_a_transient_wire_fault_is_retried_within_the_invocation(
-    management_api: FakeManagementApi, lambda_context: FakeLambdaContext, fault: str
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    fault: str,
 ) -> None:
+    if fault == "timeout":
+        expect_hung_posts(monkeypatch)
     # Given bob's connection fails twice, then recovers
     reply, _ = WIRE_FAULTS[fault]
     management_api.script("b-pc", reply, reply)
@@ -475,8 +485,13 @@ def test_a_transient_wire_fault_is_retried_within_the_invocation(
 @pytest.mark.usefixtures("users")
 @pytest.mark.parametrize("fault", WIRE_FAULTS, ids=WIRE_FAULTS.keys())
 def test_a_wire_fault_outlasting_the_invocation_is_requeued_and_delivered_once_later(
-    management_api: FakeManagementApi, lambda_context: FakeLambdaContext, fault: str
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    fault: str,
 ) -> None:
+    if fault == "timeout":
+        expect_hung_posts(monkeypatch)
     # Given bob's connection fails 4 times in a row (one more than an invocation retries)
     reply, _ = WIRE_FAULTS[fault]
     management_api.script("b-pc", *[reply] * 4)
@@ -501,8 +516,13 @@ def test_a_wire_fault_outlasting_the_invocation_is_requeued_and_delivered_once_l
 @pytest.mark.usefixtures("users")
 @pytest.mark.parametrize("fault", WIRE_FAULTS, ids=WIRE_FAULTS.keys())
 def test_a_wire_fault_that_never_ends_is_dead_lettered_with_its_reason(
-    management_api: FakeManagementApi, lambda_context: FakeLambdaContext, fault: str
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    fault: str,
 ) -> None:
+    if fault == "timeout":
+        expect_hung_posts(monkeypatch)
     # Given bob's connection fails every post
     reply, reason = WIRE_FAULTS[fault]
     management_api.script("b-pc", *[reply] * 20)
@@ -524,9 +544,12 @@ def test_a_wire_fault_that_never_ends_is_dead_lettered_with_its_reason(
 
 @pytest.mark.usefixtures("users")
 def test_a_post_that_landed_but_was_answered_too_late_is_sent_again_with_the_same_id(
-    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given bob's first post reaches the client but its 200 comes after the read timeout
+    expect_hung_posts(monkeypatch)
     management_api.script("b-pc", Reply.late(STALL))
     # When a message to bob is handled
     record = sqs_record({"userId": "bob", "id": "m-late", "payload": PAYLOAD})
@@ -548,11 +571,10 @@ def slow_fan_out(
 ) -> list[str]:
     """300 connections of one user, a gateway answering in 100 ms, 8 posts in flight.
 
-    Posts here are slow, never hung: the client waits as long as in Lambda (not the short
-    READ_TIMEOUT), so a loaded machine cannot turn a slow answer into a retried duplicate.
+    Posts here are slow, never hung: the client waits as long as in Lambda, so a loaded
+    machine cannot turn a slow answer into a retried duplicate.
     """
     settings_env.setenv("WSPUSH_DELIVERY_CONCURRENCY", "8")
-    settings_env.setattr(gateway, "READ_TIMEOUT_SECONDS", 5)
     sending.gateway_for.cache_clear()
     ids = add_user("crowd", 300)
     management_api.slow(0.1)

@@ -24,6 +24,10 @@ def handler(event: Any, context: LambdaContext) -> dict[str, Any] | list[dict[st
         event,
         settings,
         request_id=context.aws_request_id,
-        deadline=Deadline.of(context, margin_ms=settings.deadline_margin_ms),
+        deadline=Deadline.of(
+            context,
+            margin_ms=settings.deadline_margin_ms,
+            reserve_ms=settings.settle_reserve_ms,
+        ),
         context=context,
     )

@@ -22,7 +22,11 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 
 def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
     settings = get_settings()
-    deadline = Deadline.of(lambda_context, margin_ms=settings.deadline_margin_ms)
+    deadline = Deadline.of(
+        lambda_context,
+        margin_ms=settings.deadline_margin_ms,
+        reserve_ms=settings.settle_reserve_ms,
+    )
     sending.process_queued(record, settings, deadline=deadline, context=lambda_context)
 
 

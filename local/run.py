@@ -35,7 +35,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
-from local import stack
+from local import moto_as_aws, stack
 from local.poller import QueuePoller, lambda_invoker
 from local.web import DemoServer
 from wspush.auth import mint
@@ -206,6 +206,7 @@ def run(local: LocalStack, auth: str) -> None:
     os.environ.update(DUMMY_CREDENTIALS)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     with ExitStack() as cleanup:
+        moto_as_aws.install()  # stale item counts, as DynamoDB reports them
         moto = MotoServer(local.aws_port).start()
         cleanup.callback(moto.stop)
         dynamodb = boto3.client("dynamodb", endpoint_url=local.aws_endpoint, region_name=REGION)

@@ -30,9 +30,12 @@ class PostOutcome(StrEnum):
     FORBIDDEN = "forbidden"
     REJECTED = "rejected"  # any other 4xx: the request itself is wrong, retrying cannot help
     ERROR = "error"
+    # A 410 for a connection whose $connect may not have returned yet (API Gateway answers
+    # 410 until it has). Only the caller, who knows when the connection opened, can say so.
+    CONNECTING = "connecting"
 
 
-_RETRYABLE = frozenset((PostOutcome.THROTTLED, PostOutcome.ERROR))
+_RETRYABLE = frozenset((PostOutcome.THROTTLED, PostOutcome.ERROR, PostOutcome.CONNECTING))
 _REQUEST_TIMEOUT = 408
 _BY_STATUS = {
     410: PostOutcome.GONE,
@@ -67,6 +70,8 @@ class PostResult:
         parts = [str(self.status)] if self.status is not None else []
         if self.code and self.code != str(self.status):
             parts.append(self.code)
+        if self.outcome is PostOutcome.CONNECTING:
+            parts.append("(still connecting)")
         return " ".join(parts) or self.outcome.value
 
 
@@ -150,6 +155,9 @@ class Gateway:
         except (OSError, EOFError, ValueError, asyncio.IncompleteReadError):
             writer.close()
             return PostResult(PostOutcome.ERROR, None, "ConnectionClosedError")
+        except asyncio.CancelledError:
+            writer.close()  # abandoned mid-answer: never reused
+            raise
         if keep_alive and len(self._idle) < self._max_idle:
             self._idle.append((reader, writer))
         else:

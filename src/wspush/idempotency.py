@@ -42,7 +42,7 @@ class AlreadyInProgress(WspushError):
 def key_of(message: Message, round_number: int) -> dict[str, Any]:
     """What makes two deliveries the same work: id, target (canonical) and re-queue round."""
     target = message.target
-    return {
+    key: dict[str, Any] = {
         "id": message.id,
         "connectionIds": sorted(target.connection_ids),
         "userIds": sorted(target.user_ids),
@@ -52,6 +52,9 @@ def key_of(message: Message, round_number: int) -> dict[str, Any]:
         "segment": list(target.segment) if target.segment else None,
         "round": round_number,
     }
+    if target.after is not None:  # a broadcast share that continues a scan
+        key["after"] = target.after
+    return key
 
 
 def _skipped(response: Any, idempotent_data: DataRecord) -> Any:

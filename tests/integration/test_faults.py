@@ -201,12 +201,14 @@ def test_a_refused_connection_whose_row_cannot_be_removed_is_cleaned_up_by_the_f
     dynamodb_faults.fail("PutItem", error=INTERNAL_ERROR, after_write=True, table=TABLE)
     dynamodb_faults.fail("DeleteItem", error=INTERNAL_ERROR, table=TABLE)
     # When a client connects
-    response = connect.handler(connect_event("conn-1", userId="u-1"), lambda_context)
+    event = connect_event("conn-1", userId="u-1")
+    event["requestContext"]["connectedAt"] -= 60_000  # a minute before the message below
+    response = connect.handler(event, lambda_context)
     # Then the handshake is refused, but the row that landed could not be removed
     assert response["statusCode"] == 500
     assert raw_item("conn-1") is not None
-    # When the table recovers and a message for that user is sent (API Gateway never
-    # opened that socket, so it answers 410)
+    # When the table recovers and, a minute later, a message for that user is sent (API
+    # Gateway never opened that socket, so it answers 410)
     dynamodb_faults.clear()
     management_api.gone("conn-1")
     record = sqs_record({"userId": "u-1", "id": "m-1", "payload": PAYLOAD})
@@ -609,7 +611,7 @@ def test_a_sender_running_out_of_time_mid_fan_out_hands_the_rest_back_untried(
     assert drain(DLQ_URL) == []
 
 
-def test_messages_not_started_before_the_deadline_go_back_to_sqs_untouched(
+def test_messages_not_started_before_the_deadline_come_back_as_copies_and_arrive_once(
     slow_fan_out: list[str], management_api: FakeManagementApi
 ) -> None:
     ids = slow_fan_out
@@ -620,20 +622,39 @@ def test_messages_not_started_before_the_deadline_go_back_to_sqs_untouched(
     ]
     # When the sender handles the batch with a clock that runs down as Lambda's does
     failed = run(sqs_event(*records), CountdownContext(remaining_ms=budget_ms))
-    # Then the first message was cut short, and the two not started are reported failed
-    assert failed == [records[1]["messageId"], records[2]["messageId"]]
+    # Then the first message was cut short, and the two not started were put back as copies:
+    # every record is acknowledged, none counts toward the dead-letter queue untried
+    assert failed == []
     assert {post.message_id for post in management_api.posts} == {"m-0"}
-    # When Lambda's event source mapping runs the queue (the two records, and m-0's
-    # re-queue) until it is empty, with time to spare
+    # When Lambda's event source mapping runs the queue (the two copies, and m-0's re-queue)
+    # until it is empty, with time to spare
     management_api.slow(0)
-    boto3.client("sqs", region_name=REGION).send_message_batch(
-        QueueUrl=QUEUE_URL,
-        Entries=[{"Id": str(n), "MessageBody": records[n]["body"]} for n in (1, 2)],
-    )
     redeliver_at_once(QUEUE_URL)
     source = SenderEventSource(QUEUE_URL)
     source.run_until_empty()
     # Then each of the three messages reached each connection exactly once
     for n in range(3):
         assert frame_counts(management_api, f"m-{n}", ids) == dict.fromkeys(ids, 1)
+    assert drain(DLQ_URL) == []
+
+
+def test_under_congestion_a_message_never_reaches_the_dlq_untried(
+    aws: None, management_api: FakeManagementApi
+) -> None:
+    # Given the queue's redrive policy (5 receives), and invocations that always run out of
+    # time before they can start anything, for more receives than that
+    redeliver_at_once(QUEUE_URL)
+    add_user("busy", 3)
+    body = json.dumps({"userId": "busy", "id": "m-congested", "payload": PAYLOAD})
+    boto3.client("sqs", region_name=REGION).send_message(QueueUrl=QUEUE_URL, MessageBody=body)
+    margin = get_settings().deadline_margin_ms
+    source = SenderEventSource(QUEUE_URL, budget=lambda n: margin - 1 if n < 8 else 30_000)
+    # When the event source runs the queue until it is empty
+    source.run_until_empty()
+    # Then the message was put back 8 times, then delivered once to each connection
+    assert [i.failed for i in source.invocations] == [0] * 9
+    assert frame_counts(management_api, "m-congested", [f"busy-{i:03d}" for i in range(3)]) == {
+        f"busy-{i:03d}": 1 for i in range(3)
+    }
+    # And nothing reached the dead-letter queue
     assert drain(DLQ_URL) == []

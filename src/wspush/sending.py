@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from wspush import connections, delivery, idempotency, queues
-from wspush.clock import Deadline, now_ms
+from wspush.clock import Deadline, HasRemainingTime, now_ms
 from wspush.delivery import Audience, DeliveryReport, Failure
 from wspush.errors import DeadlineReached, InvalidMessage, QueueUnavailable, StorageUnavailable
 from wspush.gateway import Gateway
@@ -66,6 +66,14 @@ def gateway_for(endpoint: str, region: str, max_connections: int) -> Gateway:
 
 def _gateway(settings: Settings) -> Gateway:
     return gateway_for(settings.management_endpoint, settings.region, settings.delivery_concurrency)
+
+
+def deadline_of(context: HasRemainingTime, settings: Settings) -> Deadline:
+    """This invocation's deadline: its time limit less the margin for posts in flight and,
+    within that margin, the reserve for settling them."""
+    return Deadline.of(
+        context, margin_ms=settings.deadline_margin_ms, reserve_ms=settings.settle_reserve_ms
+    )
 
 
 def send(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -281,7 +281,12 @@ async def _post(
 
 def forget_gone(gone: list[str], *, deadline: Deadline | None = None) -> int:
     """Delete the rows of the connections API Gateway says are gone (those, no other), while
-    the invocation has time; what is left expires through its TTL. The number deleted."""
+    the invocation has time; what is left expires through its TTL. The number deleted.
+
+    This is the last work of an invocation and the least needed, so it never holds the
+    function past ``FORGET_RESERVE_SECONDS`` before its time limit: a delete still running
+    then is left behind (Lambda freezes it with the sandbox).
+    """
     if not gone:
         return 0
     limit = deadline or Deadline.never()
@@ -298,8 +303,12 @@ def forget_gone(gone: list[str], *, deadline: Deadline | None = None) -> int:
             return 0
         return len(chunk)
 
-    with ThreadPoolExecutor(max_workers=min(len(chunks), _DELETE_WORKERS)) as pool:
-        deleted = sum(pool.map(forget, chunks))
+    pool = ThreadPoolExecutor(max_workers=min(len(chunks), _DELETE_WORKERS))
+    futures = [pool.submit(forget, chunk) for chunk in chunks]
+    left = limit.left() - FORGET_RESERVE_SECONDS
+    done, _ = wait(futures, timeout=max(left, 0) if left != float("inf") else None)
+    pool.shutdown(wait=False, cancel_futures=True)
+    deleted = sum(future.result() for future in done)
     if deleted < len(gone):
         logger.warning("gone connections left to their TTL", connections=len(gone) - deleted)
     return deleted

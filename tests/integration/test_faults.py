@@ -7,7 +7,9 @@ delivered, gone, or dead-lettered with its reason?
 
 from __future__ import annotations
 
+import io
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,8 +35,15 @@ from tests.fakes.dynamodb import (
 )
 from tests.fakes.event_source import CountdownContext, SenderEventSource, redeliver_at_once
 from tests.fakes.management_api import FakeManagementApi, Reply
-from tests.support import PAYLOAD, add_connection, attributes_of, drain, sqs_event, sqs_record
-from wspush import gateway, queues, sending
+from tests.support import (
+    PAYLOAD,
+    add_connection,
+    attributes_of,
+    drain,
+    sqs_event,
+    sqs_record,
+)
+from wspush import connections, gateway, queues, sending
 from wspush.settings import get_settings
 
 # Where a test hangs posts on purpose, the Management API client gives up after READ_TIMEOUT
@@ -609,6 +618,40 @@ def test_a_sender_running_out_of_time_mid_fan_out_hands_the_rest_back_untried(
     assert frame_counts(management_api, "m-crowd", ids) == dict.fromkeys(ids, 1)
     assert drain(QUEUE_URL) == []
     assert drain(DLQ_URL) == []
+
+
+def test_cleaning_up_a_big_fan_out_never_runs_past_the_function_s_time_limit(
+    aws: None,
+    management_api: FakeManagementApi,
+    monkeypatch: pytest.MonkeyPatch,
+    log_output: io.StringIO,
+    request: pytest.FixtureRequest,
+) -> None:
+    # Given 400 connections that are all gone, a table that takes 4 s per batch of 25
+    # deletes (16 batches, 8 at a time), and an invocation 1.5 s past its margin
+    ids = add_user("ghosts", 400)
+    management_api.gone(*ids)
+    delete_many = connections.delete_many
+    test_over = threading.Event()
+
+    def slow(connection_ids: list[str]) -> None:
+        if not test_over.wait(4.0):  # (deletes left running end quietly with the test)
+            delete_many(connection_ids)
+
+    monkeypatch.setattr(connections, "delete_many", slow)
+    request.addfinalizer(test_over.set)
+    context = CountdownContext(remaining_ms=get_settings().deadline_margin_ms + 1_500)
+    record = sqs_record({"userId": "ghosts", "id": "m-ghosts", "payload": PAYLOAD})
+    # When the sender handles a message to all of them
+    assert run(sqs_event(record), context) == []
+    # Then it returned before Lambda would have stopped it, leaving what it had no time to
+    # delete to the rows' TTL
+    assert context.get_remaining_time_in_millis() > 0
+    assert '"message":"gone connections left to their TTL"' in log_output.getvalue()
+    # And the message is settled: nothing re-queued or dead-lettered, every post made once
+    assert drain(QUEUE_URL) == []
+    assert drain(DLQ_URL) == []
+    assert dict(management_api.calls) == dict.fromkeys(ids, 1)
 
 
 def test_messages_not_started_before_the_deadline_come_back_as_copies_and_arrive_once(

@@ -9,7 +9,6 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from wspush import sending
-from wspush.clock import Deadline
 from wspush.observability import logger, metrics, tracer
 from wspush.settings import get_settings
 
@@ -24,6 +23,6 @@ def handler(event: Any, context: LambdaContext) -> dict[str, Any] | list[dict[st
         event,
         settings,
         request_id=context.aws_request_id,
-        deadline=Deadline.of(context, margin_ms=settings.deadline_margin_ms),
+        deadline=sending.deadline_of(context, settings),
         context=context,
     )

@@ -12,7 +12,6 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from wspush import sending
-from wspush.clock import Deadline
 from wspush.observability import logger, metrics, tracer
 from wspush.settings import get_settings
 
@@ -22,7 +21,7 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 
 def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
     settings = get_settings()
-    deadline = Deadline.of(lambda_context, margin_ms=settings.deadline_margin_ms)
+    deadline = sending.deadline_of(lambda_context, settings)
     sending.process_queued(record, settings, deadline=deadline, context=lambda_context)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from local.lambda_runtime import is_error_object
 from wspush.local import ACCOUNT_ID, REGION
 
 Invoke = Callable[[dict[str, Any]], dict[str, Any]]
@@ -116,7 +117,8 @@ class QueuePoller:
 
 
 def lambda_invoker(lambda_client: Any, function_name: str) -> Invoke:
-    """Invoke a function synchronously (serverless-offline's Lambda API) and parse its answer."""
+    """Invoke a function synchronously (serverless-offline's Lambda API) and parse its answer;
+    an invocation that failed raises."""
 
     def invoke(event: dict[str, Any]) -> dict[str, Any]:
         answer = lambda_client.invoke(
@@ -125,6 +127,9 @@ def lambda_invoker(lambda_client: Any, function_name: str) -> Invoke:
         payload = json.loads(answer["Payload"].read() or b"{}")
         if answer.get("FunctionError"):
             raise RuntimeError(f"{answer['FunctionError']}: {payload}")
+        if is_error_object(payload):
+            # The handler raised: serverless-offline answers with the error, but no FunctionError.
+            raise RuntimeError(f"{payload['errorType']}: {payload['errorMessage']}")
         result: dict[str, Any] = payload if isinstance(payload, dict) else {}
         return result
 

@@ -2,7 +2,8 @@
 
 1. moto's server (DynamoDB + SQS) on loopback, with the table and queues created from
    serverless.yml's own resource definitions;
-2. serverless-offline's WebSocket gateway running the project's handlers;
+2. serverless-offline's WebSocket gateway running the project's handlers, each under the
+   project's own Lambda runtime (``local/lambda_runtime.py``);
 3. a poller that drives the sender from the local queue like Lambda's event source mapping;
 4. the browser client's demo page.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -35,7 +37,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
-from local import stack
+from local import lambda_runtime, moto_as_aws, stack
 from local.poller import QueuePoller, lambda_invoker
 from local.web import DemoServer
 from wspush.auth import mint
@@ -51,6 +53,8 @@ from wspush.local import (
 
 REPO = Path(__file__).resolve().parents[1]
 SERVERLESS_CLI = REPO / "node_modules" / "osls" / "bin" / "serverless.js"
+# Holds the `python3` that serverless-offline starts each Python function with.
+RUNTIME_SHIM_DIR = REPO / "local" / "bin"
 PR_SET_PDEATHSIG = 1
 STARTUP_TIMEOUT_SECONDS = 90
 DUMMY_CREDENTIALS = {
@@ -83,13 +87,17 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], deadline: float) 
 
 
 def offline_environment(local: LocalStack, auth: str) -> dict[str, str]:
-    """What the handlers need to find moto and the local gateway instead of AWS."""
+    """What the handlers need to find moto and the local gateway instead of AWS, and to run
+    under the project's own Lambda runtime (local/lambda_runtime.py)."""
     env = {**os.environ, **DUMMY_CREDENTIALS, **auth_environment(auth)}
-    venv = Path(sys.prefix)
+    # serverless-offline would put $VIRTUAL_ENV/bin first on PATH, before local/bin.
+    env.pop("VIRTUAL_ENV", None)
+    path = (RUNTIME_SHIM_DIR, Path(sys.prefix) / "bin", env.get("PATH", ""))
     env.update(
         {
-            "VIRTUAL_ENV": str(venv),
-            "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+            "PATH": os.pathsep.join(str(entry) for entry in path),
+            lambda_runtime.PYTHON_VARIABLE: sys.executable,
+            lambda_runtime.TIMEOUTS_VARIABLE: json.dumps(stack.function_timeouts(STAGE)),
             "AWS_ENDPOINT_URL_DYNAMODB": local.aws_endpoint,
             "AWS_ENDPOINT_URL_SQS": local.aws_endpoint,
             "AWS_ENDPOINT_URL_SSM": local.aws_endpoint,
@@ -206,6 +214,7 @@ def run(local: LocalStack, auth: str) -> None:
     os.environ.update(DUMMY_CREDENTIALS)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     with ExitStack() as cleanup:
+        moto_as_aws.install()  # stale item counts, as DynamoDB reports them
         moto = MotoServer(local.aws_port).start()
         cleanup.callback(moto.stop)
         dynamodb = boto3.client("dynamodb", endpoint_url=local.aws_endpoint, region_name=REGION)

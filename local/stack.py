@@ -1,8 +1,9 @@
-"""The stack's own resource definitions from serverless.yml, to create local copies of them.
+"""The stack's own definitions from serverless.yml, to create local copies of them.
 
 ``make dev`` and the tests build the connections table and the queues in moto from these
 definitions rather than from a second description, so the code and the deployed resources
-cannot drift apart unseen.
+cannot drift apart unseen; the local Lambda runtime gives each function its timeout from
+here too.
 """
 
 from __future__ import annotations
@@ -38,10 +39,15 @@ def _intrinsic(loader: _TemplateLoader, suffix: str, node: yaml.Node) -> dict[st
 _TemplateLoader.add_multi_constructor("!", _intrinsic)
 
 
-def resources(stage: str) -> dict[str, Any]:
-    """serverless.yml's CloudFormation resources for ``stage``, ``${self:...}`` resolved."""
+def _configuration(stage: str) -> dict[str, Any]:
     text = SERVERLESS_YML.read_text().replace("${sls:stage}", stage)
-    config = yaml.load(text, Loader=_TemplateLoader)  # noqa: S506 - a SafeLoader subclass
+    loader = _TemplateLoader  # a SafeLoader subclass
+    config: dict[str, Any] = yaml.load(text, Loader=loader)  # noqa: S506
+    return config
+
+
+def _resolve(config: dict[str, Any], text: str) -> str:
+    """``text`` with its ``${self:...}`` references replaced by their values."""
 
     def lookup(match: re.Match[str]) -> str:
         value: Any = config
@@ -49,9 +55,34 @@ def resources(stage: str) -> dict[str, Any]:
             value = value[key]
         return str(value)
 
-    resolved = _SELF_REFERENCE.sub(lookup, json.dumps(config["resources"]["Resources"]))
-    stack: dict[str, Any] = json.loads(resolved)
+    return _SELF_REFERENCE.sub(lookup, text)
+
+
+def resources(stage: str) -> dict[str, Any]:
+    """serverless.yml's CloudFormation resources for ``stage``, ``${self:...}`` resolved."""
+    config = _configuration(stage)
+    stack: dict[str, Any] = json.loads(
+        _resolve(config, json.dumps(config["resources"]["Resources"]))
+    )
     return stack
+
+
+# What the framework gives a function whose serverless.yml sets no timeout.
+DEFAULT_TIMEOUT_SECONDS = 6
+
+
+def function_timeouts(stage: str) -> dict[str, int]:
+    """Each function's deployed name -> its timeout in seconds, as serverless.yml sets it."""
+    config = _configuration(stage)
+    default = config["provider"].get("timeout", DEFAULT_TIMEOUT_SECONDS)
+    timeouts: dict[str, int] = {}
+    for key, function in config["functions"].items():
+        name = _resolve(config, function.get("name", f"{config['service']}-{stage}-{key}"))
+        value = _resolve(config, str(function.get("timeout", default)))
+        if not value.isdigit():
+            raise ValueError(f"function {key}'s timeout cannot be read locally: {value!r}")
+        timeouts[name] = int(value)
+    return timeouts
 
 
 def create_tables(dynamodb: Any, stage: str) -> dict[str, str]:

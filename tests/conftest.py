@@ -64,13 +64,15 @@ import boto3  # noqa: E402
 import pytest  # noqa: E402
 from moto import mock_aws  # noqa: E402 - must be imported before any botocore client
 
-from local import stack  # noqa: E402
+from local import moto_as_aws, stack  # noqa: E402
 from local.tls import Authority, make_authority  # noqa: E402
 from tests.fakes.management_api import FakeManagementApi  # noqa: E402
 from wspush.observability import logger  # noqa: E402
 from wspush.settings import get_settings  # noqa: E402
 
 EVENTS = Path(__file__).parent / "events"
+# moto, where it is kinder than AWS, behaves like AWS in every suite (stale item counts...).
+moto_as_aws.install()
 
 
 @dataclass

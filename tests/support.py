@@ -17,10 +17,18 @@ from wspush.connections import ConnectionRecord
 PAYLOAD = {"type": "order.updated", "data": {"orderId": 7}}
 
 
-def add_connection(connection_id: str, user_id: str, platform: str = "pc") -> None:
+# How long ago a stored test connection opened by default: past the connect grace, so a 410
+# for it means gone (tests of the grace store connections that opened just now).
+OPENED_AGO_MS = 60_000
+
+
+def add_connection(
+    connection_id: str, user_id: str, platform: str = "pc", *, opened_ago_ms: int = OPENED_AGO_MS
+) -> None:
     now = now_ms()
     connections.save(
-        ConnectionRecord(connection_id, user_id, platform, now, now), ttl_seconds=7_800
+        ConnectionRecord(connection_id, user_id, platform, now - opened_ago_ms, now),
+        ttl_seconds=7_800,
     )
 
 

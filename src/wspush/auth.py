@@ -155,14 +155,45 @@ class SecretKey:
             return self._secret
 
 
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to the same scheme, host and port: a JWKS document fetched from
+    anywhere else (or over http after https) could hand an attacker the keys tokens are
+    checked with."""
+
+    max_redirections = 3
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if _origin(newurl) != _origin(req.full_url):
+            raise urllib.error.HTTPError(
+                req.full_url, code, "JWKS redirect to another origin refused", headers, fp
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+
+
+_opener = urllib.request.build_opener(_SameOriginRedirects)
+
+
 def _http_get(url: str, timeout: float) -> bytes:
     """The document at ``url``, read within ``timeout`` in all (not per socket read: a server
-    that drips bytes slowly must not hold the handshake)."""
+    that drips bytes slowly must not hold the handshake). Redirects stay on ``url``'s origin."""
     deadline = time.monotonic() + timeout
     request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310
     chunks: list[bytes] = []
     size = 0
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - https or loopback
+    with _opener.open(request, timeout=timeout) as response:
         while chunk := response.read1(16_384):
             chunks.append(chunk)
             size += len(chunk)

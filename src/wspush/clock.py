@@ -19,23 +19,38 @@ class HasRemainingTime(Protocol):
 
 @dataclass(frozen=True)
 class Deadline:
-    """A point on the monotonic clock after which no new work may start."""
+    """Points on the monotonic clock that bound one invocation's work.
+
+    ``at``: no new work (a message, a post, a retry) starts after it. ``cut``: posts still in
+    flight are abandoned, so what must be written after them (re-queues, dead letters, the
+    processed record) still fits. ``end``: the function's own time limit.
+    """
 
     at: float
     clock: Callable[[], float] = field(default=time.monotonic, compare=False, repr=False)
+    cut: float = float("inf")
+    end: float = float("inf")
 
     @classmethod
     def never(cls) -> Deadline:
         return cls(float("inf"))
 
     @classmethod
-    def of(cls, context: HasRemainingTime, *, margin_ms: int) -> Deadline:
-        """The Lambda's own time limit, less a margin for the work already in flight."""
-        remaining_ms = context.get_remaining_time_in_millis() - margin_ms
-        return cls(time.monotonic() + remaining_ms / 1000)
+    def of(cls, context: HasRemainingTime, *, margin_ms: int, reserve_ms: int = 0) -> Deadline:
+        """The Lambda's own time limit, less a margin for the work already in flight and,
+        within it, a reserve for settling that work."""
+        end = time.monotonic() + context.get_remaining_time_in_millis() / 1000
+        return cls(end - margin_ms / 1000, cut=end - reserve_ms / 1000, end=end)
 
     def remaining(self) -> float:
         return self.at - self.clock()
 
     def passed(self) -> bool:
         return self.remaining() <= 0
+
+    def until_cut(self) -> float:
+        return self.cut - self.clock()
+
+    def left(self) -> float:
+        """Seconds until the function's time limit."""
+        return self.end - self.clock()

@@ -8,7 +8,7 @@ every read here skips them itself.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -94,6 +94,28 @@ def delete(connection_id: str) -> bool:
     return True
 
 
+def delete_many(connection_ids: Sequence[str]) -> None:
+    """Delete these rows, 25 to a BatchWriteItem call (the 410 clean-up of a big fan-out)."""
+    try:
+        with _ConnectionItem.batch_write() as batch:
+            for connection_id in connection_ids:
+                batch.delete(_ConnectionItem(connection_id))
+    except PynamoDBException as exc:
+        raise StorageUnavailable("could not delete the connections") from exc
+
+
+def connected_at(connection_id: str) -> int | None:
+    """When a stored connection opened (ms), or None if it is not stored (a consistent read:
+    the row may have been written a moment ago)."""
+    try:
+        item = _ConnectionItem.get(connection_id, consistent_read=True)
+    except _ConnectionItem.DoesNotExist:
+        return None
+    except PynamoDBException as exc:
+        raise StorageUnavailable("could not read the connection") from exc
+    return int(item.connected_at)
+
+
 def touch(connection_id: str, *, now_ms: int) -> bool:
     """Record that a known connection is alive; False if it is unknown.
 
@@ -142,8 +164,44 @@ def all_connections(
         raise StorageUnavailable("could not scan the connections") from exc
 
 
+@dataclass(frozen=True)
+class Page:
+    """One bounded page of a scan, and where the next one starts (None: the scan is done)."""
+
+    records: list[ConnectionRecord]
+    after: str | None
+
+
+def scan_page(
+    *,
+    now_ms: int,
+    limit: int,
+    segment: int | None = None,
+    total_segments: int | None = None,
+    after: str | None = None,
+) -> Page:
+    """At most ``limit`` rows of the table (or of one parallel-scan segment), read in one
+    Scan call from ``after`` on, so one invocation's share of a broadcast stays bounded
+    however big the table is."""
+    start = {"connectionId": {"S": after}} if after is not None else None
+    try:
+        results = _ConnectionItem.scan(
+            segment=segment,
+            total_segments=total_segments,
+            limit=limit,
+            page_size=limit,
+            last_evaluated_key=start,
+        )
+        records = [_record(item) for item in results if _is_live(item, now_ms)]
+        next_key = results.last_evaluated_key
+    except PynamoDBException as exc:
+        raise StorageUnavailable("could not scan the connections") from exc
+    return Page(records, next_key["connectionId"]["S"] if next_key else None)
+
+
 def approximate_count() -> int:
-    """How many rows the table holds, as DynamoDB last counted (it recounts every ~6 hours)."""
+    """How many rows the table holds, as DynamoDB last counted: it recounts about every 6 hours,
+    so a new or fast-growing table reports 0 or far too few. Only ever a hint."""
     try:
         description = _ConnectionItem.describe_table()
     except PynamoDBException as exc:

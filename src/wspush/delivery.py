@@ -1,22 +1,24 @@
 """Fan-out: resolve a message's target to connection ids and post to each of them.
 
 Every recipient ends in exactly one bucket of the ``DeliveryReport``: delivered,
-gone (HTTP 410: its row is deleted), or failed with a reason. Throttling (429) and
-transient errors are retried here with capped, fully jittered exponential backoff;
-413 and 403 are final at once.
+gone (HTTP 410: its row is then deleted by ``forget_gone``), or failed with a reason.
+Throttling (429) and transient errors are retried here with capped, fully jittered
+exponential backoff; 413 and 403 are final at once. A 410 for a connection younger than
+the connect grace is not taken as gone: API Gateway answers 410 until ``$connect`` returns,
+so it is retried like a 429 and the row is kept.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from wspush import connections
-from wspush.clock import Deadline
+from wspush.clock import Deadline, now_ms
 from wspush.errors import StorageUnavailable
 from wspush.gateway import Gateway, PostOutcome, PostResult
 from wspush.messages import Message, Target
@@ -24,7 +26,14 @@ from wspush.observability import logger, metrics, tracer
 from wspush.settings import Settings
 
 NOT_ATTEMPTED = "deadline"
+# A post still in flight when the invocation must settle: it may or may not have arrived.
+ABANDONED = "AbandonedAtDeadline"
 _DELETE_WORKERS = 8
+_DELETE_BATCH = 25  # rows per BatchWriteItem call
+# Deleting gone rows is the last thing an invocation does, and the least needed (a row also
+# expires through its TTL): it stops this long before the function's time limit, leaving
+# room for the processed-message record.
+FORGET_RESERVE_SECONDS = 0.5
 MAX_REPORTED_ERRORS = 100
 
 
@@ -45,6 +54,7 @@ class DeliveryReport:
     gone: list[str] = field(default_factory=list)
     failed: list[Failure] = field(default_factory=list)
     throttled: int = 0
+    connecting: int = 0  # 410s taken for a connection still opening, and retried
 
     def as_dict(self, *, max_errors: int = MAX_REPORTED_ERRORS) -> dict[str, Any]:
         """The send Lambda's per-message answer, its error list bounded (a fan-out can fail
@@ -87,24 +97,35 @@ def backoff_seconds(retry: int, policy: RetryPolicy, rng: random.Random) -> floa
     return rng.uniform(0, ceiling_ms) / 1000
 
 
+@dataclass(frozen=True)
+class Audience:
+    """The connection ids a message goes to, each once, in a stable order; and when each
+    opened, for those whose row was read (explicit ids are posted to without a read)."""
+
+    ids: list[str]
+    connected_at: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls, records: Iterable[connections.ConnectionRecord], target: Target | None = None
+    ) -> Audience:
+        """The connections among ``records`` that ``target``'s filters keep."""
+        keep = _target_filter(target or Target(broadcast=True))
+        opened = {r.connection_id: r.connected_at for r in records if keep(r)}
+        return cls(list(opened), opened)
+
+
 @tracer.capture_method(capture_response=False)
-def resolve_targets(target: Target, *, now_ms: int, page_size: int | None = None) -> list[str]:
-    """The connection ids a target stands for, each once, in a stable order.
+def resolve_targets(target: Target, *, now_ms: int, page_size: int | None = None) -> Audience:
+    """The connections a target stands for, each once, in a stable order.
 
     Raises ``StorageUnavailable`` when the table cannot be read; nothing has been
     sent at that point, so the caller can safely retry the whole message.
     """
-    return list(dict.fromkeys(_resolve(target, now_ms=now_ms, page_size=page_size)))
-
-
-def _resolve(target: Target, *, now_ms: int, page_size: int | None) -> Iterator[str]:
-    keep = _target_filter(target)
     if target.connection_ids and target.platforms is None:
         # Explicit ids are posted to as given: API Gateway answers 410 for dead ones.
-        yield from (
-            cid for cid in target.connection_ids if cid not in target.exclude_connection_ids
-        )
-        return
+        ids = [cid for cid in target.connection_ids if cid not in target.exclude_connection_ids]
+        return Audience(list(dict.fromkeys(ids)))
     records: Iterable[connections.ConnectionRecord]
     if target.connection_ids:
         known = {
@@ -122,7 +143,7 @@ def _resolve(target: Target, *, now_ms: int, page_size: int | None) -> Iterator[
         records = connections.all_connections(
             now_ms=now_ms, page_size=page_size, segment=segment, total_segments=total
         )
-    yield from (record.connection_id for record in records if keep(record))
+    return Audience.of(records, target)
 
 
 def _target_filter(target: Target) -> Callable[[connections.ConnectionRecord], bool]:
@@ -137,7 +158,7 @@ def _target_filter(target: Target) -> Callable[[connections.ConnectionRecord], b
 @tracer.capture_method(capture_response=False)
 def deliver(
     message: Message,
-    recipients: list[str],
+    audience: Audience,
     *,
     gateway: Gateway,
     settings: Settings,
@@ -148,35 +169,69 @@ def deliver(
     """Post ``message`` to every recipient concurrently (bounded) and report each outcome.
 
     No post starts after ``deadline``: recipients not reached by then are reported as
-    failed, retryable and not attempted, so the caller can hand them on.
+    failed, retryable and not attempted, so the caller can hand them on. Posts still in
+    flight at the deadline's cut are abandoned and reported failed, retryable.
     """
+    recipients = audience.ids
     report = DeliveryReport(message.id, targets=len(recipients))
     if not recipients:
         return report
     policy = RetryPolicy.from_settings(settings)
     jitter = rng or random.Random()  # noqa: S311 - jitter, not security
     limit = deadline or Deadline.never()
+    opening = _OpeningCheck(audience.connected_at, settings.connect_grace_ms)
 
-    async def fan_out() -> list[tuple[str, PostResult | None, int]]:
+    async def fan_out() -> list[tuple[str, PostResult | None, Counts]]:
         in_flight = asyncio.Semaphore(settings.delivery_concurrency)
 
-        async def post_one(connection_id: str) -> tuple[str, PostResult | None, int]:
+        async def post_one(connection_id: str) -> tuple[str, PostResult | None, Counts]:
             async with in_flight:
                 return await _post_with_retries(
-                    gateway, connection_id, message.frame, policy, limit, sleep, jitter
+                    gateway, connection_id, message.frame, policy, limit, sleep, jitter, opening
                 )
 
         return await asyncio.gather(*(post_one(cid) for cid in recipients))
 
-    gone: list[str] = []
-    for connection_id, result, throttles in gateway.run(fan_out()):
-        report.throttled += throttles
+    for connection_id, result, counts in gateway.run(fan_out()):
+        report.throttled += counts.throttled
+        report.connecting += counts.connecting
         _record(report, message.id, connection_id, result)
-        if result is not None and result.outcome is PostOutcome.GONE:
-            gone.append(connection_id)
-    _forget(gone)
     _emit_metrics(report)
     return report
+
+
+@dataclass
+class Counts:
+    throttled: int = 0
+    connecting: int = 0
+
+
+class _OpeningCheck:
+    """Whether a 410 may only mean that a connection's ``$connect`` has not returned yet.
+
+    Ages come from the rows the audience was read from; a connection posted to without a
+    read (explicit ids) is looked up once, on its first 410.
+    """
+
+    def __init__(self, connected_at: dict[str, int], grace_ms: int) -> None:
+        self._opened: dict[str, int | None] = dict(connected_at)
+        self._grace_ms = grace_ms
+
+    async def __call__(self, connection_id: str) -> bool:
+        if self._grace_ms <= 0:
+            return False
+        if connection_id not in self._opened:
+            self._opened[connection_id] = await asyncio.to_thread(_connected_at, connection_id)
+        opened = self._opened[connection_id]
+        return opened is not None and now_ms() - opened < self._grace_ms
+
+
+def _connected_at(connection_id: str) -> int | None:
+    try:
+        return connections.connected_at(connection_id)
+    except StorageUnavailable:
+        logger.warning("could not read a gone connection's age", connection_id=connection_id)
+        return None
 
 
 async def _post_with_retries(
@@ -187,9 +242,10 @@ async def _post_with_retries(
     deadline: Deadline,
     sleep: Callable[[float], Awaitable[None]],
     rng: random.Random,
-) -> tuple[str, PostResult | None, int]:
+    opening: Callable[[str], Awaitable[bool]],
+) -> tuple[str, PostResult | None, Counts]:
     """Post with bounded retries; ``None`` when the deadline passed before the first post."""
-    throttles = 0
+    counts = Counts()
     result: PostResult | None = None
     for attempt in range(policy.max_attempts):
         if attempt:
@@ -199,28 +255,63 @@ async def _post_with_retries(
             await sleep(delay)
         if deadline.passed():
             break
-        result = await gateway.post(connection_id, frame)
+        result = await _post(gateway, connection_id, frame, deadline)
+        if result.outcome is PostOutcome.GONE and await opening(connection_id):
+            result = replace(result, outcome=PostOutcome.CONNECTING)
+            counts.connecting += 1
         if result.outcome is PostOutcome.THROTTLED:
-            throttles += 1
+            counts.throttled += 1
         if not result.retryable:
             break
-    return connection_id, result, throttles
+    return connection_id, result, counts
 
 
-def _forget(gone: list[str]) -> None:
-    """Delete the rows of the connections API Gateway says are gone (those, no other)."""
-    if not gone:
-        return
-    with ThreadPoolExecutor(max_workers=min(len(gone), _DELETE_WORKERS)) as pool:
-        list(pool.map(_forget_one, gone))
-
-
-def _forget_one(connection_id: str) -> None:
+async def _post(
+    gateway: Gateway, connection_id: str, frame: bytes, deadline: Deadline
+) -> PostResult:
+    """One post, abandoned at the deadline's cut."""
+    cut = deadline.until_cut()
     try:
-        connections.delete(connection_id)
-    except StorageUnavailable:
-        # The row expires through its TTL; the next send will find it gone again.
-        logger.warning("could not delete gone connection", connection_id=connection_id)
+        return await asyncio.wait_for(
+            gateway.post(connection_id, frame), timeout=max(cut, 0) if cut != float("inf") else None
+        )
+    except TimeoutError:
+        return PostResult(PostOutcome.ERROR, None, ABANDONED)
+
+
+def forget_gone(gone: list[str], *, deadline: Deadline | None = None) -> int:
+    """Delete the rows of the connections API Gateway says are gone (those, no other), while
+    the invocation has time; what is left expires through its TTL. The number deleted.
+
+    This is the last work of an invocation and the least needed, so it never holds the
+    function past ``FORGET_RESERVE_SECONDS`` before its time limit: a delete still running
+    then is left behind (Lambda freezes it with the sandbox).
+    """
+    if not gone:
+        return 0
+    limit = deadline or Deadline.never()
+    chunks = [gone[start : start + _DELETE_BATCH] for start in range(0, len(gone), _DELETE_BATCH)]
+
+    def forget(chunk: list[str]) -> int:
+        if limit.left() <= FORGET_RESERVE_SECONDS:
+            return 0
+        try:
+            connections.delete_many(chunk)
+        except StorageUnavailable:
+            # The rows expire through their TTL; the next send finds them gone again.
+            logger.warning("could not delete gone connections", connections=len(chunk))
+            return 0
+        return len(chunk)
+
+    pool = ThreadPoolExecutor(max_workers=min(len(chunks), _DELETE_WORKERS))
+    futures = [pool.submit(forget, chunk) for chunk in chunks]
+    left = limit.left() - FORGET_RESERVE_SECONDS
+    done, _ = wait(futures, timeout=max(left, 0) if left != float("inf") else None)
+    pool.shutdown(wait=False, cancel_futures=True)
+    deleted = sum(future.result() for future in done)
+    if deleted < len(gone):
+        logger.warning("gone connections left to their TTL", connections=len(gone) - deleted)
+    return deleted
 
 
 def _record(
@@ -249,6 +340,7 @@ def _emit_metrics(report: DeliveryReport) -> None:
         ("Delivered", len(report.delivered)),
         ("Gone", len(report.gone)),
         ("Throttled", report.throttled),
+        ("GoneWhileConnecting", report.connecting),
         ("Failed", len(report.failed)),
     ):
         metrics.add_metric(name=name, unit="Count", value=value)

@@ -38,9 +38,12 @@ class PostOutcome(StrEnum):
     FORBIDDEN = "forbidden"
     REJECTED = "rejected"  # any other 4xx: the request itself is wrong, retrying cannot help
     ERROR = "error"
+    # A 410 for a connection whose $connect may not have returned yet (API Gateway answers
+    # 410 until it has). Only the caller, who knows when the connection opened, can say so.
+    CONNECTING = "connecting"
 
 
-_RETRYABLE = frozenset((PostOutcome.THROTTLED, PostOutcome.ERROR))
+_RETRYABLE = frozenset((PostOutcome.THROTTLED, PostOutcome.ERROR, PostOutcome.CONNECTING))
 _REQUEST_TIMEOUT = 408
 _BY_STATUS = {
     410: PostOutcome.GONE,
@@ -75,6 +78,8 @@ class PostResult:
         parts = [str(self.status)] if self.status is not None else []
         if self.code and self.code != str(self.status):
             parts.append(self.code)
+        if self.outcome is PostOutcome.CONNECTING:
+            parts.append("(still connecting)")
         return " ".join(parts) or self.outcome.value
 
 
@@ -448,6 +453,9 @@ class Gateway:
         except (OSError, EOFError, ValueError):
             connection.close()
             return PostResult(PostOutcome.ERROR, None, "ConnectionClosedError")
+        except asyncio.CancelledError:
+            connection.close()  # abandoned mid-answer: never reused
+            raise
         self._give_back(connection)
         if 200 <= response.status < 300:
             return PostResult(PostOutcome.DELIVERED, response.status)
@@ -487,6 +495,16 @@ class Gateway:
         expiry = [self._loop.call_at(started + self._connect_timeout, check)]
         try:
             return await turn
+        except asyncio.CancelledError:
+            # Abandoned (the caller's deadline): a connection handed over just before goes to
+            # the next post in line, and the slot this post was woken for to the next waiter.
+            if turn.done() and not turn.cancelled() and turn.exception() is None:
+                handed = turn.result()
+                if handed is not None:
+                    self._give_back(handed)
+                else:
+                    self._wake_one()
+            raise
         finally:
             expiry[0].cancel()
             self.longest_wait = max(self.longest_wait, self._loop.time() - started)
@@ -515,15 +533,18 @@ class Gateway:
             connection = await asyncio.wait_for(self._handshake(), self._connect_timeout)
         finally:
             self._handshakes -= 1
-            while self._waiting:  # a slot is free: the longest waiting post may take it
-                turn = self._waiting.popleft()
-                if not turn.done():
-                    turn.set_result(None)
-                    break
+            self._wake_one()  # a slot is free: the longest waiting post may take it
         self.opened += 1
         self._progress_at = self._loop.time()
         self.slowest_handshake = max(self.slowest_handshake, self._progress_at - started)
         return connection
+
+    def _wake_one(self) -> None:
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
 
     async def _handshake(self) -> Connection:
         """TCP, then (through a proxy) a CONNECT tunnel, then TLS."""

@@ -11,6 +11,7 @@ so a message is never blocked for good.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -41,7 +42,7 @@ class AlreadyInProgress(WspushError):
 def key_of(message: Message, round_number: int) -> dict[str, Any]:
     """What makes two deliveries the same work: id, target (canonical) and re-queue round."""
     target = message.target
-    return {
+    key: dict[str, Any] = {
         "id": message.id,
         "connectionIds": sorted(target.connection_ids),
         "userIds": sorted(target.user_ids),
@@ -51,6 +52,9 @@ def key_of(message: Message, round_number: int) -> dict[str, Any]:
         "segment": list(target.segment) if target.segment else None,
         "round": round_number,
     }
+    if target.after is not None:  # a broadcast share that continues a scan
+        key["after"] = target.after
+    return key
 
 
 def _skipped(response: Any, idempotent_data: DataRecord) -> Any:
@@ -67,6 +71,16 @@ def _store(table_name: str) -> DynamoDBPersistenceLayer:
     return DynamoDBPersistenceLayer(table_name=table_name, boto_config=config)
 
 
+@dataclass(frozen=True)
+class Handled:
+    """What ``run_once`` did: ``work()``'s answer (or the first run's), and whether the
+    record of it is kept. ``kept`` is False only when the work ran but writing its record
+    failed: the recipients were reached, and a later copy of the message will be sent again."""
+
+    answer: dict[str, Any]
+    kept: bool = True
+
+
 def run_once(
     key: dict[str, Any],
     work: Callable[[], dict[str, Any]],
@@ -74,13 +88,15 @@ def run_once(
     table_name: str,
     ttl_seconds: int,
     context: LambdaContext | None,
-) -> dict[str, Any]:
+) -> Handled:
     """``work()``'s answer, computed once per ``key`` within ``ttl_seconds``.
 
-    Without a table (some tests, misconfigured stacks) every call does the work.
+    Without a table (some tests, misconfigured stacks) every call does the work. A storage
+    error before the work started is ``StorageUnavailable`` (nothing was done); one after it
+    never hides what the work did: its answer, or its own exception, comes through.
     """
     if not table_name:
-        return work()
+        return Handled(work())
     config = IdempotencyConfig(
         expires_after_seconds=ttl_seconds,
         raise_on_no_idempotency_key=True,
@@ -88,17 +104,31 @@ def run_once(
     )
     if context is not None:
         config.register_lambda_context(context)
+    ran: list[dict[str, Any] | BaseException] = []
 
     @idempotent_function(
         data_keyword_argument="key", persistence_store=_store(table_name), config=config
     )
     def deliver_once(key: dict[str, Any]) -> dict[str, Any]:
-        return work()
+        try:
+            answer = work()
+        except Exception as exc:
+            ran.append(exc)
+            raise
+        ran.append(answer)
+        return answer
 
     try:
         answer: dict[str, Any] = deliver_once(key=key)
     except IdempotencyAlreadyInProgressError as exc:
         raise AlreadyInProgress("the message is being handled by another invocation") from exc
     except IdempotencyError as exc:
-        raise StorageUnavailable("the processed-messages table could not be used") from exc
-    return answer
+        if not ran:
+            raise StorageUnavailable("the processed-messages table could not be used") from exc
+        # The work ran; only its record could not be written (or its claim released).
+        logger.warning("processed record not written", error=type(exc.__cause__).__name__)
+        metrics.add_metric(name="RecordsNotKept", unit="Count", value=1)
+        if isinstance(ran[0], BaseException):
+            raise ran[0] from exc
+        return Handled(ran[0], kept=False)
+    return Handled(answer)

@@ -47,9 +47,10 @@ class Target:
     broadcast: bool = False
     platforms: frozenset[str] | None = None
     exclude_connection_ids: frozenset[str] = frozenset()
-    # (segment, of how many): the share of a broadcast one sender invocation delivers. Set
-    # from the queue, never from an envelope.
+    # (segment, of how many): the share of a broadcast one sender invocation delivers, and the
+    # connection id its scan starts after. Set from the queue, never from an envelope.
     segment: tuple[int, int] | None = None
+    after: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
 """The messages queue and its dead-letter queue: the only module that calls SQS.
 
-Three writes happen here: a partly delivered message is re-queued for just the
+Four writes happen here: a partly delivered message is re-queued for just the
 recipients that still need it, a big audience's shares are queued for other invocations,
-and a message that cannot be delivered goes to the dead-letter queue with its reason in
-message attributes.
+a message the sender could not start (out of time, or another invocation holds it) is put
+back as a fresh copy, and a message that cannot be delivered goes to the dead-letter queue
+with its reason in message attributes. Whatever is sent in numbers goes ten to a
+SendMessageBatch call, so settling a big fan-out stays a handful of calls.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ if TYPE_CHECKING:  # importing one data class loads all 30 modules (see events.p
 ATTEMPT = "wspush-attempt"
 ROUND = "wspush-round"
 SEGMENT = "wspush-segment"  # "s/S": this copy of a broadcast delivers scan segment s of S
+AFTER = "wspush-after"  # where in its segment this copy's scan starts (a connection id)
 TIMESTAMP = "wspush-ts"
 ERROR_CODE = "wspush-error-code"
 ERROR_REASON = "wspush-error-reason"
@@ -45,6 +48,7 @@ _MAX_COUNT = 1_000  # attempt and round counters beyond this are junk, not histo
 _EARLIEST_TS = 1_000_000_000_000  # 2001-09-09, in ms
 _LATEST_TS = 100_000_000_000_000  # 5138, in ms
 _MAX_REASON_CHARS = 1_000
+_MAX_AFTER_CHARS = 128  # a connection id
 MAX_LISTED_FAILURES = 100  # per dead letter: each named with its reason
 # Entries of a SendMessageBatch that SQS answers as failed on its side (throttled, internal
 # error) are sent again this many times, after a short jittered pause; botocore's own retries
@@ -61,6 +65,7 @@ class QueuedAttributes:
     round: int = 0  # times this message was re-queued, for whatever reason
     ts: int | None = None
     segment: tuple[int, int] | None = None
+    after: str | None = None
 
     @classmethod
     def of(cls, record: SQSRecord) -> QueuedAttributes:
@@ -73,7 +78,25 @@ class QueuedAttributes:
             # Only a plausible epoch-milliseconds value reaches clients; junk means "now".
             ts=ts if ts is not None and _EARLIEST_TS <= ts <= _LATEST_TS else None,
             segment=_segment(attributes[SEGMENT]),
+            after=_after(attributes[AFTER]),
         )
+
+
+class Share(NamedTuple):
+    """One part of a split audience, for another invocation: its envelope and, for a
+    broadcast, its scan segment and where in it to start."""
+
+    envelope: Mapping[str, Any]
+    segment: tuple[int, int] | None = None
+    after: str | None = None
+
+
+class Outgoing(NamedTuple):
+    """One message to send: its body, wspush's attributes, its delay."""
+
+    body: str
+    attributes: Mapping[str, str]
+    delay_seconds: int = 0
 
 
 @dataclass(frozen=True)
@@ -93,29 +116,29 @@ def _client(region: str) -> Any:
     )
 
 
-def requeue(
-    queue_url: str,
+def requeued(
     body: Mapping[str, Any],
     *,
-    region: str,
     attempt: int,
     round_number: int,
     ts: int,
-    delay_seconds: int,
-) -> None:
-    """Put a message back on the queue, remembering its attempt count, round and timestamp."""
-    _send(
-        queue_url,
-        sqs_body(body),
-        region=region,
-        attributes=_requeue_attributes(attempt, round_number, ts, None),
-        delay_seconds=min(delay_seconds, MAX_DELAY_SECONDS),
-    )
+    delay_seconds: int = 0,
+    segment: tuple[int, int] | None = None,
+    after: str | None = None,
+) -> Outgoing:
+    """A message put back on the queue, remembering its attempt count, round, timestamp and,
+    for a broadcast share, its scan position."""
+    attributes = {ATTEMPT: str(attempt), ROUND: str(round_number), TIMESTAMP: str(ts)}
+    if segment is not None:
+        attributes[SEGMENT] = f"{segment[0]}/{segment[1]}"
+    if after is not None:
+        attributes[AFTER] = after
+    return Outgoing(sqs_body(body), attributes, min(delay_seconds, MAX_DELAY_SECONDS))
 
 
 def queue_shares(
     queue_url: str,
-    shares: Sequence[tuple[Mapping[str, Any], tuple[int, int] | None]],
+    shares: Sequence[Share],
     *,
     region: str,
     attempt: int,
@@ -123,47 +146,72 @@ def queue_shares(
     ts: int,
 ) -> None:
     """Queue the shares of a split audience, each its own message (with, for a broadcast, the
-    scan segment it delivers), ten to a SendMessageBatch call: a split of 500 segments makes
-    50 calls, not 500.
+    scan segment it delivers and where it starts), ten to a SendMessageBatch call: a split of
+    500 segments makes 50 calls, not 500.
 
-    Entries SQS fails on its side are sent again (``BATCH_ENTRY_ATTEMPTS``). Raises
-    ``QueueUnavailable`` if a share still is not queued. The caller then fails the whole
+    Raises ``QueueUnavailable`` if a share is not queued. The caller then fails the whole
     message, and SQS hands it over again: its split is redone, and each share queued twice is
     skipped by its idempotency key (id and segment or users), so no connection gets it twice.
     """
-    entries = [
-        (sqs_body(body), _requeue_attributes(attempt, round_number, ts, segment))
-        for body, segment in shares
-    ]
-    for batch in sqs_batches(entries, lambda entry: len(entry[0]) + _attributes_size(entry[1])):
-        pending = batch
-        for attempt_number in range(1, BATCH_ENTRY_ATTEMPTS + 1):
-            failed = _send_batch(queue_url, pending, region=region)
-            if not failed:
-                break
-            codes = ", ".join(sorted({failure.code for failure in failed}))
-            if any(failure.sender_fault for failure in failed) or (
-                attempt_number == BATCH_ENTRY_ATTEMPTS
-            ):
-                raise QueueUnavailable(
-                    f"{len(failed)} of {len(batch)} shares were not queued ({codes})"
-                )
-            logger.warning("shares not queued, sending them again", count=len(failed), codes=codes)
-            pending = [pending[failure.position] for failure in failed]
-            time.sleep(random.uniform(0, _BATCH_RETRY_BASE_SECONDS * 2**attempt_number))  # noqa: S311
+    send_all(
+        queue_url,
+        [
+            requeued(
+                share.envelope,
+                attempt=attempt,
+                round_number=round_number,
+                ts=ts,
+                segment=share.segment,
+                after=share.after,
+            )
+            for share in shares
+        ],
+        region=region,
+    )
 
 
-def _requeue_attributes(
-    attempt: int, round_number: int, ts: int, segment: tuple[int, int] | None
-) -> dict[str, str]:
-    attributes = {ATTEMPT: str(attempt), ROUND: str(round_number), TIMESTAMP: str(ts)}
-    if segment is not None:
-        attributes[SEGMENT] = f"{segment[0]}/{segment[1]}"
-    return attributes
+def put_back(
+    queue_url: str,
+    body: str,
+    attributes: Mapping[str, str],
+    *,
+    message_id: str,
+    region: str,
+    delay_seconds: int,
+) -> None:
+    """Queue a fresh copy of a message the sender did not start, so SQS acknowledges the
+    original and its receive count (which ends in the dead-letter queue) never grows for a
+    message nobody tried. The copy keeps wspush's attributes and the message's id: a message
+    without one gets its first SQS message id, so clients and the idempotency record see the
+    same message."""
+    send_all(
+        queue_url,
+        [Outgoing(_with_id(body, message_id), attributes, min(delay_seconds, MAX_DELAY_SECONDS))],
+        region=region,
+    )
 
 
-def dead_letter(queue_url: str, body: str, letter: DeadLetter, *, region: str) -> None:
-    """Park an undeliverable message on the dead-letter queue with why it failed.
+def wspush_attributes(record: SQSRecord) -> dict[str, str]:
+    """The attributes wspush itself set on a queued record, as strings."""
+    return {
+        name: str(value.get("stringValue"))
+        for name, value in record.message_attributes.items()
+        if name.startswith("wspush-") and value.get("stringValue") is not None
+    }
+
+
+def _with_id(body: str, message_id: str) -> str:
+    try:
+        envelope = json.loads(body)
+    except ValueError:
+        return body  # not JSON: it is dead-lettered as it is when it is handled
+    if not isinstance(envelope, dict) or "id" in envelope:
+        return body
+    return sqs_body({"id": message_id, **envelope})
+
+
+def dead_lettered(body: str, letter: DeadLetter) -> Outgoing:
+    """An undeliverable message for the dead-letter queue, with why it failed.
 
     The reason travels in message attributes, which count toward SQS's 1 MiB with the body:
     when the body leaves no room for all of them, the least needed are left out (and logged).
@@ -183,26 +231,45 @@ def dead_letter(queue_url: str, body: str, letter: DeadLetter, *, region: str) -
             break
         if attributes.pop(name, None) is not None:
             logger.warning("dead letter too large for its reason attribute", attribute=name)
-    _send(queue_url, body, region=region, attributes=attributes, delay_seconds=0)
+    return Outgoing(body, attributes)
+
+
+def dead_letter(queue_url: str, body: str, letter: DeadLetter, *, region: str) -> None:
+    """Park one undeliverable message on the dead-letter queue with why it failed."""
+    send_all(queue_url, [dead_lettered(body, letter)], region=region)
+
+
+def send_all(queue_url: str, messages: Sequence[Outgoing], *, region: str) -> None:
+    """Send every message, ten (and at most 1 MiB) to a SendMessageBatch call.
+
+    Entries SQS fails on its side (throttled, internal error) are sent again
+    (``BATCH_ENTRY_ATTEMPTS``, after a short jittered pause; botocore's own retries cover only
+    whole calls). Raises ``QueueUnavailable`` if a message still is not sent, or at once when
+    SQS says an entry itself is wrong.
+    """
+    for batch in sqs_batches(messages, lambda m: len(m.body) + _attributes_size(m.attributes)):
+        pending = batch
+        for attempt_number in range(1, BATCH_ENTRY_ATTEMPTS + 1):
+            failed = _send_batch(queue_url, pending, region=region)
+            if not failed:
+                break
+            codes = ", ".join(sorted({failure.code for failure in failed}))
+            if any(failure.sender_fault for failure in failed) or (
+                attempt_number == BATCH_ENTRY_ATTEMPTS
+            ):
+                raise QueueUnavailable(
+                    f"{len(failed)} of {len(batch)} messages were not queued ({codes})"
+                )
+            logger.warning(
+                "messages not queued, sending them again", count=len(failed), codes=codes
+            )
+            pending = [pending[failure.position] for failure in failed]
+            time.sleep(random.uniform(0, _BATCH_RETRY_BASE_SECONDS * 2**attempt_number))  # noqa: S311
 
 
 def _attributes_size(attributes: Mapping[str, str]) -> int:
     # SQS counts each attribute's name, data type and value.
     return sum(len(k.encode()) + len(b"String") + len(v.encode()) for k, v in attributes.items())
-
-
-def _send(
-    queue_url: str, body: str, *, region: str, attributes: Mapping[str, str], delay_seconds: int
-) -> None:
-    try:
-        _client(region).send_message(
-            QueueUrl=queue_url,
-            MessageBody=body,
-            DelaySeconds=delay_seconds,
-            MessageAttributes=_message_attributes(attributes),
-        )
-    except (ClientError, BotoCoreError) as exc:
-        raise QueueUnavailable("could not send to the queue") from exc
 
 
 class _BatchFailure(NamedTuple):
@@ -211,9 +278,7 @@ class _BatchFailure(NamedTuple):
     sender_fault: bool  # the entry itself is wrong: sending it again cannot help
 
 
-def _send_batch(
-    queue_url: str, batch: Sequence[tuple[str, Mapping[str, str]]], *, region: str
-) -> list[_BatchFailure]:
+def _send_batch(queue_url: str, batch: Sequence[Outgoing], *, region: str) -> list[_BatchFailure]:
     """Send up to ten messages in one call; which of them SQS did not take, and why."""
     try:
         answer = _client(region).send_message_batch(
@@ -221,11 +286,11 @@ def _send_batch(
             Entries=[
                 {
                     "Id": str(index),
-                    "MessageBody": body,
-                    "DelaySeconds": 0,
-                    "MessageAttributes": _message_attributes(attributes),
+                    "MessageBody": message.body,
+                    "DelaySeconds": message.delay_seconds,
+                    "MessageAttributes": _message_attributes(message.attributes),
                 }
-                for index, (body, attributes) in enumerate(batch)
+                for index, message in enumerate(batch)
             ],
         )
     except (ClientError, BotoCoreError) as exc:
@@ -253,6 +318,11 @@ def _segment(attribute: SQSMessageAttribute | None) -> tuple[int, int] | None:
     except ValueError:
         return None
     return (segment, total) if 0 <= segment < total <= MAX_SEGMENTS else None
+
+
+def _after(attribute: SQSMessageAttribute | None) -> str | None:
+    raw = attribute.get("stringValue") if attribute is not None else None
+    return raw if isinstance(raw, str) and 0 < len(raw) <= _MAX_AFTER_CHARS else None
 
 
 def _int_value(attribute: SQSMessageAttribute | None) -> int | None:

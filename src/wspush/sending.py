@@ -10,8 +10,10 @@ gone, or is named in a dead-letter message with its reason:
   already received the message; after ``max_requeues`` they are dead-lettered;
 - recipients that failed for good (413, 403, other 4xx) are dead-lettered at once;
 - recipients not reached before the invocation's deadline are re-queued untried;
-- if the table cannot be read, or the deadline passes before the message is started,
-  nothing has been sent: the error propagates and SQS delivers the message again.
+- a message not started before the deadline, or held by another invocation, is put back
+  on the queue as a fresh copy (it never counts toward SQS's receive limit untried);
+- if the table cannot be read, nothing has been sent: the error propagates and SQS
+  delivers the message again.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from wspush import connections, delivery, idempotency, queues
-from wspush.clock import Deadline, now_ms
-from wspush.delivery import DeliveryReport, Failure
+from wspush.clock import Deadline, HasRemainingTime, now_ms
+from wspush.delivery import Audience, DeliveryReport, Failure
 from wspush.errors import DeadlineReached, InvalidMessage, QueueUnavailable, StorageUnavailable
 from wspush.gateway import Gateway, Network
 from wspush.idempotency import AlreadyInProgress
@@ -70,6 +72,14 @@ def _gateway(settings: Settings) -> Gateway:
         settings.region,
         settings.delivery_concurrency,
         Network.from_settings(settings),
+    )
+
+
+def deadline_of(context: HasRemainingTime, settings: Settings) -> Deadline:
+    """This invocation's deadline: its time limit less the margin for posts in flight and,
+    within that margin, the reserve for settling them."""
+    return Deadline.of(
+        context, margin_ms=settings.deadline_margin_ms, reserve_ms=settings.settle_reserve_ms
     )
 
 
@@ -137,18 +147,19 @@ def _send_one(
     def deliver_now() -> dict[str, Any]:
         if deadline.passed():
             raise DeadlineReached("no time left to start this message")
-        recipients = _recipients(message, settings)
+        audience = _recipients(message, settings)
         report = delivery.deliver(
-            message, recipients, gateway=_gateway(settings), settings=settings, deadline=deadline
+            message, audience, gateway=_gateway(settings), settings=settings, deadline=deadline
         )
         _log_report(report)
+        delivery.forget_gone(report.gone, deadline=deadline)
         if report.retryable:
             # Not remembered as done: the caller may retry the same id for what failed.
             raise _PartlySent(report.as_dict())
         return report.as_dict()
 
     try:
-        return _once(message, 0, deliver_now, settings, context)
+        handled = _once(message, 0, deliver_now, settings, context)
     except _PartlySent as partly:
         return partly.answer
     except DeadlineReached:
@@ -159,6 +170,10 @@ def _send_one(
         return _not_sent(
             message, "storage_unavailable", "wspush's tables could not be used; nothing was sent"
         )
+    if not handled.kept:
+        # Sent, but not remembered: a retry with this id would be sent again.
+        return {**handled.answer, "remembered": False}
+    return handled.answer
 
 
 def _once(
@@ -167,7 +182,7 @@ def _once(
     work: Callable[[], dict[str, Any]],
     settings: Settings,
     context: LambdaContext | None,
-) -> dict[str, Any]:
+) -> idempotency.Handled:
     return idempotency.run_once(
         idempotency.key_of(message, round_number),
         work,
@@ -187,7 +202,7 @@ def process_queued(
     """Handle one message from the queue; raise only when SQS should deliver it again."""
     try:
         _process(record, settings, deadline, context)
-    except (StorageUnavailable, QueueUnavailable, DeadlineReached, AlreadyInProgress) as exc:
+    except (StorageUnavailable, QueueUnavailable) as exc:
         logger.warning(
             "message left for SQS to deliver again",
             sqs_message_id=record.message_id,
@@ -201,7 +216,8 @@ def _process(
     record: SQSRecord, settings: Settings, deadline: Deadline, context: LambdaContext | None
 ) -> None:
     if deadline.passed():
-        raise DeadlineReached("no time left to start this message")
+        _put_back(record, settings, delay_seconds=0, why="deadline")
+        return
     queued = queues.QueuedAttributes.of(record)
     try:
         message = parse_message(
@@ -219,63 +235,128 @@ def _process(
         metrics.add_metric(name="DeadLettered", unit="Count", value=1)
         return
     if queued.segment is not None and message.target.broadcast:
-        message = replace(message, target=replace(message.target, segment=queued.segment))
+        share = replace(message.target, segment=queued.segment, after=queued.after)
+        message = replace(message, target=share)
     logger.append_keys(message_id=message.id)
 
     def deliver_and_settle() -> dict[str, Any]:
-        shares = _shares(message, settings)
-        if shares:
-            return _split(message, shares, queued, settings)
-        recipients = _recipients(message, settings)
+        target = message.target
+        if target.broadcast:
+            share = _broadcast_share(message, queued, settings)
+            if not isinstance(share, Audience):
+                return share  # split for other invocations
+            audience = share
+        elif len(target.user_ids) > settings.users_per_chunk:
+            return _split(message, _user_chunks(message, settings), queued, settings)
+        else:
+            audience = _recipients(message, settings)
         report = delivery.deliver(
-            message, recipients, gateway=_gateway(settings), settings=settings, deadline=deadline
+            message, audience, gateway=_gateway(settings), settings=settings, deadline=deadline
         )
         _log_report(report)
         _settle_failures(message, report.failed, queued, settings)
+        delivery.forget_gone(report.gone, deadline=deadline)
         # What is remembered stays small whatever the audience: every failure was handed on.
         return report.as_dict(max_errors=0)
 
     try:
         _once(message, queued.round, deliver_and_settle, settings, context)
+    except AlreadyInProgress:
+        # Another invocation holds the message (its claim ends with that invocation): a copy
+        # comes back once it is done, and is skipped then if it was delivered.
+        _put_back(record, settings, delay_seconds=settings.busy_retry_seconds, why="in_progress")
     finally:
         logger.remove_keys(["message_id"])
 
 
-Share = tuple[dict[str, Any], tuple[int, int] | None]  # an envelope, and its scan segment
+def _put_back(record: SQSRecord, settings: Settings, *, delay_seconds: int, why: str) -> None:
+    """Hand a message this invocation did not start back to the queue, untouched."""
+    queues.put_back(
+        settings.queue_url,
+        record.body,
+        queues.wspush_attributes(record),
+        message_id=record.message_id,
+        region=settings.region,
+        delay_seconds=delay_seconds,
+    )
+    logger.info("message put back on the queue", sqs_message_id=record.message_id, reason=why)
+    metrics.add_metric(name="MessagesPutBack", unit="Count", value=1)
 
 
-def _shares(message: Message, settings: Settings) -> list[Share]:
-    """How to split a big audience so many invocations deliver it in parallel (none if small).
+def _broadcast_share(
+    message: Message, queued: queues.QueuedAttributes, settings: Settings
+) -> Audience | dict[str, Any]:
+    """The connections this invocation delivers a broadcast to, or the answer of a split.
 
-    A broadcast becomes scan segments of about ``connections_per_segment`` connections each
-    (DynamoDB's parallel scan: a connection always falls in the same segment, so the split
-    is the same whenever it is redone); a long user list becomes chunks of users.
+    Every invocation reads at most one page of ``connections_per_segment`` rows, whatever
+    the table's size, so none runs out of time scanning. A broadcast that fits in one page
+    is delivered at once; a bigger one is split into parallel scan segments (how many is
+    never sized from DynamoDB's item count alone, which can be hours old); a segment with
+    more than one page hands the rest of itself on (the scan position) before delivering.
     """
     target = message.target
-    if target.broadcast and target.segment is None:
-        try:
-            count = connections.approximate_count()
-        except StorageUnavailable:
-            logger.exception("could not size the audience", message_id=message.id)
-            raise
-        total = min(-(-count // settings.connections_per_segment), queues.MAX_SEGMENTS)
-        if total <= 1:
-            return []
-        envelope = with_target(message, broadcast=True)
-        return [(envelope, (segment, total)) for segment in range(total)]
-    if len(target.user_ids) > settings.users_per_chunk:
-        size = settings.users_per_chunk
-        return [
-            (with_target(message, userIds=list(target.user_ids[start : start + size])), None)
-            for start in range(0, len(target.user_ids), size)
-        ]
-    return []
+    segment, total = target.segment or (None, None)
+    page = _read(
+        lambda: connections.scan_page(
+            now_ms=now_ms(),
+            limit=settings.connections_per_segment,
+            segment=segment,
+            total_segments=total,
+            after=target.after,
+        ),
+        message,
+    )
+    if page.after is not None:
+        if target.segment is None:
+            return _split(message, _segments(message, settings), queued, settings)
+        rest = queues.Share(with_target(message, broadcast=True), target.segment, page.after)
+        _queue(message, [rest], queued, settings)
+        logger.info("broadcast segment continues", segment=segment, total_segments=total)
+    return Audience.of(page.records, target)
+
+
+def _segments(message: Message, settings: Settings) -> list[queues.Share]:
+    """A broadcast's scan segments: at least ``broadcast_segments``, more when DynamoDB's
+    (possibly stale) item count says the table holds more than that many pages."""
+    try:
+        count = connections.approximate_count()
+    except StorageUnavailable:
+        logger.warning("could not read the table's item count", message_id=message.id)
+        count = 0
+    total = max(settings.broadcast_segments, -(-count // settings.connections_per_segment))
+    total = min(total, queues.MAX_SEGMENTS)
+    envelope = with_target(message, broadcast=True)
+    return [queues.Share(envelope, (segment, total)) for segment in range(total)]
+
+
+def _user_chunks(message: Message, settings: Settings) -> list[queues.Share]:
+    size = settings.users_per_chunk
+    users = message.target.user_ids
+    return [
+        queues.Share(with_target(message, userIds=list(users[start : start + size])))
+        for start in range(0, len(users), size)
+    ]
 
 
 def _split(
-    message: Message, shares: list[Share], queued: queues.QueuedAttributes, settings: Settings
+    message: Message,
+    shares: list[queues.Share],
+    queued: queues.QueuedAttributes,
+    settings: Settings,
 ) -> dict[str, Any]:
     """Queue each share as its own message (same id and timestamp) for another invocation."""
+    _queue(message, shares, queued, settings)
+    metrics.add_metric(name="AudiencesSplit", unit="Count", value=1)
+    logger.info("audience split", shares=len(shares))
+    return {"id": message.id, "shares": len(shares)}
+
+
+def _queue(
+    message: Message,
+    shares: list[queues.Share],
+    queued: queues.QueuedAttributes,
+    settings: Settings,
+) -> None:
     queues.queue_shares(
         settings.queue_url,
         shares,
@@ -284,16 +365,20 @@ def _split(
         round_number=queued.round,
         ts=message.ts,
     )
-    metrics.add_metric(name="AudiencesSplit", unit="Count", value=1)
-    logger.info("audience split", shares=len(shares))
-    return {"id": message.id, "shares": len(shares)}
 
 
-def _recipients(message: Message, settings: Settings) -> list[str]:
-    try:
-        return delivery.resolve_targets(
+def _recipients(message: Message, settings: Settings) -> Audience:
+    return _read(
+        lambda: delivery.resolve_targets(
             message.target, now_ms=now_ms(), page_size=settings.page_size
-        )
+        ),
+        message,
+    )
+
+
+def _read[T](read: Callable[[], T], message: Message) -> T:
+    try:
+        return read()
     except StorageUnavailable:
         # Nothing was sent yet: the whole message can be tried again.
         logger.exception("could not resolve targets", message_id=message.id)
@@ -304,63 +389,56 @@ def _recipients(message: Message, settings: Settings) -> list[str]:
 def _settle_failures(
     message: Message, failed: list[Failure], queued: queues.QueuedAttributes, settings: Settings
 ) -> None:
-    """Re-queue what may still succeed; dead-letter what will not."""
+    """Re-queue what may still succeed; dead-letter what will not. Each is a handful of
+    SendMessageBatch calls whatever the audience, so settling fits in the time reserved."""
     attempt = queued.attempt
     can_retry = attempt < settings.max_requeues
     untried = [f.connection_id for f in failed if not f.attempted]
     retry = [f.connection_id for f in failed if f.attempted and f.retryable and can_retry]
     final = [f for f in failed if f.attempted and not (f.retryable and can_retry)]
-    # Untried recipients keep their attempt count: running out of time is not their failure.
     next_round = queued.round + 1
-    _requeue(message, untried, attempt, next_round, delay_seconds=0, settings=settings)
-    _requeue(
-        message,
-        retry,
-        attempt + 1,
-        next_round,
-        delay_seconds=settings.requeue_delay_seconds * (2 ** min(attempt, 10)),
-        settings=settings,
-    )
+    retry_delay = settings.requeue_delay_seconds * (2 ** min(attempt, 10))
+    # Untried recipients keep their attempt count: running out of time is not their failure.
+    requeues = [
+        queues.requeued(
+            to_envelope(message, chunk),
+            attempt=chunk_attempt,
+            round_number=next_round,
+            ts=message.ts,
+            delay_seconds=delay,
+        )
+        for recipients, chunk_attempt, delay in (
+            (untried, attempt, 0),
+            (retry, attempt + 1, retry_delay),
+        )
+        for chunk in _chunks(recipients, REQUEUE_CHUNK)
+    ]
+    queues.send_all(settings.queue_url, requeues, region=settings.region)
+    for count in (len(untried), len(retry)):
+        if count:
+            metrics.add_metric(name="Requeued", unit="Count", value=count)
+    if untried or retry:
+        logger.info("requeued recipients", untried=len(untried), retried=len(retry))
     # A dead letter names as many recipients as its attributes can give reasons for.
-    for start in range(0, len(final), queues.MAX_LISTED_FAILURES):
-        chunk = final[start : start + queues.MAX_LISTED_FAILURES]
-        queues.dead_letter(
-            settings.dead_letter_queue_url,
+    letters = [
+        queues.dead_lettered(
             sqs_body(to_envelope(message, [f.connection_id for f in chunk])),
             queues.DeadLetter(
                 "delivery_failed",
                 _summary(chunk, attempt),
                 failures=tuple((f.connection_id, f.reason) for f in chunk),
             ),
-            region=settings.region,
         )
+        for chunk in _chunks(final, queues.MAX_LISTED_FAILURES)
+    ]
+    queues.send_all(settings.dead_letter_queue_url, letters, region=settings.region)
     if final:
         metrics.add_metric(name="DeadLettered", unit="Count", value=len(final))
         logger.warning("dead-lettered failed recipients", recipients=len(final))
 
 
-def _requeue(
-    message: Message,
-    recipients: list[str],
-    attempt: int,
-    round_number: int,
-    *,
-    delay_seconds: int,
-    settings: Settings,
-) -> None:
-    for start in range(0, len(recipients), REQUEUE_CHUNK):
-        queues.requeue(
-            settings.queue_url,
-            to_envelope(message, recipients[start : start + REQUEUE_CHUNK]),
-            region=settings.region,
-            attempt=attempt,
-            round_number=round_number,
-            ts=message.ts,
-            delay_seconds=delay_seconds,
-        )
-    if recipients:
-        metrics.add_metric(name="Requeued", unit="Count", value=len(recipients))
-        logger.info("requeued recipients", recipients=len(recipients), attempt=attempt)
+def _chunks[T](items: list[T], size: int) -> list[list[T]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 def _summary(failures: list[Failure], attempt: int) -> str:
@@ -380,4 +458,5 @@ def _log_report(report: DeliveryReport) -> None:
         gone=len(report.gone),
         failed=len(report.failed),
         throttled=report.throttled,
+        connecting=report.connecting,
     )

@@ -116,8 +116,14 @@ class Settings:
     backoff_cap_ms: int = 2_000
     requeue_delay_seconds: int = 5
     page_size: int | None = None
-    # Room left for posts already in flight (connect + read timeout) and the re-queue after.
+    # No post starts this close to the function's timeout; posts still in flight this close
+    # (settle_reserve_ms) are abandoned, so re-queues, dead letters and the processed record
+    # are written before Lambda stops the function.
     deadline_margin_ms: int = 5_000
+    settle_reserve_ms: int = 2_000
+    # API Gateway answers 410 for a connection whose $connect has not returned yet: a 410 for
+    # a connection younger than this is retried, and its row kept.
+    connect_grace_ms: int = 10_000
     # Where processed message keys are remembered (empty: not remembered), and for how long.
     processed_table_name: str = ""
     idempotency_ttl_seconds: int = 3_600
@@ -125,6 +131,11 @@ class Settings:
     # scan segments of about this many connections, a user list into chunks of this many users.
     connections_per_segment: int = 2_000
     users_per_chunk: int = 500
+    # A broadcast past one page of connections_per_segment is split into at least this many
+    # scan segments (more when DynamoDB's item count, refreshed every ~6 hours, says so).
+    broadcast_segments: int = 8
+    # A message another invocation is handling is put back on the queue this much later.
+    busy_retry_seconds: int = 30
     # How posts reach the Management API, read as boto3 reads them: the CA bundle to trust
     # instead of the system's (AWS_CA_BUNDLE, else REQUESTS_CA_BUNDLE), the proxies
     # (HTTPS_PROXY, HTTP_PROXY, NO_PROXY; a lower-case name wins, as urllib reads them), and
@@ -152,10 +163,14 @@ class Settings:
             requeue_delay_seconds=_int(env, "WSPUSH_REQUEUE_DELAY_SECONDS", 5, minimum=0),
             page_size=_optional_int(env, "WSPUSH_PAGE_SIZE"),
             deadline_margin_ms=_int(env, "WSPUSH_DEADLINE_MARGIN_MS", 5_000, minimum=0),
+            settle_reserve_ms=_int(env, "WSPUSH_SETTLE_RESERVE_MS", 2_000, minimum=0),
+            connect_grace_ms=_int(env, "WSPUSH_CONNECT_GRACE_MS", 10_000, minimum=0),
             processed_table_name=env.get("WSPUSH_PROCESSED_TABLE_NAME", "").strip(),
             idempotency_ttl_seconds=_int(env, "WSPUSH_IDEMPOTENCY_TTL_SECONDS", 3_600, minimum=60),
             connections_per_segment=_int(env, "WSPUSH_CONNECTIONS_PER_SEGMENT", 2_000, minimum=1),
             users_per_chunk=_int(env, "WSPUSH_USERS_PER_CHUNK", 500, minimum=1),
+            broadcast_segments=_int(env, "WSPUSH_BROADCAST_SEGMENTS", 8, minimum=1),
+            busy_retry_seconds=_int(env, "WSPUSH_BUSY_RETRY_SECONDS", 30, minimum=0),
             ca_bundle=(
                 env.get("AWS_CA_BUNDLE", "").strip() or env.get("REQUESTS_CA_BUNDLE", "").strip()
             ),
@@ -163,7 +178,15 @@ class Settings:
             http_proxy=_proxy(env, "http"),
             no_proxy=_proxy(env, "no"),
             max_handshakes=_int(env, "WSPUSH_MAX_HANDSHAKES", 8, minimum=1),
-        )
+        ).checked()
+
+    def checked(self) -> Settings:
+        if self.settle_reserve_ms > self.deadline_margin_ms:
+            raise SettingsError(
+                "WSPUSH_SETTLE_RESERVE_MS must not exceed WSPUSH_DEADLINE_MARGIN_MS "
+                f"({self.settle_reserve_ms} > {self.deadline_margin_ms})"
+            )
+        return self
 
 
 @cache

@@ -83,9 +83,9 @@ def resolutions(monkeypatch: pytest.MonkeyPatch) -> list[Resolution]:
     seen: list[Resolution] = []
     deliver = delivery.deliver
 
-    def recording(message: Any, recipients: list[str], **kwargs: Any) -> Any:
-        seen.append(Resolution(message.id, frozenset(recipients), time.monotonic()))
-        return deliver(message, recipients, **kwargs)
+    def recording(message: Any, audience: delivery.Audience, **kwargs: Any) -> Any:
+        seen.append(Resolution(message.id, frozenset(audience.ids), time.monotonic()))
+        return deliver(message, audience, **kwargs)
 
     monkeypatch.setattr(delivery, "deliver", recording)
     return seen

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -66,10 +67,11 @@ def sign(key: Any, alg: str, *, kid: str | None = None, **overrides: Any) -> str
 
 
 class JwksServer:
-    """Serves ``{"keys": [...]}`` on loopback; can answer slowly or not at all."""
+    """Serves ``{"keys": [...]}`` on loopback; can answer slowly, not at all, or redirect."""
 
     def __init__(self, *keys: SigningKey) -> None:
         self.keys = list(keys)
+        self.redirect_to: str | None = None  # answer 302 to this URL instead
         self.delay = 0.0
         self.drip = 0.0  # seconds between 50-byte pieces of the answer
         self.down = False
@@ -79,6 +81,12 @@ class JwksServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 server.requests += 1
+                if server.redirect_to and self.path == urlsplit(server.url).path:
+                    self.send_response(302)
+                    self.send_header("Location", server.redirect_to)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if server.delay:
                     time.sleep(server.delay)
                 if server.down:

@@ -184,6 +184,11 @@ class FakeManagementApi:
         with self._lock:
             self._scripts[connection_id].extend(replies)
 
+    def connecting(self, connection_id: str, *, posts: int) -> None:
+        """The connection's ``$connect`` has not returned yet: like API Gateway, answer its
+        next ``posts`` posts 410 GoneException, then deliver (the socket is open by then)."""
+        self.script(connection_id, *[Reply.aws(410)] * posts)
+
     def gone(self, *connection_ids: str) -> None:
         """These connections answer 410 GoneException to every post."""
         with self._lock:

@@ -132,6 +132,35 @@ def test_an_unavailable_jwks_fails_closed_within_the_timeout(
     assert stored_ids() == set()
 
 
+def test_a_jwks_redirect_to_another_origin_is_refused(
+    lambda_context: FakeLambdaContext, with_jwks: JwksServer
+) -> None:
+    # Given the JWKS URL redirects to another server (another origin) that serves other keys
+    elsewhere = JwksServer(SigningKey.rsa("attacker")).start()
+    try:
+        with_jwks.redirect_to = elsewhere.url
+        # When a client connects with a token signed by the key the other server publishes
+        response = handshake(lambda_context, token=elsewhere.keys[0].token())
+        # Then the redirect is not followed: the keys are unavailable and the handshake fails
+        assert response["statusCode"] == 503
+        assert elsewhere.requests == 0
+        assert stored_ids() == set()
+    finally:
+        elsewhere.stop()
+
+
+def test_a_jwks_redirect_within_its_origin_is_followed(
+    lambda_context: FakeLambdaContext, with_jwks: JwksServer
+) -> None:
+    # Given the JWKS URL redirects to another path of the same server
+    with_jwks.redirect_to = with_jwks.url.replace("/.well-known/", "/keys/")
+    # When a client connects
+    response = handshake(lambda_context, token=RSA_KEY.token())
+    # Then the keys are fetched from there and the token is accepted
+    assert response["statusCode"] == 200
+    assert with_jwks.requests == 2
+
+
 def test_a_rotated_key_is_picked_up(
     lambda_context: FakeLambdaContext, with_jwks: JwksServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import pytest
 
 from handlers import sender
-from tests.conftest import QUEUE_URL, FakeLambdaContext
+from local import moto_as_aws
+from tests.conftest import QUEUE_URL, REGION, TABLE, FakeLambdaContext
 from tests.fakes.management_api import FakeManagementApi
 from tests.support import PAYLOAD, add_connection, attributes_of, drain, sqs_event, sqs_record
-from wspush import queues
+from wspush import connections, queues
 from wspush.settings import get_settings
 
 pytestmark = pytest.mark.usefixtures("aws")
@@ -21,8 +24,10 @@ pytestmark = pytest.mark.usefixtures("aws")
 
 @pytest.fixture(autouse=True)
 def small_shares(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Segments of about 10 connections and chunks of 10 users, so a few dozen make a crowd."""
+    """Pages of 10 connections, splits into at least 4 segments and chunks of 10 users, so a
+    few dozen make a crowd. DynamoDB's item count is as stale as on AWS (0 for a new table)."""
     monkeypatch.setenv("WSPUSH_CONNECTIONS_PER_SEGMENT", "10")
+    monkeypatch.setenv("WSPUSH_BROADCAST_SEGMENTS", "4")
     monkeypatch.setenv("WSPUSH_USERS_PER_CHUNK", "10")
     monkeypatch.setattr(queues, "MAX_DELAY_SECONDS", 0)
     get_settings.cache_clear()
@@ -63,27 +68,80 @@ def frames_per_connection(api: FakeManagementApi, message_id: str) -> Counter[st
     )
 
 
+def test_a_broadcast_within_one_page_is_delivered_at_once(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given 8 connections (less than a page of 10)
+    ids = crowd(8)
+    # When the sender takes a broadcast
+    assert (
+        run([sqs_record({"broadcast": True, "id": "m-few", "payload": PAYLOAD})], lambda_context)
+        == []
+    )
+    # Then it delivered it itself, to everyone once, and queued nothing
+    assert frames_per_connection(management_api, "m-few") == Counter(dict.fromkeys(ids, 1))
+    assert drain(QUEUE_URL) == []
+
+
 def test_a_broadcast_is_split_into_scan_segments_each_delivered_once(
     management_api: FakeManagementApi, lambda_context: FakeLambdaContext
 ) -> None:
-    # Given 60 connections (about 6 segments of 10)
+    # Given 60 connections (6 pages of 10) in a table whose item count still says 0
     ids = crowd(60)
     record = sqs_record({"broadcast": True, "id": "m-all", "payload": PAYLOAD})
     # When the sender takes the broadcast
     assert run([record], lambda_context) == []
-    # Then it posted nothing itself and queued one share per segment, same id
+    # Then it posted nothing itself and queued one share per segment (the configured 4), same id
     assert not management_api.calls
     shares = drain(QUEUE_URL)
     segments = sorted(attributes_of(share)[queues.SEGMENT] for share in shares)
-    assert segments == sorted(f"{s}/6" for s in range(6))
+    assert segments == sorted(f"{s}/4" for s in range(4))
     assert {json.loads(share["body"])["id"] for share in shares} == {"m-all"}
-    # When the shares are delivered (by as many invocations)
-    for share in shares:
-        assert run([share], lambda_context) == []
+    # When the shares are delivered, each segment handing on what is past its first page
+    continued = []
+    while shares:
+        for share in shares:
+            assert run([share], lambda_context) == []
+        shares = drain(QUEUE_URL)
+        continued += [attributes_of(share)[queues.AFTER] for share in shares]
     # Then every connection received the broadcast exactly once, with one timestamp
     assert frames_per_connection(management_api, "m-all") == Counter(dict.fromkeys(ids, 1))
     stamps = {json.loads(b)["ts"] for bodies in management_api.received.values() for b in bodies}
     assert len(stamps) == 1
+    assert continued  # 60 rows in 4 segments: some segment holds more than one page
+
+
+def test_no_invocation_reads_more_than_one_page_whatever_the_table_size(
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given 120 connections (12 pages) and an item count that says 0, as on a new table
+    ids = crowd(120)
+    pages: list[int] = []
+    scan_page = connections.scan_page
+
+    def counted(**kwargs: Any) -> connections.Page:
+        page = scan_page(**kwargs)
+        pages.append(len(page.records))
+        return page
+
+    monkeypatch.setattr(connections, "scan_page", counted)
+    # When a broadcast and every share it leads to are handled, one message per invocation
+    assert (
+        run([sqs_record({"broadcast": True, "id": "m-big", "payload": PAYLOAD})], lambda_context)
+        == []
+    )
+    invocations = 1
+    while records := drain(QUEUE_URL):
+        for one in records:
+            before = len(pages)
+            assert run([one], lambda_context) == []
+            # Then each invocation read one page of at most 10 rows, never the whole table
+            assert len(pages) - before == 1
+            invocations += 1
+    assert max(pages) <= 10
+    assert frames_per_connection(management_api, "m-big") == Counter(dict.fromkeys(ids, 1))
 
 
 def test_splitting_again_after_a_redelivery_adds_nothing(
@@ -132,8 +190,8 @@ def test_a_split_that_failed_half_way_is_redone_without_double_delivery(
     assert run([record], lambda_context) == [record["messageId"]]
     assert calls["n"] == queues.BATCH_ENTRY_ATTEMPTS
     assert run([record], lambda_context) == []
-    # ...and every share (the first two twice) is handled
-    assert run_queue(lambda_context) == 5 + 2
+    # ...and every share (the first two twice, the copies skipped) is handled
+    assert run_queue(lambda_context) >= 4 + 2
     # Then each connection received the broadcast once
     assert frames_per_connection(management_api, "m-half") == Counter(dict.fromkeys(ids, 1))
 
@@ -143,8 +201,12 @@ def test_a_split_queues_its_shares_ten_to_a_call(
     lambda_context: FakeLambdaContext,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Given 250 connections: 25 segments of 10
+    # Given 250 connections, and DynamoDB's item count refreshed since they connected: 25 pages
     ids = crowd(250)
+    boto3.client("dynamodb", region_name=REGION).describe_table(TableName=TABLE)
+    monkeypatch.setattr(
+        moto_as_aws, "clock", lambda: time.time() + moto_as_aws.COUNT_REFRESH_SECONDS
+    )
     sizes: list[int] = []
     send_batch = queues._send_batch
 
@@ -156,9 +218,10 @@ def test_a_split_queues_its_shares_ten_to_a_call(
     # When the sender splits a broadcast
     record = sqs_record({"broadcast": True, "id": "m-batched", "payload": PAYLOAD})
     assert run([record], lambda_context) == []
-    # Then the 25 shares took three SendMessageBatch calls, and each connection gets it once
+    # Then the count widened the split to 25 segments, queued in three SendMessageBatch calls,
+    # and each connection gets it once
     assert sizes == [10, 10, 5]
-    assert run_queue(lambda_context) == 25
+    assert run_queue(lambda_context) >= 25
     assert frames_per_connection(management_api, "m-batched") == Counter(dict.fromkeys(ids, 1))
 
 

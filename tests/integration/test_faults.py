@@ -7,15 +7,25 @@ delivered, gone, or dead-lettered with its reason?
 
 from __future__ import annotations
 
+import io
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
 
-from handlers import connect, sender
-from tests.conftest import DLQ_URL, QUEUE_URL, REGION, TABLE, FakeLambdaContext, load_event
+from handlers import connect, send, sender
+from tests.conftest import (
+    DLQ_URL,
+    PROCESSED_TABLE,
+    QUEUE_URL,
+    REGION,
+    TABLE,
+    FakeLambdaContext,
+    load_event,
+)
 from tests.fakes.dynamodb import (
     INTERNAL_ERROR,
     THROTTLED,
@@ -25,12 +35,20 @@ from tests.fakes.dynamodb import (
 )
 from tests.fakes.event_source import CountdownContext, SenderEventSource, redeliver_at_once
 from tests.fakes.management_api import FakeManagementApi, Reply
-from tests.support import PAYLOAD, add_connection, attributes_of, drain, sqs_event, sqs_record
-from wspush import gateway, queues, sending
+from tests.support import (
+    PAYLOAD,
+    add_connection,
+    attributes_of,
+    drain,
+    sqs_event,
+    sqs_record,
+)
+from wspush import connections, gateway, queues, sending
 from wspush.settings import get_settings
 
-# The Management API client gives up after READ_TIMEOUT here (3 s in Lambda), with room for
-# a busy machine; a hung post answers after STALL.
+# Where a test hangs posts on purpose, the Management API client gives up after READ_TIMEOUT
+# (3 s in Lambda) and a hung post answers after STALL. Every other test keeps Lambda's
+# timeouts: a short one would let a loaded machine turn a healthy answer into a fault.
 READ_TIMEOUT = 0.5
 STALL = 1.0
 # PynamoDB's client makes 1 + max_retry_attempts (2) attempts before the error surfaces.
@@ -51,12 +69,16 @@ def no_requeue_delay(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
-def short_read_timeout(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A hung post costs READ_TIMEOUT instead of 3 s; the Gateway reads them when created."""
-    monkeypatch.setattr(gateway, "CONNECT_TIMEOUT_SECONDS", READ_TIMEOUT)
-    monkeypatch.setattr(gateway, "READ_TIMEOUT_SECONDS", READ_TIMEOUT)
+def fresh_gateway() -> Iterator[None]:
+    """Each test posts through a new Gateway, which reads its timeouts when created."""
     sending.gateway_for.cache_clear()
     yield
+    sending.gateway_for.cache_clear()
+
+
+def expect_hung_posts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hung post costs READ_TIMEOUT instead of 3 s."""
+    monkeypatch.setattr(gateway, "READ_TIMEOUT_SECONDS", READ_TIMEOUT)
     sending.gateway_for.cache_clear()
 
 
@@ -188,18 +210,90 @@ def test_a_refused_connection_whose_row_cannot_be_removed_is_cleaned_up_by_the_f
     dynamodb_faults.fail("PutItem", error=INTERNAL_ERROR, after_write=True, table=TABLE)
     dynamodb_faults.fail("DeleteItem", error=INTERNAL_ERROR, table=TABLE)
     # When a client connects
-    response = connect.handler(connect_event("conn-1", userId="u-1"), lambda_context)
+    event = connect_event("conn-1", userId="u-1")
+    event["requestContext"]["connectedAt"] -= 60_000  # a minute before the message below
+    response = connect.handler(event, lambda_context)
     # Then the handshake is refused, but the row that landed could not be removed
     assert response["statusCode"] == 500
     assert raw_item("conn-1") is not None
-    # When the table recovers and a message for that user is sent (API Gateway never
-    # opened that socket, so it answers 410)
+    # When the table recovers and, a minute later, a message for that user is sent (API
+    # Gateway never opened that socket, so it answers 410)
     dynamodb_faults.clear()
     management_api.gone("conn-1")
     record = sqs_record({"userId": "u-1", "id": "m-1", "payload": PAYLOAD})
     assert run(sqs_event(record), lambda_context) == []
     # Then the stray row is deleted, and nothing is re-queued or dead-lettered
     assert raw_item("conn-1") is None
+    assert drain(QUEUE_URL) == []
+    assert drain(DLQ_URL) == []
+
+
+# --- The processed-messages table after delivery --------------------------------------------
+
+
+@pytest.mark.usefixtures("users")
+def test_a_send_whose_record_cannot_be_written_still_answers_what_was_delivered(
+    dynamodb_faults: DynamoDBFaults,
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+) -> None:
+    # Given the processed-messages table takes the claim but fails the write after delivery
+    dynamodb_faults.fail("UpdateItem", error=INTERNAL_ERROR, table=PROCESSED_TABLE)
+    # When a service sends to alice through the send Lambda
+    answer = send.handler({"userId": "alice", "id": "m-kept", "payload": PAYLOAD}, lambda_context)
+    # Then the answer is the delivery report, saying the message was not remembered
+    assert answer == {
+        "id": "m-kept",
+        "targets": 2,
+        "delivered": 2,
+        "gone": 0,
+        "failed": 0,
+        "errors": [],
+        "remembered": False,
+    }
+    assert frame_counts(management_api, "m-kept", ["a-pc", "a-mobile"]) == {
+        "a-pc": 1,
+        "a-mobile": 1,
+    }
+
+
+@pytest.mark.usefixtures("users")
+def test_a_partly_failed_send_whose_claim_cannot_be_released_still_answers_its_report(
+    dynamodb_faults: DynamoDBFaults,
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+) -> None:
+    # Given bob's connection fails every attempt, and the claim on the message cannot be removed
+    management_api.script("b-pc", *[Reply.aws(500)] * 3)
+    dynamodb_faults.fail("DeleteItem", error=INTERNAL_ERROR, table=PROCESSED_TABLE)
+    # When a service sends to alice and bob
+    answer = send.handler(
+        {"userIds": ["alice", "bob"], "id": "m-part", "payload": PAYLOAD}, lambda_context
+    )
+    # Then the answer is what happened to each recipient, not a storage error
+    assert (answer["delivered"], answer["failed"]) == (2, 1)
+    assert answer["errors"] == [
+        {"connectionId": "b-pc", "reason": "500 InternalServerErrorException"}
+    ]
+
+
+@pytest.mark.usefixtures("users")
+def test_a_queued_message_whose_record_cannot_be_written_is_not_sent_again(
+    dynamodb_faults: DynamoDBFaults,
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+) -> None:
+    # Given the processed-messages table fails the write after delivery
+    dynamodb_faults.fail("UpdateItem", error=INTERNAL_ERROR, table=PROCESSED_TABLE)
+    record = sqs_record({"userId": "alice", "id": "m-done", "payload": PAYLOAD})
+    # When the sender handles the message
+    failed = run(sqs_event(record), lambda_context)
+    # Then the record is acknowledged (SQS would deliver the whole message again otherwise)
+    assert failed == []
+    assert frame_counts(management_api, "m-done", ["a-pc", "a-mobile"]) == {
+        "a-pc": 1,
+        "a-mobile": 1,
+    }
     assert drain(QUEUE_URL) == []
     assert drain(DLQ_URL) == []
 
@@ -379,8 +473,13 @@ def test_every_recipient_of_a_large_dead_letter_is_named_with_its_reason(
 @pytest.mark.usefixtures("users")
 @pytest.mark.parametrize("fault", WIRE_FAULTS, ids=WIRE_FAULTS.keys())
 def test_a_transient_wire_fault_is_retried_within_the_invocation(
-    management_api: FakeManagementApi, lambda_context: FakeLambdaContext, fault: str
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    fault: str,
 ) -> None:
+    if fault == "timeout":
+        expect_hung_posts(monkeypatch)
     # Given bob's connection fails twice, then recovers
     reply, _ = WIRE_FAULTS[fault]
     management_api.script("b-pc", reply, reply)
@@ -397,8 +496,13 @@ def test_a_transient_wire_fault_is_retried_within_the_invocation(
 @pytest.mark.usefixtures("users")
 @pytest.mark.parametrize("fault", WIRE_FAULTS, ids=WIRE_FAULTS.keys())
 def test_a_wire_fault_outlasting_the_invocation_is_requeued_and_delivered_once_later(
-    management_api: FakeManagementApi, lambda_context: FakeLambdaContext, fault: str
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    fault: str,
 ) -> None:
+    if fault == "timeout":
+        expect_hung_posts(monkeypatch)
     # Given bob's connection fails 4 times in a row (one more than an invocation retries)
     reply, _ = WIRE_FAULTS[fault]
     management_api.script("b-pc", *[reply] * 4)
@@ -423,8 +527,13 @@ def test_a_wire_fault_outlasting_the_invocation_is_requeued_and_delivered_once_l
 @pytest.mark.usefixtures("users")
 @pytest.mark.parametrize("fault", WIRE_FAULTS, ids=WIRE_FAULTS.keys())
 def test_a_wire_fault_that_never_ends_is_dead_lettered_with_its_reason(
-    management_api: FakeManagementApi, lambda_context: FakeLambdaContext, fault: str
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    fault: str,
 ) -> None:
+    if fault == "timeout":
+        expect_hung_posts(monkeypatch)
     # Given bob's connection fails every post
     reply, reason = WIRE_FAULTS[fault]
     management_api.script("b-pc", *[reply] * 20)
@@ -446,9 +555,12 @@ def test_a_wire_fault_that_never_ends_is_dead_lettered_with_its_reason(
 
 @pytest.mark.usefixtures("users")
 def test_a_post_that_landed_but_was_answered_too_late_is_sent_again_with_the_same_id(
-    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given bob's first post reaches the client but its 200 comes after the read timeout
+    expect_hung_posts(monkeypatch)
     management_api.script("b-pc", Reply.late(STALL))
     # When a message to bob is handled
     record = sqs_record({"userId": "bob", "id": "m-late", "payload": PAYLOAD})
@@ -470,11 +582,10 @@ def slow_fan_out(
 ) -> list[str]:
     """300 connections of one user, a gateway answering in 100 ms, 8 posts in flight.
 
-    Posts here are slow, never hung: the client waits as long as in Lambda (not the short
-    READ_TIMEOUT), so a loaded machine cannot turn a slow answer into a retried duplicate.
+    Posts here are slow, never hung: the client waits as long as in Lambda, so a loaded
+    machine cannot turn a slow answer into a retried duplicate.
     """
     settings_env.setenv("WSPUSH_DELIVERY_CONCURRENCY", "8")
-    settings_env.setattr(gateway, "READ_TIMEOUT_SECONDS", 5)
     sending.gateway_for.cache_clear()
     ids = add_user("crowd", 300)
     management_api.slow(0.1)
@@ -509,7 +620,41 @@ def test_a_sender_running_out_of_time_mid_fan_out_hands_the_rest_back_untried(
     assert drain(DLQ_URL) == []
 
 
-def test_messages_not_started_before_the_deadline_go_back_to_sqs_untouched(
+def test_cleaning_up_a_big_fan_out_never_runs_past_the_function_s_time_limit(
+    aws: None,
+    management_api: FakeManagementApi,
+    monkeypatch: pytest.MonkeyPatch,
+    log_output: io.StringIO,
+    request: pytest.FixtureRequest,
+) -> None:
+    # Given 400 connections that are all gone, a table that takes 4 s per batch of 25
+    # deletes (16 batches, 8 at a time), and an invocation 1.5 s past its margin
+    ids = add_user("ghosts", 400)
+    management_api.gone(*ids)
+    delete_many = connections.delete_many
+    test_over = threading.Event()
+
+    def slow(connection_ids: list[str]) -> None:
+        if not test_over.wait(4.0):  # (deletes left running end quietly with the test)
+            delete_many(connection_ids)
+
+    monkeypatch.setattr(connections, "delete_many", slow)
+    request.addfinalizer(test_over.set)
+    context = CountdownContext(remaining_ms=get_settings().deadline_margin_ms + 1_500)
+    record = sqs_record({"userId": "ghosts", "id": "m-ghosts", "payload": PAYLOAD})
+    # When the sender handles a message to all of them
+    assert run(sqs_event(record), context) == []
+    # Then it returned before Lambda would have stopped it, leaving what it had no time to
+    # delete to the rows' TTL
+    assert context.get_remaining_time_in_millis() > 0
+    assert '"message":"gone connections left to their TTL"' in log_output.getvalue()
+    # And the message is settled: nothing re-queued or dead-lettered, every post made once
+    assert drain(QUEUE_URL) == []
+    assert drain(DLQ_URL) == []
+    assert dict(management_api.calls) == dict.fromkeys(ids, 1)
+
+
+def test_messages_not_started_before_the_deadline_come_back_as_copies_and_arrive_once(
     slow_fan_out: list[str], management_api: FakeManagementApi
 ) -> None:
     ids = slow_fan_out
@@ -520,20 +665,39 @@ def test_messages_not_started_before_the_deadline_go_back_to_sqs_untouched(
     ]
     # When the sender handles the batch with a clock that runs down as Lambda's does
     failed = run(sqs_event(*records), CountdownContext(remaining_ms=budget_ms))
-    # Then the first message was cut short, and the two not started are reported failed
-    assert failed == [records[1]["messageId"], records[2]["messageId"]]
+    # Then the first message was cut short, and the two not started were put back as copies:
+    # every record is acknowledged, none counts toward the dead-letter queue untried
+    assert failed == []
     assert {post.message_id for post in management_api.posts} == {"m-0"}
-    # When Lambda's event source mapping runs the queue (the two records, and m-0's
-    # re-queue) until it is empty, with time to spare
+    # When Lambda's event source mapping runs the queue (the two copies, and m-0's re-queue)
+    # until it is empty, with time to spare
     management_api.slow(0)
-    boto3.client("sqs", region_name=REGION).send_message_batch(
-        QueueUrl=QUEUE_URL,
-        Entries=[{"Id": str(n), "MessageBody": records[n]["body"]} for n in (1, 2)],
-    )
     redeliver_at_once(QUEUE_URL)
     source = SenderEventSource(QUEUE_URL)
     source.run_until_empty()
     # Then each of the three messages reached each connection exactly once
     for n in range(3):
         assert frame_counts(management_api, f"m-{n}", ids) == dict.fromkeys(ids, 1)
+    assert drain(DLQ_URL) == []
+
+
+def test_under_congestion_a_message_never_reaches_the_dlq_untried(
+    aws: None, management_api: FakeManagementApi
+) -> None:
+    # Given the queue's redrive policy (5 receives), and invocations that always run out of
+    # time before they can start anything, for more receives than that
+    redeliver_at_once(QUEUE_URL)
+    add_user("busy", 3)
+    body = json.dumps({"userId": "busy", "id": "m-congested", "payload": PAYLOAD})
+    boto3.client("sqs", region_name=REGION).send_message(QueueUrl=QUEUE_URL, MessageBody=body)
+    margin = get_settings().deadline_margin_ms
+    source = SenderEventSource(QUEUE_URL, budget=lambda n: margin - 1 if n < 8 else 30_000)
+    # When the event source runs the queue until it is empty
+    source.run_until_empty()
+    # Then the message was put back 8 times, then delivered once to each connection
+    assert [i.failed for i in source.invocations] == [0] * 9
+    assert frame_counts(management_api, "m-congested", [f"busy-{i:03d}" for i in range(3)]) == {
+        f"busy-{i:03d}": 1 for i in range(3)
+    }
+    # And nothing reached the dead-letter queue
     assert drain(DLQ_URL) == []

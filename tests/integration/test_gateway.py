@@ -41,6 +41,7 @@ class RawServer:
     stray: tuple[float, bytes, bool] | None = None
     requests: list[bytes] = field(default_factory=list)
     connections: int = 0
+    closed: int = 0  # connections the client closed
     in_flight: int = 0
     max_in_flight: int = 0
     port: int = 0
@@ -75,7 +76,7 @@ class RawServer:
                     if close:
                         break
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
-            pass  # the client closed its connection
+            self.closed += 1  # the client closed its connection
         finally:
             writer.close()
 
@@ -273,6 +274,23 @@ def test_an_answer_nobody_asked_for_on_an_idle_connection_is_not_taken_for_the_n
     assert (second.outcome, second.status) == (PostOutcome.DELIVERED, 200)
     assert server.connections == 2
     assert len(server.requests) == 2
+
+
+def test_the_late_answer_of_an_abandoned_post_is_never_read_as_the_next_one(
+    server: RawServer, closed_gateways: list[Gateway], trusted: Network
+) -> None:
+    # Given a post its caller gives up on before the answer comes (the invocation's cut)
+    server.latency = 0.3
+    gateway = gateway_for(server, closed_gateways, trusted)
+    with pytest.raises(TimeoutError):
+        gateway.run(asyncio.wait_for(gateway.post("c-1", b"{}"), 0.05))
+    # When the next post is made after the late answer has arrived
+    gateway.run(asyncio.sleep(0.4))
+    server.latency = 0.0
+    second = gateway.run(gateway.post("c-2", b"{}"))
+    # Then it went out on a new connection: the abandoned one was closed, never pooled
+    assert second.outcome is PostOutcome.DELIVERED
+    assert (server.connections, server.closed) == (2, 1)
 
 
 def test_a_refused_connection_is_a_retryable_error(closed_gateways: list[Gateway]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from typing import Any
@@ -9,7 +10,8 @@ from typing import Any
 import boto3
 import pytest
 
-from local.poller import QueuePoller
+from local.lambda_runtime import error_object
+from local.poller import QueuePoller, lambda_invoker
 from tests.conftest import DLQ_URL, QUEUE_URL, REGION
 
 pytestmark = pytest.mark.usefixtures("aws")
@@ -97,5 +99,31 @@ def test_a_failed_invocation_leaves_the_whole_batch_for_later() -> None:
     # When the invocation fails, the failure is noted and nothing is deleted
     assert poller.poll_once() == 1
     assert poller.errors == ["sender invocation failed: handler crashed"]
+    time.sleep(1.05)
+    assert visible(QUEUE_URL) == 1
+
+
+class LocalLambda:
+    """serverless-offline's Lambda API as boto3 sees it: a handler's error comes back as an
+    ordinary payload, without Lambda's ``FunctionError``."""
+
+    def __init__(self, payload: dict[str, Any]) -> None:
+        self.payload = payload
+
+    def invoke(self, **request: Any) -> dict[str, Any]:
+        return {"StatusCode": 200, "Payload": io.BytesIO(json.dumps(self.payload).encode())}
+
+
+def test_a_handler_error_answered_by_the_local_runtime_leaves_the_whole_batch_for_later() -> None:
+    # Given a queued message and a sender whose handler raised under the local runtime
+    sqs = boto3.client("sqs", region_name=REGION)
+    sqs.set_queue_attributes(QueueUrl=QUEUE_URL, Attributes={"VisibilityTimeout": "1"})
+    sqs.send_message(QueueUrl=QUEUE_URL, MessageBody="{}")
+    crashed = error_object("KeyError", "'Records'", "req-1", ['  File "h.py", line 1, in h\n'])
+    invoke = lambda_invoker(LocalLambda(crashed), "wspush-test-sender")
+    poller = QueuePoller(sqs, QUEUE_URL, invoke, wait_seconds=0)
+    # When the batch is handled, the failure is noted and nothing is deleted
+    assert poller.poll_once() == 1
+    assert poller.errors == ["sender invocation failed: KeyError: 'Records'"]
     time.sleep(1.05)
     assert visible(QUEUE_URL) == 1

@@ -352,3 +352,29 @@ def test_a_send_that_partly_failed_can_be_retried_with_the_same_id(
     # Then the retry was really sent (a retryable failure is not remembered as done)
     assert again["delivered"] == 1
     assert len(frames(management_api, "b-pc")) == 1
+
+
+def test_an_explicit_id_still_connecting_is_retried_and_kept(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given a connection stored a moment ago whose $connect has not returned for one more post
+    add_connection("g-pc", "gina", opened_ago_ms=0)
+    management_api.connecting("g-pc", posts=1)
+    # When a service sends to its connection id directly (no row is read for that)
+    result = invoke({"connectionId": "g-pc", "id": "m-g", "payload": PAYLOAD}, lambda_context)
+    # Then it was delivered on the retry and the row kept
+    assert (result["delivered"], result["gone"]) == (1, 0)
+    assert stored_ids() == {"g-pc"}
+
+
+def test_an_explicit_id_still_connecting_after_the_retries_is_a_retryable_failure(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    add_connection("h-pc", "hana", opened_ago_ms=0)
+    management_api.connecting("h-pc", posts=3)
+    result = invoke({"connectionId": "h-pc", "id": "m-h", "payload": PAYLOAD}, lambda_context)
+    assert (result["delivered"], result["gone"], result["failed"]) == (0, 0, 1)
+    assert result["errors"] == [
+        {"connectionId": "h-pc", "reason": "410 GoneException (still connecting)"}
+    ]
+    assert stored_ids() == {"h-pc"}

@@ -20,6 +20,7 @@ from tests.support import (
     frames,
     sqs_event,
     sqs_record,
+    stored_ids,
 )
 from wspush import queues
 from wspush.settings import get_settings
@@ -261,21 +262,47 @@ def test_when_the_processed_table_is_down_the_record_is_retried_not_lost(
 
 
 @pytest.mark.usefixtures("users")
-def test_records_left_when_the_deadline_is_near_are_reported_failed_untouched(
+def test_records_not_started_before_the_deadline_are_put_back_as_fresh_copies(
     management_api: FakeManagementApi, lambda_context: FakeLambdaContext
 ) -> None:
-    # Given an invocation with less time left than the safety margin
+    # Given an invocation with less time left than the safety margin, and two records: one
+    # without an id, one a re-queued share with wspush's attributes
     lambda_context.remaining_ms = get_settings().deadline_margin_ms - 1
-    records = [sqs_record({"userId": "alice", "payload": PAYLOAD}) for _ in range(2)]
-    # When the sender runs, every record goes back to SQS and nothing was posted
-    assert run(sqs_event(*records), lambda_context) == [r["messageId"] for r in records]
+    plain = sqs_record({"userId": "alice", "payload": PAYLOAD})
+    requeued = sqs_record(
+        {"connectionIds": ["a-pc"], "id": "m-2", "payload": PAYLOAD},
+        {"wspush-attempt": "1", "wspush-round": "2", "wspush-ts": "1795867200000"},
+    )
+    # When the sender runs
+    failed = run(sqs_event(plain, requeued), lambda_context)
+    # Then nothing was posted, and both were acknowledged: SQS never counts a receive toward
+    # the dead-letter queue for a message nobody tried
+    assert failed == []
     assert not management_api.calls
+    # And each is back on the queue as a copy: the first keeps its SQS message id as its id,
+    # the second its attributes
+    copies = {json.loads(r["body"]).get("id"): r for r in drain(QUEUE_URL)}
+    assert set(copies) == {plain["messageId"], "m-2"}
+    assert json.loads(copies[plain["messageId"]]["body"]) == {
+        "id": plain["messageId"],
+        **json.loads(plain["body"]),
+    }
+    assert attributes_of(copies["m-2"]) == attributes_of(requeued)
+    # When the copies are handled with time to spare
+    lambda_context.remaining_ms = 30_000
+    assert run(sqs_event(*copies.values()), lambda_context) == []
+    # Then each message reached its recipients once, under its first id
+    assert [f["id"] for f in frames(management_api, "a-mobile")] == [plain["messageId"]]
+    assert sorted(f["id"] for f in frames(management_api, "a-pc")) == sorted(
+        [plain["messageId"], "m-2"]
+    )
 
 
 @pytest.fixture
 def one_post_at_a_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("WSPUSH_DELIVERY_CONCURRENCY", "1")
-    monkeypatch.setenv("WSPUSH_DEADLINE_MARGIN_MS", "0")
+    monkeypatch.setenv("WSPUSH_DEADLINE_MARGIN_MS", "200")
+    monkeypatch.setenv("WSPUSH_SETTLE_RESERVE_MS", "0")
     get_settings.cache_clear()
     yield
     monkeypatch.undo()
@@ -286,12 +313,12 @@ def one_post_at_a_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def test_recipients_not_reached_before_the_deadline_are_requeued_untried(
     management_api: FakeManagementApi, lambda_context: FakeLambdaContext, aws: None
 ) -> None:
-    # Given 8 connections, a gateway answering in 100 ms, and 350 ms left in the invocation
+    # Given 8 connections, a gateway answering in 100 ms, and 350 ms left before the margin
     ids = [f"slow-{index}" for index in range(8)]
     for connection_id in ids:
         add_connection(connection_id, "sam")
     management_api.slow(0.1)
-    lambda_context.remaining_ms = 350
+    lambda_context.remaining_ms = 550
     # When a message to sam is processed
     assert (
         run(
@@ -312,3 +339,55 @@ def test_recipients_not_reached_before_the_deadline_are_requeued_untried(
     assert run(sqs_event(requeued), lambda_context) == []
     # Then every connection got the message exactly once
     assert {cid: len(management_api.received[cid]) for cid in ids} == dict.fromkeys(ids, 1)
+
+
+def test_a_connection_whose_connect_has_not_returned_gets_the_message_once_it_has(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext, aws: None
+) -> None:
+    # Given dana on pc for a while, and on mobile this very moment: the row is stored, but
+    # API Gateway answers 410 until $connect returns (here: for her next two posts)
+    add_connection("d-pc", "dana")
+    add_connection("d-mobile", "dana", "mobile", opened_ago_ms=0)
+    management_api.connecting("d-mobile", posts=2)
+    # When a message to dana is processed
+    record = sqs_record({"userId": "dana", "id": "m-new", "payload": PAYLOAD})
+    assert run(sqs_event(record), lambda_context) == []
+    # Then both connections got it once, the 410s were retried, and the new row is kept
+    assert management_api.frames_of("d-pc", "m-new") == 1
+    assert management_api.frames_of("d-mobile", "m-new") == 1
+    assert management_api.calls["d-mobile"] == 3
+    assert stored_ids() == {"d-pc", "d-mobile"}
+    assert drain(QUEUE_URL) == []
+
+
+def test_a_connection_still_connecting_after_the_retries_is_requeued_not_deleted(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext, aws: None
+) -> None:
+    # Given a connection that opened just now and answers 410 for longer than one invocation
+    # retries (3 posts)
+    add_connection("e-mobile", "erin", "mobile", opened_ago_ms=0)
+    management_api.connecting("e-mobile", posts=4)
+    # When a message to erin is processed
+    record = sqs_record({"userId": "erin", "id": "m-soon", "payload": PAYLOAD})
+    assert run(sqs_event(record), lambda_context) == []
+    # Then its row is kept and the message re-queued for it, saying why
+    assert stored_ids() == {"e-mobile"}
+    [requeued] = drain(QUEUE_URL)
+    assert json.loads(requeued["body"])["connectionIds"] == ["e-mobile"]
+    # When the re-queued message runs, the connection is open: it gets the message once
+    assert run(sqs_event(requeued), lambda_context) == []
+    assert management_api.frames_of("e-mobile", "m-soon") == 1
+    assert drain(DLQ_URL) == []
+
+
+def test_a_410_for_a_connection_past_the_grace_deletes_it_at_once(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext, aws: None
+) -> None:
+    # Given a connection that opened a minute ago and is gone
+    add_connection("f-pc", "fred")
+    management_api.gone("f-pc")
+    # When a message to fred is processed
+    assert run(sqs_event(sqs_record({"userId": "fred", "payload": PAYLOAD})), lambda_context) == []
+    # Then it was posted once and its row deleted
+    assert management_api.calls["f-pc"] == 1
+    assert stored_ids() == set()

@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 import pytest
 
 from wspush import connections, delivery
-from wspush.clock import Deadline
+from wspush.clock import Deadline, now_ms
 from wspush.connections import ConnectionRecord
-from wspush.delivery import RetryPolicy, backoff_seconds
+from wspush.delivery import Audience, RetryPolicy, backoff_seconds
 from wspush.gateway import PostOutcome, PostResult
 from wspush.messages import Target, parse_message
 from wspush.settings import Settings
@@ -37,12 +37,17 @@ ROWS = [
     ConnectionRecord("c2", "alice", "mobile", NOW, NOW),
     ConnectionRecord("c3", "bob", "pc", NOW, NOW),
 ]
+# How long ago a connection looked up by id opened (default: an hour), and the lookups made.
+OPENED_AGO_MS: dict[str, int] = {}
+LOOKUPS: list[str] = []
 
 
 @pytest.fixture
 def table(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The data-access functions answered from ROWS; returns the deleted ids."""
     deleted: list[str] = []
+    OPENED_AGO_MS.clear()
+    LOOKUPS.clear()
 
     def for_user(
         user_id: str, *, now_ms: int, page_size: int | None = None
@@ -62,14 +67,19 @@ def table(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         wanted = set(ids)
         return (r for r in reversed(ROWS) if r.connection_id in wanted)
 
-    def delete(connection_id: str) -> bool:
-        deleted.append(connection_id)
-        return True
+    def delete_many(connection_ids: list[str]) -> None:
+        deleted.extend(connection_ids)
+
+    def connected_at(connection_id: str) -> int | None:
+        LOOKUPS.append(connection_id)
+        ago = OPENED_AGO_MS.get(connection_id, 3_600_000)
+        return None if connection_id == "unstored" else now_ms() - ago
 
     monkeypatch.setattr(connections, "for_user", for_user)
     monkeypatch.setattr(connections, "all_connections", all_connections)
     monkeypatch.setattr(connections, "get_many", get_many)
-    monkeypatch.setattr(connections, "delete", delete)
+    monkeypatch.setattr(connections, "delete_many", delete_many)
+    monkeypatch.setattr(connections, "connected_at", connected_at)
     return deleted
 
 
@@ -105,7 +115,7 @@ class ScriptedGateway:
 
 
 def resolve(target: Target) -> list[str]:
-    return delivery.resolve_targets(target, now_ms=NOW)
+    return delivery.resolve_targets(target, now_ms=NOW).ids
 
 
 def test_user_target_resolves_every_connection_of_that_user(table: list[str]) -> None:
@@ -134,14 +144,15 @@ def test_a_user_listed_twice_is_resolved_once(table: list[str]) -> None:
 
 def deliver(
     gateway: ScriptedGateway,
-    recipients: list[str],
+    recipients: list[str] | delivery.Audience,
     settings: Settings = SETTINGS,
     deadline: Deadline | None = None,
 ) -> delivery.DeliveryReport:
     message = parse_message({"broadcast": True, "payload": {"type": "t", "data": 1}}, now_ms=NOW)
+    audience = recipients if isinstance(recipients, delivery.Audience) else Audience(recipients)
     return delivery.deliver(
         message,
-        recipients,
+        audience,
         gateway=gateway,
         settings=settings,  # type: ignore[arg-type]
         deadline=deadline,
@@ -160,8 +171,9 @@ def test_each_recipient_ends_in_exactly_one_outcome(table: list[str]) -> None:
         denied=[PostOutcome.FORBIDDEN],
         broken=[PostOutcome.ERROR] * 5,
     )
-    # When the message is delivered
+    # When the message is delivered, and what is gone forgotten
     report = deliver(gateway, ["ok", "gone", "busy", "big", "denied", "broken"])
+    assert delivery.forget_gone(report.gone) == 1
     # Then throttling was retried until delivered, gone rows deleted, the rest failed
     assert sorted(report.delivered) == ["busy", "ok"]
     assert report.gone == ["gone"]
@@ -249,3 +261,105 @@ def test_a_report_stays_small_whatever_the_number_of_failures() -> None:
         4_900,
     )
     assert report.as_dict(max_errors=0)["errors"] == []
+
+
+# --- a 410 while $connect has not returned ------------------------------------------------
+
+
+def opened(**ago_ms: int) -> Audience:
+    """An audience read from the table: each connection opened that many ms ago."""
+    return Audience(list(ago_ms), {cid: now_ms() - ago for cid, ago in ago_ms.items()})
+
+
+def test_a_410_for_a_connection_still_connecting_is_retried_and_its_row_kept(
+    table: list[str],
+) -> None:
+    # Given a connection that opened 200 ms ago and whose $connect has not returned for two posts
+    gateway = ScriptedGateway(new=[PostOutcome.GONE, PostOutcome.GONE])
+    # When the message is delivered to it
+    report = deliver(gateway, opened(new=200))
+    delivery.forget_gone(report.gone)
+    # Then the third post delivered it, and its row was never taken for gone
+    assert report.delivered == ["new"]
+    assert (report.gone, report.connecting, table) == ([], 2, [])
+
+
+def test_a_410_that_outlasts_the_retries_of_a_young_connection_is_retryable_not_gone(
+    table: list[str],
+) -> None:
+    gateway = ScriptedGateway(new=[PostOutcome.GONE] * 3)
+    report = deliver(gateway, opened(new=200))
+    failures = [(f.connection_id, f.reason, f.retryable, f.attempted) for f in report.failed]
+    assert failures == [("new", "410 (still connecting)", True, True)]
+    assert (report.gone, gateway.posts["new"]) == ([], 3)
+
+
+def test_a_410_for_a_connection_older_than_the_grace_is_gone_at_once(table: list[str]) -> None:
+    gateway = ScriptedGateway(old=[PostOutcome.GONE] * 3)
+    report = deliver(gateway, opened(old=SETTINGS.connect_grace_ms + 1))
+    assert (report.gone, gateway.posts["old"], LOOKUPS) == (["old"], 1, [])
+
+
+def test_the_age_of_an_explicit_id_is_looked_up_once_and_only_on_a_410(table: list[str]) -> None:
+    # Given explicit ids (no row read): one just opened, one long open, one never stored
+    OPENED_AGO_MS["fresh"] = 100
+    gateway = ScriptedGateway(
+        fresh=[PostOutcome.GONE, PostOutcome.GONE],
+        stale=[PostOutcome.GONE],
+        unstored=[PostOutcome.GONE],
+    )
+    # When the message is delivered to them and to a healthy one
+    report = deliver(gateway, ["ok", "fresh", "stale", "unstored"])
+    # Then each 410's connection was looked up once, and only the young one was retried
+    assert sorted(LOOKUPS) == ["fresh", "stale", "unstored"]
+    assert sorted(report.delivered) == ["fresh", "ok"]
+    assert sorted(report.gone) == ["stale", "unstored"]
+
+
+def test_without_a_grace_every_410_is_gone(table: list[str]) -> None:
+    gateway = ScriptedGateway(new=[PostOutcome.GONE])
+    report = deliver(gateway, opened(new=0), replace(SETTINGS, connect_grace_ms=0))
+    assert (report.gone, LOOKUPS) == (["new"], [])
+
+
+# --- the deadline's cut and the clean-up after the last post ---------------------------------
+
+
+def test_a_post_still_in_flight_at_the_cut_is_abandoned_as_a_retryable_failure(
+    table: list[str],
+) -> None:
+    # Given a gateway whose answer to "stuck" never comes, and a cut 50 ms away
+    class StuckGateway(ScriptedGateway):
+        async def post(self, connection_id: str, data: bytes) -> PostResult:
+            if connection_id == "stuck":
+                await asyncio.sleep(60)
+            return await super().post(connection_id, data)
+
+    deadline = Deadline.of(Remaining(60_000), margin_ms=10_000, reserve_ms=59_950)
+    # When the message is delivered
+    report = deliver(StuckGateway(), ["ok", "stuck"], deadline=deadline)
+    # Then the healthy post landed and the stuck one was given up, retryable, as attempted
+    assert report.delivered == ["ok"]
+    failures = [(f.connection_id, f.reason, f.retryable, f.attempted) for f in report.failed]
+    assert failures == [("stuck", delivery.ABANDONED, True, True)]
+
+
+class Remaining:
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.ms
+
+
+def test_gone_rows_are_forgotten_only_while_the_invocation_has_time(table: list[str]) -> None:
+    # Given 100 gone connections and an invocation already within its last half second
+    clock = Clock()
+    gone = [f"g-{i}" for i in range(100)]
+    deadline = Deadline(-1.0, clock, cut=-1.0, end=delivery.FORGET_RESERVE_SECONDS)
+    # When the clean-up runs, nothing is deleted (the rows expire through their TTL)
+    assert delivery.forget_gone(gone, deadline=deadline) == 0
+    assert table == []
+    # And with time to spare, every row is deleted, 25 to a batch
+    assert delivery.forget_gone(gone, deadline=Deadline(-1.0, clock, end=10.0)) == 100
+    assert sorted(table) == sorted(gone)

@@ -30,9 +30,16 @@ def test_status_decides_first_then_error_code(
     assert classify(status, code) is outcome
 
 
-def test_only_throttling_and_transient_errors_are_retryable() -> None:
+def test_only_throttling_transient_errors_and_still_connecting_are_retryable() -> None:
     retryable = {o for o in PostOutcome if PostResult(o).retryable}
-    assert retryable == {PostOutcome.THROTTLED, PostOutcome.ERROR}
+    assert retryable == {PostOutcome.THROTTLED, PostOutcome.ERROR, PostOutcome.CONNECTING}
+
+
+def test_a_410_before_connect_returned_says_so_in_its_reason() -> None:
+    assert (
+        PostResult(PostOutcome.CONNECTING, 410, "GoneException").reason
+        == "410 GoneException (still connecting)"
+    )
 
 
 def test_reason_is_status_and_code_without_repeating_a_bare_status() -> None:

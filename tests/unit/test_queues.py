@@ -15,8 +15,8 @@ from wspush.errors import QueueUnavailable
 REGION = "us-east-1"
 QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/wspush-test-messages"
 TS = 1_795_867_200_000
-SHARES: list[tuple[dict[str, Any], tuple[int, int] | None]] = [
-    ({"broadcast": True, "id": "m-1", "payload": {"type": "t", "data": {}}}, (s, 3))
+SHARES = [
+    queues.Share({"broadcast": True, "id": "m-1", "payload": {"type": "t", "data": {}}}, (s, 3))
     for s in range(3)
 ]
 
@@ -35,7 +35,7 @@ def entry(position: int, segment: int) -> dict[str, Any]:
     attributes["wspush-segment"] = f"{segment}/3"
     return {
         "Id": str(position),
-        "MessageBody": queues.sqs_body(SHARES[segment][0]),
+        "MessageBody": queues.sqs_body(SHARES[segment].envelope),
         "DelaySeconds": 0,
         "MessageAttributes": {
             name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()
@@ -81,7 +81,7 @@ def test_a_share_sqs_refuses_as_malformed_is_not_sent_again(sqs: Stubber) -> Non
     with pytest.raises(QueueUnavailable) as caught:
         queue_shares()
 
-    assert "1 of 3 shares were not queued (InvalidParameterValue)" in str(caught.value)
+    assert "1 of 3 messages were not queued (InvalidParameterValue)" in str(caught.value)
 
 
 def test_a_share_still_failing_after_the_last_attempt_fails_the_split(sqs: Stubber) -> None:
@@ -92,7 +92,7 @@ def test_a_share_still_failing_after_the_last_attempt_fails_the_split(sqs: Stubb
     with pytest.raises(QueueUnavailable) as caught:
         queue_shares()
 
-    assert "1 of 3 shares were not queued (InternalError)" in str(caught.value)
+    assert "1 of 3 messages were not queued (InternalError)" in str(caught.value)
 
 
 def test_a_refused_call_fails_the_split(sqs: Stubber) -> None:

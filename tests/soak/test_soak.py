@@ -87,15 +87,11 @@ def report(soak: Soak, evidence: Evidence, books: Books, elapsed: float) -> str:
         for route in (QUEUE, LAMBDA)
         if routes[(kind, route)]
     ]
-    messages.append(("total", len(evidence.sent)))
+    messages.append(("total valid", len(evidence.sent)))
     codes = Counter(code for _, code in evidence.dead_letters)
+    messages.append(("invalid, by the queue", len(evidence.invalid)))
     messages.append(
-        (
-            "invalid, by the queue ("
-            + ", ".join(f"{code} {n}" for code, n in sorted(codes.items()))
-            + ")",
-            len(evidence.invalid),
-        )
+        ("  dead-lettered as", ", ".join(f"{code} {n}" for code, n in sorted(codes.items())))
     )
     frames = sum(len(life.receipts) for life in lives)
     deliveries: list[tuple[str, object]] = [

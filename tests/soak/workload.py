@@ -44,9 +44,10 @@ from tests.soak.ledger import (
     Target,
 )
 
-# A message's delivery window: the local stack answers in well under a second when it keeps
-# up; 10 s leaves room for a loaded machine (and equals the connect grace), while a queue
-# that falls behind shows as late deliveries instead of hiding in a long bound.
+# A message's delivery window, from just before SendMessage/Invoke. In a 300-client run the
+# slowest frame arrives after about 1.6 s (the last of a broadcast's 300 posts, or a send
+# Lambda starting cold), so 10 s leaves room for a loaded 2-core machine shared with other
+# work, while a queue that falls behind still shows as late deliveries within seconds.
 WINDOW_SECONDS = 10.0
 MESSAGES_PER_SECOND = 5.0
 KINDS = {"connection": 0.3, "user": 0.3, "user+platform": 0.3, "broadcast": 0.1}

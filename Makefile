@@ -15,8 +15,8 @@ STAGE ?= dev
 REGION ?= us-east-1
 AUTH ?= none
 
-.PHONY: dev test install lint typecheck unit integration e2e client-test accounting packaging package \
-	deploy clean bench
+.PHONY: dev test install lint typecheck unit integration e2e client-test accounting soak packaging \
+	package deploy clean bench
 
 dev: $(PY_STAMP) $(NODE_STAMP) $(CLIENT_STAMP)
 	$(BIN)/python -m local.run --auth $(AUTH)
@@ -77,6 +77,12 @@ e2e: install
 # The accounting test at 10x its `make test` size (about 2 minutes).
 accounting: $(PY_STAMP)
 	WSPUSH_ACCOUNTING_SCALE=10 $(BIN)/pytest tests/accounting
+
+# The soak at full size: 300 clients coming and going for 2 minutes on the local stack while
+# services send (about 4 minutes in all). WSPUSH_SOAK_CLIENTS, _SECONDS and _SEED override it.
+soak: $(PY_STAMP) $(NODE_STAMP)
+	WSPUSH_SOAK_CLIENTS=$${WSPUSH_SOAK_CLIENTS:-300} WSPUSH_SOAK_SECONDS=$${WSPUSH_SOAK_SECONDS:-120} \
+		$(BIN)/pytest tests/soak
 
 packaging: install
 	$(BIN)/pytest tests/packaging

@@ -209,21 +209,26 @@ class Counts:
 class _OpeningCheck:
     """Whether a 410 may only mean that a connection's ``$connect`` has not returned yet.
 
-    Ages come from the rows the audience was read from; a connection posted to without a
-    read (explicit ids) is looked up once, on its first 410.
+    A connection read with the audience that opened before the grace is gone at once, with no
+    read. Any other one is read again (consistently): if its row is gone, ``$disconnect``
+    (or another send's clean-up) has already seen it close, and the 410 is final.
     """
 
     def __init__(self, connected_at: dict[str, int], grace_ms: int) -> None:
-        self._opened: dict[str, int | None] = dict(connected_at)
+        self._opened = connected_at
         self._grace_ms = grace_ms
 
     async def __call__(self, connection_id: str) -> bool:
         if self._grace_ms <= 0:
             return False
-        if connection_id not in self._opened:
-            self._opened[connection_id] = await asyncio.to_thread(_connected_at, connection_id)
-        opened = self._opened[connection_id]
-        return opened is not None and now_ms() - opened < self._grace_ms
+        opened = self._opened.get(connection_id)
+        if opened is not None and not self._young(opened):
+            return False
+        stored = await asyncio.to_thread(_connected_at, connection_id)
+        return stored is not None and self._young(stored)
+
+    def _young(self, opened: int) -> bool:
+        return now_ms() - opened < self._grace_ms
 
 
 def _connected_at(connection_id: str) -> int | None:

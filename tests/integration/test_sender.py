@@ -22,7 +22,7 @@ from tests.support import (
     sqs_record,
     stored_ids,
 )
-from wspush import queues
+from wspush import connections, queues
 from wspush.settings import get_settings
 
 
@@ -391,3 +391,23 @@ def test_a_410_for_a_connection_past_the_grace_deletes_it_at_once(
     # Then it was posted once and its row deleted
     assert management_api.calls["f-pc"] == 1
     assert stored_ids() == set()
+
+
+def test_a_young_connection_that_closed_during_the_fan_out_is_gone_not_retried(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext, aws: None
+) -> None:
+    # Given a connection that opened a moment ago and closes while a message is on its way:
+    # $disconnect deletes its row, and API Gateway answers 410
+    add_connection("k-pc", "kim", opened_ago_ms=0)
+
+    def closes(connection_id: str, message_id: str | None, tries: int) -> Reply:
+        connections.delete(connection_id)
+        return Reply.aws(410)
+
+    management_api.plan(closes)
+    # When a message to kim is processed
+    assert run(sqs_event(sqs_record({"userId": "kim", "payload": PAYLOAD})), lambda_context) == []
+    # Then the 410 was final at once: one post, nothing re-queued or dead-lettered
+    assert management_api.calls["k-pc"] == 1
+    assert drain(QUEUE_URL) == []
+    assert drain(DLQ_URL) == []

@@ -39,6 +39,7 @@ ROWS = [
 ]
 # How long ago a connection looked up by id opened (default: an hour), and the lookups made.
 OPENED_AGO_MS: dict[str, int] = {}
+ROW_DELETED: set[str] = set()
 LOOKUPS: list[str] = []
 
 
@@ -47,6 +48,7 @@ def table(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The data-access functions answered from ROWS; returns the deleted ids."""
     deleted: list[str] = []
     OPENED_AGO_MS.clear()
+    ROW_DELETED.clear()
     LOOKUPS.clear()
 
     def for_user(
@@ -72,8 +74,9 @@ def table(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     def connected_at(connection_id: str) -> int | None:
         LOOKUPS.append(connection_id)
-        ago = OPENED_AGO_MS.get(connection_id, 3_600_000)
-        return None if connection_id == "unstored" else now_ms() - ago
+        if connection_id in ROW_DELETED or connection_id == "unstored":
+            return None
+        return now_ms() - OPENED_AGO_MS.get(connection_id, 3_600_000)
 
     monkeypatch.setattr(connections, "for_user", for_user)
     monkeypatch.setattr(connections, "all_connections", all_connections)
@@ -268,6 +271,7 @@ def test_a_report_stays_small_whatever_the_number_of_failures() -> None:
 
 def opened(**ago_ms: int) -> Audience:
     """An audience read from the table: each connection opened that many ms ago."""
+    OPENED_AGO_MS.update(ago_ms)
     return Audience(list(ago_ms), {cid: now_ms() - ago for cid, ago in ago_ms.items()})
 
 
@@ -300,7 +304,9 @@ def test_a_410_for_a_connection_older_than_the_grace_is_gone_at_once(table: list
     assert (report.gone, gateway.posts["old"], LOOKUPS) == (["old"], 1, [])
 
 
-def test_the_age_of_an_explicit_id_is_looked_up_once_and_only_on_a_410(table: list[str]) -> None:
+def test_a_410_s_connection_is_read_again_unless_its_row_said_it_is_old(
+    table: list[str],
+) -> None:
     # Given explicit ids (no row read): one just opened, one long open, one never stored
     OPENED_AGO_MS["fresh"] = 100
     gateway = ScriptedGateway(
@@ -310,10 +316,21 @@ def test_the_age_of_an_explicit_id_is_looked_up_once_and_only_on_a_410(table: li
     )
     # When the message is delivered to them and to a healthy one
     report = deliver(gateway, ["ok", "fresh", "stale", "unstored"])
-    # Then each 410's connection was looked up once, and only the young one was retried
-    assert sorted(LOOKUPS) == ["fresh", "stale", "unstored"]
+    # Then each 410's connection was read (the young one at each 410), only it was retried
+    assert sorted(LOOKUPS) == ["fresh", "fresh", "stale", "unstored"]
     assert sorted(report.delivered) == ["fresh", "ok"]
     assert sorted(report.gone) == ["stale", "unstored"]
+
+
+def test_a_young_connection_whose_row_is_already_gone_is_gone_at_once(table: list[str]) -> None:
+    # Given a connection read with the audience a moment after it opened, that closed since
+    # ($disconnect deleted its row)
+    audience = opened(closed=300)
+    ROW_DELETED.add("closed")
+    gateway = ScriptedGateway(closed=[PostOutcome.GONE] * 3)
+    # When the message is delivered, its 410 is final: no retry, no "still connecting"
+    report = deliver(gateway, audience)
+    assert (report.gone, report.connecting, gateway.posts["closed"]) == (["closed"], 0, 1)
 
 
 def test_without_a_grace_every_410_is_gone(table: list[str]) -> None:

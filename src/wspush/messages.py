@@ -7,7 +7,8 @@ A service sends (as an SQS body or the send Lambda's event)::
 
 with exactly one target (``connectionId`` | ``connectionIds`` | ``userId`` | ``userIds`` |
 ``"broadcast": true``), optional ``platform`` (string or list) and
-``excludeConnectionIds`` filters, and an optional ``id`` kept as the message id.
+``excludeConnectionIds`` filters, and an optional ``id`` kept as the message id (an
+optional field that is null counts as left out).
 Clients receive ``{"type", "data", "id", "ts"}``, at most 128 KB once serialized.
 """
 
@@ -195,14 +196,7 @@ def _target(envelope: Mapping[str, Any]) -> Target:
     name = present[0]
     value = envelope[name]
     platforms = _platforms(envelope.get("platform"))
-    exclude = frozenset(
-        _string_list(
-            envelope.get("excludeConnectionIds", []),
-            "excludeConnectionIds",
-            MAX_CONNECTION_ID_LENGTH,
-            allow_empty=True,
-        )
-    )
+    exclude = _excluded(envelope.get("excludeConnectionIds"))
     base = Target(platforms=platforms, exclude_connection_ids=exclude)
     if name == "broadcast":
         if value is not True:
@@ -225,6 +219,14 @@ def _platforms(value: Any) -> frozenset[str] | None:
         _require_string(value, "platform", MAX_PLATFORM_LENGTH)
         return frozenset((value,))
     return frozenset(_string_list(value, "platform", MAX_PLATFORM_LENGTH))
+
+
+def _excluded(value: Any) -> frozenset[str]:
+    if value is None:  # like a null id or platform: the field left out
+        return frozenset()
+    return frozenset(
+        _string_list(value, "excludeConnectionIds", MAX_CONNECTION_ID_LENGTH, allow_empty=True)
+    )
 
 
 def _payload(value: Any) -> tuple[str, Any]:

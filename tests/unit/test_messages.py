@@ -52,6 +52,24 @@ def test_given_id_is_kept_as_the_message_id() -> None:
     assert json.loads(message.frame)["id"] == "order-7-v3"
 
 
+def test_a_null_optional_field_is_the_same_as_leaving_it_out() -> None:
+    # Given an envelope whose optional fields are null, as many JSON serializers write an
+    # unset field (Go's nil slice, Jackson's and System.Text.Json's defaults)
+    envelope = {
+        "userId": "u",
+        "id": None,
+        "platform": None,
+        "excludeConnectionIds": None,
+        "payload": PAYLOAD,
+    }
+    # When it is validated
+    message = parse_message(envelope, now_ms=NOW, default_id="sqs-id")
+    # Then each null is no value at all: the default id, no platform filter, nobody excluded
+    assert message.id == "sqs-id"
+    assert message.target.platforms is None
+    assert message.target.exclude_connection_ids == frozenset()
+
+
 def test_requeued_message_keeps_its_original_timestamp() -> None:
     message = parse_message({"userId": "u", "payload": PAYLOAD}, now_ms=NOW, ts=NOW - 5_000)
     assert json.loads(message.frame)["ts"] == NOW - 5_000

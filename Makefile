@@ -16,7 +16,7 @@ REGION ?= us-east-1
 AUTH ?= none
 
 .PHONY: dev test install lint typecheck unit integration e2e client-test accounting soak packaging \
-	package deploy clean bench
+	package deploy clean bench schemas
 
 dev: $(PY_STAMP) $(NODE_STAMP) $(CLIENT_STAMP)
 	$(BIN)/python -m local.run --auth $(AUTH)
@@ -92,6 +92,10 @@ packaging: install
 # ARGS="--repeats 25"); figures in bench/results.json. Fails only if a delivery was wrong.
 bench: $(PY_STAMP) $(NODE_STAMP)
 	$(BIN)/python -m bench.run $(ARGS)
+
+# The JSON Schemas in schemas/, written from wspush's own limits (a test fails while they differ).
+schemas: $(PY_STAMP)
+	$(BIN)/python -m schemas.generate
 
 package: install
 	npx sls package --stage $(STAGE) --region $(REGION) $(ARGS)

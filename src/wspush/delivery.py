@@ -21,7 +21,7 @@ from wspush import connections
 from wspush.clock import Deadline, now_ms
 from wspush.errors import StorageUnavailable
 from wspush.gateway import Gateway, PostOutcome, PostResult
-from wspush.messages import Message, Target
+from wspush.messages import MAX_REPORTED_ERRORS, Message, Target
 from wspush.observability import logger, metrics, tracer
 from wspush.settings import Settings
 
@@ -34,7 +34,6 @@ _DELETE_BATCH = 25  # rows per BatchWriteItem call
 # expires through its TTL): it stops this long before the function's time limit, leaving
 # room for the processed-message record.
 FORGET_RESERVE_SECONDS = 0.5
-MAX_REPORTED_ERRORS = 100
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ MAX_CLIENT_FRAME_BYTES = 131_072  # API Gateway's limit for one message to a cli
 MAX_SQS_MESSAGE_BYTES = 1_048_576  # body and message attributes together; a whole batch too
 MAX_SQS_BATCH_ENTRIES = 10  # messages one SendMessageBatch call takes
 MAX_MESSAGES_PER_SEND = 100  # envelopes one invocation of the send Lambda accepts
+MAX_REPORTED_ERRORS = 100  # failed recipients the send Lambda's answer lists
 MAX_ID_LENGTH = 128
 MAX_USER_ID_LENGTH = 128
 MAX_CONNECTION_ID_LENGTH = 128

@@ -26,6 +26,7 @@ from tests.conftest import (
     FakeLambdaContext,
     load_event,
 )
+from tests.contract import assert_valid
 from tests.fakes.dynamodb import (
     INTERNAL_ERROR,
     THROTTLED,
@@ -251,6 +252,7 @@ def test_a_send_whose_record_cannot_be_written_still_answers_what_was_delivered(
         "errors": [],
         "remembered": False,
     }
+    assert_valid("send-answer", answer)
     assert frame_counts(management_api, "m-kept", ["a-pc", "a-mobile"]) == {
         "a-pc": 1,
         "a-mobile": 1,

@@ -12,6 +12,7 @@ import pytest
 
 from handlers import send
 from tests.conftest import REGION, TABLE, FakeLambdaContext
+from tests.contract import assert_valid
 from tests.fakes.management_api import FakeManagementApi, Reply
 from tests.support import PAYLOAD, add_connection, frames, stored_ids
 from wspush.settings import get_settings
@@ -45,6 +46,9 @@ def test_a_user_with_two_connections_gets_the_message_on_both(
     assert receivers(management_api) == {"a-pc", "a-mobile"}
     frame = frames(management_api, "a-pc")[0]
     assert frame == {**PAYLOAD, "id": "m-1", "ts": frame["ts"]}
+    # And the answer and the frame are what the schemas in schemas/ describe
+    assert_valid("send-answer", result)
+    assert_valid("frame", frame)
     assert management_api.received["a-pc"] == management_api.received["a-mobile"]
 
 
@@ -185,6 +189,7 @@ def test_invalid_input_returns_a_structured_error(
     assert set(result) == {"error"}
     assert set(result["error"]) == {"code", "message", "field"}
     assert result["error"]["field"] == field
+    assert_valid("send-answer", result)
     assert not management_api.received
 
 
@@ -202,6 +207,7 @@ def test_a_list_is_answered_per_message_and_a_bad_one_does_not_stop_the_rest(
     )
     assert [r.get("id") for r in results] == ["ok-1", None, "ok-2"]
     assert results[1]["error"]["field"] == "payload.data"
+    assert_valid("send-answer", results)
     assert receivers(management_api) == {"b-pc", "c-web"}
 
 
@@ -219,6 +225,7 @@ def test_unreadable_table_is_reported_and_nothing_is_sent(
     result = invoke({"userId": "alice", "id": "m-9", "payload": PAYLOAD}, lambda_context)
     assert result["id"] == "m-9"
     assert result["error"]["code"] == "storage_unavailable"
+    assert_valid("send-answer", result)
     assert not management_api.calls
 
 
@@ -293,6 +300,7 @@ def test_messages_left_when_the_deadline_passed_are_reported_not_sent(
             "field": None,
         },
     }
+    assert_valid("send-answer", result)
     assert not management_api.calls
 
 
@@ -326,6 +334,7 @@ def test_a_message_being_sent_elsewhere_is_reported_in_progress(
         answer = invoke({"connectionId": "c-1", "id": "m-busy", "payload": PAYLOAD}, lambda_context)
         # Then it is reported as in progress, not sent twice
         assert answer["error"]["code"] == "in_progress"
+        assert_valid("send-answer", answer)
         return {"id": "m-busy"}
 
     idempotency.run_once(

@@ -12,8 +12,17 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from schemas.generate import ENVELOPE_ERRORS
 from tests.property.conftest import ONLINE
-from wspush.messages import MAX_CLIENT_FRAME_BYTES, encode_frame
+from wspush.messages import (
+    MAX_CLIENT_FRAME_BYTES,
+    MAX_CONNECTION_ID_LENGTH,
+    MAX_ID_LENGTH,
+    MAX_PLATFORM_LENGTH,
+    MAX_TARGETS,
+    MAX_USER_ID_LENGTH,
+    encode_frame,
+)
 
 # Characters that break naive code: lone surrogates (only reachable through JSON escapes
 # such as "\ud800"), NUL and other controls, bidi overrides and marks, a BOM, line and
@@ -43,18 +52,8 @@ ODD_CHARACTERS = (
 )
 UNICODE_ODD_CHARACTERS = tuple(c for c in ODD_CHARACTERS if c not in SURROGATES)
 
-# Every error code parse_json and parse_message may raise.
-ERROR_CODES = frozenset(
-    {
-        "invalid_json",
-        "invalid_envelope",
-        "unknown_field",
-        "invalid_target",
-        "invalid_field",
-        "invalid_payload",
-        "payload_too_large",
-    }
-)
+# Every error code parse_json and parse_message may raise: the ones the schemas list.
+ERROR_CODES = frozenset(ENVELOPE_ERRORS)
 MAX_ERROR_TEXT = 1_000  # what an error message or field may weigh, echoes included
 
 USERS = ("alice", "bob", "carol", "nobody")
@@ -331,3 +330,93 @@ def padded_data(
     weight = len(json.dumps(filler, ensure_ascii=False).encode("utf-8")) - 2
     count = room // weight
     return filler * count + "x" * (room - count * weight)
+
+
+# What str.strip() removes (a payload type of nothing else is blank), and characters that
+# look blank but are not to Python: ECMA-262's \s also holds U+FEFF; zero-width spaces and
+# U+180E (whitespace in Unicode before 6.3) are not whitespace to either.
+WHITESPACE = tuple(char for char in map(chr, range(0x3001)) if char.isspace())
+NEAR_WHITESPACE = ("\ufeff", "\u200b", "\u180e", "\u2060", "\x00")
+# Characters of 1, 2, 3 and 4 UTF-8 bytes, and a combining accent: lengths count code points.
+WIDE_CHARACTERS = ("x", "\u00e9", "\u20ac", "\U0001f600", "\u0301")
+
+_STRING_LIMITS = {
+    "id": MAX_ID_LENGTH,
+    "connectionId": MAX_CONNECTION_ID_LENGTH,
+    "userId": MAX_USER_ID_LENGTH,
+    "platform": MAX_PLATFORM_LENGTH,
+}
+_LIST_ITEM_LIMITS = {
+    "connectionIds": MAX_CONNECTION_ID_LENGTH,
+    "userIds": MAX_USER_ID_LENGTH,
+    "excludeConnectionIds": MAX_CONNECTION_ID_LENGTH,
+    "platform": MAX_PLATFORM_LENGTH,
+}
+
+
+def strings_around(limit: int) -> Any:
+    """Strings of 0, 1, limit - 1, limit and limit + 1 characters, wide ones included."""
+    lengths = st.sampled_from((0, 1, limit - 1, limit, limit + 1))
+    return st.tuples(st.sampled_from(WIDE_CHARACTERS), lengths).map(lambda cl: cl[0] * cl[1])
+
+
+def lists_around(item_limit: int) -> Any:
+    """Lists near their limits: 0, 1 or MAX_TARGETS (+ 1) entries, or one entry near its
+    length limit among good ones."""
+    sizes = st.sampled_from((0, 1, 2, MAX_TARGETS, MAX_TARGETS + 1))
+    return st.one_of(
+        sizes.map(lambda size: [f"c-{index % 7}" for index in range(size)]),
+        st.tuples(strings_around(item_limit), st.integers(0, 2)).map(
+            lambda entry: [*["ok", "ok"][: entry[1]], entry[0]]
+        ),
+    )
+
+
+def blank_looking_types() -> Any:
+    """Payload types of whitespace only, or whitespace around one other character."""
+    blanks = st.text(st.sampled_from(WHITESPACE), min_size=1, max_size=3)
+    return st.one_of(
+        blanks,
+        st.tuples(blanks, st.sampled_from((*NEAR_WHITESPACE, "t")), blanks).map("".join),
+    )
+
+
+@st.composite
+def boundary_envelopes(draw: Any) -> dict[str, Any]:
+    """A valid envelope with one field near or past a limit, of a wrong type, or null."""
+    envelope: dict[str, Any] = draw(valid_envelopes())
+    field = draw(
+        st.sampled_from(
+            (*_STRING_LIMITS, *_LIST_ITEM_LIMITS, "broadcast", "payload.type", "payload")
+        )
+    )
+    if field in _TARGET_FIELDS:  # the field becomes the target
+        for target in _TARGET_FIELDS:
+            envelope.pop(target, None)
+    wrong_types = json_values(max_leaves=3)
+    if field == "payload.type":
+        envelope["payload"]["type"] = draw(st.one_of(blank_looking_types(), wrong_types))
+    elif field == "payload":
+        envelope["payload"] = draw(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "type": st.just("t"),
+                    "data": json_values(max_leaves=2),
+                    "Type": st.just("t"),
+                    "extra": st.none(),
+                },
+            )
+        )
+    elif field == "broadcast":
+        envelope[field] = draw(
+            st.sampled_from((True, False, 1, 1.0, 0, "true", None, [True])) | wrong_types
+        )
+    else:
+        values = [wrong_types]
+        if field in _STRING_LIMITS:
+            values.append(strings_around(_STRING_LIMITS[field]))
+        if field in _LIST_ITEM_LIMITS:
+            values.append(lists_around(_LIST_ITEM_LIMITS[field]))
+        envelope[field] = draw(st.one_of(values))
+    return envelope

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from handlers import default, ping
 from tests.conftest import FakeLambdaContext, load_event
+from tests.contract import assert_valid
 from tests.property.strategies import deep_json, json_values, odd_text
 
 MISSING = object()  # the event has no "body" at all
@@ -77,9 +78,7 @@ def test_default_answers_any_frame_with_an_error_frame(body: Any) -> None:
     response = default.handler(event, FakeLambdaContext())
     # Then the client gets one error frame with a code and a short, printable message
     reply = reply_of(response)
-    assert reply["type"] == "error"
-    assert set(reply["data"]) == {"code", "message"}
-    assert reply["data"]["code"] in ("bad_frame", "unknown_action")
+    assert_valid("error-frame", reply)
     assert 0 < len(reply["data"]["message"]) <= 200
     assert reply["data"]["message"].isprintable()
 
@@ -125,3 +124,4 @@ def test_ping_answers_pong_whatever_the_frame_holds(
     # Then the client gets its pong, naming its connection
     reply = reply_of(response)
     assert (reply["type"], reply["data"]) == ("pong", {"connectionId": connection_id})
+    assert_valid("pong-frame", reply)

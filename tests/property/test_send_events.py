@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from handlers import send
 from tests.conftest import FakeLambdaContext
+from tests.contract import assert_valid
 from tests.fakes.management_api import FakeManagementApi
 from tests.property.strategies import (
     assert_safe_error,
@@ -96,8 +97,9 @@ def test_any_event_gets_an_answer_never_a_stack_trace(
             assert_answers_one_message(item)
     else:
         assert_answers_one_message(answer)
-    # And the answer is JSON the Lambda runtime can return as UTF-8
+    # And the answer is JSON the Lambda runtime can return as UTF-8, as its schema describes
     json.dumps(answer, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    assert_valid("send-answer", answer)
 
 
 @settings(max_examples=30, deadline=None)

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from tests.contract import assert_valid
 from wspush import connections, delivery
 from wspush.clock import Deadline, now_ms
 from wspush.connections import ConnectionRecord
@@ -263,6 +264,7 @@ def test_a_report_stays_small_whatever_the_number_of_failures() -> None:
         100,
         4_900,
     )
+    assert_valid("send-answer", answer)
     assert report.as_dict(max_errors=0)["errors"] == []
 
 

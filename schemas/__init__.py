@@ -1,0 +1,1 @@
+"""JSON Schemas of what services send wspush and what clients receive; ``generate`` writes them."""

@@ -287,7 +287,8 @@ def _string_list(
     value: Any, field: str, max_length: int, *, allow_empty: bool = False
 ) -> tuple[str, ...]:
     if not isinstance(value, list) or (not value and not allow_empty):
-        raise InvalidMessage("invalid_field", f"{field} must be a non-empty list", field)
+        wanted = "a list" if allow_empty else "a non-empty list"
+        raise InvalidMessage("invalid_field", f"{field} must be {wanted}", field)
     if len(value) > MAX_TARGETS:
         raise InvalidMessage(
             "invalid_field", f"{field} holds more than {MAX_TARGETS} entries", field

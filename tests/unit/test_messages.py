@@ -111,6 +111,17 @@ def test_invalid_envelope_names_the_field(envelope: dict[str, Any], field: str) 
     assert error.message
 
 
+def test_a_list_that_may_be_empty_is_not_asked_to_be_non_empty() -> None:
+    # Given excludeConnectionIds that is not a list (an empty list is fine there)
+    error = invalid({"userId": "u", "excludeConnectionIds": "c", "payload": PAYLOAD})
+    # Then the error asks for a list, not for a non-empty one
+    assert error.message == "excludeConnectionIds must be a list"
+    # And a target list, which must not be empty, still says so
+    assert invalid({"userIds": "u", "payload": PAYLOAD}).message == (
+        "userIds must be a non-empty list"
+    )
+
+
 @pytest.mark.parametrize("envelope", [None, [], "text", 3])
 def test_non_object_envelope_is_rejected(envelope: Any) -> None:
     assert invalid(envelope).code == "invalid_envelope"

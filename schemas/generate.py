@@ -229,7 +229,8 @@ def send_event() -> Schema:
         "title": "wspush send Lambda event",
         "description": "What a service invokes the send Lambda with: one envelope, or a list "
         f"of 1 to {MAX_MESSAGES_PER_SEND} (each answered on its own: an invalid one does not "
-        "stop the others). " + NOT_CHECKED_HERE,
+        "stop the others). A JSON string holding either is parsed too, as when a caller "
+        "encodes the event twice; this schema describes the event itself. " + NOT_CHECKED_HERE,
         "anyOf": [
             {"$ref": "#/$defs/envelope"},
             {

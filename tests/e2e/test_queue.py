@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+from tests.contract import assert_valid
 from tests.e2e.clients import PAYLOAD, connected, eventually, unique
-from tests.e2e.conftest import RunningStack
+from tests.e2e.conftest import REPO, RunningStack
+
+
+def readme_example(language: str, section: str) -> str:
+    """The one ``language`` code block in README.md's ``section``, exactly as readers copy it."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    text = readme.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    [block] = re.findall(rf"^```{language}\n(.*?)^```$", text, flags=re.DOTALL | re.MULTILINE)
+    return str(block)
 
 
 def test_an_invalid_message_is_dead_lettered_with_its_reason_and_its_batch_still_arrives(
@@ -108,3 +118,39 @@ def test_the_cli_refuses_bad_input_with_a_clear_message(local_stack: RunningStac
     )
     assert result.returncode == 2
     assert result.stderr.startswith("wspush: error:")
+
+
+def test_the_readmes_node_example_reaches_a_websocket_client(local_stack: RunningStack) -> None:
+    # Given the README's Node.js example (AWS SDK v3 and ajv), run as the README says: the
+    # SDK pointed at the local stack's moto through the environment, from the repository's root
+    example = readme_example("js", "Sending from your services")
+    env = {
+        **local_stack.env,
+        "AWS_ENDPOINT_URL_SQS": local_stack.local.aws_endpoint,
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "WSPUSH_QUEUE_URL": local_stack.local.messages_queue_url,
+    }
+    # And an app connected as the example's user
+    with connected(local_stack, "u-42", "pc") as app:
+        # When the example runs
+        ran = subprocess.run(
+            ["node", "--input-type=module"],
+            input=example,
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ran.returncode == 0, ran.stderr
+        # Then the app receives the message, its id the SQS message id the example printed
+        frame = app.receive()
+    assert frame == {
+        "type": "order.updated",
+        "data": {"orderId": 7},
+        "id": ran.stdout.strip(),
+        "ts": frame["ts"],
+    }
+    assert_valid("frame", frame)

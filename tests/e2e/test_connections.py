@@ -9,6 +9,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from tests.contract import assert_valid
 from tests.e2e.clients import (
     PAYLOAD,
     connected,
@@ -33,6 +34,10 @@ def test_ping_gets_a_json_pong_and_bad_frames_get_json_errors(local_stack: Runni
         bad = app.receive()
     assert (unknown["type"], unknown["data"]["code"]) == ("error", "unknown_action")
     assert (bad["type"], bad["data"]["code"]) == ("error", "bad_frame")
+    # And each is what its schema in schemas/ describes
+    assert_valid("pong-frame", pong)
+    assert_valid("error-frame", unknown)
+    assert_valid("error-frame", bad)
 
 
 @pytest.mark.parametrize("query", ["", "?platform=pc", "?userId="])

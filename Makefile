@@ -93,10 +93,11 @@ packaging: install
 bench: $(PY_STAMP) $(NODE_STAMP)
 	$(BIN)/python -m bench.run $(ARGS)
 
-package: install
+# Packaging and deploying need only the npm tools (and python3.13 for the dependencies).
+package: $(NODE_STAMP)
 	npx sls package --stage $(STAGE) --region $(REGION) $(ARGS)
 
-deploy: install
+deploy: $(NODE_STAMP)
 	npx sls deploy --stage $(STAGE) --region $(REGION) $(ARGS)
 
 clean:

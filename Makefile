@@ -97,10 +97,11 @@ bench: $(PY_STAMP) $(NODE_STAMP)
 schemas: $(PY_STAMP)
 	$(BIN)/python -m schemas.generate
 
-package: install
+# Packaging and deploying need only the npm tools (and python3.13 for the dependencies).
+package: $(NODE_STAMP)
 	npx sls package --stage $(STAGE) --region $(REGION) $(ARGS)
 
-deploy: install
+deploy: $(NODE_STAMP)
 	npx sls deploy --stage $(STAGE) --region $(REGION) $(ARGS)
 
 clean:

@@ -85,8 +85,19 @@ def deployment_zip(workdir: Path, given: Path | None = None) -> ZipFacts:
     return ZipFacts(path, "built", time.monotonic() - started)
 
 
+# Auth as a deployer configures it (an HMAC secret in SSM): without a key source, or with auth
+# `none`, a stage refuses to package (plugins/auth-check.js).
+HMAC_AUTH_PARAMS = {
+    "jwtAlgorithms": "HS256",
+    "jwtSecretParameter": "/wspush/example/jwt-secret",
+    "jwtIssuer": "https://issuer.example",
+    "jwtAudience": "wspush",
+}
+
+
 def build(workdir: Path) -> Path:
-    return package_clean_copy(workdir, stage=STAGE).directory / f"{SERVICE}.zip"
+    packaged = package_clean_copy(workdir, stage=STAGE, params=HMAC_AUTH_PARAMS)
+    return packaged.directory / f"{SERVICE}.zip"
 
 
 @dataclass(frozen=True)
@@ -95,12 +106,25 @@ class Packaged:
     output: str  # what `sls package` printed
 
 
+class PackagingRefused(RuntimeError):
+    """``sls package`` failed; ``output`` is what it printed."""
+
+    def __init__(self, output: str) -> None:
+        super().__init__(f"sls package failed:\n{output[-4000:]}")
+        self.output = output
+
+
 def package_clean_copy(
-    workdir: Path, *, stage: str, env: Mapping[str, str] | None = None
+    workdir: Path,
+    *,
+    stage: str,
+    params: Mapping[str, str],
+    env: Mapping[str, str] | None = None,
 ) -> Packaged:
-    """``sls package --stage <stage>`` in a clean copy of the service under ``workdir``, as a
-    fresh checkout would be (no caches, venvs or build outputs), so nothing is written into
-    the working tree. ``env`` adds to this process's environment. (Also the packaging test's.)
+    """``sls package --stage <stage> --param k=v...`` in a clean copy of the service under
+    ``workdir``, as a fresh checkout would be (no caches, venvs or build outputs), so nothing
+    is written into the working tree. ``env`` adds to this process's environment. (Also the
+    packaging test's.) Raises ``PackagingRefused`` with what it printed if it fails.
     """
     service = workdir / "service"
     shutil.copytree(REPO, service, ignore=NOT_COPIED)
@@ -110,7 +134,10 @@ def package_clean_copy(
     child_env = {key: value for key, value in os.environ.items() if not key.startswith("LOCAL_")}
     child_env.update(env or {})
     result = subprocess.run(  # noqa: S603 - a fixed command line
-        ["npx", "sls", "package", "--stage", stage, "--package", str(output)],  # noqa: S607
+        [
+            *("npx", "sls", "package", "--stage", stage, "--package", str(output)),
+            *(arg for name, value in params.items() for arg in ("--param", f"{name}={value}")),
+        ],
         cwd=service,
         env=child_env,
         capture_output=True,
@@ -120,5 +147,5 @@ def package_clean_copy(
     )
     printed = result.stdout + result.stderr
     if result.returncode != 0:
-        raise RuntimeError(f"sls package failed:\n{printed[-4000:]}")
+        raise PackagingRefused(printed)
     return Packaged(output, printed)

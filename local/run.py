@@ -252,39 +252,46 @@ def run(local: LocalStack, auth: str) -> None:
         ).start()
         cleanup.callback(poller.stop)
         demo = DemoServer(
-            HOST, local.demo_port, websocket_url=local.websocket_url, mint_token=mint_token
+            HOST,
+            local.demo_port,
+            websocket_url=local.websocket_url,
+            mint_token=mint_token,
+            exports=moved_ports(local),
         ).start()
         cleanup.callback(demo.stop)
 
         print(f"ready: {local.websocket_url}", flush=True)
-        print(_examples(local, auth), flush=True)
+        print(examples(local, auth), flush=True)
         while offline.poll() is None:
             time.sleep(0.5)
         raise RuntimeError(f"serverless-offline exited with code {offline.returncode}")
 
 
-def _examples(local: LocalStack, auth: str) -> str:
-    if auth == "jwt":
-        connect = (
-            '.venv/bin/python -m websockets "'
-            f'{local.websocket_url}?platform=pc&token=$(.venv/bin/wspush token --user u1)"'
-        )
-        mode = "auth        jwt: HS256 tokens from `wspush token` (the demo page gets its own)"
-    else:
-        connect = f'.venv/bin/python -m websockets "{local.websocket_url}?userId=u1&platform=pc"'
-        mode = "auth        none: clients say who they are (`make dev AUTH=jwt` for tokens)"
-    # From another terminal, the CLI finds a moved stack through the same variables.
-    moved = " ".join(
+def moved_ports(local: LocalStack) -> str:
+    """One ``export`` line that points another terminal's ``wspush`` at moved ports ("" when
+    every port is where it is by default)."""
+    defaults = LocalStack().port_variables()
+    moved = [
         f"{variable}={port}"
         for variable, port in local.port_variables().items()
-        if port != LocalStack().port_variables()[variable]
-    )
-    cli = f"{moved} .venv/bin/wspush" if moved else ".venv/bin/wspush"
-    connect = connect.replace(".venv/bin/wspush", cli)
-    return f"""
+        if port != defaults[variable]
+    ]
+    return f"export {' '.join(moved)}" if moved else ""
+
+
+def examples(local: LocalStack, auth: str) -> str:
+    """What ``make dev`` prints once the stack is ready: what runs where, and what to type."""
+    cli = ".venv/bin/wspush"
+    if auth == "jwt":
+        mode = "auth        jwt: HS256 tokens from `wspush token` (the demo page gets its own)"
+    else:
+        mode = "auth        none: clients say who they are (`make dev AUTH=jwt` for tokens)"
+    exports = moved_ports(local)
+    first = f"\n  ports moved: in another terminal, first paste\n    {exports}\n" if exports else ""
+    return f"""{first}
   demo page   {local.demo_url}
   {mode}
-  connect     {connect}
+  listen      {cli} listen --user u1      (prints each frame u1 receives; Ctrl-C stops)
   send        {cli} send --user u1 --type order.updated --data '{{"orderId": 7}}'
   via lambda  {cli} send --via lambda --user u1 --type hello --data '{{}}'
   queue       {local.messages_queue_url}   (moto, DynamoDB and SQS at {local.aws_endpoint})

@@ -1,6 +1,7 @@
 """Serves the browser client and its demo page: ``client/`` is the web root.
 
-``/config.json`` tells the page where the WebSocket gateway is; with ``make dev AUTH=jwt``
+``/config.json`` tells the page where the WebSocket gateway is, the auth mode, and the
+``export`` line a terminal needs when ports were moved; with ``make dev AUTH=jwt``
 it also names ``/token``, which mints a short-lived token for a user id (the page's token
 provider asks it before every connect, as an app would ask its own backend).
 """
@@ -70,11 +71,17 @@ class DemoServer:
         *,
         websocket_url: str,
         mint_token: Callable[[str], str] | None = None,
+        exports: str = "",
     ) -> None:
         self._server = _DemoHTTPServer(
             (host, port), partial(_DemoHandler, directory=str(CLIENT_DIR))
         )
-        self._server.config = {"websocketUrl": websocket_url}
+        # What the page shows: the auth mode, and the line a terminal needs for moved ports.
+        self._server.config = {
+            "websocketUrl": websocket_url,
+            "authMode": "jwt" if mint_token is not None else "none",
+            "exports": exports,
+        }
         if mint_token is not None:
             self._server.config["tokenUrl"] = "/token"
         self._server.mint_token = mint_token

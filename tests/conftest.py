@@ -44,7 +44,7 @@ os.environ.update(
         # The route tests use the seed's trust-the-client mode; tests/integration/test_auth.py
         # covers jwt mode.
         "WSPUSH_AUTH_MODE": "none",
-        "WSPUSH_STAGE": "dev",
+        "WSPUSH_STAGE": "local",
     }
 )
 for name in (

@@ -1,7 +1,8 @@
 // wspush demo page: connect as a user on a platform and watch pushed messages arrive.
 // DOM contract (used by the end-to-end browser test): #userId, #platform, #connect,
-// #disconnect, #state (exactly the state word), #connectionId, and #messages, whose
-// <li data-type data-id> items are the received messages (pongs excluded).
+// #disconnect, #state (exactly the state word), #connectionId, #authMode, #sendCommand (the
+// command that pushes to the user in #userId), and #messages, whose <li data-type data-id>
+// items are the received messages (pongs excluded). Messages and events: newest last.
 import { createWspushClient } from "../src/index.js";
 
 const DEFAULT_WEBSOCKET_URL = "ws://127.0.0.1:3001";
@@ -21,6 +22,8 @@ const ui = {
   messages: $("messages"),
   count: $("count"),
   emptyHint: $("emptyHint"),
+  sendCommand: $("sendCommand"),
+  authMode: $("authMode"),
   events: $("events"),
   ping: $("ping"),
   frame: /** @type {HTMLInputElement} */ ($("frame")),
@@ -31,7 +34,7 @@ const ui = {
 /** @type {import("../src/index.js").WspushClient | null} */
 let client = null;
 let received = 0;
-/** @type {{websocketUrl?: string, tokenUrl?: string}} */
+/** @type {{websocketUrl?: string, tokenUrl?: string, authMode?: string, exports?: string}} */
 let config = {};
 
 function showState(state) {
@@ -55,8 +58,20 @@ function logEvent(text, kind = "info") {
   const when = document.createElement("time");
   when.textContent = time();
   li.append(when, " ", text);
-  ui.events.prepend(li);
-  while (ui.events.children.length > MAX_EVENTS) ui.events.lastElementChild?.remove();
+  ui.events.append(li);
+  while (ui.events.children.length > MAX_EVENTS) ui.events.firstElementChild?.remove();
+  li.scrollIntoView({ block: "nearest" });
+}
+
+/** A word as a POSIX shell reads it back: as it is when that is safe, else single-quoted. */
+function shellWord(text) {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(text) ? text : `'${text.replaceAll("'", `'\\''`)}'`;
+}
+
+/** The exact command that pushes a message to `userId` on this local stack. */
+function showSendCommand(userId) {
+  const send = `.venv/bin/wspush send --user ${shellWord(userId || "u1")} --type hello --data '{"text": "hi"}'`;
+  ui.sendCommand.textContent = config.exports ? `${config.exports}\n${send}` : send;
 }
 
 function showMessage(message) {
@@ -123,6 +138,7 @@ function connect() {
     ui.userId.focus();
     return;
   }
+  showSendCommand(userId);
   logEvent(`connecting to ${url} as ${userId} (${platform})`);
   const created = createWspushClient({
     url,
@@ -188,6 +204,9 @@ async function main() {
 
   config = await loadConfig();
   ui.wsUrl.value = params.get("url") || config.websocketUrl || DEFAULT_WEBSOCKET_URL;
+  ui.authMode.textContent = config.authMode ?? "unknown";
+  showSendCommand(ui.userId.value.trim());
+  ui.userId.addEventListener("input", () => showSendCommand(ui.userId.value.trim()));
 
   ui.form.addEventListener("submit", (event) => {
     event.preventDefault();

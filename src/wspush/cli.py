@@ -1,10 +1,13 @@
-"""``wspush``: push a message from a terminal, to the local stack or to a deployed one.
+"""``wspush``: push a message from a terminal, or watch what a user receives, on the local
+stack or a deployed one.
 
-    wspush send --user u-42 --type order.updated --data '{"orderId": 7}'
+    wspush send --user u1 --type order.updated --data '{"orderId": 7}'
+    wspush listen --user u1
 
-Without ``--stage``, ``--queue-url`` or ``--function-name`` the message goes to the local
-stack (``make dev``). This module only parses arguments, calls ``wspush.publisher`` and
-prints; exit status 0 is success, 1 a failed delivery or AWS call, 2 bad input.
+Without ``--stage``, ``--queue-url``, ``--function-name`` or ``--url`` it talks to the local
+stack (``make dev``). This module only parses arguments, calls ``wspush.publisher`` or
+``wspush.listener`` and prints; exit status 0 is success, 1 a failed delivery, AWS call or
+connection, 2 bad input.
 """
 
 from __future__ import annotations
@@ -22,7 +25,14 @@ import botocore.session
 from wspush import secrets
 from wspush.auth import mint
 from wspush.errors import InvalidMessage
-from wspush.local import JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET_PARAMETER, LocalStack
+from wspush.listener import DEFAULT_HEARTBEAT_SECONDS, ListenError, connect_url, listen
+from wspush.local import (
+    JWT_AUDIENCE,
+    JWT_ISSUER,
+    JWT_SECRET_PARAMETER,
+    LocalStack,
+    port_source,
+)
 from wspush.local import REGION as LOCAL_REGION
 from wspush.publisher import (
     EndpointUnreachable,
@@ -42,9 +52,15 @@ DUMMY_CREDENTIAL = "test"  # the local stack accepts any credentials
 
 _EXAMPLES = """\
 examples:
-  wspush send --user u-42 --type order.updated --data '{"orderId": 7}'
+  wspush send --user u1 --type order.updated --data '{"orderId": 7}'
   wspush send --broadcast --platform pc --type notice --data @notice.json
   wspush send --user u-42 --type hello --via lambda --stage prod --region eu-west-1
+"""
+_LISTEN_EXAMPLES = """\
+examples:
+  wspush listen --user u1                    # the local stack (a token is made when it runs jwt)
+  wspush listen --user u1 --platform mobile
+  wspush listen --stage prod --region eu-west-1 --platform pc --token "$TOKEN"
 """
 
 
@@ -129,6 +145,35 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--function-name", help="this function (--via lambda), ditto")
     where.add_argument("--endpoint-url", help="send every AWS call to this endpoint")
 
+    listen = commands.add_parser(
+        "listen",
+        help="connect as a user and print every frame it receives",
+        description=(
+            "Connect as a user, ping on a heartbeat, and print each frame received as one "
+            "JSON line (the first is the pong naming the connection) until Ctrl-C."
+        ),
+        epilog=_LISTEN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    listen.set_defaults(run=_listen)
+    listen.add_argument(
+        "--user", metavar="USER_ID", help="the userId (required unless a token names the user)"
+    )
+    listen.add_argument("--platform", default="pc", help="the platform to connect as (pc)")
+    listen.add_argument(
+        "--token", help="a JWT for a deployed stage (the local stack's is made for --user)"
+    )
+    listen.add_argument(
+        "--heartbeat",
+        type=float,
+        default=DEFAULT_HEARTBEAT_SECONDS,
+        metavar="SECONDS",
+        help=f"seconds between pings ({DEFAULT_HEARTBEAT_SECONDS:.0f})",
+    )
+    listen.add_argument("--stage", help="a deployed stage: read stack wspush-STAGE's WebSocketUrl")
+    listen.add_argument("--region", help="the AWS region of --stage (default: AWS's config)")
+    listen.add_argument("--url", help="this WebSocket URL, whatever --stage says")
+
     token = commands.add_parser(
         "token",
         help="mint a short-lived HS256 token (for `make dev AUTH=jwt` and HMAC stages)",
@@ -164,10 +209,67 @@ def _token(args: argparse.Namespace) -> int:
             args.secret_parameter, region=region, endpoint_url=endpoint, session=session
         )
     except secrets.SecretUnavailable as exc:
-        hint = "" if args.aws else " (is `make dev AUTH=jwt` running?)"
+        hint = "" if args.aws else f" (is `make dev AUTH=jwt` running? {port_source('aws_port')})"
         return _error(f"{exc}{hint}", EXIT_FAILED)
     print(mint(secret, args.user, issuer=args.issuer, audience=args.audience, ttl_seconds=args.ttl))
     return EXIT_OK
+
+
+def _listen(args: argparse.Namespace) -> int:
+    if args.heartbeat <= 0:
+        return _error("--heartbeat must be more than 0 seconds", EXIT_USAGE)
+    if not args.user and not args.token:
+        return _error("--user is required (or --token, for a stage that reads it)", EXIT_USAGE)
+    local = not (args.url or args.stage)
+    token = args.token
+    try:
+        if args.url:
+            base = args.url
+        elif args.stage:
+            outputs = stack_outputs(args.stage, region=args.region)
+            if "WebSocketUrl" not in outputs:
+                return _error(
+                    f"stack {stack_name(args.stage)} has no output WebSocketUrl", EXIT_FAILED
+                )
+            base = outputs["WebSocketUrl"]
+        else:
+            base = LocalStack.from_env().websocket_url
+            token = token or _local_token(args.user)
+    except PublishError as exc:
+        return _error(exc.message, EXIT_FAILED)
+    url = connect_url(base, user_id=args.user, platform=args.platform, token=token)
+    who = args.user or "the token's user"
+    print(f"wspush: listening as {who} on {base}; Ctrl-C stops", file=sys.stderr, flush=True)
+    try:
+        listen(url, _print_line, heartbeat_seconds=args.heartbeat)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except ListenError as exc:
+        hint = f" — is `make dev` running? ({port_source('websocket_port')})" if local else ""
+        return _error(f"{exc}{hint}", EXIT_FAILED)
+    return EXIT_OK
+
+
+def _local_token(user_id: str | None) -> str | None:
+    """A token for the local stack when it runs `make dev AUTH=jwt` (its secret is in the
+    local SSM); None when it trusts the client's userId."""
+    if not user_id:
+        return None
+    local = LocalStack.from_env()
+    try:
+        secret = secrets.parameter(
+            JWT_SECRET_PARAMETER,
+            region=LOCAL_REGION,
+            endpoint_url=local.aws_endpoint,
+            session=_local_session(LOCAL_REGION),
+        )
+    except secrets.SecretUnavailable:
+        return None
+    return mint(secret, user_id, issuer=JWT_ISSUER, audience=JWT_AUDIENCE)
+
+
+def _print_line(line: str) -> None:
+    print(line, flush=True)
 
 
 def _send(args: argparse.Namespace) -> int:
@@ -199,9 +301,10 @@ def _send(args: argparse.Namespace) -> int:
         return _error(_invalid(exc), EXIT_USAGE)
     except EndpointUnreachable as exc:
         if destination.local:
+            port = "aws_port" if args.via == "sqs" else "lambda_port"
             return _error(
                 f"cannot reach the local stack at {destination.endpoint_url} "
-                "— is `make dev` running?",
+                f"— is `make dev` running? ({port_source(port)})",
                 EXIT_FAILED,
             )
         return _error(exc.message, EXIT_FAILED)

@@ -93,3 +93,13 @@ class LocalStack:
     @property
     def send_function_name(self) -> str:
         return f"wspush-{STAGE}-send"
+
+
+def port_source(port: str) -> str:
+    """How the local stack's ``port`` (a ``LocalStack`` field) was chosen, for error messages:
+    the variable that moved it, or that it was not set."""
+    variable = PORT_VARIABLES[port]
+    value = os.environ.get(variable)
+    if value:
+        return f"port from {variable}={value}"
+    return f"port {getattr(LocalStack(), port)}: {variable} is not set"

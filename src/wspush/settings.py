@@ -17,8 +17,8 @@ MAX_CONNECTION_LIFETIME_SECONDS = 2 * 60 * 60
 TTL_MARGIN_SECONDS = 10 * 60
 
 
-# `none` trusts the client's userId: only for running locally and for dev stages.
-INSECURE_AUTH_STAGES = frozenset(("local", "dev"))
+# `none` trusts the client's userId: only for the local stack (`make dev`).
+INSECURE_AUTH_STAGES = frozenset(("local",))
 HMAC_ALGORITHMS = frozenset(("HS256", "HS384", "HS512"))
 PUBLIC_KEY_ALGORITHMS = frozenset(("RS256", "RS384", "RS512", "ES256", "ES384"))
 

@@ -31,6 +31,7 @@ def test_the_demo_page_receives_reconnects_and_receives_again(
         "WSPUSH_CLI": str(Path(sys.executable).parent / "wspush"),
         "CHROMIUM": chromium,
         "SCREENSHOT": str(tmp_path / "demo.png"),
+        "AUTH_MODE": "none" if stack == "local_stack" else "jwt",
     }
     # When the browser script runs its scenario
     result = subprocess.run(

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.contract import assert_valid
 from tests.e2e.clients import PAYLOAD, connected, eventually, unique
@@ -154,3 +157,41 @@ def test_the_readmes_node_example_reaches_a_websocket_client(local_stack: Runnin
         "ts": frame["ts"],
     }
     assert_valid("frame", frame)
+
+
+@pytest.mark.parametrize("stack", ["local_stack", "jwt_stack"], ids=["auth-none", "auth-jwt"])
+def test_wspush_listen_prints_what_a_user_receives_until_ctrl_c(
+    request: pytest.FixtureRequest, stack: str
+) -> None:
+    # Given the local stack (with jwt, `wspush listen` makes its own token for the user)
+    local_stack: RunningStack = request.getfixturevalue(stack)
+    user = unique("lena")
+    wspush = str(Path(sys.executable).parent / "wspush")
+    listener = subprocess.Popen(
+        [wspush, "listen", "--user", user],
+        env=local_stack.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # When it is connected (its first line is the pong naming the connection)
+        assert listener.stdout is not None
+        pong = json.loads(listener.stdout.readline())
+        assert pong["type"] == "pong"
+        # And a message is pushed to that user with the CLI
+        sent = subprocess.run(
+            [wspush, "send", "--user", user, "--type", "listen.t", "--data", '{"n": 1}'],
+            env=local_stack.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        queued_id = json.loads(sent.stdout)["queued"]["id"]
+        # Then it prints the frame as one JSON line
+        frame = json.loads(listener.stdout.readline())
+        assert (frame["type"], frame["data"], frame["id"]) == ("listen.t", {"n": 1}, queued_id)
+    finally:
+        # And Ctrl-C stops it cleanly
+        listener.send_signal(signal.SIGINT)
+        assert listener.wait(timeout=10) == 0

@@ -240,7 +240,8 @@ def test_a_local_stack_that_is_not_running_is_named(
     endpoint = LocalStack.from_env().aws_endpoint
     assert (status, out) == (1, "")
     assert err == (
-        f"wspush: error: cannot reach the local stack at {endpoint} — is `make dev` running?\n"
+        f"wspush: error: cannot reach the local stack at {endpoint} — is `make dev` running? "
+        f"(port from WSPUSH_LOCAL_AWS_PORT={endpoint.rsplit(':', 1)[1]})\n"
     )
 
 

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import cfnlint
 import pytest
 
-from bench.package_size import package_clean_copy
+from bench.package_size import HMAC_AUTH_PARAMS, PackagingRefused, package_clean_copy
 
 pytestmark = pytest.mark.packaging
 
@@ -204,6 +205,7 @@ def package(tmp_path_factory: pytest.TempPathFactory) -> Package:
     packaged = package_clean_copy(
         tmp_path_factory.mktemp("packaging"),
         stage=STAGE,
+        params=HMAC_AUTH_PARAMS,
         env={"WSPUSH_REQUIREMENTS_CACHE": str(cache)},
     )
     template_path = packaged.directory / "cloudformation-template-update-stack.json"
@@ -365,17 +367,49 @@ def test_function_environment_points_at_this_stack(package: Package, name: str) 
     assert variables["WSPUSH_PROCESSED_TABLE_NAME"] == f"{SERVICE}-{STAGE}-processed"
 
 
-def test_connect_requires_tokens_by_default(package: Package) -> None:
-    # Given the stack packaged without any auth parameter
+def test_connect_checks_tokens_with_the_configured_key(package: Package) -> None:
+    # Given the stack packaged with an HMAC secret in SSM, issuer and audience
     variables = package.function("connect")["Properties"]["Environment"]["Variables"]
-    # Then $connect runs in jwt mode (and, with no key source, refuses every handshake)
+    # Then $connect runs in jwt mode with exactly that key source
     assert variables["WSPUSH_AUTH_MODE"] == "jwt"
-    assert variables["WSPUSH_JWT_ALGORITHMS"] == "RS256"
+    assert variables["WSPUSH_JWT_ALGORITHMS"] == "HS256"
+    assert variables["WSPUSH_JWT_SECRET_PARAMETER"] == HMAC_AUTH_PARAMS["jwtSecretParameter"]
+    assert variables["WSPUSH_JWT_ISSUER"] == HMAC_AUTH_PARAMS["jwtIssuer"]
+    assert variables["WSPUSH_JWT_AUDIENCE"] == HMAC_AUTH_PARAMS["jwtAudience"]
+    assert variables["WSPUSH_JWKS_URL"] == variables["WSPUSH_JWT_SECRET_ARN"] == ""
     assert variables["WSPUSH_JWT_USER_CLAIM"] == "sub"
     # And only $connect sees the auth settings
     for name in set(FUNCTIONS) - {"connect"}:
         others = package.function(name)["Properties"]["Environment"]["Variables"]
         assert not [key for key in others if key.startswith(("WSPUSH_JWT", "WSPUSH_AUTH"))]
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({}, "--param jwksUrl, --param jwtSecretParameter or --param jwtSecretArn"),
+        (
+            {"jwksUrl": "https://issuer.example/jwks.json"},
+            "--param jwtIssuer and --param jwtAudience",
+        ),
+        ({"authMode": "none"}, "--param authMode=none is allowed only on stages local"),
+        (
+            {**HMAC_AUTH_PARAMS, "jwtAlgorithms": "RS256"},
+            "--param jwtAlgorithms must be a non-empty subset of HS256, HS384, HS512",
+        ),
+    ],
+    ids=["no-key-source", "no-issuer", "auth-none", "wrong-algorithm"],
+)
+def test_a_stage_that_would_refuse_everyone_or_accept_anyone_does_not_package(
+    tmp_path: Path, params: dict[str, str], named: str
+) -> None:
+    # When a deployed stage is packaged without a usable key, or with auth none
+    with pytest.raises(PackagingRefused) as refused:
+        package_clean_copy(tmp_path, stage="prod", params=params)
+    # Then packaging stops at once, naming the parameter to set
+    assert "Stage prod cannot be packaged: " in refused.value.output
+    assert named in refused.value.output
+    assert not (tmp_path / "package").exists()
 
 
 def test_connections_table(package: Package) -> None:
@@ -678,3 +712,151 @@ def test_checkov_finds_nothing_and_every_suppression_says_why(package: Package) 
         logical_id = check["resource"].split(".", 1)[1]
         assert logical_id not in own, f"{check['check_id']} suppressed on our own {logical_id}"
         assert len(check["check_result"].get("suppress_comment", "")) > 20, check["check_id"]
+
+
+# --- the deploying identity's policy (deploy/deployer-policy.json) -------------------------
+
+DEPLOYER_POLICY = REPO / "deploy" / "deployer-policy.json"
+CFN_RESOURCE_SCHEMAS = Path(cfnlint.__file__).parent / "data" / "schemas" / "resources"
+# What CloudFormation's handlers may call for the stack's resource types (their schemas list
+# it) but the policy leaves out, each because the stack never uses the feature.
+NOT_NEEDED = {
+    "s3tables:*": "the stack makes no S3 table buckets",
+    "s3:CreateBucketMetadataTableConfiguration": "the deployment bucket has no metadata tables",
+    "s3:UpdateBucketMetadata*TableConfiguration": "the deployment bucket has no metadata tables",
+    "s3:Put[AIMR]*Configuration": "the deployment bucket sets no acceleration, analytics, "
+    "inventory, intelligent tiering, metrics or replication",
+    "s3:Put*ObjectLock*": "no object lock",
+    "s3:PutBucketReplication": "no replication",
+    "s3:PutBucketAbac": "the deployment bucket uses no attribute-based access control",
+    "s3:PutBucketCORS": "the deployment bucket serves no browser",
+    "s3:PutBucketLogging": "the deployment bucket keeps no access logs",
+    "s3:PutBucketNotification": "the deployment bucket notifies nobody",
+    "s3:PutBucketWebsite": "the deployment bucket is no website",
+    "s3:REST.PUT.OBJECT": "not an IAM action (an S3 access-log operation name)",
+    "dynamodb:*Item": "item access during a table import; the stack imports nothing",
+    "dynamodb:Query": "table import only",
+    "dynamodb:Scan": "table import only",
+    "dynamodb:ImportTable": "the stack imports nothing",
+    "dynamodb:*TableReplica": "the tables have no replicas (global tables)",
+    "dynamodb:EnableKinesisStreamingDestination": "the tables stream to no Kinesis stream",
+    "dynamodb:UpdateKinesisStreamingDestination": "the tables stream to no Kinesis stream",
+    "dynamodb:DisableKinesisStreamingDestination": "the tables stream to no Kinesis stream",
+    "dynamodb:PutResourcePolicy": "the tables have no resource policy",
+    "kinesis:*": "no Kinesis streaming destination",
+    "iam:CreateServiceLinkedRole": "replicas only",
+    "logs:CreateLogStream": "table import logs only",
+    "logs:PutLogEvents": "table import logs only",
+    "logs:PutDataProtectionPolicy": "the log groups have no data protection policy",
+    "logs:PutIndexPolicy": "the log groups have no index policy",
+    "logs:PutResourcePolicy": "an account-level policy the stack never sets",
+    "logs:DeleteResourcePolicy": "an account-level policy the stack never sets",
+    "logs:AssociateKmsKey": "the log groups use CloudWatch Logs' own encryption",
+    "logs:CreateLogDelivery": "no log delivery",
+    "logs:PutBearerTokenAuthentication": "no bearer-token ingestion",
+    "logs:PutLogGroupDeletionProtection": "no deletion protection",
+    "firehose:*": "no delivery to Firehose",
+    "iam:AttachRolePolicy": "the roles have inline policies only",
+    "iam:DetachRolePolicy": "the roles have inline policies only",
+    "iam:*RolePermissionsBoundary": "the roles have no permissions boundary",
+    "lambda:PutFunctionCodeSigningConfig": "the functions are not code-signed",
+    "lambda:PassCapacityProvider": "the functions run on Lambda's own capacity",
+    "lambda:AssociateRuntimeAlias": "no runtime alias",
+    "elasticfilesystem:*": "the functions mount no file system",
+    "s3files:*": "the functions mount no file system",
+}
+# Statements whose Resource is "*": IAM cannot scope these calls, or a condition does.
+UNSCOPED = {"ValidateTemplates", "ListingsIamCannotScope", "CreateTheDataKey", "SenderQueueTrigger"}
+
+
+def deployer_statements() -> list[dict[str, Any]]:
+    statements: list[dict[str, Any]] = json.loads(DEPLOYER_POLICY.read_text())["Statement"]
+    return statements
+
+
+def granted(permission: str) -> bool:
+    actions = (a.lower() for st in deployer_statements() for a in as_list(st["Action"]))
+    return any(fnmatch.fnmatchcase(permission.lower(), action) for action in actions)
+
+
+def excused(permission: str) -> bool:
+    return any(fnmatch.fnmatchcase(permission, pattern) for pattern in NOT_NEEDED)
+
+
+def handler_permissions(types: set[str]) -> dict[str, set[str]]:
+    """Each permission CloudFormation's create/read/update/delete handlers list for these
+    resource types (cfn-lint ships the registry's schemas), and the types that list it."""
+    needed: dict[str, set[str]] = {}
+    found: set[str] = set()
+    for path in CFN_RESOURCE_SCHEMAS.glob("*.json"):
+        schema = json.loads(path.read_text())
+        if schema.get("typeName") not in types:
+            continue
+        found.add(schema["typeName"])
+        for handler in ("create", "read", "update", "delete"):
+            for permission in schema.get("handlers", {}).get(handler, {}).get("permissions", []):
+                needed.setdefault(permission, set()).add(schema["typeName"])
+    assert found == types, f"no schema for {types - found}"
+    return needed
+
+
+def test_the_deployer_policy_covers_every_resource_the_stack_creates(package: Package) -> None:
+    # Given every resource type the packaged stack creates (the deployment bucket included)
+    types = {resource["Type"] for resource in package.resources.values()}
+    assert {"AWS::S3::Bucket", "AWS::KMS::Key", "AWS::ApiGatewayV2::Api"} <= types
+    # Then every call CloudFormation's handlers make for them is granted, or the stack never
+    # uses the feature it is for
+    missing = {
+        permission: sorted(needing)
+        for permission, needing in handler_permissions(types).items()
+        if not granted(permission) and not excused(permission)
+    }
+    assert missing == {}
+
+
+def test_every_left_out_permission_is_one_a_handler_lists_and_none_is_granted(
+    package: Package,
+) -> None:
+    needed = handler_permissions({resource["Type"] for resource in package.resources.values()})
+    for pattern, reason in NOT_NEEDED.items():
+        matching = [p for p in needed if fnmatch.fnmatchcase(p, pattern)]
+        assert matching, f"{pattern} ({reason}) matches nothing any more: drop it"
+        assert not [p for p in matching if granted(p)], f"{pattern} is granted after all"
+
+
+def test_the_framework_s_own_calls_are_granted() -> None:
+    # What osls calls itself, outside CloudFormation: the stack, its template, the artifacts
+    for action in (
+        "cloudformation:CreateStack",
+        "cloudformation:UpdateStack",
+        "cloudformation:DescribeStacks",
+        "cloudformation:DescribeStackEvents",
+        "cloudformation:DescribeStackResource",
+        "cloudformation:ListStackResources",
+        "cloudformation:ValidateTemplate",
+        "cloudformation:GetTemplate",
+        "s3:PutObject",
+        "s3:GetObject",
+        "s3:ListBucket",
+        "s3:DeleteObject",
+    ):
+        assert granted(action), action
+
+
+def test_the_deployer_policy_reaches_only_the_stack_s_own_resources() -> None:
+    for statement in deployer_statements():
+        resources = as_list(statement["Resource"])
+        if statement["Sid"] in UNSCOPED:
+            continue
+        assert "*" not in resources, statement["Sid"]
+        for resource in resources:
+            # each names wspush's resources, or is a KMS key or an API Gateway API, whose
+            # ids are random (the key's alias and the API are the stack's own)
+            assert "wspush-" in resource or re.search(r":key/\*$|::/apis|::/tags/", resource), (
+                statement["Sid"],
+                resource,
+            )
+    unscoped = {st["Sid"]: st for st in deployer_statements() if st["Sid"] in UNSCOPED}
+    assert unscoped["SenderQueueTrigger"]["Condition"] == {
+        "StringLike": {"lambda:FunctionArn": "arn:aws:lambda:*:*:function:wspush-*"}
+    }

@@ -40,11 +40,14 @@ class FakeSender:
     made: list[dict[str, Any]]
     sent: list[dict[str, Any]]
     answer: dict[str, Any]
+    error: Exception | None = None
 
     def __init__(self, function_name: str, **options: Any) -> None:
         self.made.append({"function_name": function_name, **options})
 
     def send(self, envelope: dict[str, Any]) -> dict[str, Any]:
+        if self.error is not None:
+            raise self.error
         self.sent.append(envelope)
         return self.answer
 
@@ -200,9 +203,22 @@ def test_an_unreachable_local_stack_says_to_start_it(
     endpoint = LocalStack.from_env().aws_endpoint
     assert status == 1
     assert err == (
-        f"wspush: error: cannot reach the local stack at {endpoint} — is `make dev` running?\n"
+        f"wspush: error: cannot reach the local stack at {endpoint} — is `make dev` running? "
+        "(port 4566: WSPUSH_LOCAL_AWS_PORT is not set)\n"
     )
     assert out == ""
+
+
+def test_an_unreachable_moved_local_stack_names_the_variable_that_moved_it(
+    sender: type[FakeSender],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WSPUSH_LOCAL_LAMBDA_PORT", "45002")
+    sender.error = EndpointUnreachable("Lambda", "http://127.0.0.1:45002/")
+    status, _, err = run([*SEND, "--via", "lambda"], capsys)
+    assert status == 1
+    assert err.endswith("— is `make dev` running? (port from WSPUSH_LOCAL_LAMBDA_PORT=45002)\n")
 
 
 def test_an_aws_failure_exits_1_with_its_reason(

@@ -49,6 +49,17 @@ try {
   await page.waitForFunction(connectionIdChanged, "", WAIT);
   const first = await page.textContent("#connectionId");
 
+  // Then the page says how the stack authenticates, and shows the command that pushes to
+  // this user; pasted into a fresh shell (no port variables but its own), it does
+  assert.equal(await page.textContent("#authMode"), process.env.AUTH_MODE);
+  const command = await page.textContent("#sendCommand");
+  assert.ok(command.includes(`.venv/bin/wspush send --user ${user} --type hello`), command);
+  const shell = Object.fromEntries(
+    Object.entries(process.env).filter(([name]) => !name.startsWith("WSPUSH_LOCAL_")),
+  );
+  execFileSync("sh", ["-c", command], { env: shell, encoding: "utf8" });
+  await page.waitForSelector(`#messages li[data-type="hello"]`, WAIT);
+
   // When a message is sent to that user with the CLI, then it shows up on the page
   const queued = send("demo.first");
   const item = await page.waitForSelector(`#messages li[data-type="demo.first"]`, WAIT);
@@ -68,7 +79,7 @@ try {
   // And a message sent after the reconnect arrives too
   send("demo.second");
   await page.waitForSelector(`#messages li[data-type="demo.second"]`, WAIT);
-  assert.equal(await page.locator("#messages li").count(), 2);
+  assert.equal(await page.locator("#messages li").count(), 3);
   await page.screenshot({ path: process.env.SCREENSHOT ?? "/tmp/wspush-demo.png", fullPage: true });
   console.log(JSON.stringify({ first, second, states: [...new Set(states)] }));
 } finally {

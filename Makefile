@@ -8,6 +8,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 CLIENT_STAMP := client/node_modules/.installed
+CLIENT_TEST_STAMP := client/test/node_modules/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 CHROMIUM := /usr/bin/chromium
@@ -24,7 +25,7 @@ dev: $(PY_STAMP) $(NODE_STAMP) $(CLIENT_STAMP)
 test: install lint typecheck client-test
 	$(BIN)/pytest
 
-install: $(PY_STAMP) $(NODE_STAMP) $(CLIENT_STAMP) $(CHECKOV_STAMP) $(CHROMIUM)
+install: $(PY_STAMP) $(NODE_STAMP) $(CLIENT_STAMP) $(CLIENT_TEST_STAMP) $(CHECKOV_STAMP) $(CHROMIUM)
 
 $(PY_STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,8 +45,14 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
+# client/ is the package apps install: its own node_modules holds only its dependency (the demo
+# page loads it from there). React and the test tools live in client/test/, never beside src/.
 $(CLIENT_STAMP): client/package.json client/package-lock.json
 	cd client && npm ci --no-audit --no-fund
+	touch $@
+
+$(CLIENT_TEST_STAMP): client/test/package.json client/test/package-lock.json $(CLIENT_STAMP)
+	cd client/test && npm ci --no-audit --no-fund
 	touch $@
 
 # The browser test drives Debian's Chromium (playwright-core cannot download browsers here).
@@ -62,7 +69,8 @@ lint: $(PY_STAMP)
 typecheck: $(PY_STAMP)
 	$(BIN)/mypy
 
-client-test: $(CLIENT_STAMP)
+# tsc on the client's type test, then its node --test suite.
+client-test: $(CLIENT_STAMP) $(CLIENT_TEST_STAMP)
 	cd client && npm test
 
 unit: $(PY_STAMP)
@@ -105,5 +113,5 @@ deploy: $(NODE_STAMP)
 	npx sls deploy --stage $(STAGE) --region $(REGION) $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) node_modules client/node_modules .serverless .pytest_cache \
-		.mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) node_modules client/node_modules client/test/node_modules \
+		.serverless .pytest_cache .mypy_cache .ruff_cache .cache

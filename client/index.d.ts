@@ -2,7 +2,10 @@
 
 export type ConnectionState = "connecting" | "open" | "reconnecting" | "closed";
 
-/** A frame received from wspush. */
+/**
+ * A frame received from wspush. `data` is whatever the service sent: name its type where
+ * you handle it, `(message: WspushMessage<Order>) => …`.
+ */
 export interface WspushMessage<T = unknown> {
   type: string;
   data: T;
@@ -12,8 +15,12 @@ export interface WspushMessage<T = unknown> {
   ts?: number;
 }
 
-export type MessageHandler = (message: WspushMessage) => void;
-export type HandlerMap = Record<string, MessageHandler | null | undefined>;
+/**
+ * A handler may name the payload type it expects (`(message: WspushMessage<Order>) => …`);
+ * without one, `data` is `any`, as from `JSON.parse`. The client does not check payloads.
+ */
+export type MessageHandler<T = any> = (message: WspushMessage<T>) => void;
+export type HandlerMap = Record<string, MessageHandler<any> | null | undefined>;
 
 export type WspushErrorKind =
   | "server"
@@ -96,6 +103,7 @@ export interface WspushClientOptions {
 export declare const DEFAULT_HEARTBEAT_MS: number;
 export declare const DEFAULT_PONG_TIMEOUT_MS: number;
 export declare const DEFAULT_DEDUPE_SIZE: number;
+export declare const DEFAULT_TOKEN_TIMEOUT_MS: number;
 export declare const CLIENT_RECONNECT_CODE: number;
 
 export declare class WspushClient {
@@ -104,8 +112,8 @@ export declare class WspushClient {
   readonly connectionId: string | null;
   getSnapshot(): Snapshot;
   subscribe(listener: (snapshot: Snapshot) => void): () => void;
-  on(type: string, handler: MessageHandler): () => void;
-  off(type: string, handler: MessageHandler): void;
+  on<T = any>(type: string, handler: MessageHandler<T>): () => void;
+  off<T = any>(type: string, handler: MessageHandler<T>): void;
   setHandlers(handlers: HandlerMap | (() => HandlerMap | null | undefined) | null | undefined): void;
   onStateChange(listener: (state: ConnectionState, previous: ConnectionState) => void): () => void;
   onError(listener: (error: WspushError) => void): () => void;

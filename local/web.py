@@ -4,11 +4,17 @@
 ``export`` line a terminal needs when ports were moved; with ``make dev AUTH=jwt``
 it also names ``/token``, which mints a short-lived token for a user id (the page's token
 provider asks it before every connect, as an app would ask its own backend).
+
+An app of one's own on this machine (a Vite dev server, the React app the end-to-end tests
+build) runs on another origin: ``/token`` answers pages from ``http://127.0.0.1:<port>`` and
+``http://localhost:<port>`` with CORS headers, and refuses a page from anywhere else, so a
+web site open in the same browser cannot log in as anyone on the developer's stack.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -18,6 +24,13 @@ from typing import Any, cast
 from urllib.parse import parse_qs
 
 CLIENT_DIR = Path(__file__).resolve().parents[1] / "client"
+# Pages allowed to call /token from another origin: plain http on this machine, any port.
+LOOPBACK_ORIGIN = re.compile(r"http://(127\.0\.0\.1|localhost)(:[0-9]{1,5})?")
+
+
+def allowed_origin(origin: str | None) -> bool:
+    """No Origin (curl, a same-origin GET), or a page served from this machine over http."""
+    return origin is None or LOOPBACK_ORIGIN.fullmatch(origin) is not None
 
 
 class _DemoHTTPServer(ThreadingHTTPServer):
@@ -37,17 +50,47 @@ class _DemoHandler(SimpleHTTPRequestHandler):
         elif path == "/config.json":
             self._json(200, server.config)
         elif path == "/token" and server.mint_token is not None:
+            origin = self.headers.get("Origin")
+            if not allowed_origin(origin):
+                self._json(403, {"error": "only pages on 127.0.0.1 or localhost may ask"})
+                return
             user_id = parse_qs(query).get("userId", [""])[0]
             if user_id:
-                self._json(200, {"token": server.mint_token(user_id)})
+                self._json(200, {"token": server.mint_token(user_id)}, origin)
             else:
-                self._json(400, {"error": "userId is required"})
+                self._json(400, {"error": "userId is required"}, origin)
         else:
             super().do_GET()
 
-    def _json(self, status: int, value: Any) -> None:
+    def do_OPTIONS(self) -> None:
+        """The preflight a page sends before a /token request with headers of its own."""
+        server = cast(_DemoHTTPServer, self.server)
+        origin = self.headers.get("Origin")
+        if self.path.partition("?")[0] != "/token" or server.mint_token is None:
+            self.send_error(404)
+        elif origin is None or not allowed_origin(origin):
+            self._json(403, {"error": "only pages on 127.0.0.1 or localhost may ask"})
+        else:
+            self.send_response(204)
+            self._allow(origin)
+            self.send_header("Access-Control-Allow-Methods", "GET")
+            requested = self.headers.get("Access-Control-Request-Headers")
+            if requested:
+                self.send_header("Access-Control-Allow-Headers", requested)
+            self.send_header("Access-Control-Max-Age", "600")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    def _allow(self, origin: str) -> None:
+        self.send_header("Access-Control-Allow-Origin", origin)
+        self.send_header("Vary", "Origin")
+
+    def _json(self, status: int, value: Any, origin: str | None = None) -> None:
+        """``origin``: the (allowed) page that asked from another origin, which may read it."""
         body = json.dumps(value).encode()
         self.send_response(status)
+        if origin is not None:
+            self._allow(origin)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

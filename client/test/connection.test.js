@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { CLIENT_RECONNECT_CODE, DEFAULT_HEARTBEAT_MS } from "../src/index.js";
+import { CLIENT_RECONNECT_CODE, DEFAULT_HEARTBEAT_MS } from "@wspush/client";
 import { advance, frame, openClient, pongFrame, restoreTimers, startClient, useFakeTimers } from "./helpers.js";
 
 const MINUTE = 60_000;

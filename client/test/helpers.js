@@ -1,6 +1,6 @@
 // Shared set-up for the client tests: fake timers, a fake WebSocket, and a client wired to both.
 import { mock } from "node:test";
-import { createWspushClient } from "../src/index.js";
+import { createWspushClient } from "@wspush/client";
 import { makeFakeWebSocket } from "./fake-websocket.js";
 
 /** Let pending promise callbacks run (reconnecting-websocket connects through promises). */
@@ -34,7 +34,7 @@ export const TIMINGS = {
 
 /**
  * A client on a fake WebSocket; `events` collects states and errors.
- * @param {Partial<import("../src/index.js").WspushClientOptions>} [options]
+ * @param {Partial<import("@wspush/client").WspushClientOptions>} [options]
  */
 export async function startClient(options = {}) {
   const FakeWebSocket = makeFakeWebSocket();

@@ -4,7 +4,7 @@ import { afterEach, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createElement } from "react";
 import TestRenderer from "react-test-renderer";
-import { useWspush } from "../src/react.js";
+import { useWspush } from "@wspush/client/react";
 import { makeFakeWebSocket } from "./fake-websocket.js";
 import { TIMINGS, advance, flush, frame, pongFrame, restoreTimers, useFakeTimers } from "./helpers.js";
 

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { buildUrl, createWspushClient, parseFrame, RecentIds } from "../src/index.js";
+import { buildUrl, createWspushClient, parseFrame, RecentIds } from "@wspush/client";
 import { makeFakeWebSocket } from "./fake-websocket.js";
 import { advance, openClient, restoreTimers, startClient, useFakeTimers } from "./helpers.js";
 

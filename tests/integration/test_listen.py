@@ -28,6 +28,7 @@ class FakeGateway:
     paths: list[str] = field(default_factory=list)
     received: list[str] = field(default_factory=list)
     close_codes: list[int | None] = field(default_factory=list)
+    ended: threading.Event = field(default_factory=threading.Event)
 
     def handler(self, connection: ServerConnection) -> None:
         assert connection.request is not None
@@ -46,6 +47,7 @@ class FakeGateway:
                     return
         finally:
             self.close_codes.append(connection.close_code)
+            self.ended.set()
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if self.refuse is None:
@@ -113,6 +115,7 @@ def test_ctrl_c_closes_the_connection_cleanly_and_exits_0(
     monkeypatch.setattr(cli, "_print_line", interrupted)
     status = cli.main(["listen", "--user", "u1", "--url", url])
     assert status == 0
+    assert fake.ended.wait(5)
     assert fake.close_codes == [1000]
 
 

@@ -39,6 +39,7 @@ from werkzeug.serving import make_server
 
 from local import lambda_runtime, moto_as_aws, stack
 from local.poller import QueuePoller, lambda_invoker
+from local.streams import StreamPoller
 from local.web import DemoServer
 from wspush.auth import mint
 from wspush.local import (
@@ -46,6 +47,7 @@ from wspush.local import (
     JWT_AUDIENCE,
     JWT_ISSUER,
     JWT_SECRET_PARAMETER,
+    NAMESPACES,
     REGION,
     STAGE,
     LocalStack,
@@ -101,8 +103,12 @@ def offline_environment(local: LocalStack, auth: str) -> dict[str, str]:
             "AWS_ENDPOINT_URL_DYNAMODB": local.aws_endpoint,
             "AWS_ENDPOINT_URL_SQS": local.aws_endpoint,
             "AWS_ENDPOINT_URL_SSM": local.aws_endpoint,
+            "AWS_ENDPOINT_URL_EVENTS": local.aws_endpoint,
             "LOCAL_TABLE_NAME": local.table_name,
             "LOCAL_PROCESSED_TABLE_NAME": local.processed_table_name,
+            "LOCAL_CHANNELS_TABLE_NAME": local.channels_table_name,
+            "LOCAL_NAMESPACES": json.dumps(NAMESPACES),
+            "LOCAL_EVENT_BUS_NAME": "default",
             "LOCAL_QUEUE_URL": local.messages_queue_url,
             "LOCAL_DLQ_URL": local.dead_letter_queue_url,
             "LOCAL_MANAGEMENT_ENDPOINT": local.management_endpoint,
@@ -251,6 +257,16 @@ def run(local: LocalStack, auth: str) -> None:
             sqs, local.messages_queue_url, lambda_invoker(lambda_client, f"wspush-{STAGE}-sender")
         ).start()
         cleanup.callback(poller.stop)
+        streams = boto3.client(
+            "dynamodbstreams", endpoint_url=local.aws_endpoint, region_name=REGION
+        )
+        stream_poller = StreamPoller(
+            dynamodb,
+            streams,
+            local.table_name,
+            lambda_invoker(lambda_client, f"wspush-{STAGE}-lifecycle"),
+        ).start()
+        cleanup.callback(stream_poller.stop)
         demo = DemoServer(
             HOST,
             local.demo_port,

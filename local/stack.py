@@ -92,13 +92,17 @@ def create_tables(dynamodb: Any, stage: str) -> dict[str, str]:
         if resource["Type"] != "AWS::DynamoDB::Table":
             continue
         properties = resource["Properties"]
-        indexes = properties.get("GlobalSecondaryIndexes")
+        options: dict[str, Any] = {}
+        if indexes := properties.get("GlobalSecondaryIndexes"):
+            options["GlobalSecondaryIndexes"] = indexes
+        if stream := properties.get("StreamSpecification"):
+            options["StreamSpecification"] = {"StreamEnabled": True, **stream}
         dynamodb.create_table(
             TableName=properties["TableName"],
             BillingMode=properties["BillingMode"],
             AttributeDefinitions=properties["AttributeDefinitions"],
             KeySchema=properties["KeySchema"],
-            **({"GlobalSecondaryIndexes": indexes} if indexes else {}),
+            **options,
         )
         ttl = properties["TimeToLiveSpecification"]
         dynamodb.update_time_to_live(

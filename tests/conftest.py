@@ -19,6 +19,14 @@ REGION = "us-east-1"
 STAGE = "test"
 TABLE = f"wspush-{STAGE}-connections"
 PROCESSED_TABLE = f"wspush-{STAGE}-processed"
+CHANNELS_TABLE = f"wspush-{STAGE}-channels"
+# The namespaces `make dev` declares (local/run.py), and one with few members for the limit.
+NAMESPACES = {
+    "room": {"subscribe": "authenticated", "history": {"size": 100, "ttlSeconds": 86400}},
+    "lobby": {"subscribe": "authenticated", "presence": True},
+    "secret": {"subscribe": "restricted", "presence": True},
+    "tiny": {"subscribe": "authenticated", "presence": True, "maxMembers": 2},
+}
 QUEUE = f"wspush-{STAGE}-messages"
 DLQ = f"wspush-{STAGE}-dead-letters"
 QUEUE_URL = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{QUEUE}"
@@ -33,6 +41,10 @@ os.environ.update(
         "AWS_REGION": REGION,
         "WSPUSH_TABLE_NAME": TABLE,
         "WSPUSH_PROCESSED_TABLE_NAME": PROCESSED_TABLE,
+        "WSPUSH_CHANNELS_TABLE_NAME": CHANNELS_TABLE,
+        "WSPUSH_NAMESPACES": json.dumps(NAMESPACES),
+        "WSPUSH_MAX_CHANNELS_PER_CONNECTION": "5",
+        "WSPUSH_EVENT_BUS_NAME": "default",
         "WSPUSH_QUEUE_URL": QUEUE_URL,
         "WSPUSH_DLQ_URL": DLQ_URL,
         "WSPUSH_MANAGEMENT_ENDPOINT": "http://127.0.0.1:9/unset",
@@ -126,7 +138,11 @@ def aws() -> Iterator[None]:
     """moto's DynamoDB and SQS with the stack's table and queues, fresh per test."""
     with mock_aws():
         tables = stack.create_tables(boto3.client("dynamodb", region_name=REGION), STAGE)
-        assert tables == {"ConnectionsTable": TABLE, "ProcessedMessagesTable": PROCESSED_TABLE}
+        assert tables == {
+            "ConnectionsTable": TABLE,
+            "ChannelsTable": CHANNELS_TABLE,
+            "ProcessedMessagesTable": PROCESSED_TABLE,
+        }
         urls = stack.create_queues(boto3.client("sqs", region_name=REGION), STAGE)
         assert urls == {"MessagesQueue": QUEUE_URL, "DeadLetterQueue": DLQ_URL}
         yield

@@ -25,7 +25,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from functools import cache
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 import jwt
@@ -36,6 +36,10 @@ from wspush import secrets
 from wspush.errors import AuthUnavailable, Unauthenticated
 from wspush.observability import logger
 from wspush.settings import HMAC_ALGORITHMS, AuthSettings
+
+CHANNELS_CLAIM = "channels"
+MAX_GRANTS = 128
+MAX_GRANT_LENGTH = 161  # namespace:name at its longest
 
 if TYPE_CHECKING:
     import ecdsa
@@ -343,6 +347,10 @@ class JwtVerifier:
             self._jws.register_algorithm(name, _ALGORITHMS[name]())
 
     def user_id(self, token: str | None) -> str:
+        return self.identity(token).user_id
+
+    def identity(self, token: str | None) -> Identity:
+        """Who the token vouches for, and the channels its ``channels`` claim grants."""
         if not token:
             raise Unauthenticated("a token query parameter is required")
         if len(token) > self._settings.max_token_length:
@@ -364,7 +372,7 @@ class JwtVerifier:
             raise Unauthenticated("the token is malformed") from exc
         return self._check_claims(claims)
 
-    def _check_claims(self, claims: Any) -> str:
+    def _check_claims(self, claims: Any) -> Identity:
         if not isinstance(claims, dict):
             raise Unauthenticated("the token's claims are not an object")
         now = self._clock()
@@ -386,7 +394,28 @@ class JwtVerifier:
         user_id = claims.get(self._settings.user_claim)
         if not isinstance(user_id, str) or not user_id:
             raise Unauthenticated(f"the token has no {self._settings.user_claim} claim")
-        return user_id
+        return Identity(user_id, _grants(claims.get(CHANNELS_CLAIM)))
+
+
+class Identity(NamedTuple):
+    user_id: str
+    grants: tuple[str, ...] = ()  # channel names and ns:* patterns
+
+
+def _grants(claim: Any) -> tuple[str, ...]:
+    """The ``channels`` claim: a list of channel names or ``ns:*`` patterns (absent: none)."""
+    if claim is None:
+        return ()
+    if (
+        not isinstance(claim, list)
+        or len(claim) > MAX_GRANTS
+        or not all(isinstance(g, str) and 0 < len(g) <= MAX_GRANT_LENGTH for g in claim)
+    ):
+        raise Unauthenticated(
+            f"the token's {CHANNELS_CLAIM} claim must be a list of at most {MAX_GRANTS} "
+            "channel names or ns:* patterns"
+        )
+    return tuple(dict.fromkeys(claim))
 
 
 def _time_claim(claims: Mapping[str, Any], name: str) -> float | None:
@@ -428,12 +457,13 @@ def mint(
     ttl_seconds: int = 900,
     algorithm: str = "HS256",
     now: float | None = None,
+    channels: list[str] | None = None,
 ) -> str:
     """A short-lived HMAC token for ``user_id`` (the local stack and tests use it)."""
     if algorithm not in HMAC_ALGORITHMS:
         raise ValueError("only HMAC tokens can be minted from a shared secret")
     issued = int(time.time() if now is None else now)
-    claims = {
+    claims: dict[str, Any] = {
         "sub": user_id,
         "iss": issuer,
         "aud": audience,
@@ -441,4 +471,6 @@ def mint(
         "nbf": issued,
         "exp": issued + ttl_seconds,
     }
+    if channels:
+        claims[CHANNELS_CLAIM] = channels
     return jwt.encode(claims, secret, algorithm=algorithm)

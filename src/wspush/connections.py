@@ -12,7 +12,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from pynamodb.attributes import NumberAttribute, TTLAttribute, UnicodeAttribute
+from pynamodb.attributes import (
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+    UnicodeSetAttribute,
+)
 from pynamodb.exceptions import DeleteError, PynamoDBException, UpdateError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
@@ -24,7 +29,7 @@ _CONDITION_FAILED = "ConditionalCheckFailedException"
 _BATCH_GET_LIMIT = 100
 
 
-class _UserIndex(GlobalSecondaryIndex["_ConnectionItem"]):
+class _UserIndex(GlobalSecondaryIndex["ConnectionItem"]):
     class Meta:
         index_name = "byUser"
         projection = AllProjection()
@@ -32,7 +37,7 @@ class _UserIndex(GlobalSecondaryIndex["_ConnectionItem"]):
     user_id = UnicodeAttribute(hash_key=True, attr_name="userId")
 
 
-class _ConnectionItem(Model):
+class ConnectionItem(Model):
     class Meta:
         table_name = get_settings().table_name
         region = get_settings().region
@@ -46,6 +51,10 @@ class _ConnectionItem(Model):
     connected_at = NumberAttribute(attr_name="connectedAt")
     last_seen_at = NumberAttribute(attr_name="lastSeenAt")
     ttl = TTLAttribute(attr_name="ttl")
+    # The channels its token's `channels` claim grants, and how many it is subscribed to
+    # (kept by wspush.store.channels, in the same transaction as each subscription).
+    grants = UnicodeSetAttribute(null=True, attr_name="grants")
+    channels = NumberAttribute(null=True, attr_name="channels")
     by_user = _UserIndex()
 
 
@@ -58,6 +67,7 @@ class ConnectionRecord:
     platform: str
     connected_at: int
     last_seen_at: int
+    grants: tuple[str, ...] = ()
 
 
 def save(record: ConnectionRecord, *, ttl_seconds: int) -> None:
@@ -65,13 +75,14 @@ def save(record: ConnectionRecord, *, ttl_seconds: int) -> None:
 
     Its TTL counts from ``connected_at``: API Gateway's 2-hour lifetime cap plus a margin.
     """
-    item = _ConnectionItem(
+    item = ConnectionItem(
         record.connection_id,
         user_id=record.user_id,
         platform=record.platform,
         connected_at=record.connected_at,
         last_seen_at=record.last_seen_at,
         ttl=_expiry(record.connected_at, ttl_seconds),
+        grants=set(record.grants) or None,
     )
     try:
         item.save()
@@ -86,7 +97,7 @@ def delete(connection_id: str) -> bool:
     error: ``$disconnect`` and the 410 clean-up may both run for one connection.
     """
     try:
-        _ConnectionItem(connection_id).delete(condition=_ConnectionItem.connection_id.exists())
+        ConnectionItem(connection_id).delete(condition=ConnectionItem.connection_id.exists())
     except DeleteError as exc:
         if exc.cause_response_code == _CONDITION_FAILED:
             return False
@@ -97,19 +108,35 @@ def delete(connection_id: str) -> bool:
 def delete_many(connection_ids: Sequence[str]) -> None:
     """Delete these rows, 25 to a BatchWriteItem call (the 410 clean-up of a big fan-out)."""
     try:
-        with _ConnectionItem.batch_write() as batch:
+        with ConnectionItem.batch_write() as batch:
             for connection_id in connection_ids:
-                batch.delete(_ConnectionItem(connection_id))
+                batch.delete(ConnectionItem(connection_id))
     except PynamoDBException as exc:
         raise StorageUnavailable("could not delete the connections") from exc
+
+
+def get(connection_id: str) -> ConnectionRecord | None:
+    """A stored connection (a consistent read), or None."""
+    try:
+        item = ConnectionItem.get(connection_id, consistent_read=True)
+    except ConnectionItem.DoesNotExist:
+        return None
+    except PynamoDBException as exc:
+        raise StorageUnavailable("could not read the connection") from exc
+    return _record(item)
+
+
+def expiry(connected_at_ms: int, ttl_seconds: int) -> datetime:
+    """When a connection's row, and everything that lives as long, expires."""
+    return _expiry(connected_at_ms, ttl_seconds)
 
 
 def connected_at(connection_id: str) -> int | None:
     """When a stored connection opened (ms), or None if it is not stored (a consistent read:
     the row may have been written a moment ago)."""
     try:
-        item = _ConnectionItem.get(connection_id, consistent_read=True)
-    except _ConnectionItem.DoesNotExist:
+        item = ConnectionItem.get(connection_id, consistent_read=True)
+    except ConnectionItem.DoesNotExist:
         return None
     except PynamoDBException as exc:
         raise StorageUnavailable("could not read the connection") from exc
@@ -123,9 +150,9 @@ def touch(connection_id: str, *, now_ms: int) -> bool:
     it opened, however active, so a row never needs to outlive that.
     """
     try:
-        _ConnectionItem(connection_id).update(
-            actions=[_ConnectionItem.last_seen_at.set(now_ms)],
-            condition=_ConnectionItem.connection_id.exists(),
+        ConnectionItem(connection_id).update(
+            actions=[ConnectionItem.last_seen_at.set(now_ms)],
+            condition=ConnectionItem.connection_id.exists(),
         )
     except UpdateError as exc:
         if exc.cause_response_code == _CONDITION_FAILED:
@@ -139,7 +166,7 @@ def for_user(
 ) -> Iterator[ConnectionRecord]:
     """Every live connection of one user, following the query's pages to the end."""
     try:
-        for item in _ConnectionItem.by_user.query(user_id, page_size=page_size):
+        for item in ConnectionItem.by_user.query(user_id, page_size=page_size):
             if _is_live(item, now_ms):
                 yield _record(item)
     except PynamoDBException as exc:
@@ -155,7 +182,7 @@ def all_connections(
 ) -> Iterator[ConnectionRecord]:
     """Every live connection (or one segment of a parallel scan), page after page."""
     try:
-        for item in _ConnectionItem.scan(
+        for item in ConnectionItem.scan(
             page_size=page_size, segment=segment, total_segments=total_segments
         ):
             if _is_live(item, now_ms):
@@ -185,7 +212,7 @@ def scan_page(
     however big the table is."""
     start = {"connectionId": {"S": after}} if after is not None else None
     try:
-        results = _ConnectionItem.scan(
+        results = ConnectionItem.scan(
             segment=segment,
             total_segments=total_segments,
             limit=limit,
@@ -203,7 +230,7 @@ def approximate_count() -> int:
     """How many rows the table holds, as DynamoDB last counted: it recounts about every 6 hours,
     so a new or fast-growing table reports 0 or far too few. Only ever a hint."""
     try:
-        description = _ConnectionItem.describe_table()
+        description = ConnectionItem.describe_table()
     except PynamoDBException as exc:
         raise StorageUnavailable("could not describe the connections table") from exc
     return int(description.get("ItemCount", 0))
@@ -214,7 +241,7 @@ def get_many(connection_ids: Iterable[str], *, now_ms: int) -> Iterator[Connecti
     ids = list(dict.fromkeys(connection_ids))
     try:
         for start in range(0, len(ids), _BATCH_GET_LIMIT):
-            for item in _ConnectionItem.batch_get(ids[start : start + _BATCH_GET_LIMIT]):
+            for item in ConnectionItem.batch_get(ids[start : start + _BATCH_GET_LIMIT]):
                 if _is_live(item, now_ms):
                     yield _record(item)
     except PynamoDBException as exc:
@@ -225,15 +252,16 @@ def _expiry(from_ms: int, ttl_seconds: int) -> datetime:
     return datetime.fromtimestamp(from_ms / 1000, tz=UTC) + timedelta(seconds=ttl_seconds)
 
 
-def _is_live(item: _ConnectionItem, now_ms: int) -> bool:
+def _is_live(item: ConnectionItem, now_ms: int) -> bool:
     return item.ttl is None or item.ttl.timestamp() * 1000 > now_ms
 
 
-def _record(item: _ConnectionItem) -> ConnectionRecord:
+def _record(item: ConnectionItem) -> ConnectionRecord:
     return ConnectionRecord(
         connection_id=item.connection_id,
         user_id=item.user_id,
         platform=item.platform,
         connected_at=int(item.connected_at),
         last_seen_at=int(item.last_seen_at),
+        grants=tuple(sorted(item.grants or ())),
     )

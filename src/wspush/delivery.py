@@ -24,6 +24,7 @@ from wspush.gateway import Gateway, PostOutcome, PostResult
 from wspush.messages import MAX_REPORTED_ERRORS, Message, Target
 from wspush.observability import logger, metrics, tracer
 from wspush.settings import Settings
+from wspush.store import channels as channels_store
 
 NOT_ATTEMPTED = "deadline"
 # A post still in flight when the invocation must settle: it may or may not have arrived.
@@ -131,6 +132,8 @@ def resolve_targets(target: Target, *, now_ms: int, page_size: int | None = None
             r.connection_id: r for r in connections.get_many(target.connection_ids, now_ms=now_ms)
         }
         records = (known[cid] for cid in target.connection_ids if cid in known)
+    elif target.channel is not None:
+        records = channels_store.subscribers(target.channel, now_ms=now_ms, page_size=page_size)
     elif target.user_ids:
         records = (
             record

@@ -40,6 +40,17 @@ class Forbidden(ConnectionRefused):
     """A valid token that does not allow this connection (e.g. another user's id asked)."""
 
 
+class ChannelRefused(WspushError):
+    """A subscribe, unsubscribe or presence request is refused; ``code`` is the contract's
+    (``forbidden``, ``invalid_channel``, ``unknown_namespace``, ``too_many_channels``...)."""
+
+    def __init__(self, code: str, message: str, channel: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.channel = channel
+
+
 class AuthUnavailable(WspushError):
     """The keys needed to check a token could not be had: fail closed, retry later."""
 

@@ -13,7 +13,7 @@ from typing import Any
 from wspush.errors import InvalidMessage
 from wspush.messages import encode_frame, parse_json
 
-SUPPORTED_ACTIONS = ("ping",)
+SUPPORTED_ACTIONS = ("ping", "subscribe", "unsubscribe", "presence")
 _MAX_ECHOED_ACTION = 64
 
 
@@ -46,12 +46,25 @@ def unknown_frame_reply(body: str | None, *, now_ms: int) -> str:
     return error_reply("unknown_action", message, now_ms=now_ms)
 
 
-def reply(reply_type: str, data: Any, *, now_ms: int) -> str:
-    return encode_frame(reply_type, data, message_id=uuid.uuid4().hex, ts=now_ms).decode("utf-8")
+def reply(reply_type: str, data: Any, *, now_ms: int, ref: str | None = None) -> str:
+    """A reply frame; it echoes the request's ``ref`` when it had one."""
+    extra = {"ref": ref} if ref is not None else None
+    frame = encode_frame(reply_type, data, message_id=uuid.uuid4().hex, ts=now_ms, extra=extra)
+    return frame.decode("utf-8")
 
 
-def error_reply(code: str, message: str, *, now_ms: int) -> str:
-    return reply("error", {"code": code, "message": message}, now_ms=now_ms)
+def error_reply(
+    code: str,
+    message: str,
+    *,
+    now_ms: int,
+    ref: str | None = None,
+    channel: str | None = None,
+) -> str:
+    data = {"code": code, "message": message}
+    if channel is not None:
+        data["channel"] = channel
+    return reply("error", data, now_ms=now_ms, ref=ref)
 
 
 def route_response(status: int, body: str) -> dict[str, Any]:

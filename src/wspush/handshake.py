@@ -35,7 +35,7 @@ def open_connection(
     nothing is stored), ``AuthUnavailable`` (the token could not be checked: refused), or
     ``StorageUnavailable`` (the row is removed again if the failed write landed after all).
     """
-    user_id = _authenticated_user(query, settings, auth)
+    user_id, grants = _authenticated_user(query, settings, auth)
     platform = _platform(query.get("platform"), settings.allowed_platforms)
     record = ConnectionRecord(
         connection_id=connection_id,
@@ -43,6 +43,7 @@ def open_connection(
         platform=platform,
         connected_at=connected_at or now_ms,
         last_seen_at=now_ms,
+        grants=grants,
     )
     try:
         connections.save(record, ttl_seconds=settings.connection_ttl_seconds)
@@ -62,17 +63,20 @@ def _forget_quietly(connection_id: str) -> None:
         logger.warning("could not remove a refused connection", connection_id=connection_id)
 
 
-def _authenticated_user(query: Mapping[str, str], settings: Settings, auth: AuthSettings) -> str:
-    """The user id: the token's claim in ``jwt`` mode, the client's word in ``none`` mode."""
+def _authenticated_user(
+    query: Mapping[str, str], settings: Settings, auth: AuthSettings
+) -> tuple[str, tuple[str, ...]]:
+    """The user id (the token's claim in ``jwt`` mode, the client's word in ``none`` mode)
+    and the channels the token grants (none without a token)."""
     asked = query.get("userId")
     if auth.mode is AuthMode.NONE:
         _warn_once_auth_is_off()
-        return _user_id(asked)
-    user_id = verifier_for(auth, settings.region).user_id(query.get("token"))
+        return _user_id(asked), ()
+    user_id, grants = verifier_for(auth, settings.region).identity(query.get("token"))
     if asked is not None and asked != user_id:
         raise Forbidden("the userId parameter does not match the token")
     try:
-        return _user_id(user_id)
+        return _user_id(user_id), grants
     except BadHandshake as exc:
         raise Forbidden(f"the token's user id is not acceptable: {exc.reason}") from exc
 

@@ -52,7 +52,9 @@ def key_of(message: Message, round_number: int) -> dict[str, Any]:
         "segment": list(target.segment) if target.segment else None,
         "round": round_number,
     }
-    if target.after is not None:  # a broadcast share that continues a scan
+    if target.channel is not None:
+        key["channel"] = target.channel
+    if target.after is not None:  # a broadcast's or a channel's share that continues a read
         key["after"] = target.after
     return key
 

@@ -17,6 +17,18 @@ HOST = "127.0.0.1"
 JWT_SECRET_PARAMETER = f"/wspush/{STAGE}/jwt-secret"
 JWT_ISSUER = f"wspush-{STAGE}"
 JWT_AUDIENCE = "wspush"
+# The namespaces `make dev` declares, so examples and tests can rely on them: room (every
+# connection, history), lobby (every connection, presence, history), secret (only through
+# the token's channels claim or an authorizer, presence).
+NAMESPACES = {
+    "room": {"subscribe": "authenticated", "history": {"size": 100, "ttlSeconds": 86_400}},
+    "lobby": {
+        "subscribe": "authenticated",
+        "presence": True,
+        "history": {"size": 100, "ttlSeconds": 86_400},
+    },
+    "secret": {"subscribe": "restricted", "presence": True},
+}
 
 
 # Each port of the local stack and the environment variable that moves it.
@@ -89,6 +101,10 @@ class LocalStack:
     @property
     def processed_table_name(self) -> str:
         return f"wspush-{STAGE}-processed"
+
+    @property
+    def channels_table_name(self) -> str:
+        return f"wspush-{STAGE}-channels"
 
     @property
     def send_function_name(self) -> str:

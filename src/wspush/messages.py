@@ -6,10 +6,11 @@ A service sends (as an SQS body or the send Lambda's event)::
      "payload": {"type": "order.updated", "data": {"orderId": 7}}}
 
 with exactly one target (``connectionId`` | ``connectionIds`` | ``userId`` | ``userIds`` |
-``"broadcast": true``), optional ``platform`` (string or list) and
+``channel`` | ``"broadcast": true``), optional ``platform`` (string or list) and
 ``excludeConnectionIds`` filters, and an optional ``id`` kept as the message id (an
 optional field that is null counts as left out).
-Clients receive ``{"type", "data", "id", "ts"}``, at most 128 KB once serialized.
+Clients receive ``{"type", "data", "id", "ts"}`` (and ``channel`` for a channel's message), at
+most 128 KB once serialized.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from wspush.errors import InvalidMessage
+from wspush.channels.names import parse_channel
+from wspush.errors import ChannelRefused, InvalidMessage
 
 MAX_CLIENT_FRAME_BYTES = 131_072  # API Gateway's limit for one message to a client
 MAX_SQS_MESSAGE_BYTES = 1_048_576  # body and message attributes together; a whole batch too
@@ -34,7 +36,7 @@ MAX_PLATFORM_LENGTH = 32
 MAX_TARGETS = 10_000
 MAX_ECHOED_NAME_LENGTH = 64  # an unknown field's name, as an error repeats it
 
-_TARGET_FIELDS = ("connectionId", "connectionIds", "userId", "userIds", "broadcast")
+_TARGET_FIELDS = ("connectionId", "connectionIds", "userId", "userIds", "channel", "broadcast")
 _FILTER_FIELDS = ("platform", "excludeConnectionIds")
 _KNOWN_FIELDS = frozenset((*_TARGET_FIELDS, *_FILTER_FIELDS, "payload", "id"))
 _PAYLOAD_FIELDS = frozenset(("type", "data"))
@@ -42,15 +44,17 @@ _PAYLOAD_FIELDS = frozenset(("type", "data"))
 
 @dataclass(frozen=True)
 class Target:
-    """Who a message is for. Exactly one of the three selectors is set."""
+    """Who a message is for. Exactly one of the four selectors is set."""
 
     connection_ids: tuple[str, ...] = ()
     user_ids: tuple[str, ...] = ()
     broadcast: bool = False
+    channel: str | None = None
     platforms: frozenset[str] | None = None
     exclude_connection_ids: frozenset[str] = frozenset()
     # (segment, of how many): the share of a broadcast one sender invocation delivers, and the
-    # connection id its scan starts after. Set from the queue, never from an envelope.
+    # connection id its scan (or a channel's query) starts after. Set from the queue, never
+    # from an envelope.
     segment: tuple[int, int] | None = None
     after: str | None = None
 
@@ -66,6 +70,9 @@ class Message:
     # Payload bodies never reach a log, not even through a repr.
     data: Any = field(repr=False)
     frame: bytes = field(repr=False)
+    # The channel a subscriber receives it through (in the frame too), also once the message
+    # is re-queued for some of its recipients by connection id.
+    channel: str | None = None
 
 
 def parse_json(body: str | bytes) -> Any:
@@ -77,14 +84,19 @@ def parse_json(body: str | bytes) -> Any:
 
 
 def parse_message(
-    envelope: Any, *, now_ms: int, ts: int | None = None, default_id: str | None = None
+    envelope: Any,
+    *,
+    now_ms: int,
+    ts: int | None = None,
+    default_id: str | None = None,
+    channel: str | None = None,
 ) -> Message:
     """Validate an envelope into a ``Message`` or raise ``InvalidMessage`` naming the field.
 
     ``ts`` keeps the original timestamp when a message is re-queued. ``default_id`` is the
     id of a message that has none of its own; it must be the same each time the same
     message is handled again (an SQS message id, a Lambda request id), so clients can
-    drop the duplicate.
+    drop the duplicate. ``channel`` is the channel of a message re-queued by connection id.
     """
     if not isinstance(envelope, Mapping):
         raise InvalidMessage("invalid_envelope", "message must be a JSON object")
@@ -97,7 +109,8 @@ def parse_message(
     target = _target(envelope)
     payload_type, data = _payload(envelope.get("payload"))
     timestamp = now_ms if ts is None else ts
-    frame = encode_frame(payload_type, data, message_id=message_id, ts=timestamp)
+    channel = target.channel or channel
+    frame = encode_frame(payload_type, data, message_id=message_id, ts=timestamp, channel=channel)
     if len(frame) > MAX_CLIENT_FRAME_BYTES:
         raise InvalidMessage(
             "payload_too_large",
@@ -106,15 +119,35 @@ def parse_message(
             "payload",
         )
     return Message(
-        id=message_id, ts=timestamp, type=payload_type, target=target, data=data, frame=frame
+        id=message_id,
+        ts=timestamp,
+        type=payload_type,
+        target=target,
+        data=data,
+        frame=frame,
+        channel=channel,
     )
 
 
-def encode_frame(payload_type: str, data: Any, *, message_id: str, ts: int) -> bytes:
-    """The bytes a client receives: compact JSON with ``type``, ``data``, ``id`` and ``ts``."""
+def encode_frame(
+    payload_type: str,
+    data: Any,
+    *,
+    message_id: str,
+    ts: int,
+    channel: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> bytes:
+    """The bytes a client receives: compact JSON with ``type``, ``data``, ``id`` and ``ts``
+    (and ``channel``, and a reply's ``ref``, when there is one)."""
+    frame: dict[str, Any] = {"type": payload_type, "data": data, "id": message_id, "ts": ts}
+    if channel is not None:
+        frame["channel"] = channel
+    if extra:
+        frame.update(extra)
     try:
         text = json.dumps(
-            {"type": payload_type, "data": data, "id": message_id, "ts": ts},
+            frame,
             separators=(",", ":"),
             ensure_ascii=False,
             allow_nan=False,
@@ -203,6 +236,8 @@ def _target(envelope: Mapping[str, Any]) -> Target:
         if value is not True:
             raise InvalidMessage("invalid_target", "broadcast must be true when present", name)
         return replace(base, broadcast=True)
+    if name == "channel":
+        return replace(base, channel=_channel(value))
     by_connection = name.startswith("connection")
     max_length = MAX_CONNECTION_ID_LENGTH if by_connection else MAX_USER_ID_LENGTH
     if name.endswith("Ids"):
@@ -211,6 +246,13 @@ def _target(envelope: Mapping[str, Any]) -> Target:
         _require_string(value, name, max_length)
         ids = (value,)
     return replace(base, connection_ids=ids) if by_connection else replace(base, user_ids=ids)
+
+
+def _channel(value: Any) -> str:
+    try:
+        return str(parse_channel(value))
+    except ChannelRefused as exc:
+        raise InvalidMessage("invalid_channel", exc.message, "channel") from exc
 
 
 def _platforms(value: Any) -> frozenset[str] | None:

@@ -22,7 +22,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from wspush.errors import QueueUnavailable
+from wspush.channels.names import parse_channel
+from wspush.errors import ChannelRefused, QueueUnavailable
 from wspush.messages import MAX_SQS_MESSAGE_BYTES, sqs_batches, sqs_body
 from wspush.observability import logger
 
@@ -37,6 +38,7 @@ ROUND = "wspush-round"
 SEGMENT = "wspush-segment"  # "s/S": this copy of a broadcast delivers scan segment s of S
 AFTER = "wspush-after"  # where in its segment this copy's scan starts (a connection id)
 TIMESTAMP = "wspush-ts"
+CHANNEL = "wspush-channel"  # the channel of a channel's message re-queued by connection id
 ERROR_CODE = "wspush-error-code"
 ERROR_REASON = "wspush-error-reason"
 ERROR_FIELD = "wspush-error-field"
@@ -66,6 +68,7 @@ class QueuedAttributes:
     ts: int | None = None
     segment: tuple[int, int] | None = None
     after: str | None = None
+    channel: str | None = None
 
     @classmethod
     def of(cls, record: SQSRecord) -> QueuedAttributes:
@@ -79,6 +82,7 @@ class QueuedAttributes:
             ts=ts if ts is not None and _EARLIEST_TS <= ts <= _LATEST_TS else None,
             segment=_segment(attributes[SEGMENT]),
             after=_after(attributes[AFTER]),
+            channel=_channel(attributes[CHANNEL]),
         )
 
 
@@ -125,10 +129,14 @@ def requeued(
     delay_seconds: int = 0,
     segment: tuple[int, int] | None = None,
     after: str | None = None,
+    channel: str | None = None,
 ) -> Outgoing:
     """A message put back on the queue, remembering its attempt count, round, timestamp and,
-    for a broadcast share, its scan position."""
+    for a broadcast's or a channel's share, its read position (and for a channel's message
+    sent again by connection id, its channel)."""
     attributes = {ATTEMPT: str(attempt), ROUND: str(round_number), TIMESTAMP: str(ts)}
+    if channel is not None:
+        attributes[CHANNEL] = channel
     if segment is not None:
         attributes[SEGMENT] = f"{segment[0]}/{segment[1]}"
     if after is not None:
@@ -323,6 +331,14 @@ def _segment(attribute: SQSMessageAttribute | None) -> tuple[int, int] | None:
 def _after(attribute: SQSMessageAttribute | None) -> str | None:
     raw = attribute.get("stringValue") if attribute is not None else None
     return raw if isinstance(raw, str) and 0 < len(raw) <= _MAX_AFTER_CHARS else None
+
+
+def _channel(attribute: SQSMessageAttribute | None) -> str | None:
+    raw = attribute.get("stringValue") if attribute is not None else None
+    try:
+        return str(parse_channel(raw))
+    except ChannelRefused:
+        return None
 
 
 def _int_value(attribute: SQSMessageAttribute | None) -> int | None:

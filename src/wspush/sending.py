@@ -42,6 +42,7 @@ from wspush.messages import (
 )
 from wspush.observability import logger, metrics
 from wspush.settings import Settings
+from wspush.store import channels as channels_store
 
 if TYPE_CHECKING:  # the send Lambda has no SQS records, and need not load their types
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -140,7 +141,9 @@ def _send_one(
     context: LambdaContext | None,
 ) -> dict[str, Any]:
     try:
-        message = parse_message(envelope, now_ms=now_ms(), default_id=default_id)
+        message = _declared(
+            parse_message(envelope, now_ms=now_ms(), default_id=default_id), settings
+        )
     except InvalidMessage as exc:
         return _rejected(exc)
 
@@ -220,8 +223,15 @@ def _process(
         return
     queued = queues.QueuedAttributes.of(record)
     try:
-        message = parse_message(
-            parse_json(record.body), now_ms=now_ms(), ts=queued.ts, default_id=record.message_id
+        message = _declared(
+            parse_message(
+                parse_json(record.body),
+                now_ms=now_ms(),
+                ts=queued.ts,
+                default_id=record.message_id,
+                channel=queued.channel,
+            ),
+            settings,
         )
     except InvalidMessage as exc:
         queues.dead_letter(
@@ -237,6 +247,8 @@ def _process(
     if queued.segment is not None and message.target.broadcast:
         share = replace(message.target, segment=queued.segment, after=queued.after)
         message = replace(message, target=share)
+    elif queued.after is not None and message.target.channel is not None:
+        message = replace(message, target=replace(message.target, after=queued.after))
     logger.append_keys(message_id=message.id)
 
     def deliver_and_settle() -> dict[str, Any]:
@@ -246,6 +258,8 @@ def _process(
             if not isinstance(share, Audience):
                 return share  # split for other invocations
             audience = share
+        elif target.channel is not None:
+            audience = _channel_share(message, target.channel, queued, settings)
         elif len(target.user_ids) > settings.users_per_chunk:
             return _split(message, _user_chunks(message, settings), queued, settings)
         else:
@@ -313,6 +327,41 @@ def _broadcast_share(
         _queue(message, [rest], queued, settings)
         logger.info("broadcast segment continues", segment=segment, total_segments=total)
     return Audience.of(page.records, target)
+
+
+def _channel_share(
+    message: Message, channel: str, queued: queues.QueuedAttributes, settings: Settings
+) -> Audience:
+    """The subscribers this invocation delivers a channel's message to: one page of at most
+    ``connections_per_segment``; the rest of the channel is handed on first (its query
+    position), so a big channel is read and delivered by a chain of invocations, each
+    bounded, the next already running while this one posts."""
+    page = _read(
+        lambda: channels_store.subscriber_page(
+            channel,
+            now_ms=now_ms(),
+            limit=settings.connections_per_segment,
+            after=message.target.after,
+        ),
+        message,
+    )
+    if page.after is not None:
+        rest = queues.Share(with_target(message, channel=channel), after=page.after)
+        _queue(message, [rest], queued, settings)
+        logger.info("channel continues", after_page=len(page.records))
+    return Audience.of(page.records, message.target)
+
+
+def _declared(message: Message, settings: Settings) -> Message:
+    """A channel's message must name a declared namespace (nobody can subscribe elsewhere)."""
+    channel = message.target.channel
+    if channel is not None and settings.namespace(channel.partition(":")[0]) is None:
+        raise InvalidMessage(
+            "unknown_namespace",
+            f"no namespace {channel.partition(':')[0]!r} is declared",
+            "channel",
+        )
+    return message
 
 
 def _segments(message: Message, settings: Settings) -> list[queues.Share]:
@@ -406,6 +455,7 @@ def _settle_failures(
             round_number=next_round,
             ts=message.ts,
             delay_seconds=delay,
+            channel=message.channel,
         )
         for recipients, chunk_attempt, delay in (
             (untried, attempt, 0),

@@ -5,7 +5,9 @@ Only this module reads ``os.environ``; everything else receives a ``Settings``.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -25,6 +27,99 @@ PUBLIC_KEY_ALGORITHMS = frozenset(("RS256", "RS384", "RS512", "ES256", "ES384"))
 
 class SettingsError(ValueError):
     """A configuration value is missing or malformed."""
+
+
+# A channel is `namespace:name`; the namespace is declared in WSPUSH_NAMESPACES.
+NAMESPACE_PATTERN = re.compile(r"[a-z0-9-]{1,32}")
+DEFAULT_MAX_MEMBERS = 10_000
+MAX_HISTORY_SIZE = 10_000
+
+
+class Access(StrEnum):
+    """Who may subscribe to a namespace's channels. Either way, a channel named by the
+    connection's token (its ``channels`` claim) or allowed by the channel authorizer is open."""
+
+    AUTHENTICATED = "authenticated"  # every connection that passed $connect
+    RESTRICTED = "restricted"  # only through the token's claim or the authorizer
+
+
+@dataclass(frozen=True)
+class History:
+    """How much of a channel's stream is kept for recovery: the last ``size`` messages, none
+    older than ``ttl_seconds``."""
+
+    size: int
+    ttl_seconds: int
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """One declared namespace and its options."""
+
+    name: str
+    access: Access = Access.RESTRICTED
+    presence: bool = False
+    history: History | None = None
+    max_members: int = DEFAULT_MAX_MEMBERS
+
+    @classmethod
+    def parse(cls, name: str, options: object) -> Namespace:
+        where = f"WSPUSH_NAMESPACES[{name!r}]"
+        if not NAMESPACE_PATTERN.fullmatch(name):
+            raise SettingsError(f"{where}: a namespace name is 1-32 of a-z, 0-9 and -")
+        if not isinstance(options, dict):
+            raise SettingsError(f"{where} must be an object")
+        unknown = sorted(set(options) - {"subscribe", "presence", "history", "maxMembers"})
+        if unknown:
+            raise SettingsError(f"{where}: unknown option {unknown[0]!r}")
+        try:
+            access = Access(options.get("subscribe", Access.RESTRICTED))
+        except ValueError as exc:
+            choices = " or ".join(repr(a.value) for a in Access)
+            raise SettingsError(f"{where}.subscribe must be {choices}") from exc
+        presence = options.get("presence", False)
+        if not isinstance(presence, bool):
+            raise SettingsError(f"{where}.presence must be true or false")
+        return cls(
+            name=name,
+            access=access,
+            presence=presence,
+            history=_history(where, options.get("history")),
+            max_members=_positive(where, "maxMembers", options.get("maxMembers"))
+            or DEFAULT_MAX_MEMBERS,
+        )
+
+
+def parse_namespaces(raw: str) -> tuple[Namespace, ...]:
+    """WSPUSH_NAMESPACES: a JSON object of namespace name -> options (empty: no channels)."""
+    if not raw.strip():
+        return ()
+    try:
+        declared = json.loads(raw)
+    except ValueError as exc:
+        raise SettingsError("WSPUSH_NAMESPACES is not valid JSON") from exc
+    if not isinstance(declared, dict):
+        raise SettingsError("WSPUSH_NAMESPACES must be a JSON object")
+    return tuple(Namespace.parse(name, options) for name, options in declared.items())
+
+
+def _history(where: str, value: object) -> History | None:
+    if value is None or value is False:
+        return None
+    if not isinstance(value, dict) or set(value) - {"size", "ttlSeconds"}:
+        raise SettingsError(f'{where}.history must be {{"size": n, "ttlSeconds": n}} or null')
+    size = _positive(where, "history.size", value.get("size")) or 100
+    if size > MAX_HISTORY_SIZE:
+        raise SettingsError(f"{where}.history.size must be at most {MAX_HISTORY_SIZE}")
+    return History(size, _positive(where, "history.ttlSeconds", value.get("ttlSeconds")) or 86_400)
+
+
+def _positive(where: str, name: str, value: object) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise SettingsError(f"{where}.{name} must be a positive integer")
+    return value
 
 
 class AuthMode(StrEnum):
@@ -145,6 +240,17 @@ class Settings:
     http_proxy: str = ""
     no_proxy: str = ""
     max_handshakes: int = 8
+    # Channels: the second table (subscriptions and presence), the declared namespaces, and
+    # how many channels one connection may hold.
+    channels_table_name: str = ""
+    namespaces: tuple[Namespace, ...] = ()
+    max_channels_per_connection: int = 128
+    # The deployer's channel authorizer (a Lambda function name or ARN; empty: none), and
+    # how long a subscribe waits for its answer.
+    channel_authorizer: str = ""
+    channel_authorizer_timeout_ms: int = 2_000
+    # Where user.online / user.offline events go (empty: not sent).
+    event_bus_name: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -178,7 +284,21 @@ class Settings:
             http_proxy=_proxy(env, "http"),
             no_proxy=_proxy(env, "no"),
             max_handshakes=_int(env, "WSPUSH_MAX_HANDSHAKES", 8, minimum=1),
+            channels_table_name=env.get("WSPUSH_CHANNELS_TABLE_NAME", "").strip(),
+            namespaces=parse_namespaces(env.get("WSPUSH_NAMESPACES", "")),
+            max_channels_per_connection=_int(
+                env, "WSPUSH_MAX_CHANNELS_PER_CONNECTION", 128, minimum=1
+            ),
+            channel_authorizer=env.get("WSPUSH_CHANNEL_AUTHORIZER", "").strip(),
+            channel_authorizer_timeout_ms=_int(
+                env, "WSPUSH_CHANNEL_AUTHORIZER_TIMEOUT_MS", 2_000, minimum=1
+            ),
+            event_bus_name=env.get("WSPUSH_EVENT_BUS_NAME", "").strip(),
         ).checked()
+
+    def namespace(self, name: str) -> Namespace | None:
+        """A declared namespace, or None."""
+        return next((ns for ns in self.namespaces if ns.name == name), None)
 
     def checked(self) -> Settings:
         if self.settle_reserve_ms > self.deadline_margin_ms:

@@ -43,6 +43,8 @@ FUNCTIONS = {
     "default": "handlers/default.handler",
     "send": "handlers/send.handler",
     "sender": "handlers/sender.handler",
+    "channel": "handlers/channel.handler",
+    "lifecycle": "handlers/lifecycle.handler",
 }
 
 # The Lambda runtime's boto3 and everything it needs (top-level names in site-packages).
@@ -58,6 +60,10 @@ POST_TO_CONNECTIONS = (
     f"${{WebsocketsApi}}/{STAGE}/POST/@connections/*"
 )
 PROCESSED = "${ProcessedMessagesTable.Arn}"
+CHANNELS = "${ChannelsTable.Arn}"
+BY_CONNECTION_INDEX = "${ChannelsTable.Arn}/index/byConnection"
+STREAM = "${ConnectionsTable.StreamArn}"
+EVENT_BUS = "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/default"
 DATA_KEY = "${DataKey.Arn}"
 KMS_FAMILIES = {"kms:GenerateDataKey*", "kms:ReEncrypt*"}
 # Every caller of the (key-encrypted) tables may use the key, through DynamoDB only.
@@ -87,7 +93,25 @@ DELIVERY_GRANTS = {
     ("dynamodb:UpdateItem", PROCESSED),
     ("dynamodb:DeleteItem", PROCESSED),
     ("execute-api:ManageConnections", POST_TO_CONNECTIONS),
+    ("dynamodb:Query", CHANNELS),
     *TABLE_KEY_GRANTS,
+}
+# Subscriptions and members, written in transactions.
+CHANNEL_WRITES = {
+    (action, CHANNELS)
+    for action in (
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:Query",
+    )
+}
+# Presence events go to the channel through the (key-encrypted) queue.
+QUEUE_PRESENCE_EVENTS = {
+    ("sqs:SendMessage", MESSAGES_QUEUE),
+    ("kms:Decrypt", DATA_KEY),
+    ("kms:GenerateDataKey", DATA_KEY),
 }
 JWT_SECRET_PARAMETER = (
     "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${JwtSecretParameter}"
@@ -115,6 +139,26 @@ FUNCTION_GRANTS = {
         ("sqs:SendMessage", DEAD_LETTER_QUEUE),
         ("kms:Decrypt", DATA_KEY),
         ("kms:GenerateDataKey", DATA_KEY),
+    },
+    # (the authorizer grant exists only when one is configured: Fn::If)
+    "channel": {
+        ("dynamodb:GetItem", TABLE),
+        ("dynamodb:UpdateItem", TABLE),
+        *CHANNEL_WRITES,
+        *TABLE_KEY_GRANTS,
+        *QUEUE_PRESENCE_EVENTS,
+        ("lambda:InvokeFunction", "${ChannelAuthorizerArn}"),
+    },
+    "lifecycle": {
+        ("dynamodb:DescribeStream", STREAM),
+        ("dynamodb:GetRecords", STREAM),
+        ("dynamodb:GetShardIterator", STREAM),
+        ("dynamodb:ListStreams", STREAM),
+        *CHANNEL_WRITES,
+        ("dynamodb:Query", BY_CONNECTION_INDEX),
+        *TABLE_KEY_GRANTS,
+        *QUEUE_PRESENCE_EVENTS,
+        ("events:PutEvents", EVENT_BUS),
     },
 }
 
@@ -263,7 +307,9 @@ def unconditional(statement: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """A statement, or the statement an ``Fn::If`` yields when its condition holds."""
     if set(statement) == {"Fn::If"}:
         condition, when_true, when_false = statement["Fn::If"]
-        assert condition in {"HasJwtSecretParameter", "HasJwtSecretArn"}, statement
+        assert condition in {"HasJwtSecretParameter", "HasJwtSecretArn", "HasChannelAuthorizer"}, (
+            statement
+        )
         assert when_false == {"Ref": "AWS::NoValue"}, statement
         yield when_true
     else:
@@ -498,16 +544,39 @@ def test_outputs(package: Package) -> None:
     assert outputs["ProcessedTableName"] == {"Ref": "ProcessedMessagesTable"}
 
 
+def mapping_of(package: Package, function: str) -> dict[str, Any]:
+    (properties,) = (
+        mapping["Properties"]
+        for mapping in package.of_type("AWS::Lambda::EventSourceMapping").values()
+        if mapping["Properties"]["FunctionName"]["Fn::GetAtt"][0] == function
+    )
+    return properties  # type: ignore[no-any-return]
+
+
 def test_sender_reads_the_queue_in_batches_reporting_failures(package: Package) -> None:
-    (mapping,) = package.of_type("AWS::Lambda::EventSourceMapping").values()
-    properties = mapping["Properties"]
+    properties = mapping_of(package, "SenderLambdaFunction")
     assert properties["EventSourceArn"] == {"Fn::GetAtt": ["MessagesQueue", "Arn"]}
     assert properties["FunctionName"] == {"Fn::GetAtt": ["SenderLambdaFunction", "Arn"]}
     assert properties["BatchSize"] == 10
     assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
 
 
-@pytest.mark.parametrize("route_key", ["ping", "$default"])
+def test_lifecycle_reads_rows_appearing_and_disappearing_from_the_tables_stream(
+    package: Package,
+) -> None:
+    properties = mapping_of(package, "LifecycleLambdaFunction")
+    assert properties["EventSourceArn"] == {"Fn::GetAtt": ["ConnectionsTable", "StreamArn"]}
+    assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert properties["BisectBatchOnFunctionError"] is True
+    patterns = [json.loads(f["Pattern"]) for f in properties["FilterCriteria"]["Filters"]]
+    assert patterns == [{"eventName": ["INSERT", "REMOVE"]}]
+    (table,) = (
+        r for k, r in package.of_type("AWS::DynamoDB::Table").items() if k == "ConnectionsTable"
+    )
+    assert table["Properties"]["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
+
+
+@pytest.mark.parametrize("route_key", ["ping", "$default", "subscribe", "unsubscribe", "presence"])
 def test_route_sends_the_handler_body_back(package: Package, route_key: str) -> None:
     # Given the route  /  Then its response is the integration's ($default) response
     routes = {

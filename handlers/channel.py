@@ -1,0 +1,23 @@
+"""``subscribe``, ``unsubscribe``, ``presence``: a channel request, answered through the route
+response (``subscribed``, ``unsubscribed``, ``presence``, or an ``error`` saying why)."""
+
+from typing import Any
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from wspush import events, frames
+from wspush.channels import subscriptions
+from wspush.clock import now_ms
+from wspush.observability import logger, metrics, tracer
+from wspush.settings import get_settings
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = events.RouteEvent.of(event)
+    body = frames.frame_text(request.body, base64_encoded=request.base64_encoded)
+    answer = subscriptions.handle(request.connection_id, body, get_settings(), now_ms=now_ms())
+    return frames.route_response(200, answer)

@@ -1,0 +1,1 @@
+"""Channels and presence: names, who may subscribe, subscribing, members, a connection's end."""

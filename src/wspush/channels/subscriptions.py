@@ -1,0 +1,176 @@
+"""What the ``subscribe``, ``unsubscribe`` and ``presence`` routes do, frame to reply.
+
+A request is ``{"action", "channel", "ref"?}`` (``presence`` also takes ``"after"``, the
+``next`` of the page before). Every reply echoes ``ref``; a refusal is an ``error`` frame
+whose data names the code and the channel.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from wspush import connections, queues
+from wspush.channels.access import authorize
+from wspush.channels.names import Channel, parse_channel
+from wspush.errors import ChannelRefused, InvalidMessage, QueueUnavailable, StorageUnavailable
+from wspush.frames import error_reply, reply
+from wspush.messages import parse_json, sqs_body
+from wspush.observability import logger, metrics
+from wspush.settings import Namespace, Settings
+from wspush.store import channels as store
+
+MAX_REF_LENGTH = 64
+MEMBERS_PER_PAGE = 100
+ACTIONS = ("subscribe", "unsubscribe", "presence")
+
+
+@dataclass(frozen=True)
+class Request:
+    action: str
+    channel: Any
+    ref: str | None
+    after: Any = None
+
+
+def handle(connection_id: str, body: str | None, settings: Settings, *, now_ms: int) -> str:
+    """The reply frame to one channel request."""
+    ref: str | None = None
+    try:
+        request = parse_request(body)
+        ref = request.ref
+        reply_type, data = _ROUTES[request.action](connection_id, request, settings)
+    except ChannelRefused as exc:
+        metrics.add_metric(name="ChannelRequestsRefused", unit="Count", value=1)
+        logger.info("channel request refused", connection_id=connection_id, code=exc.code)
+        return error_reply(exc.code, exc.message, now_ms=now_ms, ref=ref, channel=exc.channel)
+    except StorageUnavailable:
+        logger.exception("channel request failed", connection_id=connection_id)
+        metrics.add_metric(name="StorageErrors", unit="Count", value=1)
+        return error_reply(
+            "unavailable", "channels are unavailable, try again later", now_ms=now_ms, ref=ref
+        )
+    return reply(reply_type, data, now_ms=now_ms, ref=ref)
+
+
+def parse_request(body: str | None) -> Request:
+    try:
+        frame = parse_json(body or "")
+    except InvalidMessage as exc:
+        raise ChannelRefused("bad_frame", "frame is not valid JSON") from exc
+    if not isinstance(frame, dict) or frame.get("action") not in ACTIONS:
+        raise ChannelRefused("bad_frame", f"frame must be an object with an action of {ACTIONS}")
+    ref = frame.get("ref")
+    if ref is not None and (not isinstance(ref, str) or len(ref) > MAX_REF_LENGTH):
+        raise ChannelRefused("bad_frame", f"ref must be a string of at most {MAX_REF_LENGTH}")
+    return Request(frame["action"], frame.get("channel"), ref, frame.get("after"))
+
+
+def subscribe(connection_id: str, request: Request, settings: Settings) -> tuple[str, Any]:
+    channel, namespace = _declared(request.channel, settings)
+    name = str(channel)
+    record = connections.get(connection_id)
+    if record is None:
+        raise ChannelRefused("unknown_connection", "this connection is not open", name)
+    info = authorize(record, channel, namespace, settings)
+    presence = store.Presence(info, namespace.max_members) if namespace.presence else None
+    first = store.subscribe(
+        record,
+        name,
+        expires=connections.expiry(record.connected_at, settings.connection_ttl_seconds),
+        max_channels=settings.max_channels_per_connection,
+        presence=presence,
+    )
+    metrics.add_metric(name="Subscribed", unit="Count", value=1)
+    logger.info("subscribed", connection_id=connection_id, channel=name)
+    if first:
+        announce(
+            settings,
+            name,
+            "presence.join",
+            {"channel": name, "userId": record.user_id, "info": info},
+            exclude=connection_id,
+        )
+    return "subscribed", {"channel": name}
+
+
+def unsubscribe(connection_id: str, request: Request, settings: Settings) -> tuple[str, Any]:
+    channel = parse_channel(request.channel)
+    end(connection_id, str(channel), settings, connection_open=True)
+    return "unsubscribed", {"channel": str(channel)}
+
+
+def presence(connection_id: str, request: Request, settings: Settings) -> tuple[str, Any]:
+    channel, namespace = _declared(request.channel, settings)
+    name = str(channel)
+    if not namespace.presence:
+        raise ChannelRefused(
+            "no_presence", f"namespace {channel.namespace!r} has no presence", name
+        )
+    after = request.after
+    if after is not None and (not isinstance(after, str) or not after):
+        raise ChannelRefused("bad_frame", "after must be the next of an earlier page", name)
+    if not store.is_subscribed(connection_id, name):
+        raise ChannelRefused("not_subscribed", "subscribe to the channel to see its members", name)
+    page = store.members(name, limit=MEMBERS_PER_PAGE, after=after)
+    members = [
+        {"userId": m.user_id, "info": m.info, "connections": m.connections} for m in page.members
+    ]
+    return "presence", {
+        "channel": name,
+        "count": page.count,
+        "members": members,
+        "next": page.after,
+    }
+
+
+def end(connection_id: str, channel: str, settings: Settings, *, connection_open: bool) -> None:
+    """End one subscription; tell the channel when its user's last connection left it."""
+    ended = store.unsubscribe(connection_id, channel, connection_open=connection_open)
+    if ended is None:
+        return
+    subscription, last = ended
+    metrics.add_metric(name="Unsubscribed", unit="Count", value=1)
+    logger.info("unsubscribed", connection_id=connection_id, channel=channel)
+    if last:
+        announce(
+            settings,
+            channel,
+            "presence.leave",
+            {"channel": channel, "userId": subscription.user_id},
+        )
+
+
+def announce(
+    settings: Settings, channel: str, event_type: str, data: Any, *, exclude: str | None = None
+) -> None:
+    """Queue a presence event to the channel's subscribers, like any channel message (best
+    effort: the membership itself is already right)."""
+    envelope: dict[str, Any] = {
+        "id": uuid.uuid4().hex,
+        "channel": channel,
+        "payload": {"type": event_type, "data": data},
+    }
+    if exclude is not None:
+        envelope["excludeConnectionIds"] = [exclude]
+    try:
+        queues.send_all(
+            settings.queue_url, [queues.Outgoing(sqs_body(envelope), {})], region=settings.region
+        )
+    except QueueUnavailable:
+        logger.warning("presence event not queued", channel=channel, event=event_type)
+        metrics.add_metric(name="PresenceEventsLost", unit="Count", value=1)
+
+
+def _declared(value: Any, settings: Settings) -> tuple[Channel, Namespace]:
+    channel = parse_channel(value)
+    namespace = settings.namespace(channel.namespace)
+    if namespace is None:
+        raise ChannelRefused(
+            "unknown_namespace", f"no namespace {channel.namespace!r} is declared", str(channel)
+        )
+    return channel, namespace
+
+
+_ROUTES = {"subscribe": subscribe, "unsubscribe": unsubscribe, "presence": presence}

@@ -1,0 +1,1 @@
+"""DynamoDB: the only package that talks to it (the connections table, the channels table)."""

@@ -1,0 +1,504 @@
+"""The channels table: who is subscribed to which channel, who is present, who is online.
+
+Items under a channel's partition key (its name, ``room:42``):
+
+- ``c#<connectionId>``: a subscription (the connection's user, platform, when it opened, and
+  its TTL: a subscription never outlives its connection's row). Fan-out queries these page
+  by page; the sparse index ``byConnection`` finds a connection's subscriptions when it ends.
+- ``u#<userId>``: a presence member: the set of that user's connections in the channel and
+  the info attached when the user joined.
+- ``#meta``: the channel's member count.
+
+And under ``#user:<userId>`` (no channel name starts with ``#``), ``#online``: the set of the
+user's open connections, for ``user.online`` / ``user.offline``.
+
+A subscription, the connection's channel count and the presence member change in one
+transaction, conditioned on what was read just before and retried when another writer got
+there first: a user's first join and last leave are each seen once, however many of their
+connections come and go at the same moment. Adding or removing a connection that is already
+added or removed changes nothing, so a redelivered event is harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from pynamodb.attributes import (
+    BooleanAttribute,
+    JSONAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+    UnicodeSetAttribute,
+)
+from pynamodb.connection import Connection
+from pynamodb.exceptions import (
+    DeleteError,
+    PynamoDBException,
+    TransactWriteError,
+    UpdateError,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+from pynamodb.transactions import TransactWrite
+
+from wspush.connections import ConnectionItem, ConnectionRecord
+from wspush.errors import ChannelRefused, StorageUnavailable
+from wspush.settings import get_settings
+
+SUBSCRIPTION = "c#"
+MEMBER = "u#"
+META = "#meta"
+ONLINE = "#online"
+USER_PARTITION = "#user:"
+_CONDITION_FAILED = "ConditionalCheckFailed"
+_CONDITION_FAILED_EXCEPTION = "ConditionalCheckFailedException"
+# Another writer changed the same items between the read and the transaction: read again.
+_ATTEMPTS = 8
+
+
+class _ConnectionIndex(GlobalSecondaryIndex["_ChannelItem"]):  # type: ignore[no-untyped-call]
+    class Meta:
+        index_name = "byConnection"
+        projection = AllProjection()
+
+    connection_id = UnicodeAttribute(hash_key=True, attr_name="connectionId")
+    channel = UnicodeAttribute(range_key=True, attr_name="channel")
+
+
+class _ChannelItem(Model):
+    class Meta:
+        table_name = get_settings().channels_table_name
+        region = get_settings().region
+        connect_timeout_seconds = 2
+        read_timeout_seconds = 5
+        max_retry_attempts = 2
+
+    channel = UnicodeAttribute(hash_key=True, attr_name="channel")
+    key = UnicodeAttribute(range_key=True, attr_name="key")
+    # Subscriptions
+    connection_id = UnicodeAttribute(null=True, attr_name="connectionId")
+    user_id = UnicodeAttribute(null=True, attr_name="userId")
+    platform = UnicodeAttribute(null=True, attr_name="platform")
+    connected_at = NumberAttribute(null=True, attr_name="connectedAt")
+    present = BooleanAttribute(null=True, attr_name="present")  # also a presence member
+    # Members and the online item: the user's connections
+    connections = UnicodeSetAttribute(null=True, attr_name="connections")
+    info = JSONAttribute(null=True, attr_name="info")
+    # The channel's member count
+    members = NumberAttribute(null=True, attr_name="members")
+    ttl = TTLAttribute(null=True, attr_name="ttl")
+    by_connection = _ConnectionIndex()
+
+
+@dataclass(frozen=True)
+class Member:
+    user_id: str
+    info: Any
+    connections: int
+
+
+@dataclass(frozen=True)
+class MemberPage:
+    count: int
+    members: list[Member]
+    after: str | None  # the user id the next page starts after
+
+
+@dataclass(frozen=True)
+class SubscriberPage:
+    records: list[ConnectionRecord]
+    after: str | None  # the connection id the next page starts after
+
+
+@dataclass(frozen=True)
+class Subscription:
+    channel: str
+    user_id: str
+    present: bool
+
+
+@dataclass(frozen=True)
+class Presence:
+    """What joining a presence channel needs: the member's info and the channel's limit."""
+
+    info: Any
+    max_members: int
+
+
+def subscribe(
+    record: ConnectionRecord,
+    channel: str,
+    *,
+    expires: datetime,
+    max_channels: int,
+    presence: Presence | None,
+) -> bool:
+    """Subscribe a connection (and, with ``presence``, make its user a member); True when this
+    made the user's first join of the channel.
+
+    Subscribing again is not an error and changes nothing. Raises ``ChannelRefused`` with
+    ``unknown_connection`` (its row is gone), ``too_many_channels`` or ``channel_full``.
+    """
+    cid = record.connection_id
+    count = ConnectionItem.channels
+    for _ in range(_ATTEMPTS):
+        member = _read(channel, MEMBER + record.user_id) if presence else None
+        if member is not None and cid in (member.connections or set()):
+            return False  # subscribed already: one transaction wrote both
+        writes = [
+            _Write(
+                ConnectionItem(cid),
+                actions=[count.add(1)],
+                condition=ConnectionItem.connection_id.exists()
+                & (count.does_not_exist() | (count < max_channels)),
+            ),
+            _Write(
+                _ChannelItem(
+                    channel,
+                    SUBSCRIPTION + cid,
+                    connection_id=cid,
+                    user_id=record.user_id,
+                    platform=record.platform,
+                    connected_at=record.connected_at,
+                    present=presence is not None,
+                    ttl=expires,
+                ),
+                condition=_ChannelItem.key.does_not_exist(),
+            ),
+        ]
+        if presence is not None:
+            writes += _join(channel, record.user_id, cid, member, presence, expires)
+        try:
+            _commit(writes)
+        except _Cancelled as cancelled:
+            if cancelled.failed(1):
+                return False  # already subscribed
+            if cancelled.failed(0):
+                raise _connection_refusal(cid, channel, max_channels) from None
+            if presence is not None and member is None and cancelled.failed(3):
+                raise ChannelRefused(
+                    "channel_full",
+                    f"the channel has its maximum of {presence.max_members} members",
+                    channel,
+                ) from None
+            continue  # the member changed since it was read
+        return presence is not None and member is None
+    raise StorageUnavailable("the channel's members kept changing; try again")
+
+
+def unsubscribe(
+    connection_id: str, channel: str, *, connection_open: bool
+) -> tuple[Subscription, bool] | None:
+    """End one subscription (and the user's membership through this connection): the ended
+    subscription and whether it was the user's last connection in the channel (their
+    presence ends), or None if there was none. ``connection_open`` is false when the
+    connection's row is gone (its subscriptions are ending with it)."""
+    for _ in range(_ATTEMPTS):
+        item = _read(channel, SUBSCRIPTION + connection_id)
+        if item is None or item.user_id is None:
+            return None
+        ended = Subscription(channel, item.user_id, bool(item.present))
+        member = _read(channel, MEMBER + item.user_id) if ended.present else None
+        writes = [_Write(item, delete=True, condition=_ChannelItem.key.exists())]
+        if connection_open:
+            writes.append(
+                _Write(
+                    ConnectionItem(connection_id),
+                    actions=[ConnectionItem.channels.add(-1)],
+                    condition=ConnectionItem.connection_id.exists(),
+                )
+            )
+        last = False
+        if member is not None and connection_id in (member.connections or set()):
+            last = member.connections == {connection_id}
+            writes += _part(member, connection_id, last=last)
+        try:
+            _commit(writes)
+        except _Cancelled as cancelled:
+            if cancelled.failed(0):
+                return None  # someone else ended it
+            if connection_open and cancelled.failed(1):
+                connection_open = False  # the connection is ending too
+            continue
+        return ended, last
+    raise StorageUnavailable("the channel's members kept changing; try again")
+
+
+def _join(
+    channel: str,
+    user_id: str,
+    connection_id: str,
+    member: _ChannelItem | None,
+    presence: Presence,
+    expires: datetime,
+) -> list[_Write]:
+    if member is not None:
+        return [
+            _Write(
+                member,
+                actions=[
+                    _ChannelItem.connections.add({connection_id}),
+                    _ChannelItem.ttl.set(expires),
+                ],
+                condition=_ChannelItem.connections == member.connections,
+            )
+        ]
+    joined = _ChannelItem(
+        channel,
+        MEMBER + user_id,
+        user_id=user_id,
+        connections={connection_id},
+        info=presence.info,
+        ttl=expires,
+    )
+    members = _ChannelItem.members
+    return [
+        _Write(joined, condition=_ChannelItem.key.does_not_exist()),
+        _Write(
+            _ChannelItem(channel, META),
+            actions=[members.add(1)],
+            condition=members.does_not_exist() | (members < presence.max_members),
+        ),
+    ]
+
+
+def _part(member: _ChannelItem, connection_id: str, *, last: bool) -> list[_Write]:
+    same = _ChannelItem.connections == member.connections
+    if not last:
+        return [
+            _Write(
+                member, actions=[_ChannelItem.connections.delete({connection_id})], condition=same
+            )
+        ]
+    return [
+        _Write(member, delete=True, condition=same),
+        _Write(
+            _ChannelItem(member.channel, META),
+            actions=[_ChannelItem.members.add(-1)],
+            condition=_ChannelItem.members.exists(),
+        ),
+    ]
+
+
+def _connection_refusal(connection_id: str, channel: str, max_channels: int) -> ChannelRefused:
+    try:
+        row = ConnectionItem.get(connection_id, consistent_read=True)
+    except ConnectionItem.DoesNotExist:
+        return ChannelRefused("unknown_connection", "this connection is closing", channel)
+    except PynamoDBException as exc:
+        raise StorageUnavailable("could not read the connection") from exc
+    del row
+    return ChannelRefused(
+        "too_many_channels",
+        f"a connection may subscribe to at most {max_channels} channels",
+        channel,
+    )
+
+
+def is_subscribed(connection_id: str, channel: str) -> bool:
+    return _read(channel, SUBSCRIPTION + connection_id) is not None
+
+
+def members(channel: str, *, limit: int, after: str | None = None) -> MemberPage:
+    """One page of a presence channel's members (user id order) and the member count."""
+    start = {"channel": {"S": channel}, "key": {"S": MEMBER + after}} if after else None
+    try:
+        results = _ChannelItem.query(
+            channel,
+            _ChannelItem.key.startswith(MEMBER),
+            limit=limit,
+            page_size=limit,
+            last_evaluated_key=start,
+        )
+        page = [
+            Member(item.user_id or "", item.info, len(item.connections or ())) for item in results
+        ]
+        next_key = results.last_evaluated_key
+        meta = _read(channel, META, consistent=False)
+    except PynamoDBException as exc:
+        raise StorageUnavailable("could not read the channel's members") from exc
+    count = int(meta.members or 0) if meta is not None else 0
+    return MemberPage(count, page, next_key["key"]["S"][len(MEMBER) :] if next_key else None)
+
+
+def subscribers(
+    channel: str, *, now_ms: int, page_size: int | None = None
+) -> Iterator[ConnectionRecord]:
+    """Every live subscription of a channel, following the query's pages to the end."""
+    try:
+        for item in _ChannelItem.query(
+            channel, _ChannelItem.key.startswith(SUBSCRIPTION), page_size=page_size
+        ):
+            if _is_live(item, now_ms):
+                yield _subscriber(item)
+    except PynamoDBException as exc:
+        raise StorageUnavailable("could not query the channel's subscribers") from exc
+
+
+def subscriber_page(
+    channel: str, *, now_ms: int, limit: int, after: str | None = None
+) -> SubscriberPage:
+    """At most ``limit`` subscriptions of a channel, read in one Query call from ``after`` on,
+    so one invocation's share of a big channel stays bounded."""
+    start = {"channel": {"S": channel}, "key": {"S": SUBSCRIPTION + after}} if after else None
+    try:
+        results = _ChannelItem.query(
+            channel,
+            _ChannelItem.key.startswith(SUBSCRIPTION),
+            limit=limit,
+            page_size=limit,
+            last_evaluated_key=start,
+        )
+        records = [_subscriber(item) for item in results if _is_live(item, now_ms)]
+        next_key = results.last_evaluated_key
+    except PynamoDBException as exc:
+        raise StorageUnavailable("could not query the channel's subscribers") from exc
+    return SubscriberPage(records, next_key["key"]["S"][len(SUBSCRIPTION) :] if next_key else None)
+
+
+def channels_of(connection_id: str) -> list[str]:
+    """The channels a connection is subscribed to (the index is eventually consistent: a
+    subscription made a moment ago may be missing; its TTL ends it then)."""
+    try:
+        return [
+            item.channel
+            for item in _ChannelItem.by_connection.query(connection_id)
+            if item.key.startswith(SUBSCRIPTION)
+        ]
+    except PynamoDBException as exc:
+        raise StorageUnavailable("could not query the connection's channels") from exc
+
+
+def came_online(user_id: str, connection_id: str, *, expires: datetime) -> bool:
+    """Add a connection to its user's open connections; True when it is the user's only one
+    (the user came online). Adding it again answers False."""
+    item = _ChannelItem(USER_PARTITION + user_id, ONLINE)
+    try:
+        item.update(
+            actions=[_ChannelItem.connections.add({connection_id}), _ChannelItem.ttl.set(expires)],
+            condition=~_ChannelItem.connections.contains(connection_id),
+        )
+    except UpdateError as exc:
+        if exc.cause_response_code == _CONDITION_FAILED_EXCEPTION:
+            return False
+        raise StorageUnavailable("could not record the user online") from exc
+    return item.connections == {connection_id}
+
+
+def went_offline(user_id: str, connection_id: str) -> bool:
+    """Remove a connection from its user's open connections; True when it was the last one
+    (the user went offline). Removing it again answers False."""
+    item = _ChannelItem(USER_PARTITION + user_id, ONLINE)
+    try:
+        item.update(
+            actions=[_ChannelItem.connections.delete({connection_id})],
+            condition=_ChannelItem.connections.contains(connection_id),
+        )
+    except UpdateError as exc:
+        if exc.cause_response_code == _CONDITION_FAILED_EXCEPTION:
+            return False
+        raise StorageUnavailable("could not record the user offline") from exc
+    if item.connections:
+        return False
+    try:  # the user's item is empty now, unless a new connection came meanwhile
+        item.delete(condition=_ChannelItem.connections.does_not_exist())
+    except DeleteError as exc:
+        if exc.cause_response_code != _CONDITION_FAILED_EXCEPTION:
+            raise StorageUnavailable("could not remove the user's online item") from exc
+    return True
+
+
+_DELETE, _PUT, _UPDATE = 0, 1, 2
+
+
+@dataclass
+class _Write:
+    """One item of a transaction: an update (``actions``), a put (none), or a delete."""
+
+    item: Model
+    actions: list[Any] | None = None
+    condition: Any = None
+    delete: bool = False
+
+    @property
+    def kind(self) -> int:
+        if self.delete:
+            return _DELETE
+        return _PUT if self.actions is None else _UPDATE
+
+
+class _Cancelled(Exception):
+    def __init__(self, codes: list[str | None]) -> None:
+        super().__init__("transaction cancelled")
+        self.codes = codes
+
+    def failed(self, index: int) -> bool:
+        return index < len(self.codes) and self.codes[index] == _CONDITION_FAILED
+
+
+def _commit(writes: list[_Write]) -> None:
+    """Write ``writes`` in one transaction. A cancellation names, for each write in the order
+    given, why it failed (PynamoDB sends deletes, then puts, then updates)."""
+    order = sorted(range(len(writes)), key=lambda index: writes[index].kind)
+    try:
+        with TransactWrite(connection=_connection()) as transaction:
+            for index in order:
+                write = writes[index]
+                if write.kind == _DELETE:
+                    transaction.delete(write.item, condition=write.condition)
+                elif write.kind == _PUT:
+                    transaction.save(write.item, condition=write.condition)
+                else:
+                    transaction.update(
+                        write.item, actions=write.actions or [], condition=write.condition
+                    )
+    except TransactWriteError as exc:
+        if exc.cause_response_code == "TransactionCanceledException":
+            codes: list[str | None] = [None] * len(writes)
+            for position, reason in zip(order, exc.cancellation_reasons, strict=False):
+                codes[position] = reason.code if reason else None
+            raise _Cancelled(codes) from exc
+        raise StorageUnavailable("could not write the subscription") from exc
+    except PynamoDBException as exc:
+        raise StorageUnavailable("could not write the subscription") from exc
+
+
+def _read(channel: str, key: str, *, consistent: bool = True) -> _ChannelItem | None:
+    try:
+        return _ChannelItem.get(channel, key, consistent_read=consistent)
+    except _ChannelItem.DoesNotExist:
+        return None
+    except PynamoDBException as exc:
+        raise StorageUnavailable("could not read the channels table") from exc
+
+
+@cache
+def _connection() -> Connection:
+    """The client a transaction spanning both tables is written with."""
+    meta: Any = _ChannelItem.Meta
+    return Connection(
+        region=meta.region,
+        connect_timeout_seconds=meta.connect_timeout_seconds,
+        read_timeout_seconds=meta.read_timeout_seconds,
+        max_retry_attempts=meta.max_retry_attempts,
+    )
+
+
+def _is_live(item: _ChannelItem, now_ms: int) -> bool:
+    return item.ttl is None or item.ttl.timestamp() * 1000 > now_ms
+
+
+def _subscriber(item: _ChannelItem) -> ConnectionRecord:
+    connected = int(item.connected_at or 0)
+    return ConnectionRecord(
+        connection_id=item.connection_id or "",
+        user_id=item.user_id or "",
+        platform=item.platform or "",
+        connected_at=connected,
+        last_seen_at=connected,
+    )

@@ -3,6 +3,7 @@ connections table's stream ending what a connection held."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -10,12 +11,15 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.response import StreamingBody
+from botocore.stub import Stubber
 
 from handlers import channel, lifecycle, sender
 from tests.conftest import QUEUE_URL, REGION, TABLE, FakeLambdaContext, load_event
 from tests.fakes.management_api import FakeManagementApi
 from tests.support import PAYLOAD, add_connection, drain, frames, sqs_event, sqs_record
 from wspush import connections, queues
+from wspush.channels import access
 from wspush.clock import now_ms
 from wspush.connections import ConnectionRecord
 from wspush.settings import get_settings
@@ -463,3 +467,78 @@ def test_user_online_and_offline_follow_the_first_and_last_connection(
     assert online["detail"]["connectionId"] == "a-1"
     assert offline["detail"]["connectionId"] == "a-2"
     assert set(online["detail"]) == {"userId", "connectionId", "platform", "at"}
+
+
+@pytest.fixture
+def authorizer(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stubber]:
+    """The deployer's authorizer Lambda, answering as the Lambda Invoke API does."""
+    monkeypatch.setenv("WSPUSH_CHANNEL_AUTHORIZER", "arn:aws:lambda:us-east-1:1:function:authz")
+    get_settings.cache_clear()
+    client = boto3.client("lambda", region_name=REGION)
+    monkeypatch.setattr(access, "_lambda", lambda region, timeout_ms: client)
+    with Stubber(client) as stubber:
+        yield stubber
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def answer(body: Any, *, function_error: str | None = None) -> dict[str, Any]:
+    payload = json.dumps(body).encode()
+    response: dict[str, Any] = {
+        "StatusCode": 200,
+        "Payload": StreamingBody(io.BytesIO(payload), len(payload)),
+    }
+    if function_error:
+        response["FunctionError"] = function_error
+    return response
+
+
+def test_the_authorizer_is_asked_last_and_its_info_shows_in_presence(
+    lambda_context: FakeLambdaContext, authorizer: Stubber
+) -> None:
+    # Given an authorizer that allows alice into secret:plans with her display name
+    add_connection("a-1", "alice")
+    authorizer.add_response(
+        "invoke",
+        answer({"allow": True, "info": {"name": "Alice"}}),
+        {
+            "FunctionName": "arn:aws:lambda:us-east-1:1:function:authz",
+            "InvocationType": "RequestResponse",
+            "Payload": json.dumps(
+                {"userId": "alice", "connectionId": "a-1", "channel": "secret:plans", "grants": []}
+            ).encode(),
+        },
+    )
+    # When she subscribes to it (and to room:1, which never asks the authorizer)
+    assert subscribe("a-1", "secret:plans", lambda_context)["type"] == "subscribed"
+    assert subscribe("a-1", "room:1", lambda_context)["type"] == "subscribed"
+    # Then the member shows the authorizer's info
+    data = request("a-1", lambda_context, action="presence", channel="secret:plans")["data"]
+    assert data["members"] == [{"userId": "alice", "info": {"name": "Alice"}, "connections": 1}]
+    authorizer.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        answer({"allow": False}),
+        answer({"allow": "yes"}),
+        answer({"errorMessage": "boom", "errorType": "Exception"}, function_error="Unhandled"),
+        answer(["allow"]),
+        None,  # the service fails
+    ],
+    ids=["deny", "not-true", "function-error", "not-an-object", "service-error"],
+)
+def test_an_authorizer_that_does_not_allow_refuses(
+    lambda_context: FakeLambdaContext, authorizer: Stubber, reply: dict[str, Any] | None
+) -> None:
+    # Given an authorizer answering anything but allow (or failing)
+    add_connection("a-1", "alice")
+    if reply is None:
+        authorizer.add_client_error("invoke", "ServiceException", http_status_code=500)
+    else:
+        authorizer.add_response("invoke", reply)
+    # When alice subscribes to a restricted channel
+    # Then she is refused: the authorizer fails closed
+    assert subscribe("a-1", "secret:plans", lambda_context)["data"]["code"] == "forbidden"
+    assert store.channels_of("a-1") == []

@@ -20,6 +20,8 @@ from local.poller import Invoke
 from wspush.local import REGION
 
 SWEEP_SECONDS = 30
+IDLE_SECONDS = 0.5  # between polls that found nothing
+SHARDS_SECONDS = 10  # how often the stream's shards are listed again
 
 
 def lambda_record(record: dict[str, Any], stream_arn: str) -> dict[str, Any]:
@@ -48,6 +50,8 @@ class StreamPoller:
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stream-poller", daemon=True)
         self._last_sweep = time.monotonic()
+        self._shard_ids: list[str] = []
+        self._listed = 0.0
         self.errors: list[str] = []
         for shard in self._shards():
             self._iterators[shard] = self._iterator(shard, "LATEST")
@@ -107,8 +111,11 @@ class StreamPoller:
         return len(records)
 
     def _shards(self) -> list[str]:
-        description = self._streams.describe_stream(StreamArn=self._arn)["StreamDescription"]
-        return [shard["ShardId"] for shard in description["Shards"]]
+        if time.monotonic() - self._listed > SHARDS_SECONDS:
+            description = self._streams.describe_stream(StreamArn=self._arn)["StreamDescription"]
+            self._shard_ids = [shard["ShardId"] for shard in description["Shards"]]
+            self._listed = time.monotonic()
+        return self._shard_ids
 
     def _iterator(self, shard: str, position: str) -> str:
         iterator: str = self._streams.get_shard_iterator(
@@ -123,7 +130,7 @@ class StreamPoller:
                     self._last_sweep = time.monotonic()
                     self.sweep()
                 if not self.poll_once():
-                    self._stopped.wait(0.2)
+                    self._stopped.wait(IDLE_SECONDS)
             except (BotoCoreError, ClientError) as exc:
                 self._note(f"stream poll failed: {exc}")
                 self._stopped.wait(1)

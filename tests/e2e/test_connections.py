@@ -28,7 +28,7 @@ def test_ping_gets_a_json_pong_and_bad_frames_get_json_errors(local_stack: Runni
         assert pong["data"] == {"connectionId": app.connection_id}
         assert {"id", "ts"} <= pong.keys()
         # An unknown action and a frame that is not JSON each get an error saying why
-        app.send_json({"action": "subscribe", "topic": "x"})
+        app.send_json({"action": "publish", "topic": "x"})
         unknown = app.receive()
         app.ws.send("hello?")
         bad = app.receive()

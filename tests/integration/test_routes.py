@@ -188,7 +188,7 @@ def test_ping_from_an_unknown_connection_still_gets_a_pong_and_stores_nothing(
 
 @pytest.mark.parametrize(
     ("body", "code"),
-    [("not json at all", "bad_frame"), ('{"action":"subscribe"}', "unknown_action")],
+    [("not json at all", "bad_frame"), ('{"action":"publish"}', "unknown_action")],
 )
 def test_default_route_answers_with_a_json_error(
     lambda_context: FakeLambdaContext, body: str, code: str

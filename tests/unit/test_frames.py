@@ -16,7 +16,7 @@ NOW = 1_795_867_200_000
         (None, "bad_frame", "not valid JSON"),
         ("[1, 2]", "bad_frame", "JSON object"),
         ('{"content": "x"}', "unknown_action", 'no "action"'),
-        ('{"action": "subscribe"}', "unknown_action", "'subscribe'"),
+        ('{"action": "publish"}', "unknown_action", "'publish'"),
         ('{"action": 5}', "unknown_action", 'no "action"'),
     ],
 )

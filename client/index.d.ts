@@ -90,10 +90,8 @@ export interface WspushClientSettings {
   connectTimeoutMs?: number;
   /** the first backoff window; default 1000 */
   reconnectDelayMs?: number;
-  /** the largest backoff window; default 60000 */
+  /** the largest backoff window, also the one after API Gateway's 2-hour or idle limit (close 1001); default 60000 */
   maxReconnectDelayMs?: number;
-  /** the window after API Gateway's 2-hour or idle limit (close 1001); default 30000 */
-  reconnectSpreadMs?: number;
   /** failed retries in a row before giving up (state `closed`); default 10 */
   maxRetries?: number;
   /** default true */
@@ -128,7 +126,6 @@ export declare const DEFAULT_TOKEN_TIMEOUT_MS: number;
 export declare const DEFAULT_CONNECT_TIMEOUT_MS: number;
 export declare const DEFAULT_RECONNECT_DELAY_MS: number;
 export declare const DEFAULT_MAX_RECONNECT_DELAY_MS: number;
-export declare const DEFAULT_RECONNECT_SPREAD_MS: number;
 export declare const DEFAULT_MAX_RETRIES: number;
 export declare const DEFAULT_DEDUPE_SIZE: number;
 export declare const DEFAULT_DEDUPE_WINDOW_MS: number;

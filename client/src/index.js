@@ -88,10 +88,8 @@
  * @property {number} [tokenTimeoutMs] a token provider that has not answered within this has failed; default 10 s; 0 disables
  * @property {number} [connectTimeoutMs] an attempt that has not opened within this has failed; default 10 s; 0 disables
  * @property {number} [reconnectDelayMs] the first backoff window; default 1 s
- * @property {number} [maxReconnectDelayMs] the largest backoff window; default 60 s
- * @property {number} [reconnectSpreadMs] the window of the reconnect after API Gateway closed a
- *   working connection at its 2-hour or idle limit (1001 Going Away: every connection opened
- *   together goes together); default 30 s
+ * @property {number} [maxReconnectDelayMs] the largest backoff window, also the one after API
+ *   Gateway's 2-hour or idle limit closed a working connection; default 60 s
  * @property {number} [maxRetries] failed retries in a row before giving up (state `closed`); default 10
  * @property {boolean} [pingOnOpen] send a ping right after each open (learns the connection id
  *   and proves the route works); default true
@@ -116,7 +114,6 @@ export const DEFAULT_TOKEN_TIMEOUT_MS = 10_000;
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 export const DEFAULT_RECONNECT_DELAY_MS = 1000;
 export const DEFAULT_MAX_RECONNECT_DELAY_MS = 60_000;
-export const DEFAULT_RECONNECT_SPREAD_MS = 30_000;
 export const DEFAULT_MAX_RETRIES = 10;
 /** Message ids are remembered for 30 minutes (a late SQS redelivery), at most 20,000 of them. */
 export const DEFAULT_DEDUPE_SIZE = 20_000;
@@ -257,8 +254,6 @@ export class WspushClient {
     this._tokenTimeoutMs = options.tokenTimeoutMs ?? DEFAULT_TOKEN_TIMEOUT_MS;
     /** @private */
     this._connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
-    /** @private */
-    this._spreadMs = options.reconnectSpreadMs ?? DEFAULT_RECONNECT_SPREAD_MS;
     /** @private */
     this._maxRetries = options.maxRetries ?? DEFAULT_MAX_RETRIES;
     /** @private */
@@ -594,8 +589,8 @@ export class WspushClient {
       });
     } else if (code === GOING_AWAY) {
       // API Gateway's 2-hour and idle limits (1001 Going Away) close every connection opened,
-      // or left idle, together: spread the way back over a wide window.
-      this._schedule(this._spreadMs);
+      // or left idle, together: spread the way back over the widest window. Not a failure.
+      this._schedule(this._options.maxReconnectDelayMs ?? DEFAULT_MAX_RECONNECT_DELAY_MS);
     } else {
       // A working connection ended otherwise (the server closed this one, the network):
       // not a failure, but still a random wait in the first backoff window.

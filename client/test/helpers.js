@@ -31,7 +31,6 @@ export function restoreTimers() {
 export const TIMINGS = {
   reconnectDelayMs: 100,
   maxReconnectDelayMs: 1000,
-  reconnectSpreadMs: 10_000,
   connectTimeoutMs: 1000,
   random: () => 0.5,
 };

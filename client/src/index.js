@@ -42,7 +42,8 @@
  * - `"bad_frame"`: a frame that is not JSON or not an object with a string `type` (`raw`);
  * - `"socket"`: an open WebSocket reported an error (`event`);
  * - `"connect_failed"`: an attempt never opened: refused (401/403 reach a browser only as
- *   close 1006), unreachable, or timed out (`attempt`, `retryInMs`, `closeCode`, `event`);
+ *   close 1006), unreachable, or timed out; or it closed before answering its first ping
+ *   (`attempt`, `retryInMs`, `closeCode`, `event`);
  * - `"pong_timeout"`: a ping got no pong within `pongTimeoutMs`; the connection is replaced
  *   (`attempt`, `retryInMs`);
  * - `"token"`: the token provider threw, rejected or timed out (`error`, `attempt`, `retryInMs`);
@@ -126,6 +127,12 @@ const OPEN = 1;
 const PING_FRAME = JSON.stringify({ action: "ping" });
 /** The close code API Gateway sends at its 2-hour and idle limits. */
 const GOING_AWAY = 1001;
+/**
+ * A working connection (it answered a ping) that stays open this long ends a run of failures;
+ * one that is lost sooner is a failure too, so a server that accepts and then drops every
+ * connection cannot keep its clients reconnecting every second.
+ */
+const STABLE_MS = 60_000;
 
 /**
  * The backoff window after `failures` failures in a row (1 or more): `reconnectDelayMs`,
@@ -294,6 +301,8 @@ export class WspushClient {
     this._opened = false;
     /** @private the current socket has proved it works (answered a ping) */
     this._confirmed = false;
+    /** @private when the current socket opened (ms since the epoch) */
+    this._openedAt = 0;
     /** @private failures in a row: attempts that never opened, missed pongs, token failures */
     this._failures = 0;
     /** @private */
@@ -550,6 +559,7 @@ export class WspushClient {
   /** @private */
   _handleOpen() {
     this._opened = true;
+    this._openedAt = Date.now();
     this._clearTimer("_connectTimer");
     const willPing = this._options.pingOnOpen !== false && this._pongTimeoutMs > 0;
     if (!willPing) this._confirm();
@@ -571,6 +581,7 @@ export class WspushClient {
   _handleClose(event, handshakeError) {
     const code = event && typeof event.code === "number" ? event.code : undefined;
     const { _opened: opened, _confirmed: confirmed } = this;
+    const stable = this._settle();
     this._detach();
     if (!opened) {
       this._fail({
@@ -591,10 +602,13 @@ export class WspushClient {
       // API Gateway's 2-hour and idle limits (1001 Going Away) close every connection opened,
       // or left idle, together: spread the way back over the widest window. Not a failure.
       this._schedule(this._options.maxReconnectDelayMs ?? DEFAULT_MAX_RECONNECT_DELAY_MS);
-    } else {
+    } else if (stable) {
       // A working connection ended otherwise (the server closed this one, the network):
       // not a failure, but still a random wait in the first backoff window.
       this._schedule(backoffWindow(1, this._options));
+    } else {
+      // lost within a minute of opening: one more failure in a row
+      this._fail(null);
     }
   }
 
@@ -602,6 +616,7 @@ export class WspushClient {
   _onPongTimeout() {
     this._pongTimer = undefined;
     if (this._closed || this._state !== "open") return;
+    this._settle();
     this._detach(CLIENT_RECONNECT_CODE, "no pong");
     this._fail({ kind: "pong_timeout", message: `no pong within ${this._pongTimeoutMs} ms; reconnecting` });
   }
@@ -648,7 +663,17 @@ export class WspushClient {
   /** @private the current socket works: failures in a row are over */
   _confirm() {
     this._confirmed = true;
-    this._failures = 0;
+  }
+
+  /**
+   * When the current socket worked and stayed open `STABLE_MS`, the run of failures is over.
+   * @private
+   * @returns {boolean} whether it did
+   */
+  _settle() {
+    const stable = this._confirmed && Date.now() - this._openedAt >= STABLE_MS;
+    if (stable) this._failures = 0;
+    return stable;
   }
 
   /**

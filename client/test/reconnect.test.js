@@ -114,6 +114,7 @@ describe("backoff: full jitter in doubling windows", () => {
     const { random } = draws([0.25]);
     const { client, FakeWebSocket, events } = await startClient({ random });
     accept(FakeWebSocket);
+    await advance(MINUTE); // a connection that worked for a minute
     FakeWebSocket.last.drop(1000, "bye");
     await advance(24);
     assert.equal(FakeWebSocket.instances.length, 1);
@@ -196,14 +197,15 @@ describe("retries that end", () => {
     client.close();
   });
 
-  test("a pong ends the run of failures; an open socket alone does not", async () => {
-    const { client, FakeWebSocket, events } = await startClient({ maxRetries: 2 });
+  test("a connection that answers a ping and stays up a minute ends a run of failures", async () => {
+    const { client, FakeWebSocket, events } = await startClient({ maxRetries: 3, heartbeatMs: 0 });
     FakeWebSocket.last.fail(); // 1
     await advance(50);
     FakeWebSocket.last.open();
     FakeWebSocket.last.drop(); // opened, closed before its pong: 2
     await advance(100);
-    accept(FakeWebSocket); // the pong: back to 0
+    accept(FakeWebSocket);
+    await advance(MINUTE); // up and answering for a minute: the run is over
     FakeWebSocket.last.drop();
     await advance(50);
     FakeWebSocket.last.fail();
@@ -218,6 +220,22 @@ describe("retries that end", () => {
     assert.match(events.errors[1].message, /closed before it answered a ping \(close code 1006\)/);
     assert.equal(client.state, "reconnecting");
     client.close();
+  });
+
+  test("a server that accepts, answers and drops every connection at once is a failure each time", async () => {
+    const { client, FakeWebSocket, events } = await startClient({ maxRetries: 3 });
+    for (let i = 0; i < 10; i += 1) {
+      if (client.state === "closed") break;
+      accept(FakeWebSocket);
+      FakeWebSocket.last.drop(1011, "internal error");
+      await advance(1000);
+    }
+    assert.equal(FakeWebSocket.instances.length, 4);
+    assert.equal(client.state, "closed");
+    assert.deepEqual(
+      events.errors.map((e) => [e.kind, e.attempt]),
+      [["max_retries", 4]],
+    );
   });
 
   test("a handshake that hangs fails after connectTimeoutMs, is closed and counted", async () => {

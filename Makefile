@@ -45,10 +45,11 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-# client/ is the package apps install: its own node_modules holds only its dependency (the demo
-# page loads it from there). React and the test tools live in client/test/, never beside src/.
+# client/ is the package apps install: it has no runtime dependency, so `npm ci` there may not
+# even create node_modules/. React and the test tools live in client/test/, never beside src/.
 $(CLIENT_STAMP): client/package.json client/package-lock.json
 	cd client && npm ci --no-audit --no-fund
+	mkdir -p $(@D)
 	touch $@
 
 $(CLIENT_TEST_STAMP): client/test/package.json client/test/package-lock.json $(CLIENT_STAMP)

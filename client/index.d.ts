@@ -26,6 +26,7 @@ export type WspushErrorKind =
   | "server"
   | "bad_frame"
   | "socket"
+  | "connect_failed"
   | "pong_timeout"
   | "token"
   | "handler"
@@ -35,19 +36,29 @@ export interface WspushError {
   /**
    * - `server`: an `error` frame from wspush (`code`, `message`, `frame`)
    * - `bad_frame`: not JSON, or not an object with a string `type` (`raw`)
-   * - `socket`: the WebSocket reported an error (`event`)
-   * - `pong_timeout`: no pong in time; a reconnect follows
-   * - `token`: the token provider failed (`error`); it is retried
+   * - `socket`: an open WebSocket reported an error (`event`)
+   * - `connect_failed`: an attempt never opened, or closed before its first pong: refused
+   *   (a 401/403 reaches a browser only as close 1006), unreachable or timed out
+   *   (`closeCode`, `event`, `attempt`, `retryInMs`)
+   * - `pong_timeout`: no pong in time; the connection is replaced (`attempt`, `retryInMs`)
+   * - `token`: the token provider failed or timed out (`error`, `attempt`, `retryInMs`)
    * - `handler`: a handler threw (`error`, `frame`)
-   * - `max_retries`: gave up after `maxRetries`; state is `closed`
+   * - `max_retries`: `maxRetries` retries in a row failed; state is `closed` until `reconnect()`
    */
   kind: WspushErrorKind;
   message: string;
+  /** the `code` of a server `error` frame */
   code?: string;
+  /** the WebSocket close code of a failed attempt */
+  closeCode?: number;
   frame?: WspushMessage;
   raw?: unknown;
   error?: unknown;
   event?: unknown;
+  /** failures in a row so far, this one included */
+  attempt?: number;
+  /** when the next attempt starts; absent when the client gives up */
+  retryInMs?: number;
 }
 
 export interface Snapshot {
@@ -57,54 +68,74 @@ export interface Snapshot {
 
 export type TokenProvider = () => string | null | undefined | Promise<string | null | undefined>;
 
-export interface WspushClientOptions {
+/** Every option but who connects (see `WspushClientOptions`). */
+export interface WspushClientSettings {
   /** `wss://<api>.execute-api.<region>.amazonaws.com/<stage>` or `ws://127.0.0.1:3001`; relative and http(s) URLs are turned into ws(s) */
   url: string;
-  userId: string;
   /** `pc`, `mobile`, `web`, ... */
   platform?: string;
-  /** a token, or a provider called before every connect and reconnect; sent as `token` */
-  token?: string | TokenProvider;
   /** extra query parameters */
   query?: Record<string, string | number | boolean | null | undefined>;
   /** handlers by type, `"*"` for all; a function is called at each dispatch */
   handlers?: HandlerMap | (() => HandlerMap | null | undefined);
   onStateChange?: (state: ConnectionState, previous: ConnectionState) => void;
   onError?: (error: WspushError) => void;
-  /** default 540000 (9 minutes); 0 disables */
+  /** ping interval while open; default 300000 (5 minutes); 0 disables */
   heartbeatMs?: number;
-  /** default 10000; 0 disables */
+  /** replace the connection when a ping gets no pong in this time; default 10000; 0 disables */
   pongTimeoutMs?: number;
-  /** A token provider that has not answered within this has failed (retried); default 10 s. */
+  /** a token provider that has not answered within this has failed; default 10000; 0 disables */
   tokenTimeoutMs?: number;
+  /** an attempt that has not opened within this has failed; default 10000; 0 disables */
+  connectTimeoutMs?: number;
+  /** the first backoff window; default 1000 */
+  reconnectDelayMs?: number;
+  /** the largest backoff window, also the one after API Gateway's 2-hour or idle limit (close 1001); default 60000 */
+  maxReconnectDelayMs?: number;
+  /** failed retries in a row before giving up (state `closed`); default 10 */
+  maxRetries?: number;
   /** default true */
   pingOnOpen?: boolean;
-  /** default 1000; 0 disables de-duplication */
+  /** at most this many recent message ids are remembered; default 20000; 0 disables de-duplication */
   dedupeSize?: number;
-  /** reconnect on `online`, ping on `visibilitychange`; default true */
+  /** each for this long; default 1800000 (30 minutes); 0: by count only */
+  dedupeWindowMs?: number;
+  /** cut a backoff wait short on `online`, ping on `visibilitychange`; default true */
   watchNetwork?: boolean;
   /** WebSocket constructor; default the global one */
   WebSocket?: unknown;
   protocols?: string | string[];
-  /** failed reconnects in a row before giving up; default Infinity */
-  maxRetries?: number;
-  minReconnectionDelay?: number;
-  maxReconnectionDelay?: number;
-  reconnectionDelayGrowFactor?: number;
-  connectionTimeout?: number;
-  minUptime?: number;
-  debug?: boolean;
+  /** source of the backoff delays, in [0, 1); default `Math.random` */
+  random?: () => number;
   /** event target for `online` (tests) */
   window?: EventTarget;
   /** event target for `visibilitychange` (tests); needs `visibilityState` */
   document?: EventTarget & { visibilityState?: string };
 }
 
+/**
+ * Who connects: a `userId`, or a `token` (the server then takes the user from the token;
+ * a `userId` given with it must match).
+ */
+export type WspushClientOptions = WspushClientSettings &
+  ({ userId: string; token?: string | TokenProvider } | { userId?: string; token: string | TokenProvider });
+
 export declare const DEFAULT_HEARTBEAT_MS: number;
 export declare const DEFAULT_PONG_TIMEOUT_MS: number;
-export declare const DEFAULT_DEDUPE_SIZE: number;
 export declare const DEFAULT_TOKEN_TIMEOUT_MS: number;
+export declare const DEFAULT_CONNECT_TIMEOUT_MS: number;
+export declare const DEFAULT_RECONNECT_DELAY_MS: number;
+export declare const DEFAULT_MAX_RECONNECT_DELAY_MS: number;
+export declare const DEFAULT_MAX_RETRIES: number;
+export declare const DEFAULT_DEDUPE_SIZE: number;
+export declare const DEFAULT_DEDUPE_WINDOW_MS: number;
 export declare const CLIENT_RECONNECT_CODE: number;
+
+/** The backoff window after `failures` failures in a row; the wait is drawn in `[0, window)`. */
+export declare function backoffWindow(
+  failures: number,
+  options?: { reconnectDelayMs?: number; maxReconnectDelayMs?: number },
+): number;
 
 export declare class WspushClient {
   constructor(options: WspushClientOptions);
@@ -134,7 +165,9 @@ export declare function buildUrl(
 export declare function parseFrame(raw: unknown): { message: WspushMessage } | { error: string };
 
 export declare class RecentIds {
-  constructor(size: number);
+  /** at most `size` ids, each for `windowMs` (0: no time limit) */
+  constructor(size: number, windowMs?: number, now?: () => number);
   readonly size: number;
+  readonly windowMs: number;
   seen(id: string): boolean;
 }

@@ -2,33 +2,35 @@
 /**
  * Browser client for wspush.
  *
- * One `WspushClient` owns one logical connection to the wspush WebSocket API:
- * it reconnects (through reconnecting-websocket), keeps the connection alive with
- * `{"action":"ping"}` heartbeats, forces a reconnect when a ping gets no pong in
- * time, parses every frame as the wspush envelope `{type, data, id, ts}`, drops
- * duplicates by `id` and dispatches on `type` to handlers that can be replaced at
- * any time without touching the socket.
+ * One `WspushClient` owns one logical connection to the wspush WebSocket API: it connects
+ * and reconnects with its own loop (no dependency), keeps the connection alive with
+ * `{"action":"ping"}` heartbeats, replaces a connection whose ping gets no pong, parses every
+ * frame as the wspush envelope `{type, data, id, ts}`, drops duplicates by `id` and
+ * dispatches on `type` to handlers that can be replaced at any time without touching the
+ * socket.
  *
- * Plain ES module, no build step: in a browser map `reconnecting-websocket` to its
- * ESM build with an import map (see demo/index.html).
+ * Reconnects are spread so that thousands of clients losing their connections together
+ * do not come back together: every wait is a random delay drawn afresh in a window that
+ * doubles with each failure in a row, and failures are counted toward `maxRetries`, after
+ * which the client stops and tells the app. Plain ES module, no build step.
  */
-
-import ReconnectingWebSocket from "reconnecting-websocket";
 
 /** @typedef {"connecting" | "open" | "reconnecting" | "closed"} ConnectionState */
 
 /**
- * A frame received from wspush.
+ * A frame received from wspush. `data` is whatever the service sent (handlers name its type).
+ * @template [T=unknown]
  * @typedef {object} WspushMessage
  * @property {string} type
- * @property {unknown} data
+ * @property {T} data
  * @property {string} [id]
  * @property {number} [ts]
  */
 
 /**
+ * @template [T=any]
  * @callback MessageHandler
- * @param {WspushMessage} message
+ * @param {WspushMessage<T>} message
  * @returns {void}
  */
 
@@ -38,19 +40,27 @@ import ReconnectingWebSocket from "reconnecting-websocket";
  * What `onError` receives. `kind` says where it came from:
  * - `"server"`: wspush answered with an `error` frame (`code`, `message`, `frame`);
  * - `"bad_frame"`: a frame that is not JSON or not an object with a string `type` (`raw`);
- * - `"socket"`: the WebSocket reported an error (`event`);
- * - `"pong_timeout"`: a ping got no pong within `pongTimeoutMs`; a reconnect follows;
- * - `"token"`: the token provider threw or rejected (`error`); it is retried;
+ * - `"socket"`: an open WebSocket reported an error (`event`);
+ * - `"connect_failed"`: an attempt never opened: refused (401/403 reach a browser only as
+ *   close 1006), unreachable, or timed out; or it closed before answering its first ping
+ *   (`attempt`, `retryInMs`, `closeCode`, `event`);
+ * - `"pong_timeout"`: a ping got no pong within `pongTimeoutMs`; the connection is replaced
+ *   (`attempt`, `retryInMs`);
+ * - `"token"`: the token provider threw, rejected or timed out (`error`, `attempt`, `retryInMs`);
  * - `"handler"`: a message handler threw (`error`, `frame`); other handlers still ran;
- * - `"max_retries"`: `maxRetries` reconnects failed; the client is now `closed`.
+ * - `"max_retries"`: `maxRetries` retries in a row failed; the client is now `closed`
+ *   until `reconnect()` (`attempt`).
  * @typedef {object} WspushError
- * @property {"server" | "bad_frame" | "socket" | "pong_timeout" | "token" | "handler" | "max_retries"} kind
+ * @property {"server" | "bad_frame" | "socket" | "connect_failed" | "pong_timeout" | "token" | "handler" | "max_retries"} kind
  * @property {string} message
- * @property {string} [code]
+ * @property {string} [code] the `code` of a server error frame
+ * @property {number} [closeCode] the WebSocket close code of a failed attempt
  * @property {WspushMessage} [frame]
  * @property {unknown} [raw]
  * @property {unknown} [error]
  * @property {unknown} [event]
+ * @property {number} [attempt] failures in a row so far, this one included
+ * @property {number} [retryInMs] when the next attempt starts (absent when the client gives up)
  */
 
 /**
@@ -63,7 +73,8 @@ import ReconnectingWebSocket from "reconnecting-websocket";
  * @typedef {object} WspushClientOptions
  * @property {string} url WebSocket endpoint, e.g. `wss://abc.execute-api.eu-west-1.amazonaws.com/prod`
  *   or `ws://127.0.0.1:3001`. Existing query parameters are kept.
- * @property {string} userId sent as the `userId` query parameter
+ * @property {string} [userId] sent as the `userId` query parameter; required unless `token` is given
+ *   (with tokens the server takes the user from the token)
  * @property {string} [platform] sent as the `platform` query parameter (`pc`, `mobile`, `web`, ...)
  * @property {string | (() => string | null | undefined | Promise<string | null | undefined>)} [token]
  *   a token, or a function called before EVERY connect and reconnect that returns a fresh one;
@@ -73,68 +84,70 @@ import ReconnectingWebSocket from "reconnecting-websocket";
  *   (`"*"` for every message); a function is called at each dispatch, so it can return the latest map
  * @property {(state: ConnectionState, previous: ConnectionState) => void} [onStateChange]
  * @property {(error: WspushError) => void} [onError]
- * @property {number} [heartbeatMs] ping interval while open; default 9 minutes; 0 disables
- * @property {number} [pongTimeoutMs] reconnect when a ping gets no pong within this; default 10 s; 0 disables
- * @property {number} [tokenTimeoutMs] a token provider that has not answered within this has failed
- *   (reported as `token`, retried); default 10 s
+ * @property {number} [heartbeatMs] ping interval while open; default 5 minutes; 0 disables
+ * @property {number} [pongTimeoutMs] replace the connection when a ping gets no pong within this; default 10 s; 0 disables
+ * @property {number} [tokenTimeoutMs] a token provider that has not answered within this has failed; default 10 s; 0 disables
+ * @property {number} [connectTimeoutMs] an attempt that has not opened within this has failed; default 10 s; 0 disables
+ * @property {number} [reconnectDelayMs] the first backoff window; default 1 s
+ * @property {number} [maxReconnectDelayMs] the largest backoff window, also the one after API
+ *   Gateway's 2-hour or idle limit closed a working connection; default 60 s
+ * @property {number} [maxRetries] failed retries in a row before giving up (state `closed`); default 10
  * @property {boolean} [pingOnOpen] send a ping right after each open (learns the connection id
  *   and proves the route works); default true
- * @property {number} [dedupeSize] how many recent message ids to remember; default 1000; 0 disables
- * @property {boolean} [watchNetwork] in a browser, reconnect at once when the network comes back
+ * @property {number} [dedupeSize] at most this many recent message ids are remembered; default 20,000; 0 disables
+ * @property {number} [dedupeWindowMs] and each for this long; default 30 minutes; 0: by count only
+ * @property {boolean} [watchNetwork] in a browser, cut a backoff wait short when the network comes back
  *   and ping when the tab becomes visible again; default true
  * @property {any} [WebSocket] WebSocket constructor (tests, Node, React Native); default the global one
  * @property {string | string[]} [protocols] WebSocket sub-protocols
- * @property {number} [maxRetries] give up (state `closed`) after this many failed reconnects in a row; default Infinity
- * @property {number} [minReconnectionDelay] reconnecting-websocket option; default 1-5 s (random)
- * @property {number} [maxReconnectionDelay] reconnecting-websocket option; default 10 s
- * @property {number} [reconnectionDelayGrowFactor] reconnecting-websocket option; default 1.3
- * @property {number} [connectionTimeout] reconnecting-websocket option: handshake timeout; default 4 s
- * @property {number} [minUptime] reconnecting-websocket option: uptime that resets the retry count; default 5 s
- * @property {boolean} [debug] reconnecting-websocket's console debug output
+ * @property {() => number} [random] source of the backoff delays, in [0, 1); default `Math.random`
  * @property {any} [window] event target for `online` (defaults to the global scope; for tests)
  * @property {any} [document] event target for `visibilitychange` (defaults to `document`; for tests)
  */
 
-export const DEFAULT_HEARTBEAT_MS = 9 * 60 * 1000;
+/**
+ * Five minutes: API Gateway closes a connection idle for 10, and browsers wake the timers of a
+ * hidden tab only once a minute, so a beat can come a minute late and still leave four.
+ */
+export const DEFAULT_HEARTBEAT_MS = 5 * 60 * 1000;
 export const DEFAULT_PONG_TIMEOUT_MS = 10_000;
-export const DEFAULT_DEDUPE_SIZE = 1000;
 export const DEFAULT_TOKEN_TIMEOUT_MS = 10_000;
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+export const DEFAULT_RECONNECT_DELAY_MS = 1000;
+export const DEFAULT_MAX_RECONNECT_DELAY_MS = 60_000;
+export const DEFAULT_MAX_RETRIES = 10;
+/** Message ids are remembered for 30 minutes (a late SQS redelivery), at most 20,000 of them. */
+export const DEFAULT_DEDUPE_SIZE = 20_000;
+export const DEFAULT_DEDUPE_WINDOW_MS = 30 * 60 * 1000;
 
 /** WebSocket close code the client uses when it drops a connection itself. */
 export const CLIENT_RECONNECT_CODE = 4000;
 
 const OPEN = 1;
 const PING_FRAME = JSON.stringify({ action: "ping" });
-const TOKEN_RETRY_MIN_MS = 1000;
+/** The close code API Gateway sends at its 2-hour and idle limits. */
+const GOING_AWAY = 1001;
+/**
+ * A working connection (it answered a ping) that stays open this long ends a run of failures;
+ * one that is lost sooner is a failure too, so a server that accepts and then drops every
+ * connection cannot keep its clients reconnecting every second.
+ */
+const STABLE_MS = 60_000;
 
 /**
- * `promise`, or a rejection with `message` once `ms` have passed (a hung provider must not
- * hold the connection forever).
- * @template T
- * @param {T | Promise<T>} promise
- * @param {number} ms
- * @param {string} message
- * @returns {Promise<T>}
+ * The backoff window after `failures` failures in a row (1 or more): `reconnectDelayMs`,
+ * doubled for each failure after the first, never above `maxReconnectDelayMs`. The client
+ * waits a random delay drawn uniformly in `[0, window)`.
+ *
+ * @param {number} failures
+ * @param {{ reconnectDelayMs?: number, maxReconnectDelayMs?: number }} [options]
+ * @returns {number}
  */
-function withTimeout(promise, ms, message) {
-  /** @type {ReturnType<typeof setTimeout> | undefined} */
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(message)), ms);
-  });
-  return /** @type {Promise<T>} */ (Promise.race([promise, timeout])).finally(() => clearTimeout(timer));
+export function backoffWindow(failures, options = {}) {
+  const base = options.reconnectDelayMs ?? DEFAULT_RECONNECT_DELAY_MS;
+  const cap = options.maxReconnectDelayMs ?? DEFAULT_MAX_RECONNECT_DELAY_MS;
+  return Math.min(cap, base * 2 ** Math.max(0, failures - 1));
 }
-const TOKEN_RETRY_MAX_MS = 30_000;
-
-/** The reconnecting-websocket options passed through as they are. */
-const RWS_OPTION_NAMES = /** @type {const} */ ([
-  "minReconnectionDelay",
-  "maxReconnectionDelay",
-  "reconnectionDelayGrowFactor",
-  "connectionTimeout",
-  "minUptime",
-  "debug",
-]);
 
 /**
  * Build the connection URL: `url` plus `userId`, `platform`, `token` and `query`,
@@ -180,13 +193,24 @@ export function parseFrame(raw) {
   return { message: /** @type {WspushMessage} */ (value) };
 }
 
-/** Remembers the last `size` ids it was shown (insertion order, oldest forgotten first). */
+/**
+ * Remembers the ids it was shown for `windowMs` (0: no time limit), at most `size` of them
+ * (the oldest forgotten first). A message redelivered late (SQS is at-least-once) is caught
+ * as long as its first copy is within both limits.
+ */
 export class RecentIds {
-  /** @param {number} size */
-  constructor(size) {
+  /**
+   * @param {number} size
+   * @param {number} [windowMs]
+   * @param {() => number} [now]
+   */
+  constructor(size, windowMs = 0, now = Date.now) {
     this.size = Math.max(0, Math.floor(size));
-    /** @type {Set<string>} */
-    this.ids = new Set();
+    this.windowMs = Math.max(0, windowMs);
+    /** @private */
+    this._now = now;
+    /** @type {Map<string, number>} id → when first seen, oldest first */
+    this.ids = new Map();
   }
 
   /**
@@ -195,12 +219,19 @@ export class RecentIds {
    */
   seen(id) {
     if (this.size === 0) return false;
+    const now = this._now();
+    if (this.windowMs > 0) {
+      for (const [oldest, at] of this.ids) {
+        if (now - at < this.windowMs) break;
+        this.ids.delete(oldest);
+      }
+    }
     if (this.ids.has(id)) return true;
     if (this.ids.size >= this.size) {
-      const oldest = this.ids.values().next().value;
+      const oldest = this.ids.keys().next().value;
       if (oldest !== undefined) this.ids.delete(oldest);
     }
-    this.ids.add(id);
+    this.ids.set(id, now);
     return false;
   }
 }
@@ -212,8 +243,13 @@ export class WspushClient {
     if (!options || typeof options.url !== "string" || options.url === "") {
       throw new TypeError("wspush: options.url is required");
     }
-    if (typeof options.userId !== "string" || options.userId === "") {
-      throw new TypeError("wspush: options.userId is required");
+    const hasUserId = typeof options.userId === "string" && options.userId !== "";
+    if (!hasUserId && (options.token === undefined || options.token === null)) {
+      throw new TypeError("wspush: options.userId is required (unless a token is given)");
+    }
+    // Fail now on a URL that cannot work, not later inside a reconnect timer.
+    if (!/^wss?:\/\//i.test(resolveUrl(options.url))) {
+      throw new TypeError(`wspush: options.url must be a ws:// or wss:// URL, got ${JSON.stringify(options.url)}`);
     }
     /** @private */
     this._options = { ...options };
@@ -221,11 +257,19 @@ export class WspushClient {
     this._heartbeatMs = options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
     /** @private */
     this._pongTimeoutMs = options.pongTimeoutMs ?? DEFAULT_PONG_TIMEOUT_MS;
+    /** @private */
     this._tokenTimeoutMs = options.tokenTimeoutMs ?? DEFAULT_TOKEN_TIMEOUT_MS;
     /** @private */
-    this._maxRetries = options.maxRetries ?? Infinity;
+    this._connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
     /** @private */
-    this._recent = new RecentIds(options.dedupeSize ?? DEFAULT_DEDUPE_SIZE);
+    this._maxRetries = options.maxRetries ?? DEFAULT_MAX_RETRIES;
+    /** @private */
+    this._random = options.random ?? Math.random;
+    /** @private */
+    this._recent = new RecentIds(
+      options.dedupeSize ?? DEFAULT_DEDUPE_SIZE,
+      options.dedupeWindowMs ?? DEFAULT_DEDUPE_WINDOW_MS,
+    );
 
     /** @private @type {ConnectionState} */
     this._state = "connecting";
@@ -245,27 +289,43 @@ export class WspushClient {
     /** @private @type {Set<(snapshot: Snapshot) => void>} */
     this._subscribers = new Set();
 
-    /** @private @type {ReturnType<typeof setInterval> | undefined} */
-    this._heartbeatTimer = undefined;
-    /** @private @type {ReturnType<typeof setTimeout> | undefined} */
-    this._pongTimer = undefined;
+    /**
+     * Each attempt (token, handshake, socket) has a number; anything that belongs to an
+     * older one (a token answering late, a socket's events) is ignored.
+     * @private
+     */
+    this._attemptId = 0;
+    /** @private @type {any} the current attempt's socket, or null */
+    this._socket = null;
+    /** @private the current socket has opened */
+    this._opened = false;
+    /** @private the current socket has proved it works (answered a ping) */
+    this._confirmed = false;
+    /** @private when the current socket opened (ms since the epoch) */
+    this._openedAt = 0;
+    /** @private failures in a row: attempts that never opened, missed pongs, token failures */
+    this._failures = 0;
     /** @private */
     this._closed = false;
     /** @private */
     this._gaveUp = false;
-    /** @private */
-    this._tokenFailures = 0;
+
+    /** @private @type {ReturnType<typeof setTimeout> | undefined} */
+    this._retryTimer = undefined;
+    /** @private @type {ReturnType<typeof setTimeout> | undefined} */
+    this._tokenTimer = undefined;
+    /** @private @type {ReturnType<typeof setTimeout> | undefined} */
+    this._connectTimer = undefined;
+    /** @private @type {ReturnType<typeof setInterval> | undefined} */
+    this._heartbeatTimer = undefined;
+    /** @private @type {ReturnType<typeof setTimeout> | undefined} */
+    this._pongTimer = undefined;
     /** @private @type {(() => void)[]} */
     this._unwatch = [];
 
-    // Fail now on a URL that cannot work, not later inside a reconnect timer.
-    if (!/^wss?:\/\//i.test(resolveUrl(options.url))) {
-      throw new TypeError(`wspush: options.url must be a ws:// or wss:// URL, got ${JSON.stringify(options.url)}`);
-    }
-
-    /** @private @type {any} */
-    this._rws = null;
-    this._startSocket("connecting");
+    // The first attempt starts from a timer: a client closed at once (React StrictMode
+    // mounts, unmounts and mounts again) never opens a socket.
+    this._retryTimer = setTimeout(() => this._attempt(), 0);
     this._watchNetwork();
   }
 
@@ -362,8 +422,8 @@ export class WspushClient {
    * @returns {boolean}
    */
   send(frame) {
-    if (this._closed || !this._rws || this._rws.readyState !== OPEN) return false;
-    this._rws.send(typeof frame === "string" ? frame : JSON.stringify(frame));
+    if (this._closed || this._state !== "open" || !this._socket || this._socket.readyState !== OPEN) return false;
+    this._socket.send(typeof frame === "string" ? frame : JSON.stringify(frame));
     return true;
   }
 
@@ -380,150 +440,292 @@ export class WspushClient {
   }
 
   /**
-   * Drop the current connection (if any) and connect again now, without waiting out the
-   * reconnect backoff. Also restarts a client that gave up after `maxRetries`.
-   * Does nothing after `close()`.
+   * Drop the current connection (if any) and connect again now, without waiting out a
+   * backoff, with the failure count back at zero. Also restarts a client that gave up after
+   * `maxRetries` (after a new login, say). Does nothing after `close()`.
    * @returns {boolean} false after `close()`
    */
   reconnect() {
     if (this._closed) return false;
-    this._stopTimers();
-    if (this._state === "open") {
-      // closes the socket (state "reconnecting" through the close event) and connects again
-      this._rws.reconnect(CLIENT_RECONNECT_CODE, "client reconnect");
-    } else {
-      // handshaking, waiting for a token, waiting out a backoff, or gave up:
-      // start over with a fresh socket, at once
-      this._gaveUp = false;
-      this._startSocket(this._state === "connecting" ? "connecting" : "reconnecting");
-    }
+    this._gaveUp = false;
+    this._failures = 0;
+    this._abandon(CLIENT_RECONNECT_CODE, "client reconnect");
+    this._setState(this._state === "connecting" ? "connecting" : "reconnecting");
+    this._retryTimer = setTimeout(() => this._attempt(), 0);
     return true;
   }
 
   /**
-   * Close the connection for good: no more heartbeats, reconnects or handler calls.
+   * Close the connection for good: no more heartbeats, reconnects, timers or handler calls.
    * @param {number} [code] WebSocket close code, default 1000
    * @param {string} [reason]
    */
   close(code = 1000, reason = "client closed") {
     if (this._closed) return;
     this._closed = true;
-    this._stopTimers();
     for (const unwatch of this._unwatch.splice(0)) unwatch();
-    if (this._rws) {
-      try {
-        this._rws.close(code, reason);
-      } catch {
-        this._rws.close(); // a code the browser refuses (only 1000 and 3000-4999 are allowed)
-      }
-    }
-    this._setConnectionId(null);
+    this._abandon(code, reason);
     this._setState("closed");
   }
 
-  // ---- internals -------------------------------------------------------------
+  // ---- the connection loop ----------------------------------------------------
 
   /**
+   * One attempt: ask for a token (when there is a provider), then open a socket.
    * @private
-   * @param {ConnectionState} state
    */
-  _startSocket(state) {
-    const options = this._options;
-    /** @type {Record<string, unknown>} */
-    const rwsOptions = { maxRetries: Infinity, maxEnqueuedMessages: 0 };
-    for (const name of RWS_OPTION_NAMES) {
-      if (options[name] !== undefined) rwsOptions[name] = options[name];
+  _attempt() {
+    this._retryTimer = undefined;
+    if (this._closed || this._gaveUp) return;
+    const attemptId = ++this._attemptId;
+    const { token } = this._options;
+    if (typeof token !== "function") {
+      this._openSocket(attemptId, token ?? undefined);
+      return;
     }
-    if (options.WebSocket !== undefined) rwsOptions.WebSocket = options.WebSocket;
-
-    const previous = this._rws;
-    this._rws = null; // events of the previous socket are ignored from now on
-    if (previous) previous.close();
-    const rws = new ReconnectingWebSocket(() => this._nextUrl(), options.protocols, rwsOptions);
-    this._rws = rws;
-    this._setState(state);
-
-    // Only the current socket of a client that is still running may change anything.
-    const live = () => rws === this._rws && !this._closed && !this._gaveUp;
-    rws.addEventListener("open", () => {
-      if (live()) this._handleOpen();
-    });
-    rws.addEventListener("close", () => {
-      if (live()) this._handleClose();
-    });
-    rws.addEventListener("error", (/** @type {any} */ event) => {
-      if (!live()) return;
-      const message = event && event.message ? `WebSocket error: ${event.message}` : "WebSocket error";
-      this._report({ kind: "socket", message, event });
-    });
-    rws.addEventListener("message", (/** @type {any} */ event) => {
-      if (live()) this._handleFrame(event.data);
-    });
+    new Promise((resolve, reject) => {
+      if (this._tokenTimeoutMs > 0) {
+        this._tokenTimer = setTimeout(() => reject(new Error("token provider timed out")), this._tokenTimeoutMs);
+      }
+      Promise.resolve()
+        .then(() => token())
+        .then(resolve, reject);
+    }).then(
+      (value) => {
+        if (attemptId !== this._attemptId || this._closed) return;
+        this._clearTokenTimer();
+        this._openSocket(attemptId, /** @type {string | null | undefined} */ (value) ?? undefined);
+      },
+      (error) => {
+        if (attemptId !== this._attemptId || this._closed) return;
+        this._clearTokenTimer();
+        this._fail({ kind: "token", message: `token provider failed: ${describe(error)}`, error });
+      },
+    );
   }
 
   /**
-   * The URL for the next connection attempt; asks the token provider again each time.
-   * A failing token provider is reported and retried with a growing delay.
    * @private
-   * @returns {Promise<string>}
+   * @param {number} attemptId
+   * @param {string | undefined} token
    */
-  async _nextUrl() {
-    const { url, userId, platform, token, query } = this._options;
-    /** @type {string | null | undefined} */
-    let tokenValue;
-    while (typeof token === "function" && !this._closed) {
-      try {
-        tokenValue = await withTimeout(token(), this._tokenTimeoutMs, "token provider timed out");
-        this._tokenFailures = 0;
-        break;
-      } catch (error) {
-        this._tokenFailures += 1;
-        this._report({ kind: "token", message: `token provider failed: ${describe(error)}`, error });
-        const delay = Math.min(TOKEN_RETRY_MIN_MS * 2 ** (this._tokenFailures - 1), TOKEN_RETRY_MAX_MS);
-        await new Promise((resolve) => setTimeout(resolve, delay));
-      }
+  _openSocket(attemptId, token) {
+    const { url, userId, platform, query, protocols } = this._options;
+    const target = buildUrl(resolveUrl(url), { ...query, userId, platform, token });
+    const WebSocketClass = this._options.WebSocket ?? /** @type {any} */ (globalThis).WebSocket;
+    /** @type {any} */
+    let socket;
+    try {
+      socket = protocols === undefined ? new WebSocketClass(target) : new WebSocketClass(target, protocols);
+    } catch (error) {
+      this._fail({ kind: "connect_failed", message: `WebSocket could not be created: ${describe(error)}`, error });
+      return;
     }
-    if (typeof token === "string") tokenValue = token;
-    return buildUrl(resolveUrl(url), { ...query, userId, platform, token: tokenValue });
+    this._socket = socket;
+    this._opened = false;
+    this._confirmed = false;
+    const current = () => attemptId === this._attemptId && socket === this._socket && !this._closed;
+
+    if (this._connectTimeoutMs > 0) {
+      this._connectTimer = setTimeout(() => {
+        this._connectTimer = undefined;
+        if (!current() || this._opened) return;
+        this._detach(CLIENT_RECONNECT_CODE, "connect timeout");
+        this._fail({ kind: "connect_failed", message: `not open within ${this._connectTimeoutMs} ms` });
+      }, this._connectTimeoutMs);
+    }
+    /** @type {unknown} */
+    let handshakeError;
+    socket.addEventListener("open", () => {
+      if (current()) this._handleOpen();
+    });
+    socket.addEventListener("error", (/** @type {any} */ event) => {
+      if (!current()) return;
+      if (!this._opened) {
+        handshakeError = event; // told with the close that follows, as connect_failed
+        return;
+      }
+      const message = event && event.message ? `WebSocket error: ${event.message}` : "WebSocket error";
+      this._report({ kind: "socket", message, event });
+    });
+    socket.addEventListener("close", (/** @type {any} */ event) => {
+      if (current()) this._handleClose(event, handshakeError);
+    });
+    socket.addEventListener("message", (/** @type {any} */ event) => {
+      if (current()) this._handleFrame(event.data);
+    });
   }
 
   /** @private */
   _handleOpen() {
+    this._opened = true;
+    this._openedAt = Date.now();
+    this._clearTimer("_connectTimer");
+    const willPing = this._options.pingOnOpen !== false && this._pongTimeoutMs > 0;
+    if (!willPing) this._confirm();
+    const socket = this._socket;
     this._setState("open");
+    // a state listener may have closed the client or asked for another connection
+    if (this._closed || socket !== this._socket) return;
     if (this._heartbeatMs > 0) {
       this._heartbeatTimer = setInterval(() => this.ping(), this._heartbeatMs);
     }
     if (this._options.pingOnOpen !== false) this.ping();
   }
 
-  /** @private */
-  _handleClose() {
-    this._stopTimers();
-    this._setConnectionId(null);
-    // reconnecting-websocket has already counted the retry it is about to make.
-    if (this._rws.retryCount > this._maxRetries) {
-      this._gaveUp = true;
-      this._rws.close();
-      this._setState("closed");
-      this._report({
-        kind: "max_retries",
-        message: `gave up after ${this._maxRetries} failed reconnects; call reconnect() to try again`,
+  /**
+   * @private
+   * @param {any} event
+   * @param {unknown} handshakeError
+   */
+  _handleClose(event, handshakeError) {
+    const code = event && typeof event.code === "number" ? event.code : undefined;
+    const { _opened: opened, _confirmed: confirmed } = this;
+    const stable = this._settle();
+    this._detach();
+    if (!opened) {
+      this._fail({
+        kind: "connect_failed",
+        message: `the connection was refused or could not be made (close code ${code ?? "none"})`,
+        closeCode: code,
+        event: handshakeError ?? event,
       });
-      return;
+    } else if (!confirmed) {
+      // opened, then closed before answering its first ping: as good as refused
+      this._fail({
+        kind: "connect_failed",
+        message: `closed before it answered a ping (close code ${code ?? "none"})`,
+        closeCode: code,
+        event,
+      });
+    } else if (code === GOING_AWAY) {
+      // API Gateway's 2-hour and idle limits (1001 Going Away) close every connection opened,
+      // or left idle, together: spread the way back over the widest window. Not a failure.
+      this._schedule(this._options.maxReconnectDelayMs ?? DEFAULT_MAX_RECONNECT_DELAY_MS);
+    } else if (stable) {
+      // A working connection ended otherwise (the server closed this one, the network):
+      // not a failure, but still a random wait in the first backoff window.
+      this._schedule(backoffWindow(1, this._options));
+    } else {
+      // lost within a minute of opening: one more failure in a row
+      this._fail(null);
     }
-    this._setState("reconnecting");
   }
 
   /** @private */
   _onPongTimeout() {
     this._pongTimer = undefined;
     if (this._closed || this._state !== "open") return;
-    this._report({
-      kind: "pong_timeout",
-      message: `no pong within ${this._pongTimeoutMs} ms; reconnecting`,
-    });
-    if (!this._closed) this.reconnect();
+    this._settle();
+    this._detach(CLIENT_RECONNECT_CODE, "no pong");
+    this._fail({ kind: "pong_timeout", message: `no pong within ${this._pongTimeoutMs} ms; reconnecting` });
   }
+
+  /**
+   * One more failure in a row: wait a backoff window and try again, or give up.
+   * @private
+   * @param {WspushError | null} error what to tell the app (null: nothing)
+   */
+  _fail(error) {
+    this._failures += 1;
+    const attempt = this._failures;
+    if (attempt > this._maxRetries) {
+      this._gaveUp = true;
+      this._setState("closed");
+      if (error) this._report({ ...error, attempt });
+      if (this._gaveUp && !this._closed) {
+        this._report({
+          kind: "max_retries",
+          attempt,
+          message: `gave up after ${attempt} failures in a row; call reconnect() to try again`,
+        });
+      }
+      return;
+    }
+    const retryInMs = this._schedule(backoffWindow(attempt, this._options));
+    if (error) this._report({ ...error, attempt, retryInMs });
+  }
+
+  /**
+   * Start the next attempt after a random delay in `[0, windowMs)`.
+   * @private
+   * @param {number} windowMs
+   * @returns {number} the delay
+   */
+  _schedule(windowMs) {
+    const delay = Math.floor(this._random() * windowMs);
+    this._clearTimer("_retryTimer");
+    this._retryTimer = setTimeout(() => this._attempt(), delay);
+    this._setState("reconnecting");
+    return delay;
+  }
+
+  /** @private the current socket works: failures in a row are over */
+  _confirm() {
+    this._confirmed = true;
+  }
+
+  /**
+   * When the current socket worked and stayed open `STABLE_MS`, the run of failures is over.
+   * @private
+   * @returns {boolean} whether it did
+   */
+  _settle() {
+    const stable = this._confirmed && Date.now() - this._openedAt >= STABLE_MS;
+    if (stable) this._failures = 0;
+    return stable;
+  }
+
+  /**
+   * Forget the current socket (its events are ignored from now on) and stop its timers;
+   * close it when `code` is given.
+   * @private
+   * @param {number} [code]
+   * @param {string} [reason]
+   */
+  _detach(code, reason) {
+    const socket = this._socket;
+    this._socket = null;
+    this._opened = false;
+    this._confirmed = false;
+    this._clearTimer("_connectTimer");
+    this._clearTimer("_heartbeatTimer");
+    this._clearTimer("_pongTimer");
+    this._setConnectionId(null);
+    if (socket && code !== undefined) closeQuietly(socket, code, reason);
+  }
+
+  /**
+   * Stop whatever the current attempt is doing: its backoff wait, its token request, its socket.
+   * @private
+   * @param {number} code
+   * @param {string} reason
+   */
+  _abandon(code, reason) {
+    this._attemptId += 1;
+    this._clearTimer("_retryTimer");
+    this._clearTokenTimer();
+    this._detach(code, reason);
+  }
+
+  /** @private */
+  _clearTokenTimer() {
+    this._clearTimer("_tokenTimer");
+  }
+
+  /**
+   * @private
+   * @param {"_retryTimer" | "_tokenTimer" | "_connectTimer" | "_heartbeatTimer" | "_pongTimer"} name
+   */
+  _clearTimer(name) {
+    const timer = this[name];
+    if (timer === undefined) return;
+    clearTimeout(timer);
+    clearInterval(timer);
+    this[name] = undefined;
+  }
+
+  // ---- frames -----------------------------------------------------------------
 
   /**
    * @private
@@ -542,10 +744,8 @@ export class WspushClient {
     }
 
     if (message.type === "pong") {
-      if (this._pongTimer !== undefined) {
-        clearTimeout(this._pongTimer);
-        this._pongTimer = undefined;
-      }
+      this._clearTimer("_pongTimer");
+      this._confirm();
       const data = /** @type {any} */ (message.data);
       if (data && typeof data.connectionId === "string") this._setConnectionId(data.connectionId);
     } else if (message.type === "error") {
@@ -593,6 +793,8 @@ export class WspushClient {
       }
     }
   }
+
+  // ---- telling the app ----------------------------------------------------------
 
   /**
    * @private
@@ -654,17 +856,9 @@ export class WspushClient {
     }
   }
 
-  /** @private */
-  _stopTimers() {
-    if (this._heartbeatTimer !== undefined) clearInterval(this._heartbeatTimer);
-    if (this._pongTimer !== undefined) clearTimeout(this._pongTimer);
-    this._heartbeatTimer = undefined;
-    this._pongTimer = undefined;
-  }
-
   /**
-   * In a browser: reconnect at once when the network comes back (instead of waiting out the
-   * backoff), and ping when the tab becomes visible (a laptop waking from sleep often holds a
+   * In a browser: when the network comes back, cut a backoff wait short (the attempt still
+   * counts); when the tab becomes visible, ping (a laptop waking from sleep often holds a
    * dead socket; the pong timeout then replaces it).
    * @private
    */
@@ -674,9 +868,12 @@ export class WspushClient {
     const doc = this._options.document ?? /** @type {any} */ (globalThis).document;
     if (win && typeof win.addEventListener === "function") {
       const onOnline = () => {
-        if (this._closed) return;
+        if (this._closed || this._gaveUp) return;
         if (this._state === "open") this.ping();
-        else this.reconnect();
+        else if (this._retryTimer !== undefined) {
+          this._clearTimer("_retryTimer");
+          this._attempt();
+        }
       };
       win.addEventListener("online", onOnline);
       this._unwatch.push(() => win.removeEventListener("online", onOnline));
@@ -698,6 +895,25 @@ export class WspushClient {
  */
 export function createWspushClient(options) {
   return new WspushClient(options);
+}
+
+/**
+ * Close a socket; a code the browser refuses (only 1000 and 3000-4999 are allowed) falls back
+ * to a plain close.
+ * @param {any} socket
+ * @param {number} code
+ * @param {string | undefined} reason
+ */
+function closeQuietly(socket, code, reason) {
+  try {
+    socket.close(code, reason);
+  } catch {
+    try {
+      socket.close();
+    } catch {
+      // already closed
+    }
+  }
 }
 
 /**

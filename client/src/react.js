@@ -15,9 +15,9 @@ import { createWspushClient } from "./index.js";
 /** @typedef {import("./index.js").Snapshot} Snapshot */
 
 /**
- * @typedef {Partial<WspushClientOptions> & { enabled?: boolean }} UseWspushOptions
- * `url` and `userId` are required to connect; without them, or with `enabled: false`,
- * the hook stays `closed`.
+ * @typedef {Partial<import("./index.js").WspushClientOptions> & { enabled?: boolean }} UseWspushOptions
+ * `url`, and `userId` or `token`, are needed to connect; without them, or with
+ * `enabled: false`, the hook stays `closed`.
  */
 
 /**
@@ -38,13 +38,17 @@ const CONNECTING = Object.freeze({ state: "connecting", connectionId: null });
  * Hold a wspush connection for the life of a component.
  *
  * The client is created when the component mounts and again only when `url`, `userId`,
- * `platform` or `enabled` change; it is closed on unmount. `handlers` and the callbacks in
- * `options` (`token`, `onError`, `onStateChange`) are read from refs at the moment they are
- * needed, so passing new functions on every render never reconnects. Other options
- * (timings, `WebSocket`, ...) are read when the client is created.
+ * `platform` or `enabled` change; it is closed on unmount. `handlers`, `options.handlers`
+ * and the callbacks and token in `options` (`token`, `onError`, `onStateChange`) are read
+ * from refs at the moment they are needed, so passing new ones on every render never
+ * reconnects, and a token that arrives after the first render is used from the next
+ * attempt on. Other options (timings, `WebSocket`, ...) are read when the client is created.
+ * A client the hook closes (unmount, new `userId`, React StrictMode's trial mount) says
+ * nothing more to `onStateChange` and `onError`.
  *
  * @param {UseWspushOptions} options
- * @param {HandlerMap} [handlers] handlers by message `type`, `"*"` for every message
+ * @param {HandlerMap} [handlers] handlers by message `type`, `"*"` for every message; they
+ *   run after those of `options.handlers` for the same type
  * @returns {UseWspushResult}
  */
 export function useWspush(options, handlers) {
@@ -54,9 +58,10 @@ export function useWspush(options, handlers) {
   handlersRef.current = handlers;
 
   const url = options?.url;
-  const userId = options?.userId;
+  const userId = options?.userId || undefined;
   const platform = options?.platform;
-  const enabled = options?.enabled !== false && Boolean(url) && Boolean(userId);
+  const hasToken = options?.token !== undefined && options?.token !== null;
+  const enabled = options?.enabled !== false && Boolean(url) && (Boolean(userId) || hasToken);
 
   /** @type {[WspushClient | null, (client: WspushClient | null) => void]} */
   const [client, setClient] = useState(/** @type {WspushClient | null} */ (null));
@@ -73,24 +78,34 @@ export function useWspush(options, handlers) {
       setSnapshot(CLOSED);
       return undefined;
     }
+    // false once this effect is cleaned up: the app hears nothing more from this client
+    let current = true;
     // Everything but the connection identity is read through refs (see above).
-    const { enabled: _enabled, handlers: _handlers, token, onError, onStateChange, ...rest } =
-      optionsRef.current;
+    const {
+      enabled: _enabled,
+      handlers: _handlers,
+      token: _token,
+      onError: _onError,
+      onStateChange: _onStateChange,
+      userId: _userId,
+      ...rest
+    } = optionsRef.current;
     const created = createWspushClient({
       ...rest,
       url: /** @type {string} */ (url),
-      userId: /** @type {string} */ (userId),
+      userId,
       platform,
-      token:
-        token === undefined
-          ? undefined
-          : () => {
-              const latest = optionsRef.current.token;
-              return typeof latest === "function" ? latest() : latest;
-            },
-      onError: (error) => optionsRef.current.onError?.(error),
-      onStateChange: (state, previous) => optionsRef.current.onStateChange?.(state, previous),
-      handlers: () => handlersRef.current,
+      token: () => {
+        const latest = optionsRef.current.token;
+        return typeof latest === "function" ? latest() : latest;
+      },
+      onError: (error) => {
+        if (current) optionsRef.current.onError?.(error);
+      },
+      onStateChange: (state, previous) => {
+        if (current) optionsRef.current.onStateChange?.(state, previous);
+      },
+      handlers: () => mergeHandlers(resolveHandlers(optionsRef.current.handlers), handlersRef.current),
     });
     const unsubscribe = created.subscribe(setSnapshot);
     const unlisten = created.on("*", (message) => {
@@ -100,6 +115,7 @@ export function useWspush(options, handlers) {
     setClient(created);
     setSnapshot(created.getSnapshot());
     return () => {
+      current = false;
       unsubscribe();
       unlisten();
       created.close();
@@ -114,4 +130,41 @@ export function useWspush(options, handlers) {
   );
 
   return { state: snapshot.state, connectionId: snapshot.connectionId, lastMessage, send, client };
+}
+
+/**
+ * @param {HandlerMap | (() => HandlerMap | null | undefined) | null | undefined} handlers
+ * @returns {HandlerMap | null | undefined}
+ */
+function resolveHandlers(handlers) {
+  return typeof handlers === "function" ? handlers() : handlers;
+}
+
+/**
+ * Both maps in one: for a type in both, `first`'s handler then `second`'s (which runs even
+ * when the first throws; the client reports the error).
+ * @param {HandlerMap | null | undefined} first
+ * @param {HandlerMap | null | undefined} second
+ * @returns {HandlerMap | null | undefined}
+ */
+function mergeHandlers(first, second) {
+  if (!first) return second;
+  if (!second) return first;
+  /** @type {HandlerMap} */
+  const merged = { ...second };
+  for (const [type, handler] of Object.entries(first)) {
+    const other = second[type];
+    if (typeof handler !== "function") continue;
+    merged[type] =
+      typeof other === "function"
+        ? (message) => {
+            try {
+              handler(message);
+            } finally {
+              other(message);
+            }
+          }
+        : handler;
+  }
+  return merged;
 }

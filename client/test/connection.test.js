@@ -25,7 +25,7 @@ describe("connection", () => {
     FakeWebSocket.last.drop();
     assert.equal(client.state, "reconnecting");
     assert.equal(client.connectionId, null, "the old connection id is gone with its socket");
-    await advance(100);
+    await advance(50); // a random wait in the first backoff window (half of it: TIMINGS.random)
     FakeWebSocket.last.open();
     assert.equal(client.state, "open");
 
@@ -40,17 +40,29 @@ describe("connection", () => {
     assert.equal(client.getSnapshot(), snapshots.at(-1), "getSnapshot is stable between changes");
   });
 
-  test("a refused handshake is reported and retried with backoff", async () => {
+  test("a refused handshake is told as connect_failed and retried with backoff", async () => {
     const { client, FakeWebSocket, events } = await startClient();
     FakeWebSocket.last.fail();
     assert.equal(client.state, "reconnecting");
-    assert.equal(events.errors[0].kind, "socket");
-    await advance(99);
+    assert.equal(events.errors.length, 1, "one error per failed attempt");
+    assert.deepEqual(
+      { ...events.errors[0], event: events.errors[0].event.type },
+      {
+        kind: "connect_failed",
+        message: "the connection was refused or could not be made (close code 1006)",
+        closeCode: 1006,
+        event: "error",
+        attempt: 1,
+        retryInMs: 50,
+      },
+    );
+    await advance(49);
     assert.equal(FakeWebSocket.instances.length, 1);
     await advance(1);
     assert.equal(FakeWebSocket.instances.length, 2);
     FakeWebSocket.last.fail();
-    await advance(199); // the delay grows (factor 2)
+    assert.equal(events.errors.at(-1).retryInMs, 100, "the window doubles");
+    await advance(99);
     assert.equal(FakeWebSocket.instances.length, 2);
     await advance(1);
     assert.equal(FakeWebSocket.instances.length, 3);
@@ -69,7 +81,8 @@ describe("connection", () => {
     client.close();
   });
 
-  test("heartbeat: a ping every heartbeatMs (default 9 minutes) while open", async () => {
+  test("heartbeat: a ping every heartbeatMs (default 5 minutes) while open", async () => {
+    assert.equal(DEFAULT_HEARTBEAT_MS, 5 * MINUTE);
     const { client, ws } = await openClient();
     assert.equal(ws.pings, 1, "ping on open");
     await advance(DEFAULT_HEARTBEAT_MS - 1);
@@ -95,7 +108,7 @@ describe("connection", () => {
     client.close();
   });
 
-  test("pong timeout: no pong within pongTimeoutMs forces a reconnect", async () => {
+  test("pong timeout: no pong within pongTimeoutMs replaces the connection, after a backoff wait", async () => {
     const { client, FakeWebSocket, ws, events } = await openClient({ pongTimeoutMs: 5000 });
     await advance(DEFAULT_HEARTBEAT_MS); // heartbeat ping, and the network is silently dead
     assert.equal(ws.pings, 2);
@@ -103,10 +116,17 @@ describe("connection", () => {
     assert.equal(client.state, "open");
     assert.equal(FakeWebSocket.instances.length, 1);
     await advance(1);
-    assert.equal(events.errors.at(-1).kind, "pong_timeout");
-    assert.deepEqual(ws.closeCalls[0], { code: CLIENT_RECONNECT_CODE, reason: "client reconnect" });
+    assert.deepEqual(events.errors.at(-1), {
+      kind: "pong_timeout",
+      message: "no pong within 5000 ms; reconnecting",
+      attempt: 1,
+      retryInMs: 50,
+    });
+    assert.deepEqual(ws.closeCalls[0], { code: CLIENT_RECONNECT_CODE, reason: "no pong" });
     assert.equal(client.state, "reconnecting");
-    await advance(0); // a forced reconnect does not wait out a backoff
+    await advance(49); // a missed pong is a failure: it waits out a backoff
+    assert.equal(FakeWebSocket.instances.length, 1);
+    await advance(1);
     assert.equal(FakeWebSocket.instances.length, 2);
     FakeWebSocket.last.open();
     assert.equal(client.state, "open");
@@ -138,9 +158,9 @@ describe("connection", () => {
   });
 
   test("the heartbeat stops while disconnected and restarts on the new socket", async () => {
-    const { client, FakeWebSocket, ws } = await openClient({ heartbeatMs: MINUTE, connectionTimeout: 10 * MINUTE });
+    const { client, FakeWebSocket, ws } = await openClient({ heartbeatMs: MINUTE, connectTimeoutMs: 10 * MINUTE });
     ws.drop();
-    await advance(100);
+    await advance(50);
     const second = FakeWebSocket.last;
     await advance(5 * MINUTE); // the new socket is not open yet: nothing to ping
     assert.equal(ws.pings, 1);
@@ -165,7 +185,7 @@ describe("connection", () => {
   });
 
   test("reconnect() while waiting out a backoff connects without waiting", async () => {
-    const { client, FakeWebSocket } = await startClient({ minReconnectionDelay: 60_000, maxReconnectionDelay: 60_000 });
+    const { client, FakeWebSocket } = await startClient({ reconnectDelayMs: 120_000, maxReconnectDelayMs: 120_000 });
     FakeWebSocket.last.fail();
     await advance(1000);
     assert.equal(FakeWebSocket.instances.length, 1);
@@ -183,13 +203,22 @@ describe("connection", () => {
   test("maxRetries: gives up (closed) after that many failed reconnects; reconnect() restarts", async () => {
     const { client, FakeWebSocket, events } = await startClient({ maxRetries: 2 });
     FakeWebSocket.last.fail();
-    await advance(100);
+    await advance(50);
     FakeWebSocket.last.fail();
-    await advance(200);
+    await advance(100);
     assert.equal(FakeWebSocket.instances.length, 3);
     FakeWebSocket.last.fail();
     assert.equal(client.state, "closed");
-    assert.equal(events.errors.at(-1).kind, "max_retries");
+    assert.deepEqual(
+      events.errors.map((e) => [e.kind, e.attempt, e.retryInMs]),
+      [
+        ["connect_failed", 1, 50],
+        ["connect_failed", 2, 100],
+        ["connect_failed", 3, undefined],
+        ["max_retries", 3, undefined],
+      ],
+    );
+    assert.deepEqual(events.states, ["reconnecting", "closed"]);
     await advance(10_000);
     assert.equal(FakeWebSocket.instances.length, 3);
 
@@ -242,7 +271,7 @@ describe("connection", () => {
     client.close();
   });
 
-  test("watchNetwork: back online reconnects at once; a visible tab pings", async () => {
+  test("watchNetwork: back online cuts a backoff wait short; a visible tab pings", async () => {
     const fakeWindow = new EventTarget();
     const fakeDocument = new EventTarget();
     fakeDocument.visibilityState = "visible";
@@ -250,8 +279,8 @@ describe("connection", () => {
       watchNetwork: true,
       window: fakeWindow,
       document: fakeDocument,
-      minReconnectionDelay: 60_000,
-      maxReconnectionDelay: 60_000,
+      reconnectDelayMs: 120_000,
+      maxReconnectDelayMs: 120_000,
     });
     FakeWebSocket.last.open();
     fakeDocument.dispatchEvent(new Event("visibilitychange"));

@@ -3,7 +3,7 @@ import { mock } from "node:test";
 import { createWspushClient } from "@wspush/client";
 import { makeFakeWebSocket } from "./fake-websocket.js";
 
-/** Let pending promise callbacks run (reconnecting-websocket connects through promises). */
+/** Let pending promise callbacks run (token providers answer through promises). */
 export async function flush() {
   for (let i = 0; i < 5; i += 1) await new Promise((resolve) => setImmediate(resolve));
 }
@@ -15,21 +15,24 @@ export async function advance(ms) {
   await flush();
 }
 
+/** Fake setTimeout, setInterval and Date (the de-duplication window reads the clock). */
 export function useFakeTimers() {
-  mock.timers.enable({ apis: ["setTimeout", "setInterval"] });
+  mock.timers.enable({ apis: ["setTimeout", "setInterval", "Date"], now: 1_795_867_200_000 });
 }
 
 export function restoreTimers() {
   mock.timers.reset();
 }
 
-/** Deterministic reconnect timings for the tests. */
+/**
+ * Deterministic reconnect timings for the tests: every random draw is 0.5, so each wait is
+ * half its window (50 ms, 100 ms, 200 ms … 500 ms after the 1st, 2nd, 3rd … failure).
+ */
 export const TIMINGS = {
-  minReconnectionDelay: 100,
-  maxReconnectionDelay: 1000,
-  reconnectionDelayGrowFactor: 2,
-  connectionTimeout: 1000,
-  minUptime: 500,
+  reconnectDelayMs: 100,
+  maxReconnectDelayMs: 1000,
+  connectTimeoutMs: 1000,
+  random: () => 0.5,
 };
 
 /**

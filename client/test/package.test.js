@@ -24,10 +24,10 @@ describe("the package", () => {
     }
   });
 
-  test("React is a peer dependency only, and optional: plain JavaScript apps need none", () => {
+  test("no runtime dependency; React is a peer dependency only, and optional", () => {
     assert.deepEqual(manifest.peerDependencies, { react: ">=18" });
     assert.deepEqual(manifest.peerDependenciesMeta, { react: { optional: true } });
-    assert.deepEqual(manifest.dependencies, { "reconnecting-websocket": "4.4.0" });
+    assert.equal(manifest.dependencies, undefined, "the client has its own connection loop");
     assert.equal(manifest.devDependencies, undefined, "test tools belong in test/package.json");
   });
 

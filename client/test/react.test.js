@@ -2,7 +2,7 @@
 // client's fake WebSocket, as a browser would.
 import { afterEach, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { createElement } from "react";
+import { StrictMode, createElement } from "react";
 import TestRenderer from "react-test-renderer";
 import { useWspush } from "@wspush/client/react";
 import { makeFakeWebSocket } from "./fake-websocket.js";
@@ -11,16 +11,20 @@ import { TIMINGS, advance, flush, frame, pongFrame, restoreTimers, useFakeTimers
 globalThis.IS_REACT_ACT_ENVIRONMENT = true;
 const { act } = TestRenderer;
 
-/** Renders `useWspush(options, handlers)` and keeps every result it returned. */
-function renderHook(initialProps) {
+/**
+ * Renders `useWspush(options, handlers)` and keeps every result it returned; `strict` wraps it
+ * in StrictMode on a concurrent root, where React mounts, unmounts and mounts again.
+ */
+function renderHook(initialProps, { strict = false } = {}) {
   const results = [];
   function Probe({ options, handlers }) {
     results.push(useWspush(options, handlers));
     return null;
   }
+  const element = (props) => (strict ? createElement(StrictMode, null, createElement(Probe, props)) : createElement(Probe, props));
   let renderer;
   act(() => {
-    renderer = TestRenderer.create(createElement(Probe, initialProps));
+    renderer = TestRenderer.create(element(initialProps), { unstable_isConcurrent: strict });
   });
   return {
     get current() {
@@ -28,7 +32,7 @@ function renderHook(initialProps) {
     },
     results,
     rerender(props) {
-      act(() => renderer.update(createElement(Probe, props)));
+      act(() => renderer.update(element(props)));
     },
     unmount() {
       act(() => renderer.unmount());
@@ -163,10 +167,83 @@ describe("useWspush (react-test-renderer)", () => {
     act(() => FakeWebSocket.last.receive("not json"));
     assert.deepEqual(errors, ["bad_frame"]);
     act(() => FakeWebSocket.last.drop());
-    await tick(100);
+    await tick(50);
     assert.equal(FakeWebSocket.instances.length, 2);
     assert.equal(FakeWebSocket.last.query.token, "new");
     hook.unmount();
+  });
+
+  test("options.handlers are honoured too: both maps run, options' first", async () => {
+    const calls = [];
+    const hook = renderHook({
+      options: {
+        ...baseOptions,
+        handlers: {
+          t: () => {
+            calls.push("options");
+            throw new Error("options handler failed");
+          },
+          only: () => calls.push("options only"),
+        },
+        onError: (e) => calls.push(`error: ${e.message}`),
+      },
+      handlers: { t: () => calls.push("argument"), "*": (m) => calls.push(`* ${m.type}`) },
+    });
+    await tick();
+    act(() => FakeWebSocket.last.open());
+    calls.length = 0;
+    act(() => FakeWebSocket.last.receive(frame("t", 1)));
+    act(() => FakeWebSocket.last.receive(frame("only", 2)));
+    assert.deepEqual(calls, [
+      "options",
+      "argument",
+      'error: handler for "t" threw: options handler failed',
+      "* t",
+      "options only",
+      "* only",
+    ]);
+    hook.rerender({ options: { ...baseOptions, handlers: () => ({ t: () => calls.push("options v2") }) } });
+    calls.length = 0;
+    act(() => FakeWebSocket.last.receive(frame("t", 3)));
+    assert.deepEqual(calls, ["options v2"]);
+    assert.equal(FakeWebSocket.instances.length, 1);
+    hook.unmount();
+  });
+
+  test("a token undefined at mount is read once the app has it", async () => {
+    const hook = renderHook({ options: { ...baseOptions, token: undefined } });
+    await tick();
+    assert.equal(FakeWebSocket.last.query.token, undefined);
+    act(() => FakeWebSocket.last.fail()); // jwt stage: refused without a token
+    hook.rerender({ options: { ...baseOptions, token: "signed-in" } });
+    await tick(50);
+    assert.equal(FakeWebSocket.instances.length, 2);
+    assert.equal(FakeWebSocket.last.query.token, "signed-in");
+    hook.unmount();
+  });
+
+  test("without userId it connects with a token alone (the server reads the user from it)", async () => {
+    const hook = renderHook({ options: { ...baseOptions, userId: undefined } });
+    assert.equal(hook.current.state, "closed");
+    hook.rerender({ options: { ...baseOptions, userId: undefined, token: async () => "jwt" } });
+    await tick();
+    assert.deepEqual(FakeWebSocket.last.query, { platform: "web", token: "jwt" });
+    hook.unmount();
+  });
+
+  test("StrictMode: no false connecting → closed, and one socket", async () => {
+    const transitions = [];
+    const hook = renderHook(
+      { options: { ...baseOptions, onStateChange: (state, previous) => transitions.push(`${previous}>${state}`) } },
+      { strict: true },
+    );
+    await tick();
+    assert.equal(FakeWebSocket.instances.length, 1, "the trial mount's client never opened a socket");
+    act(() => FakeWebSocket.last.open());
+    assert.equal(hook.current.state, "open");
+    assert.deepEqual(transitions, ["connecting>open"]);
+    hook.unmount();
+    assert.deepEqual(transitions, ["connecting>open"], "a client the hook closes says nothing more");
   });
 
   test("without userId, or with enabled: false, it stays closed and opens nothing", async () => {

@@ -37,6 +37,14 @@ describe("README.md", () => {
     for (const [path, content] of example) assert.equal(shown.get(path), content, `README.md's ${path}`);
   });
 
+  test("its TypeScript example is test/types/readme.tsx, which tsc compiles (npm run typecheck)", () => {
+    const shown = readme.match(/^## TypeScript\n[\s\S]*?^```tsx\n([\s\S]*?)^```$/m);
+    assert.ok(shown, "README.md has a TypeScript section with a tsx example");
+    assert.equal(shown[1], readFileSync(join(CLIENT_DIR, "test", "types", "readme.tsx"), "utf8"));
+    const tsconfig = JSON.parse(readFileSync(join(CLIENT_DIR, "test", "types", "tsconfig.json"), "utf8"));
+    assert.ok(tsconfig.files.includes("readme.tsx"));
+  });
+
   test("starts with installing the client, then the app", () => {
     const sections = [...readme.matchAll(/^## (.+)$/gm)].map((match) => match[1]);
     assert.deepEqual(sections.slice(0, 2), ["Install", "A complete React app"]);

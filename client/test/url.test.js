@@ -52,6 +52,28 @@ describe("RecentIds", () => {
     assert.equal(recent.seen("d"), true);
   });
 
+  test("forgets an id once it is windowMs old, even with room to spare", () => {
+    let now = 0;
+    const recent = new RecentIds(1000, 30 * 60_000, () => now);
+    assert.equal(recent.seen("a"), false);
+    now = 10 * 60_000;
+    assert.equal(recent.seen("b"), false);
+    now = 30 * 60_000 - 1; // a late redelivery of "a", 30 minutes on: still caught
+    assert.equal(recent.seen("a"), true);
+    now = 30 * 60_000;
+    assert.equal(recent.seen("a"), false, "30 minutes old: forgotten, so delivered again");
+    assert.equal(recent.seen("b"), true);
+    assert.deepEqual([...recent.ids.keys()], ["b", "a"]);
+  });
+
+  test("windowMs 0: by count only", () => {
+    let now = 0;
+    const recent = new RecentIds(2, 0, () => now);
+    recent.seen("a");
+    now = 365 * 24 * 3_600_000;
+    assert.equal(recent.seen("a"), true);
+  });
+
   test("size 0 remembers nothing", () => {
     const recent = new RecentIds(0);
     assert.equal(recent.seen("a"), false);

@@ -4,6 +4,8 @@
 // with an expect-error directive is a misuse the types must refuse.
 import { useState } from "react";
 import {
+  DEFAULT_TOKEN_TIMEOUT_MS,
+  backoffWindow,
   createWspushClient,
   type ConnectionState,
   type WspushClient,
@@ -43,16 +45,33 @@ export function plainJavaScript(): WspushClient {
   return client;
 }
 
+export function withTokenOnly(): WspushClient {
+  // jwt stages: the server takes the user from the token
+  return createWspushClient({
+    url: "wss://abc123.execute-api.eu-west-1.amazonaws.com/prod",
+    token: () => sessionStorage.getItem("wsToken"),
+    tokenTimeoutMs: DEFAULT_TOKEN_TIMEOUT_MS * 2,
+    maxRetries: Infinity,
+    reconnectDelayMs: 500,
+    maxReconnectDelayMs: backoffWindow(7),
+    onError: ({ kind, attempt, retryInMs, closeCode }) => console.log(kind, attempt, retryInMs, closeCode),
+  });
+}
+
 export function misuses(client: WspushClient): void {
   // @ts-expect-error url is required
   createWspushClient({ userId: "u-42" });
+  // @ts-expect-error a userId, or a token to take the user from
+  createWspushClient({ url: "ws://127.0.0.1:3001", platform: "web" });
+  // @ts-expect-error "connect_refused" is not an error kind
+  const kind: WspushError["kind"] = "connect_refused";
   // @ts-expect-error a token provider returns a string (or a promise of one)
   createWspushClient({ url: "ws://127.0.0.1:3001", userId: "u-42", token: () => 42 });
   // @ts-expect-error "opened" is not a connection state
   const state: ConnectionState = "opened";
   // @ts-expect-error a typed handler reads only what its payload has
   client.on<Order>("order.updated", ({ data }) => data.total);
-  console.log(state);
+  console.log(state, kind);
 }
 
 export function Orders({ userId }: { userId: string }) {

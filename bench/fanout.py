@@ -3,6 +3,9 @@
 - ``wspush``: ``wspush.delivery.deliver`` as the sender Lambda calls it, with the ``Gateway``
   of ``sending.gateway_for`` pointed at the stub, posting one message to N explicit recipients
   (resolving them is not measured).
+- ``channel``: the same delivery to the N subscribers of one channel, *resolution included*:
+  the subscriptions are read page by page from the channels table (moto's server in a process
+  of its own, on the stub's core, so its work is not counted as ours), then posted to.
 - ``sequential``: the seed's way, one boto3 ``apigatewaymanagementapi`` client posting to each
   recipient in turn.
 - ``faults``: ``deliver`` with 410s and 429s injected and the connections table in moto, to
@@ -39,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.machine import ACCOUNT, REGION, STAGE, TABLE_NAME
+from bench.machine import ACCOUNT, CHANNELS_TABLE_NAME, REGION, STAGE, TABLE_NAME
 from bench.stub_gateway import StubClient, selected
 
 PAYLOAD = {
@@ -198,6 +201,140 @@ def run_wspush(n: int, stub: StubClient) -> Measurement:
     result.expect("recipients failed", [f.reason for f in report.failed][:5], [])
     _check_stub(result, posts=n, delivered=n)
     return result
+
+
+BENCH_CHANNEL = "room:bench"
+
+
+def run_channel(n: int, stub: StubClient) -> Measurement:
+    from wspush import delivery
+    from wspush.clock import now_ms
+    from wspush.messages import parse_message
+    from wspush.settings import get_settings
+    from wspush.store import channels
+
+    result = Measurement("channel", n)
+    settings = get_settings()
+    result.settings = _settings_summary(settings)
+    # moto answers a query page in time proportional to the whole channel (DynamoDB does not):
+    # its pages of 10,000 items may take longer than the 5 s a Lambda waits for DynamoDB.
+    channels._ChannelItem.Meta.read_timeout_seconds = 120
+    with moto_server_process() as dynamodb:
+        warmup_channel = "room:warmup"
+        _store_subscriptions(
+            dynamodb, warmup_channel, connection_ids(2 * settings.delivery_concurrency, "warmup")
+        )
+        recipients = connection_ids(n)
+        _store_subscriptions(dynamodb, BENCH_CHANNEL, recipients)
+        started = time.perf_counter()
+        gateway = _gateway(settings)
+        result.setup_ms = 1000 * (time.perf_counter() - started)
+
+        def publish(channel: str, message_id: str) -> Any:
+            message = parse_message(
+                {"channel": channel, "payload": PAYLOAD}, now_ms=now_ms(), default_id=message_id
+            )
+            audience = delivery.resolve_targets(
+                message.target, now_ms=now_ms(), page_size=settings.page_size
+            )
+            return delivery.deliver(message, audience, gateway=gateway, settings=settings)
+
+        publish(warmup_channel, "bench-warmup")
+        stub.reset()
+        with measured(result):
+            report = publish(BENCH_CHANNEL, f"bench-channel-{n}")
+        result.details["resolution"] = _resolution_alone(BENCH_CHANNEL, settings)
+    result.stub = stub.stats()
+    result.outcomes = _outcomes(report)
+    result.expect("recipients reported", report.targets, n)
+    result.expect("recipients delivered", set(report.delivered) == set(recipients), True)
+    result.expect("recipients failed", [f.reason for f in report.failed][:5], [])
+    _check_stub(result, posts=n, delivered=n)
+    return result
+
+
+def _resolution_alone(channel: str, settings: Any) -> dict[str, float]:
+    """Reading the channel's subscribers once more, alone: our CPU, and the wall time (moto's
+    answers included, which are far slower than DynamoDB's for a big channel)."""
+    from wspush import delivery
+    from wspush.clock import now_ms
+    from wspush.messages import Target
+
+    cpu, wall = time.process_time(), time.perf_counter()
+    audience = delivery.resolve_targets(
+        Target(channel=channel), now_ms=now_ms(), page_size=settings.page_size
+    )
+    return {
+        "cpu_s": time.process_time() - cpu,
+        "wall_s": time.perf_counter() - wall,
+        "subscribers": len(audience.ids),
+    }
+
+
+@contextmanager
+def moto_server_process() -> Iterator[Any]:
+    """moto's server as a process of its own on the cores this one is not pinned to, with the
+    stack's tables, as the only DynamoDB endpoint; a client of it."""
+    import socket
+    import subprocess
+
+    import boto3
+
+    from local import stack
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mine = os.sched_getaffinity(0)
+    others = (set(range(os.cpu_count() or 1)) - mine) or mine
+    server = subprocess.Popen(  # noqa: S603 - this interpreter, moto's server
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: os.sched_setaffinity(0, others),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("moto's server did not start")
+            time.sleep(0.1)
+        os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = f"http://127.0.0.1:{port}"
+        dynamodb = boto3.client("dynamodb")
+        tables = stack.create_tables(dynamodb, STAGE)
+        if tables.get("ChannelsTable") != CHANNELS_TABLE_NAME:
+            raise RuntimeError(f"serverless.yml names the tables {tables}")
+        yield dynamodb
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _store_subscriptions(dynamodb: Any, channel: str, connection_ids: list[str]) -> None:
+    """Subscriptions as the channel route stores them, of connections that opened a while ago."""
+    now = int(time.time()) - 600
+    for start in range(0, len(connection_ids), 25):
+        items = [
+            {
+                "PutRequest": {
+                    "Item": {
+                        "channel": {"S": channel},
+                        "key": {"S": f"c#{cid}"},
+                        "connectionId": {"S": cid},
+                        "userId": {"S": f"u-{index}"},
+                        "platform": {"S": "pc"},
+                        "connectedAt": {"N": str(now * 1000)},
+                        "present": {"BOOL": False},
+                        "ttl": {"N": str(now + 3_600)},
+                    }
+                }
+            }
+            for index, cid in enumerate(connection_ids[start : start + 25], start)
+        ]
+        dynamodb.batch_write_item(RequestItems={CHANNELS_TABLE_NAME: items})
 
 
 def run_sequential(n: int, stub: StubClient) -> Measurement:
@@ -667,6 +804,7 @@ def run_cold_pool(n: int, stub: StubClient) -> Measurement:
 
 MODES: dict[str, Callable[[int, StubClient], Measurement]] = {
     "wspush": run_wspush,
+    "channel": run_channel,
     "sequential": run_sequential,
     "faults": run_faults,
     "big-audience": run_big_audience,

@@ -15,6 +15,7 @@ REGION = "us-east-1"
 STAGE = "bench"
 ACCOUNT = "123456789012"
 TABLE_NAME = f"wspush-{STAGE}-connections"
+CHANNELS_TABLE_NAME = f"wspush-{STAGE}-channels"
 # The sender Lambda's memory (serverless.yml): Lambda gives a function CPU in proportion to
 # its memory, one full vCPU at 1,769 MB.
 SENDER_MEMORY_MB = 512
@@ -26,6 +27,8 @@ _STACK_VARIABLES = (
     "WSPUSH_STAGE",
     "WSPUSH_TABLE_NAME",
     "WSPUSH_PROCESSED_TABLE_NAME",
+    "WSPUSH_CHANNELS_TABLE_NAME",
+    "WSPUSH_NAMESPACES",
     "WSPUSH_QUEUE_URL",
     "WSPUSH_DLQ_URL",
     "WSPUSH_MANAGEMENT_ENDPOINT",
@@ -58,6 +61,8 @@ def lambda_env(management_endpoint: str) -> dict[str, str]:
             "WSPUSH_STAGE": STAGE,
             "WSPUSH_TABLE_NAME": TABLE_NAME,
             "WSPUSH_PROCESSED_TABLE_NAME": "",
+            "WSPUSH_CHANNELS_TABLE_NAME": CHANNELS_TABLE_NAME,
+            "WSPUSH_NAMESPACES": '{"room": {"subscribe": "authenticated"}}',
             "WSPUSH_QUEUE_URL": f"{queue}-messages",
             "WSPUSH_DLQ_URL": f"{queue}-dead-letters",
             "WSPUSH_MANAGEMENT_ENDPOINT": management_endpoint,

@@ -193,6 +193,15 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
                         {"path": "wspush", "scheme": scheme, "n": n, "measured_n": n,
                          "result": wspush}
                     )  # fmt: skip
+                    if scheme == "http" and not args.no_channel:
+                        channel = bench.step(
+                            f"channel publish {scheme} N={n}",
+                            partial(bench.fanout, "channel", n, stub, workdir, scheme=scheme),
+                        )
+                        rows.append(
+                            {"path": "channel", "scheme": scheme, "n": n, "measured_n": n,
+                             "result": channel}
+                        )  # fmt: skip
                     sample = min(n, args.sequential_max)
                     if (scheme, sample) not in samples:  # one sample serves every N above it
                         samples[scheme, sample] = bench.step(
@@ -414,6 +423,9 @@ def assemble(
         },
         "ratios_vs_sequential": ratios["http"],
         "ratios_vs_sequential_tls": ratios["https"],
+        # Publishing to a channel of N subscribers against the same delivery to N explicit ids:
+        # what reading the subscribers adds to each delivery's CPU (issue 11: ~10 % at most).
+        "channel_cpu_overhead": _channel_overhead(rows, args.sizes),
         "fanout": rows,
         "fault_check": _fault_summary(faults),
         "imports": imports,
@@ -549,6 +561,23 @@ def _num(value: float | None, digits: int = 0) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
 
 
+def _channel_overhead(rows: list[dict[str, Any]], sizes: list[int]) -> dict[str, float]:
+    overhead: dict[str, float] = {}
+    for n in sizes:
+        explicit, channel = _find(rows, "wspush", n, "http"), _find(rows, "channel", n, "http")
+        if explicit and channel and explicit["cpu_ms_per_delivery"]:
+            ratio = channel["cpu_ms_per_delivery"] / explicit["cpu_ms_per_delivery"]
+            overhead[str(n)] = ratio - 1
+    return overhead
+
+
+_LABELS = {
+    "wspush": "wspush deliver (sender)",
+    "channel": "wspush channel (resolved)",
+    "sequential": "sequential boto3 (seed)",
+}
+
+
 def table(results: dict[str, Any]) -> str:
     setup = results["setup"]
     machine = results["machine"]
@@ -568,8 +597,7 @@ def table(results: dict[str, Any]) -> str:
     ]
     for row in rows:
         star = "*" if row["extrapolated"] else " "
-        label = "wspush deliver (sender)" if row["path"] == "wspush" else "sequential boto3 (seed)"
-        label += f" {row['scheme']}"
+        label = f"{_LABELS[row['path']]} {row['scheme']}"
         target = ""
         if row["path"] == "wspush" and row["n"] == HEADLINE_N and row["scheme"] == "http":
             target = "≥3,000/s  ≤0.3 ms"
@@ -592,6 +620,16 @@ def table(results: dict[str, Any]) -> str:
         "  https: TLS to the stub (RSA-2048 chain, as execute-api's), both clients given the"
         " run's CA as AWS_CA_BUNDLE; a warm pool, so handshakes are not in these figures"
     )
+    out.append(
+        "  channel: the same message published to a channel of N subscribers, their"
+        " subscriptions read page by page from the channels table (moto, in its own process)"
+    )
+    for n, overhead in results.get("channel_cpu_overhead", {}).items():
+        target = "  target ≤ ~10 %" if int(n) == HEADLINE_N else ""
+        out.append(
+            f"  channel resolution on top of explicit ids, N={int(n):,}: {overhead:+.1%} CPU"
+            f" per delivery{target}"
+        )
     for key, scheme in (("ratios_vs_sequential", "http"), ("ratios_vs_sequential_tls", "https")):
         for n, ratio in results[key].items():
             target = "  target ≥70x" if int(n) == HEADLINE_N and scheme == "http" else ""
@@ -737,6 +775,9 @@ def main(argv: list[str] | None = None) -> int:
     zip_options.add_argument("--zip", type=Path, help="measure this zip instead of building one")
     zip_options.add_argument("--no-zip", action="store_true")
     parser.add_argument("--no-faults", action="store_true", help="skip the fault check")
+    parser.add_argument(
+        "--no-channel", action="store_true", help="skip publishing to a channel of N subscribers"
+    )
     big = parser.add_mutually_exclusive_group()
     big.add_argument(
         "--big-audience",

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from wspush.channels.names import MAX_CHANNEL_LENGTH
+from wspush.frames import MAX_REF_LENGTH
 from wspush.messages import (
     MAX_CLIENT_FRAME_BYTES,
     MAX_CONNECTION_ID_LENGTH,
@@ -46,6 +48,9 @@ ENVELOPE_ERRORS = {
     "or it holds text that is not valid Unicode or JSON nested too deep",
     "payload_too_large": f"the frame clients would receive is over {MAX_CLIENT_FRAME_BYTES:,} "
     "bytes",
+    "invalid_channel": "channel is not namespace:name (namespace 1-32 of a-z 0-9 -, name 1-128 "
+    "of A-Z a-z 0-9 . _ ~ -)",
+    "unknown_namespace": "the channel's namespace is not declared (WSPUSH_NAMESPACES)",
 }
 # The codes of a valid message the send Lambda did not send.
 NOT_SENT_ERRORS = {
@@ -55,8 +60,21 @@ NOT_SENT_ERRORS = {
 }
 # The codes of the error frame a client gets for a frame no route takes.
 FRAME_ERRORS = {
-    "bad_frame": "the frame is not JSON, or not a JSON object",
+    "bad_frame": "the frame is not JSON, or not a JSON object (for a channel request: no "
+    "valid action, or a ref or after that is not a short string)",
     "unknown_action": 'the frame has no "action", or one wspush does not know',
+}
+# The codes a subscribe, unsubscribe or presence request is refused with (README "Channels").
+CHANNEL_ERRORS = {
+    "invalid_channel": "the channel is not namespace:name as the contract spells it",
+    "unknown_namespace": "no such namespace is declared",
+    "forbidden": "neither the namespace, the token's channels claim nor the authorizer allows it",
+    "too_many_channels": "the connection holds its maximum of channels",
+    "channel_full": "the presence channel holds its maximum of members",
+    "not_subscribed": "presence of a channel this connection is not subscribed to",
+    "no_presence": "presence of a channel whose namespace has none",
+    "unknown_connection": "this connection is closing (its row is gone)",
+    "unavailable": "wspush's tables could not be used: try again",
 }
 
 # Python's str.strip() removes these characters, so a payload type made of nothing else
@@ -137,7 +155,17 @@ def _closed(properties: Schema, required: list[str], **extra: Any) -> Schema:
     }
 
 
-TARGETS = ("connectionId", "connectionIds", "userId", "userIds", "broadcast")
+TARGETS = ("connectionId", "connectionIds", "userId", "userIds", "channel", "broadcast")
+CHANNEL_PATTERN = "^[a-z0-9-]{1,32}:[A-Za-z0-9._~-]{1,128}$"
+
+
+def _channel(description: str) -> Schema:
+    return {
+        "description": description,
+        "type": "string",
+        "pattern": CHANNEL_PATTERN,
+        "maxLength": MAX_CHANNEL_LENGTH,
+    }
 
 
 def _envelope_body() -> Schema:
@@ -152,6 +180,9 @@ def _envelope_body() -> Schema:
         ),
         "userId": {**user_id, "description": "Target: every connection of this user."},
         "userIds": _list(user_id, "Target: every connection of these users."),
+        "channel": _channel(
+            "Target: every subscriber of this channel (namespace:name, in a declared namespace)."
+        ),
         "broadcast": {"description": "Target: every connection.", "const": True},
         "platform": {
             "description": "Only connections on this platform, or on one of these; null is "
@@ -196,6 +227,7 @@ ENVELOPE_EXAMPLES = [
         "payload": {"type": "order.updated", "data": {"orderId": 7}},
     },
     {"connectionId": "L0SM9cOFvHcCIhw=", "payload": {"type": "hello", "data": None}},
+    {"channel": "room:42", "payload": {"type": "chat.message", "data": {"text": "hi"}}},
     {
         "broadcast": True,
         "platform": ["pc", "web"],
@@ -367,8 +399,9 @@ def send_answer() -> Schema:
 
 
 FRAME_NOTE = (
-    f"At most {MAX_CLIENT_FRAME_BYTES:,} bytes. Frames have exactly these four fields today; a "
-    "client dispatches on type and ignores types and fields it does not know, so that later "
+    f"At most {MAX_CLIENT_FRAME_BYTES:,} bytes. Frames have these four fields, plus channel on a "
+    "channel's message and ref on the reply to a request that carried one; a client "
+    "dispatches on type and ignores types and fields it does not know, so that later "
     "versions can add some."
 )
 
@@ -376,6 +409,12 @@ FRAME_NOTE = (
 def _frame(type_: Schema, data: Schema, description: str) -> Schema:
     return _closed(
         {
+            "channel": _channel("The channel a subscriber received this message through."),
+            "ref": {
+                "description": "The ref of the request this frame replies to.",
+                "type": "string",
+                "maxLength": MAX_REF_LENGTH,
+            },
             "type": type_,
             "data": data,
             "id": _text(
@@ -447,12 +486,18 @@ def error_frame() -> Schema:
             {"const": "error"},
             _closed(
                 {
-                    "code": _codes(FRAME_ERRORS, "Why the frame was refused"),
+                    "code": _codes({**FRAME_ERRORS, **CHANNEL_ERRORS}, "Why the frame was refused"),
                     "message": {"type": "string", "minLength": 1},
+                    "channel": {
+                        "description": "The channel a refused channel request named.",
+                        "type": "string",
+                        "maxLength": MAX_CHANNEL_LENGTH,
+                    },
                 },
                 ["code", "message"],
             ),
-            "The reply to a frame no route takes: not JSON, or an unknown action. " + FRAME_NOTE,
+            "The reply to a frame no route takes (not JSON, or an unknown action), or to a "
+            "channel request that is refused. " + FRAME_NOTE,
         ),
         "examples": [
             {

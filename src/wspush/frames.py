@@ -15,6 +15,7 @@ from wspush.messages import encode_frame, parse_json
 
 SUPPORTED_ACTIONS = ("ping", "subscribe", "unsubscribe", "presence")
 _MAX_ECHOED_ACTION = 64
+MAX_REF_LENGTH = 64  # a request's ref, echoed in its reply
 
 
 def frame_text(body: str | None, *, base64_encoded: bool) -> str | None:

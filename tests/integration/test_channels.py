@@ -16,6 +16,7 @@ from botocore.stub import Stubber
 
 from handlers import channel, lifecycle, sender
 from tests.conftest import QUEUE_URL, REGION, TABLE, FakeLambdaContext, load_event
+from tests.contract import assert_valid
 from tests.fakes.management_api import FakeManagementApi
 from tests.support import PAYLOAD, add_connection, drain, frames, sqs_event, sqs_record
 from wspush import connections, queues
@@ -68,6 +69,7 @@ def test_subscribe_answers_with_the_channel_and_echoes_the_ref(
     assert reply["data"] == {"channel": "room:42"}
     assert reply["ref"] == "r-7"
     assert {"id", "ts"} <= reply.keys()
+    assert_valid("frame", reply)
     assert store.channels_of("c-1") == ["room:42"]
 
 
@@ -95,6 +97,7 @@ def test_a_refused_subscribe_says_why_and_stores_nothing(
     assert reply["data"]["code"] == code
     assert reply["data"]["message"]
     assert reply["ref"] == "r2"
+    assert_valid("error-frame", reply)
     assert store.channels_of("c-1") == []
 
 
@@ -304,6 +307,8 @@ def test_a_channel_message_reaches_its_subscribers_only_with_the_channel_in_the_
     assert [f["id"] for f in frames(management_api, "b")] == ["m-all"]
     assert frames(management_api, "c") == []
     assert all(f["channel"] == "room:42" for f in frames(management_api, "a"))
+    for frame in frames(management_api, "a"):
+        assert_valid("frame", frame)
 
 
 def test_publishing_to_an_undeclared_namespace_is_refused(

@@ -15,13 +15,12 @@ from wspush import connections, queues
 from wspush.channels.access import authorize
 from wspush.channels.names import Channel, parse_channel
 from wspush.errors import ChannelRefused, InvalidMessage, QueueUnavailable, StorageUnavailable
-from wspush.frames import error_reply, reply
+from wspush.frames import MAX_REF_LENGTH, error_reply, reply
 from wspush.messages import parse_json, sqs_body
 from wspush.observability import logger, metrics
 from wspush.settings import Namespace, Settings
 from wspush.store import channels as store
 
-MAX_REF_LENGTH = 64
 MEMBERS_PER_PAGE = 100
 ACTIONS = ("subscribe", "unsubscribe", "presence")
 

@@ -134,13 +134,8 @@ def expiry(connected_at_ms: int, ttl_seconds: int) -> datetime:
 def connected_at(connection_id: str) -> int | None:
     """When a stored connection opened (ms), or None if it is not stored (a consistent read:
     the row may have been written a moment ago)."""
-    try:
-        item = ConnectionItem.get(connection_id, consistent_read=True)
-    except ConnectionItem.DoesNotExist:
-        return None
-    except PynamoDBException as exc:
-        raise StorageUnavailable("could not read the connection") from exc
-    return int(item.connected_at)
+    record = get(connection_id)
+    return record.connected_at if record is not None else None
 
 
 def touch(connection_id: str, *, now_ms: int) -> bool:

@@ -53,6 +53,7 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
+from wspush import connections
 from wspush.connections import ConnectionItem, ConnectionRecord
 from wspush.errors import ChannelRefused, StorageUnavailable
 from wspush.settings import get_settings
@@ -81,12 +82,8 @@ class _ConnectionIndex(GlobalSecondaryIndex["_ChannelItem"]):  # type: ignore[no
 
 
 class _ChannelItem(Model):
-    class Meta:
+    class Meta(ConnectionItem.Meta):  # the same region, timeouts and retries
         table_name = get_settings().channels_table_name
-        region = get_settings().region
-        connect_timeout_seconds = 2
-        read_timeout_seconds = 5
-        max_retry_attempts = 2
 
     channel = UnicodeAttribute(hash_key=True, attr_name="channel")
     key = UnicodeAttribute(range_key=True, attr_name="key")
@@ -311,13 +308,9 @@ def _part(member: _ChannelItem, connection_id: str, *, last: bool) -> list[_Writ
 
 
 def _connection_refusal(connection_id: str, channel: str, max_channels: int) -> ChannelRefused:
-    try:
-        row = ConnectionItem.get(connection_id, consistent_read=True)
-    except ConnectionItem.DoesNotExist:
+    """Why the connection's row refused the subscription: gone, or holding its maximum."""
+    if connections.get(connection_id) is None:
         return ChannelRefused("unknown_connection", "this connection is closing", channel)
-    except PynamoDBException as exc:
-        raise StorageUnavailable("could not read the connection") from exc
-    del row
     return ChannelRefused(
         "too_many_channels",
         f"a connection may subscribe to at most {max_channels} channels",

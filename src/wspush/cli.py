@@ -54,6 +54,7 @@ _EXAMPLES = """\
 examples:
   wspush send --user u1 --type order.updated --data '{"orderId": 7}'
   wspush send --broadcast --platform pc --type notice --data @notice.json
+  wspush send --channel room:42 --type chat.message --data '{"text": "hi"}'
   wspush send --user u-42 --type hello --via lambda --stage prod --region eu-west-1
 """
 _LISTEN_EXAMPLES = """\
@@ -113,6 +114,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     targets.add_argument(
         "--connection", action="append", metavar="CONNECTION_ID", help="a connection (repeatable)"
+    )
+    targets.add_argument(
+        "--channel", metavar="CHANNEL", help="every subscriber of a channel, e.g. room:42"
     )
     targets.add_argument("--broadcast", action="store_true", help="every connection")
 
@@ -332,13 +336,16 @@ def _data(value: str) -> Any:
 
 
 def _targets(args: argparse.Namespace) -> dict[str, Any]:
-    """``--user``/``--connection`` once → ``userId``/``connectionId``; repeated → the list."""
+    """``--user``/``--connection`` once → ``userId``/``connectionId``; repeated → the list;
+    ``--channel`` → ``channel``."""
     if args.user:
         return {"user": args.user[0]} if len(args.user) == 1 else {"users": args.user}
     if args.connection:
         if len(args.connection) == 1:
             return {"connection": args.connection[0]}
         return {"connections": args.connection}
+    if args.channel is not None:
+        return {"channel": args.channel}
     return {"broadcast": args.broadcast}
 
 

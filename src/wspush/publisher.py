@@ -7,6 +7,7 @@ plus an ``id`` when it has none, so the caller always knows the message id clien
 
     publisher = Publisher(queue_url)
     publisher.publish(envelope("order.updated", {"orderId": 7}, user="u-42"))
+    publisher.publish(envelope("chat.message", {"text": "hi"}, channel="room:42"))
 
 Errors: ``InvalidMessage`` for a bad envelope (nothing sent), ``PublishError`` when an AWS
 call fails as a whole (``EndpointUnreachable`` when no connection could be made,
@@ -137,6 +138,7 @@ def envelope(
     users: Iterable[str] | None = None,
     connection: str | None = None,
     connections: Iterable[str] | None = None,
+    channel: str | None = None,
     broadcast: bool = False,
     platform: str | Iterable[str] | None = None,
     exclude: Iterable[str] | None = None,
@@ -154,6 +156,8 @@ def envelope(
         built["connectionId"] = connection
     if connections is not None:
         built["connectionIds"] = _listed(connections)
+    if channel is not None:
+        built["channel"] = channel
     if broadcast:
         built["broadcast"] = True
     if platform is not None:

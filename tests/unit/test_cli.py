@@ -75,8 +75,12 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["send", "--type", "t"], "one of the arguments --user --connection --broadcast is"),
+        (
+            ["send", "--type", "t"],
+            "one of the arguments --user --connection --channel --broadcast is required",
+        ),
         (["send", "--user", "u", "--broadcast", "--type", "t"], "not allowed with argument"),
+        (["send", "--channel", "room:1", "--user", "u", "--type", "t"], "not allowed with"),
         (["send", "--user", "u"], "the following arguments are required: --type"),
         ([*SEND, "--via", "carrier-pigeon"], "invalid choice: 'carrier-pigeon'"),
         ([], "the following arguments are required: command"),
@@ -165,6 +169,36 @@ def test_repeated_flags_become_lists_and_single_ones_stay_single(
     assert run(argv, capsys)[0] == 0
     assert publisher.published[1]["connectionId"] == "c-1"
     assert publisher.published[1]["platform"] == ["pc", "web"]
+
+
+def test_a_channel_is_one_target_and_keeps_the_filters(
+    publisher: type[FakePublisher], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # When a message is sent to a channel, for pc, minus one connection
+    argv = ["send", "--channel", "room:42", "--type", "chat.message", "--data", '{"text": "hi"}']
+    status, _, _ = run([*argv, "--platform", "pc", "--exclude", "c-1", "--id", "m-1"], capsys)
+    # Then the envelope's one target is the channel, with its filters
+    assert status == 0
+    assert publisher.published[0] == {
+        "id": "m-1",
+        "channel": "room:42",
+        "platform": "pc",
+        "excludeConnectionIds": ["c-1"],
+        "payload": {"type": "chat.message", "data": {"text": "hi"}},
+    }
+
+
+def test_a_malformed_channel_exits_2_naming_the_rule(
+    publisher: type[FakePublisher], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # When the channel is not namespace:name
+    status, out, err = run(["send", "--channel", "room", "--type", "t"], capsys)
+    # Then nothing is sent, and the error says what a channel looks like
+    assert (status, out) == (2, "")
+    assert err == (
+        "wspush: error: a channel is named namespace:name, e.g. room:42 (field: channel)\n"
+    )
+    assert publisher.made == []
 
 
 def test_data_is_read_from_a_file_or_stdin(

@@ -24,7 +24,8 @@ import botocore.session
 
 from wspush import secrets
 from wspush.auth import mint
-from wspush.errors import InvalidMessage
+from wspush.channels.names import parse_channel
+from wspush.errors import ChannelRefused, InvalidMessage
 from wspush.listener import DEFAULT_HEARTBEAT_SECONDS, ListenError, connect_url, listen
 from wspush.local import (
     JWT_AUDIENCE,
@@ -61,6 +62,7 @@ _LISTEN_EXAMPLES = """\
 examples:
   wspush listen --user u1                    # the local stack (a token is made when it runs jwt)
   wspush listen --user u1 --platform mobile
+  wspush listen --user u1 --channel room:42 --channel lobby:main
   wspush listen --stage prod --region eu-west-1 --platform pc --token "$TOKEN"
 """
 
@@ -153,8 +155,10 @@ def _parser() -> argparse.ArgumentParser:
         "listen",
         help="connect as a user and print every frame it receives",
         description=(
-            "Connect as a user, ping on a heartbeat, and print each frame received as one "
-            "JSON line (the first is the pong naming the connection) until Ctrl-C."
+            "Connect as a user, subscribe to the channels named, ping on a heartbeat, and "
+            "print each frame received as one JSON line (the first is the pong naming the "
+            "connection; then each subscribe's reply, channel messages and presence events) "
+            "until Ctrl-C."
         ),
         epilog=_LISTEN_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -164,6 +168,13 @@ def _parser() -> argparse.ArgumentParser:
         "--user", metavar="USER_ID", help="the userId (required unless a token names the user)"
     )
     listen.add_argument("--platform", default="pc", help="the platform to connect as (pc)")
+    listen.add_argument(
+        "--channel",
+        action="append",
+        default=[],
+        metavar="CHANNEL",
+        help="subscribe to this channel once connected, e.g. room:42 (repeatable)",
+    )
     listen.add_argument(
         "--token", help="a JWT for a deployed stage (the local stack's is made for --user)"
     )
@@ -224,6 +235,10 @@ def _listen(args: argparse.Namespace) -> int:
         return _error("--heartbeat must be more than 0 seconds", EXIT_USAGE)
     if not args.user and not args.token:
         return _error("--user is required (or --token, for a stage that reads it)", EXIT_USAGE)
+    try:
+        channels = [_channel_name(channel) for channel in args.channel]
+    except _UsageError as exc:
+        return _error(str(exc), EXIT_USAGE)
     local = not (args.url or args.stage)
     token = args.token
     try:
@@ -245,13 +260,21 @@ def _listen(args: argparse.Namespace) -> int:
     who = args.user or "the token's user"
     print(f"wspush: listening as {who} on {base}; Ctrl-C stops", file=sys.stderr, flush=True)
     try:
-        listen(url, _print_line, heartbeat_seconds=args.heartbeat)
+        listen(url, _print_line, channels=channels, heartbeat_seconds=args.heartbeat)
     except KeyboardInterrupt:
         return EXIT_OK
     except ListenError as exc:
         hint = f" — is `make dev` running? ({port_source('websocket_port')})" if local else ""
         return _error(f"{exc}{hint}", EXIT_FAILED)
     return EXIT_OK
+
+
+def _channel_name(value: str) -> str:
+    """A channel named on the command line, checked as the gateway would check it."""
+    try:
+        return str(parse_channel(value))
+    except ChannelRefused as exc:
+        raise _UsageError(f"{exc.message}: {value!r}") from exc
 
 
 def _local_token(user_id: str | None) -> str | None:

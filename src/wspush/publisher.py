@@ -207,7 +207,7 @@ class Publisher:
         try:
             answer = self._sqs.send_message(QueueUrl=self.queue_url, MessageBody=body)
         except (ClientError, BotoCoreError) as exc:
-            raise _publish_error(exc, "SQS") from exc
+            raise aws_error(exc, "SQS") from exc
         return PublishResult(str(answer["MessageId"]), valid["id"])
 
     def publish_batch(self, envelopes: Iterable[Any]) -> BatchResult:
@@ -229,7 +229,7 @@ class Publisher:
                     Entries=[{"Id": str(e.index), "MessageBody": e.body} for e in group],
                 )
             except (ClientError, BotoCoreError) as exc:
-                error = _publish_error(exc, "SQS")
+                error = aws_error(exc, "SQS")
                 if number == 0:
                     raise error from exc
                 results.update(_failed_from(groups[number:], error))
@@ -289,7 +289,7 @@ class LambdaSender:
             )
             raw = response["Payload"].read()
         except (ClientError, BotoCoreError) as exc:
-            raise _publish_error(exc, "Lambda") from exc
+            raise aws_error(exc, "Lambda") from exc
         if response.get("FunctionError"):
             raise _function_error(raw)
         answer: dict[str, Any] | list[dict[str, Any]] = _answer(raw, many=isinstance(event, list))
@@ -318,7 +318,7 @@ def stack_outputs(
     try:
         stacks = client.describe_stacks(StackName=stack_name(stage))["Stacks"]
     except (ClientError, BotoCoreError) as exc:
-        raise _publish_error(exc, "CloudFormation") from exc
+        raise aws_error(exc, "CloudFormation") from exc
     outputs = stacks[0].get("Outputs", []) if stacks else []
     return {str(output["OutputKey"]): str(output["OutputValue"]) for output in outputs}
 
@@ -426,11 +426,12 @@ def _client(
             service, region_name=region, endpoint_url=endpoint_url, config=config
         )
     except BotoCoreError as exc:
-        raise _publish_error(exc, _SERVICE_NAMES[service]) from exc
+        raise aws_error(exc, _SERVICE_NAMES[service]) from exc
 
 
-def _publish_error(exc: Exception, service: str) -> PublishError:
-    """One AWS failure as a ``PublishError``, by its type and AWS's error code."""
+def aws_error(exc: Exception, service: str) -> PublishError:
+    """One AWS failure as a ``PublishError``, by its type and AWS's error code (``service``
+    names the AWS service in the message)."""
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", "Unknown"))

@@ -9,6 +9,8 @@ Items under a channel's partition key (its name, ``room:42``):
   the info attached when the user joined.
 - ``#meta``: the channel's member count.
 
+(``store.presence`` holds the model's keys and presence attributes, and reads members.)
+
 And under ``#user:<userId>`` (no channel name starts with ``#``), ``#online``: the set of the
 user's open connections, for ``user.online`` / ``user.offline``.
 
@@ -29,11 +31,9 @@ from typing import Any
 
 from pynamodb.attributes import (
     BooleanAttribute,
-    JSONAttribute,
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
-    UnicodeSetAttribute,
 )
 from pynamodb.connection import Connection
 from pynamodb.exceptions import (
@@ -49,10 +49,15 @@ from pynamodb.transactions import TransactWrite
 from wspush.connections import ConnectionItem, ConnectionRecord
 from wspush.errors import ChannelRefused, StorageUnavailable
 from wspush.settings import get_settings
+from wspush.store.presence import (
+    MEMBER,
+    META,
+    ChannelTable,
+    MemberPage,
+    member_page,
+)
 
 SUBSCRIPTION = "c#"
-MEMBER = "u#"
-META = "#meta"
 ONLINE = "#online"
 USER_PARTITION = "#user:"
 _CONDITION_FAILED = "ConditionalCheckFailed"
@@ -70,7 +75,9 @@ class _ConnectionIndex(GlobalSecondaryIndex["_ChannelItem"]):  # type: ignore[no
     channel = UnicodeAttribute(range_key=True, attr_name="channel")
 
 
-class _ChannelItem(Model):
+class _ChannelItem(ChannelTable):
+    """Keys, members' connections and info, and the member count come from ``ChannelTable``."""
+
     class Meta:
         table_name = get_settings().channels_table_name
         region = get_settings().region
@@ -78,35 +85,13 @@ class _ChannelItem(Model):
         read_timeout_seconds = 5
         max_retry_attempts = 2
 
-    channel = UnicodeAttribute(hash_key=True, attr_name="channel")
-    key = UnicodeAttribute(range_key=True, attr_name="key")
-    # Subscriptions
+    # Subscriptions (and ``user_id``)
     connection_id = UnicodeAttribute(null=True, attr_name="connectionId")
-    user_id = UnicodeAttribute(null=True, attr_name="userId")
     platform = UnicodeAttribute(null=True, attr_name="platform")
     connected_at = NumberAttribute(null=True, attr_name="connectedAt")
     present = BooleanAttribute(null=True, attr_name="present")  # also a presence member
-    # Members and the online item: the user's connections
-    connections = UnicodeSetAttribute(null=True, attr_name="connections")
-    info = JSONAttribute(null=True, attr_name="info")
-    # The channel's member count
-    members = NumberAttribute(null=True, attr_name="members")
     ttl = TTLAttribute(null=True, attr_name="ttl")
     by_connection = _ConnectionIndex()
-
-
-@dataclass(frozen=True)
-class Member:
-    user_id: str
-    info: Any
-    connections: int
-
-
-@dataclass(frozen=True)
-class MemberPage:
-    count: int
-    members: list[Member]
-    after: str | None  # the user id the next page starts after
 
 
 @dataclass(frozen=True)
@@ -306,24 +291,7 @@ def is_subscribed(connection_id: str, channel: str) -> bool:
 
 def members(channel: str, *, limit: int, after: str | None = None) -> MemberPage:
     """One page of a presence channel's members (user id order) and the member count."""
-    start = {"channel": {"S": channel}, "key": {"S": MEMBER + after}} if after else None
-    try:
-        results = _ChannelItem.query(
-            channel,
-            _ChannelItem.key.startswith(MEMBER),
-            limit=limit,
-            page_size=limit,
-            last_evaluated_key=start,
-        )
-        page = [
-            Member(item.user_id or "", item.info, len(item.connections or ())) for item in results
-        ]
-        next_key = results.last_evaluated_key
-        meta = _read(channel, META, consistent=False)
-    except PynamoDBException as exc:
-        raise StorageUnavailable("could not read the channel's members") from exc
-    count = int(meta.members or 0) if meta is not None else 0
-    return MemberPage(count, page, next_key["key"]["S"][len(MEMBER) :] if next_key else None)
+    return member_page(_ChannelItem, channel, limit=limit, after=after)
 
 
 def subscribers(

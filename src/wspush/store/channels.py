@@ -9,10 +9,11 @@ Items under a channel's partition key (its name, ``room:42``):
   the info attached when the user joined.
 - ``#meta``: the channel's member count.
 
-(``store.presence`` holds the model's keys and presence attributes, and reads members.)
-
 And under ``#user:<userId>`` (no channel name starts with ``#``), ``#online``: the set of the
 user's open connections, for ``user.online`` / ``user.offline``.
+
+The model's keys and presence attributes, and the reading of members, are ``store.presence``'s
+(which ``wspush presence`` uses without these settings).
 
 A subscription, the connection's channel count and the presence member change in one
 transaction, conditioned on what was read just before and retried when another writer got

@@ -4,8 +4,11 @@
    serverless.yml's own resource definitions;
 2. serverless-offline's WebSocket gateway running the project's handlers, each under the
    project's own Lambda runtime (``local/lambda_runtime.py``);
-3. a poller that drives the sender from the local queue like Lambda's event source mapping;
-4. the browser client's demo page.
+3. a poller that drives the sender from the local queue like Lambda's event source mapping,
+   and one that drives the ``lifecycle`` function from the connections table's stream;
+4. a rule on moto's default event bus sending wspush's events (``user.online`` /
+   ``user.offline``) to a queue that ``wspush events`` reads;
+5. the browser client's demo page.
 
 Prints ``ready: <websocket url>`` once everything answers; Ctrl-C or SIGTERM stops all of it.
 """
@@ -28,6 +31,7 @@ from contextlib import ExitStack, suppress
 from pathlib import Path
 from secrets import token_urlsafe
 from types import FrameType
+from typing import Any
 
 import boto3
 from moto.moto_server.werkzeug_app import (
@@ -41,8 +45,11 @@ from local import lambda_runtime, moto_as_aws, stack
 from local.poller import QueuePoller, lambda_invoker
 from local.streams import StreamPoller
 from local.web import DemoServer
+from wspush import eventbus
 from wspush.auth import mint
 from wspush.local import (
+    EVENT_BUS,
+    EVENTS_RULE,
     HOST,
     JWT_AUDIENCE,
     JWT_ISSUER,
@@ -52,6 +59,7 @@ from wspush.local import (
     STAGE,
     LocalStack,
 )
+from wspush.settings import Access, Namespace
 
 REPO = Path(__file__).resolve().parents[1]
 SERVERLESS_CLI = REPO / "node_modules" / "osls" / "bin" / "serverless.js"
@@ -59,6 +67,7 @@ SERVERLESS_CLI = REPO / "node_modules" / "osls" / "bin" / "serverless.js"
 RUNTIME_SHIM_DIR = REPO / "local" / "bin"
 PR_SET_PDEATHSIG = 1
 STARTUP_TIMEOUT_SECONDS = 90
+EVENTS_RETENTION_SECONDS = 3600  # nobody may be reading: the feed keeps the last hour
 DUMMY_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "local",
     "AWS_SECRET_ACCESS_KEY": "local",
@@ -103,12 +112,12 @@ def offline_environment(local: LocalStack, auth: str) -> dict[str, str]:
             "AWS_ENDPOINT_URL_DYNAMODB": local.aws_endpoint,
             "AWS_ENDPOINT_URL_SQS": local.aws_endpoint,
             "AWS_ENDPOINT_URL_SSM": local.aws_endpoint,
-            "AWS_ENDPOINT_URL_EVENTS": local.aws_endpoint,
+            "AWS_ENDPOINT_URL_EVENTBRIDGE": local.aws_endpoint,
             "LOCAL_TABLE_NAME": local.table_name,
             "LOCAL_PROCESSED_TABLE_NAME": local.processed_table_name,
             "LOCAL_CHANNELS_TABLE_NAME": local.channels_table_name,
             "LOCAL_NAMESPACES": json.dumps(NAMESPACES),
-            "LOCAL_EVENT_BUS_NAME": "default",
+            "LOCAL_EVENT_BUS_NAME": EVENT_BUS,
             "LOCAL_QUEUE_URL": local.messages_queue_url,
             "LOCAL_DLQ_URL": local.dead_letter_queue_url,
             "LOCAL_MANAGEMENT_ENDPOINT": local.management_endpoint,
@@ -141,6 +150,28 @@ def create_token_secret(local: LocalStack) -> Callable[[str], str]:
     ssm = boto3.client("ssm", endpoint_url=local.aws_endpoint, region_name=REGION)
     ssm.put_parameter(Name=JWT_SECRET_PARAMETER, Value=secret, Type="SecureString")
     return lambda user_id: mint(secret, user_id, issuer=JWT_ISSUER, audience=JWT_AUDIENCE)
+
+
+def create_event_feed(sqs: Any, events: Any, local: LocalStack) -> str:
+    """The events queue, and a rule on the local bus sending every event whose source is
+    wspush to it; returns the queue's URL."""
+    url: str = sqs.create_queue(
+        QueueName=local.events_queue_url.rsplit("/", 1)[1],
+        Attributes={"MessageRetentionPeriod": str(EVENTS_RETENTION_SECONDS)},
+    )["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
+    events.put_rule(
+        Name=EVENTS_RULE,
+        EventBusName=EVENT_BUS,
+        EventPattern=json.dumps({"source": [eventbus.SOURCE]}),
+        State="ENABLED",
+    )
+    events.put_targets(
+        Rule=EVENTS_RULE,
+        EventBusName=EVENT_BUS,
+        Targets=[{"Id": "events-queue", "Arn": arn["QueueArn"]}],
+    )
+    return url
 
 
 def _die_with_parent() -> None:
@@ -227,17 +258,23 @@ def run(local: LocalStack, auth: str) -> None:
         sqs = boto3.client("sqs", endpoint_url=local.aws_endpoint, region_name=REGION)
         tables = stack.create_tables(dynamodb, STAGE)
         queues = stack.create_queues(sqs, STAGE)
+        events = boto3.client("events", endpoint_url=local.aws_endpoint, region_name=REGION)
+        events_queue = create_event_feed(sqs, events, local)
         expected = (
             tables.get("ConnectionsTable"),
             tables.get("ProcessedMessagesTable"),
+            tables.get("ChannelsTable"),
             queues.get("MessagesQueue"),
             queues.get("DeadLetterQueue"),
+            events_queue,
         )
         actual = (
             local.table_name,
             local.processed_table_name,
+            local.channels_table_name,
             local.messages_queue_url,
             local.dead_letter_queue_url,
+            local.events_queue_url,
         )
         if expected != actual:
             raise RuntimeError(
@@ -295,6 +332,16 @@ def moved_ports(local: LocalStack) -> str:
     return f"export {' '.join(moved)}" if moved else ""
 
 
+def described_namespaces() -> str:
+    """``make dev``'s namespaces, each with who may subscribe and whether it has presence."""
+    described = []
+    for name, options in NAMESPACES.items():
+        namespace = Namespace.parse(name, options)
+        who = "everyone" if namespace.access is Access.AUTHENTICATED else "by grant"
+        described.append(f"{name} ({who}{', presence' if namespace.presence else ''})")
+    return ", ".join(described)
+
+
 def examples(local: LocalStack, auth: str) -> str:
     """What ``make dev`` prints once the stack is ready: what runs where, and what to type."""
     cli = ".venv/bin/wspush"
@@ -310,7 +357,13 @@ def examples(local: LocalStack, auth: str) -> str:
   listen      {cli} listen --user u1      (prints each frame u1 receives; Ctrl-C stops)
   send        {cli} send --user u1 --type order.updated --data '{{"orderId": 7}}'
   via lambda  {cli} send --via lambda --user u1 --type hello --data '{{}}'
-  queue       {local.messages_queue_url}   (moto, DynamoDB and SQS at {local.aws_endpoint})
+  channel     {cli} listen --user u1 --channel lobby:main
+              {cli} send --channel lobby:main --type chat.message --data '{{"text": "hi"}}'
+  presence    {cli} presence lobby:main   (who is in a presence channel, read from its table)
+  events      {cli} events --follow       (user.online / user.offline, as they happen)
+  namespaces  {described_namespaces()}
+  queue       {local.messages_queue_url}
+  moto        {local.aws_endpoint}   (DynamoDB, SQS, EventBridge, SSM)
   Ctrl-C stops everything.
 """
 

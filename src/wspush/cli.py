@@ -1,13 +1,16 @@
-"""``wspush``: push a message from a terminal, or watch what a user receives, on the local
-stack or a deployed one.
+"""``wspush``: push a message from a terminal, watch what a user receives, see who is in a
+channel and who comes online, on the local stack or a deployed one.
 
     wspush send --user u1 --type order.updated --data '{"orderId": 7}'
-    wspush listen --user u1
+    wspush send --channel room:42 --type chat.message --data '{"text": "hi"}'
+    wspush listen --user u1 --channel room:42
+    wspush presence lobby:main
+    wspush events --follow
 
-Without ``--stage``, ``--queue-url``, ``--function-name`` or ``--url`` it talks to the local
-stack (``make dev``). This module only parses arguments, calls ``wspush.publisher`` or
-``wspush.listener`` and prints; exit status 0 is success, 1 a failed delivery, AWS call or
-connection, 2 bad input.
+Without ``--stage``, ``--queue-url``, ``--function-name``, ``--table`` or ``--url`` it talks
+to the local stack (``make dev``). This module only parses arguments, calls
+``wspush.publisher``, ``wspush.listener``, ``wspush.store.presence`` or ``wspush.event_feed``
+and prints; exit status 0 is success, 1 a failed delivery, AWS call or connection, 2 bad input.
 """
 
 from __future__ import annotations
@@ -24,12 +27,15 @@ import botocore.session
 
 from wspush import secrets
 from wspush.auth import mint
-from wspush.errors import InvalidMessage
+from wspush.channels.names import parse_channel
+from wspush.errors import ChannelRefused, InvalidMessage, StorageUnavailable
+from wspush.event_feed import EventFeed
 from wspush.listener import DEFAULT_HEARTBEAT_SECONDS, ListenError, connect_url, listen
 from wspush.local import (
     JWT_AUDIENCE,
     JWT_ISSUER,
     JWT_SECRET_PARAMETER,
+    NAMESPACES,
     LocalStack,
     port_source,
 )
@@ -44,6 +50,8 @@ from wspush.publisher import (
     stack_outputs,
     validate,
 )
+from wspush.settings import Namespace
+from wspush.store import presence as presence_store
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -54,13 +62,27 @@ _EXAMPLES = """\
 examples:
   wspush send --user u1 --type order.updated --data '{"orderId": 7}'
   wspush send --broadcast --platform pc --type notice --data @notice.json
+  wspush send --channel room:42 --type chat.message --data '{"text": "hi"}'
   wspush send --user u-42 --type hello --via lambda --stage prod --region eu-west-1
 """
 _LISTEN_EXAMPLES = """\
 examples:
   wspush listen --user u1                    # the local stack (a token is made when it runs jwt)
   wspush listen --user u1 --platform mobile
+  wspush listen --user u1 --channel room:42 --channel lobby:main
   wspush listen --stage prod --region eu-west-1 --platform pc --token "$TOKEN"
+"""
+
+
+_PRESENCE_EXAMPLES = """\
+examples:
+  wspush presence lobby:main                 # the local stack
+  wspush presence lobby:main --stage prod --region eu-west-1
+"""
+_EVENTS_EXAMPLES = """\
+examples:
+  wspush events --follow                     # the local stack, as events happen
+  wspush events --queue-url https://sqs.eu-west-1.amazonaws.com/123456789012/my-wspush-events
 """
 
 
@@ -114,6 +136,9 @@ def _parser() -> argparse.ArgumentParser:
     targets.add_argument(
         "--connection", action="append", metavar="CONNECTION_ID", help="a connection (repeatable)"
     )
+    targets.add_argument(
+        "--channel", metavar="CHANNEL", help="every subscriber of a channel, e.g. room:42"
+    )
     targets.add_argument("--broadcast", action="store_true", help="every connection")
 
     message = send.add_argument_group("message")
@@ -149,8 +174,10 @@ def _parser() -> argparse.ArgumentParser:
         "listen",
         help="connect as a user and print every frame it receives",
         description=(
-            "Connect as a user, ping on a heartbeat, and print each frame received as one "
-            "JSON line (the first is the pong naming the connection) until Ctrl-C."
+            "Connect as a user, subscribe to the channels named, ping on a heartbeat, and "
+            "print each frame received as one JSON line (the first is the pong naming the "
+            "connection; then each subscribe's reply, channel messages and presence events) "
+            "until Ctrl-C."
         ),
         epilog=_LISTEN_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -160,6 +187,13 @@ def _parser() -> argparse.ArgumentParser:
         "--user", metavar="USER_ID", help="the userId (required unless a token names the user)"
     )
     listen.add_argument("--platform", default="pc", help="the platform to connect as (pc)")
+    listen.add_argument(
+        "--channel",
+        action="append",
+        default=[],
+        metavar="CHANNEL",
+        help="subscribe to this channel once connected, e.g. room:42 (repeatable)",
+    )
     listen.add_argument(
         "--token", help="a JWT for a deployed stage (the local stack's is made for --user)"
     )
@@ -173,6 +207,42 @@ def _parser() -> argparse.ArgumentParser:
     listen.add_argument("--stage", help="a deployed stage: read stack wspush-STAGE's WebSocketUrl")
     listen.add_argument("--region", help="the AWS region of --stage (default: AWS's config)")
     listen.add_argument("--url", help="this WebSocket URL, whatever --stage says")
+
+    presence = commands.add_parser(
+        "presence",
+        help="who is in a presence channel",
+        description=(
+            "Print a presence channel's member count and members (userId, info, connections) "
+            "as one JSON line, read from the channels table without joining the channel."
+        ),
+        epilog=_PRESENCE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    presence.set_defaults(run=_presence)
+    presence.add_argument("channel", metavar="CHANNEL", help="a presence channel, e.g. lobby:main")
+    presence.add_argument("--stage", help="a deployed stage: read stack wspush-STAGE's outputs")
+    presence.add_argument("--region", help="the AWS region (default: AWS's config)")
+    presence.add_argument("--table", help="this channels table, whatever --stage says")
+    presence.add_argument("--endpoint-url", help="send every AWS call to this endpoint")
+
+    events = commands.add_parser(
+        "events",
+        help="print wspush's user.online / user.offline events",
+        description=(
+            "Print each EventBridge event wspush put (user.online / user.offline) as one JSON "
+            "line, read from the queue a rule sends them to (the local stack has both), and "
+            "remove it from the queue. Without --follow, print what is there and exit."
+        ),
+        epilog=_EVENTS_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    events.set_defaults(run=_events)
+    events.add_argument(
+        "--follow", action="store_true", help="keep waiting for new events until Ctrl-C"
+    )
+    events.add_argument("--queue-url", help="this queue (default: the local stack's)")
+    events.add_argument("--region", help="the queue's AWS region (default: AWS's config)")
+    events.add_argument("--endpoint-url", help="the SQS endpoint (default: AWS's, for --queue-url)")
 
     token = commands.add_parser(
         "token",
@@ -220,6 +290,10 @@ def _listen(args: argparse.Namespace) -> int:
         return _error("--heartbeat must be more than 0 seconds", EXIT_USAGE)
     if not args.user and not args.token:
         return _error("--user is required (or --token, for a stage that reads it)", EXIT_USAGE)
+    try:
+        channels = [_channel_name(channel) for channel in args.channel]
+    except _UsageError as exc:
+        return _error(str(exc), EXIT_USAGE)
     local = not (args.url or args.stage)
     token = args.token
     try:
@@ -241,12 +315,112 @@ def _listen(args: argparse.Namespace) -> int:
     who = args.user or "the token's user"
     print(f"wspush: listening as {who} on {base}; Ctrl-C stops", file=sys.stderr, flush=True)
     try:
-        listen(url, _print_line, heartbeat_seconds=args.heartbeat)
+        listen(url, _print_line, channels=channels, heartbeat_seconds=args.heartbeat)
     except KeyboardInterrupt:
         return EXIT_OK
     except ListenError as exc:
         hint = f" — is `make dev` running? ({port_source('websocket_port')})" if local else ""
         return _error(f"{exc}{hint}", EXIT_FAILED)
+    return EXIT_OK
+
+
+def _channel_name(value: str) -> str:
+    """A channel named on the command line, checked as the gateway would check it."""
+    try:
+        return str(parse_channel(value))
+    except ChannelRefused as exc:
+        raise _UsageError(f"{exc.message}: {value!r}") from exc
+
+
+def _presence(args: argparse.Namespace) -> int:
+    try:
+        channel = _channel_name(args.channel)
+        table = _channels_table(args, channel)
+    except _UsageError as exc:
+        return _error(str(exc), EXIT_USAGE)
+    except PublishError as exc:
+        return _error(exc.message, EXIT_FAILED)
+    try:
+        count, members = presence_store.every_member(table, channel)
+    except presence_store.TableUnreachable as exc:
+        local = not (args.table or args.stage)
+        hint = f" — is `make dev` running? ({port_source('aws_port')})" if local else ""
+        return _error(f"{exc}{hint}", EXIT_FAILED)
+    except StorageUnavailable as exc:
+        return _error(str(exc), EXIT_FAILED)
+    members_shown = [member.as_dict() for member in members]
+    _print({"channel": channel, "count": count, "members": members_shown})
+    return EXIT_OK
+
+
+def _channels_table(args: argparse.Namespace, channel: str) -> type[presence_store.ChannelTable]:
+    """``--table``, else the stack of ``--stage``'s, else the local stack's (whose namespaces
+    are known: a channel without presence is refused rather than shown empty)."""
+    if args.table or args.stage:
+        region = args.region or boto3.session.Session().region_name
+        if not region:
+            raise PublishError("no_region", "no AWS region configured (set AWS_REGION or --region)")
+        name = args.table
+        if not name:
+            outputs = stack_outputs(args.stage, region=region, endpoint_url=args.endpoint_url)
+            if "ChannelsTableName" not in outputs:
+                raise PublishError(
+                    "missing_output",
+                    f"stack {stack_name(args.stage)} has no output ChannelsTableName",
+                )
+            name = outputs["ChannelsTableName"]
+        return presence_store.table(name, region=region, endpoint_url=args.endpoint_url)
+    namespace = channel.partition(":")[0]
+    declared = {name: Namespace.parse(name, options) for name, options in NAMESPACES.items()}
+    with_presence = ", ".join(name for name, ns in declared.items() if ns.presence)
+    if namespace not in declared:
+        raise _UsageError(
+            f"the local stack declares no namespace {namespace!r} "
+            f"({', '.join(declared)}; presence in {with_presence})"
+        )
+    if not declared[namespace].presence:
+        raise _UsageError(
+            f"namespace {namespace!r} has no presence on the local stack "
+            f"(presence in {with_presence})"
+        )
+    region = args.region or LOCAL_REGION
+    credentials = _local_session(region).get_credentials().get_frozen_credentials()
+    return presence_store.table(
+        LocalStack.from_env().channels_table_name,
+        region=region,
+        endpoint_url=args.endpoint_url or LocalStack.from_env().aws_endpoint,
+        credentials=presence_store.Credentials(
+            credentials.access_key, credentials.secret_key, credentials.token
+        ),
+    )
+
+
+def _events(args: argparse.Namespace) -> int:
+    local = not args.queue_url
+    if local:
+        region = args.region or LOCAL_REGION
+        endpoint = args.endpoint_url or LocalStack.from_env().aws_endpoint
+        queue_url, session = LocalStack.from_env().events_queue_url, _local_session(region)
+    else:
+        region, endpoint, queue_url, session = args.region, args.endpoint_url, args.queue_url, None
+    try:
+        feed = EventFeed(queue_url, region=region, endpoint_url=endpoint, session=session)
+        if args.follow:
+            print(f"wspush: following {queue_url}; Ctrl-C stops", file=sys.stderr, flush=True)
+        for event in feed.follow() if args.follow else feed.drain():
+            _print_line(json.dumps(event, ensure_ascii=False, separators=(",", ":")))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except EndpointUnreachable as exc:
+        if local:
+            return _error(
+                f"cannot reach the local stack at {endpoint} "
+                f"— is `make dev` running? ({port_source('aws_port')})",
+                EXIT_FAILED,
+            )
+        return _error(exc.message, EXIT_FAILED)
+    except PublishError as exc:
+        return _error(exc.message, EXIT_FAILED)
     return EXIT_OK
 
 
@@ -332,13 +506,16 @@ def _data(value: str) -> Any:
 
 
 def _targets(args: argparse.Namespace) -> dict[str, Any]:
-    """``--user``/``--connection`` once → ``userId``/``connectionId``; repeated → the list."""
+    """``--user``/``--connection`` once → ``userId``/``connectionId``; repeated → the list;
+    ``--channel`` → ``channel``."""
     if args.user:
         return {"user": args.user[0]} if len(args.user) == 1 else {"users": args.user}
     if args.connection:
         if len(args.connection) == 1:
             return {"connection": args.connection[0]}
         return {"connections": args.connection}
+    if args.channel is not None:
+        return {"channel": args.channel}
     return {"broadcast": args.broadcast}
 
 

@@ -1,7 +1,8 @@
 """A WebSocket client for terminals (``wspush listen``): what an app receives, line by line.
 
-It connects as a user, pings on a heartbeat (API Gateway closes a connection idle for 10
-minutes) and hands each frame it receives on as one line of compact JSON, until the
+It connects as a user, subscribes to the channels it is given, pings on a heartbeat (API
+Gateway closes a connection idle for 10 minutes) and hands each frame it receives on as one
+line of compact JSON (replies and presence events included), until the
 connection closes or the caller stops it (Ctrl-C). For people and scripts, not for Lambda:
 it needs the ``websockets`` package (in the development venv), imported only here.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -45,18 +46,25 @@ def one_line(frame: str | bytes) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def subscribe_frame(channel: str, index: int) -> str:
+    """The request subscribing to ``channel``; its reply echoes the ref ``subscribe-<index>``."""
+    return json.dumps({"action": "subscribe", "channel": channel, "ref": f"subscribe-{index}"})
+
+
 def listen(
     url: str,
     emit: Callable[[str], None],
     *,
+    channels: Sequence[str] = (),
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
     """Connect to ``url`` and ``emit`` every frame as one JSON line, pinging at once (the
-    pong names the connection) and then every ``heartbeat_seconds``, for as long as the
-    connection lasts: the caller stops it with KeyboardInterrupt (Ctrl-C), which closes the
-    connection cleanly on its way out. Raises ``ListenError`` when the connection cannot be
-    opened or the other side closes it."""
+    pong names the connection), subscribing to each of ``channels`` (its reply, or its
+    refusal, is emitted like any frame), then pinging every ``heartbeat_seconds``, for as
+    long as the connection lasts: the caller stops it with KeyboardInterrupt (Ctrl-C), which
+    closes the connection cleanly on its way out. Raises ``ListenError`` when the connection
+    cannot be opened or the other side closes it."""
     try:
         from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
         from websockets.sync.client import connect
@@ -74,6 +82,8 @@ def listen(
     with connection:
         try:
             connection.send(PING)
+            for index, channel in enumerate(channels, start=1):
+                connection.send(subscribe_frame(channel, index))
             next_ping = clock() + heartbeat_seconds
             while True:
                 try:

@@ -31,6 +31,12 @@ NAMESPACES = {
 }
 
 
+# user.online / user.offline go to moto's default bus; `make dev` adds a rule sending them to
+# the events queue, which `wspush events` reads.
+EVENT_BUS = "default"
+EVENTS_RULE = f"wspush-{STAGE}-events"
+
+
 # Each port of the local stack and the environment variable that moves it.
 PORT_VARIABLES = {
     "aws_port": "WSPUSH_LOCAL_AWS_PORT",
@@ -62,7 +68,7 @@ class LocalStack:
 
     @property
     def aws_endpoint(self) -> str:
-        """moto's server: DynamoDB and SQS."""
+        """moto's server: DynamoDB, SQS, EventBridge and SSM."""
         return f"http://{HOST}:{self.aws_port}"
 
     @property
@@ -93,6 +99,11 @@ class LocalStack:
     @property
     def dead_letter_queue_url(self) -> str:
         return self.queue_url(f"wspush-{STAGE}-dead-letters")
+
+    @property
+    def events_queue_url(self) -> str:
+        """Where the local rule sends wspush's EventBridge events (``wspush events``)."""
+        return self.queue_url(f"wspush-{STAGE}-events")
 
     @property
     def table_name(self) -> str:

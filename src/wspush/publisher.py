@@ -7,6 +7,7 @@ plus an ``id`` when it has none, so the caller always knows the message id clien
 
     publisher = Publisher(queue_url)
     publisher.publish(envelope("order.updated", {"orderId": 7}, user="u-42"))
+    publisher.publish(envelope("chat.message", {"text": "hi"}, channel="room:42"))
 
 Errors: ``InvalidMessage`` for a bad envelope (nothing sent), ``PublishError`` when an AWS
 call fails as a whole (``EndpointUnreachable`` when no connection could be made,
@@ -137,6 +138,7 @@ def envelope(
     users: Iterable[str] | None = None,
     connection: str | None = None,
     connections: Iterable[str] | None = None,
+    channel: str | None = None,
     broadcast: bool = False,
     platform: str | Iterable[str] | None = None,
     exclude: Iterable[str] | None = None,
@@ -154,6 +156,8 @@ def envelope(
         built["connectionId"] = connection
     if connections is not None:
         built["connectionIds"] = _listed(connections)
+    if channel is not None:
+        built["channel"] = channel
     if broadcast:
         built["broadcast"] = True
     if platform is not None:
@@ -203,7 +207,7 @@ class Publisher:
         try:
             answer = self._sqs.send_message(QueueUrl=self.queue_url, MessageBody=body)
         except (ClientError, BotoCoreError) as exc:
-            raise _publish_error(exc, "SQS") from exc
+            raise aws_error(exc, "SQS") from exc
         return PublishResult(str(answer["MessageId"]), valid["id"])
 
     def publish_batch(self, envelopes: Iterable[Any]) -> BatchResult:
@@ -225,7 +229,7 @@ class Publisher:
                     Entries=[{"Id": str(e.index), "MessageBody": e.body} for e in group],
                 )
             except (ClientError, BotoCoreError) as exc:
-                error = _publish_error(exc, "SQS")
+                error = aws_error(exc, "SQS")
                 if number == 0:
                     raise error from exc
                 results.update(_failed_from(groups[number:], error))
@@ -285,7 +289,7 @@ class LambdaSender:
             )
             raw = response["Payload"].read()
         except (ClientError, BotoCoreError) as exc:
-            raise _publish_error(exc, "Lambda") from exc
+            raise aws_error(exc, "Lambda") from exc
         if response.get("FunctionError"):
             raise _function_error(raw)
         answer: dict[str, Any] | list[dict[str, Any]] = _answer(raw, many=isinstance(event, list))
@@ -314,7 +318,7 @@ def stack_outputs(
     try:
         stacks = client.describe_stacks(StackName=stack_name(stage))["Stacks"]
     except (ClientError, BotoCoreError) as exc:
-        raise _publish_error(exc, "CloudFormation") from exc
+        raise aws_error(exc, "CloudFormation") from exc
     outputs = stacks[0].get("Outputs", []) if stacks else []
     return {str(output["OutputKey"]): str(output["OutputValue"]) for output in outputs}
 
@@ -422,11 +426,12 @@ def _client(
             service, region_name=region, endpoint_url=endpoint_url, config=config
         )
     except BotoCoreError as exc:
-        raise _publish_error(exc, _SERVICE_NAMES[service]) from exc
+        raise aws_error(exc, _SERVICE_NAMES[service]) from exc
 
 
-def _publish_error(exc: Exception, service: str) -> PublishError:
-    """One AWS failure as a ``PublishError``, by its type and AWS's error code."""
+def aws_error(exc: Exception, service: str) -> PublishError:
+    """One AWS failure as a ``PublishError``, by its type and AWS's error code (``service``
+    names the AWS service in the message)."""
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", "Unknown"))

@@ -20,11 +20,14 @@ from wspush import cli
 @dataclass
 class FakeGateway:
     """Answers pings with pongs, pushes ``pushes`` after the first pong, then waits for
-    ``pings_before_close`` more pings and closes with 1000 (or never, when 0)."""
+    ``pings_before_close`` more pings and closes with 1000 (or never, when 0). Answers a
+    subscribe with ``subscribed`` (or ``forbidden``), then sends ``channel_pushes``."""
 
     pushes: list[dict[str, Any]] = field(default_factory=list)
     pings_before_close: int = 0
     refuse: int | None = None  # answer the handshake with this status instead
+    channel_pushes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    forbidden: frozenset[str] = frozenset()  # channels whose subscribe is refused
     paths: list[str] = field(default_factory=list)
     received: list[str] = field(default_factory=list)
     close_codes: list[int | None] = field(default_factory=list)
@@ -37,6 +40,10 @@ class FakeGateway:
         try:
             for frame in connection:
                 self.received.append(str(frame))
+                request = json.loads(frame)
+                if request.get("action") == "subscribe":
+                    self.subscribed(connection, request)
+                    continue
                 pings += 1
                 connection.send(json.dumps({"type": "pong", "data": {"connectionId": "c-1"}}))
                 if pings == 1:
@@ -48,6 +55,18 @@ class FakeGateway:
         finally:
             self.close_codes.append(connection.close_code)
             self.ended.set()
+
+    def subscribed(self, connection: ServerConnection, request: dict[str, Any]) -> None:
+        """Answers a subscribe as wspush does, then sends what the channel has to say."""
+        channel = request["channel"]
+        if channel in self.forbidden:
+            data = {"code": "forbidden", "message": "not allowed", "channel": channel}
+            reply = {"type": "error", "data": data, "ref": request["ref"]}
+        else:
+            reply = {"type": "subscribed", "data": {"channel": channel}, "ref": request["ref"]}
+        connection.send(json.dumps(reply))
+        for push in self.channel_pushes.get(channel, []):
+            connection.send(json.dumps(push))
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if self.refuse is None:
@@ -102,6 +121,47 @@ def test_it_prints_each_frame_as_one_json_line_and_pings_on_its_heartbeat(
     assert "t.k.n" not in err
 
 
+def test_it_subscribes_to_each_channel_and_prints_replies_messages_and_presence(
+    gateway: Callable[..., tuple[FakeGateway, str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a gateway where lobby:main has a member and room:42 a message, and secret:x is
+    # forbidden; it closes after the second ping
+    join = {"type": "presence.join", "data": {"channel": "lobby:main", "userId": "u2"}}
+    message = {"type": "chat.message", "data": {"text": "hi"}, "channel": "room:42", "seq": 3}
+    fake, url = gateway(
+        channel_pushes={"lobby:main": [join], "room:42": [message]},
+        forbidden=frozenset({"secret:x"}),
+        pings_before_close=1,
+    )
+    # When listening on three channels
+    argv = ["--user", "u1", "--url", url, "--heartbeat", "0.3"]
+    argv += ["--channel", "room:42", "--channel", "lobby:main", "--channel", "secret:x"]
+    status, lines, err = listen(argv, capsys)
+    # Then it pinged, then subscribed to each, in order, with a ref of its own
+    sent = [json.loads(frame) for frame in fake.received]
+    assert sent == [
+        {"action": "ping"},
+        {"action": "subscribe", "channel": "room:42", "ref": "subscribe-1"},
+        {"action": "subscribe", "channel": "lobby:main", "ref": "subscribe-2"},
+        {"action": "subscribe", "channel": "secret:x", "ref": "subscribe-3"},
+        {"action": "ping"},
+    ]
+    # And printed every frame: the replies, the refusal, the message and the presence event
+    assert [(line["type"], line.get("ref")) for line in lines] == [
+        ("pong", None),
+        ("subscribed", "subscribe-1"),
+        ("chat.message", None),
+        ("subscribed", "subscribe-2"),
+        ("presence.join", None),
+        ("error", "subscribe-3"),
+        ("pong", None),
+    ]
+    assert lines[2] == message
+    assert lines[5]["data"]["code"] == "forbidden"
+    assert status == 1
+    assert "the connection closed (1000 bye)" in err
+
+
 def test_ctrl_c_closes_the_connection_cleanly_and_exits_0(
     gateway: Callable[..., tuple[FakeGateway, str]],
     capsys: pytest.CaptureFixture[str],
@@ -146,11 +206,13 @@ def test_a_local_stack_that_is_not_running_is_named_with_its_port(
     [
         (["--heartbeat", "0"], "--heartbeat must be more than 0 seconds"),
         ([], "--user is required"),
+        (["--channel", "room"], "a channel is named namespace:name, e.g. room:42: 'room'"),
+        (["--channel", "room:a/b"], "a channel's name is 1-128 of A-Z, a-z, 0-9 and . _ ~ -"),
     ],
 )
 def test_bad_arguments_exit_2(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status = cli.main(["listen", *(["--user", "u1"] if "--heartbeat" in argv else []), *argv])
+    status = cli.main(["listen", *(["--user", "u1"] if argv else []), *argv])
     assert status == 2
     assert message in capsys.readouterr().err

@@ -9,6 +9,7 @@ import io
 import json
 import socket
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -17,9 +18,13 @@ from botocore.response import StreamingBody
 from botocore.stub import Stubber
 from moto.server import ThreadedMotoServer
 
-from tests.conftest import QUEUE_URL, REGION
-from tests.support import PAYLOAD
+from handlers import sender
+from tests.conftest import QUEUE_URL, REGION, FakeLambdaContext
+from tests.fakes.management_api import FakeManagementApi
+from tests.support import PAYLOAD, add_connection, drain, frames, sqs_event
 from wspush import cli
+from wspush.clock import now_ms
+from wspush.connections import ConnectionRecord
 from wspush.local import LocalStack
 from wspush.messages import parse_message
 from wspush.publisher import (
@@ -29,8 +34,10 @@ from wspush.publisher import (
     PublishError,
     PublishResult,
     SendFunctionError,
+    envelope,
     stack_outputs,
 )
+from wspush.store import channels
 
 FUNCTION = "wspush-test-send"
 
@@ -135,6 +142,36 @@ def test_command_queues_on_the_given_queue_and_prints_the_ids(
     [message] = received()
     assert queued == {"messageId": message["sqs_id"], "id": message["body"]["id"]}
     assert message["body"] == {"userId": "u-42", "payload": PAYLOAD, "id": queued["id"]}
+
+
+@pytest.mark.usefixtures("aws")
+def test_a_message_to_a_channel_reaches_its_subscribers_through_the_sender(
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given a and b subscribed to room:42, c connected but not subscribed
+    for cid, user in (("a", "alice"), ("b", "bob"), ("c", "carol")):
+        add_connection(cid, user)
+    for cid in ("a", "b"):
+        record = ConnectionRecord(cid, "alice" if cid == "a" else "bob", "pc", now_ms(), now_ms())
+        expires = datetime.now(UTC) + timedelta(hours=2)
+        channels.subscribe(record, "room:42", expires=expires, max_channels=5, presence=None)
+    # When a service publishes to the channel, and the command sends to it minus b
+    by_service = Publisher(QUEUE_URL).publish(envelope("chat.message", {"n": 1}, channel="room:42"))
+    argv = ["send", "--channel", "room:42", "--exclude", "b", "--type", "chat.message"]
+    status, out, _ = run([*argv, "--data", '{"n": 2}', "--queue-url", QUEUE_URL], capsys)
+    assert status == 0
+    by_command = json.loads(out)["queued"]["id"]
+    # Then the queue holds channel envelopes the sender delivers to the subscribers only
+    records = drain(QUEUE_URL)
+    assert [json.loads(r["body"])["channel"] for r in records] == ["room:42", "room:42"]
+    response = sender.handler(sqs_event(*records), lambda_context)
+    assert response["batchItemFailures"] == []
+    assert [f["id"] for f in frames(management_api, "a")] == [by_service.id, by_command]
+    assert [f["id"] for f in frames(management_api, "b")] == [by_service.id]
+    assert frames(management_api, "c") == []
+    assert {f["channel"] for f in frames(management_api, "a")} == {"room:42"}
 
 
 def stack_template(outputs: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from wspush import cli
 from wspush.local import LocalStack
 from wspush.publisher import EndpointUnreachable, PublishError, PublishResult, validate
+from wspush.store import presence
 
 SEND = ["send", "--user", "u-42", "--type", "order.updated"]
 
@@ -75,8 +77,12 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["send", "--type", "t"], "one of the arguments --user --connection --broadcast is"),
+        (
+            ["send", "--type", "t"],
+            "one of the arguments --user --connection --channel --broadcast is required",
+        ),
         (["send", "--user", "u", "--broadcast", "--type", "t"], "not allowed with argument"),
+        (["send", "--channel", "room:1", "--user", "u", "--type", "t"], "not allowed with"),
         (["send", "--user", "u"], "the following arguments are required: --type"),
         ([*SEND, "--via", "carrier-pigeon"], "invalid choice: 'carrier-pigeon'"),
         ([], "the following arguments are required: command"),
@@ -165,6 +171,36 @@ def test_repeated_flags_become_lists_and_single_ones_stay_single(
     assert run(argv, capsys)[0] == 0
     assert publisher.published[1]["connectionId"] == "c-1"
     assert publisher.published[1]["platform"] == ["pc", "web"]
+
+
+def test_a_channel_is_one_target_and_keeps_the_filters(
+    publisher: type[FakePublisher], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # When a message is sent to a channel, for pc, minus one connection
+    argv = ["send", "--channel", "room:42", "--type", "chat.message", "--data", '{"text": "hi"}']
+    status, _, _ = run([*argv, "--platform", "pc", "--exclude", "c-1", "--id", "m-1"], capsys)
+    # Then the envelope's one target is the channel, with its filters
+    assert status == 0
+    assert publisher.published[0] == {
+        "id": "m-1",
+        "channel": "room:42",
+        "platform": "pc",
+        "excludeConnectionIds": ["c-1"],
+        "payload": {"type": "chat.message", "data": {"text": "hi"}},
+    }
+
+
+def test_a_malformed_channel_exits_2_naming_the_rule(
+    publisher: type[FakePublisher], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # When the channel is not namespace:name
+    status, out, err = run(["send", "--channel", "room", "--type", "t"], capsys)
+    # Then nothing is sent, and the error says what a channel looks like
+    assert (status, out) == (2, "")
+    assert err == (
+        "wspush: error: a channel is named namespace:name, e.g. room:42 (field: channel)\n"
+    )
+    assert publisher.made == []
 
 
 def test_data_is_read_from_a_file_or_stdin(
@@ -309,3 +345,152 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = run(["send", "--help"], capsys)
     assert status == 0
     assert "--via {sqs,lambda}" in out
+
+
+# --- presence -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["presence"], "the following arguments are required: CHANNEL"),
+        (["presence", "lobby"], "a channel is named namespace:name, e.g. room:42: 'lobby'"),
+        (
+            ["presence", "room:42"],
+            "namespace 'room' has no presence on the local stack (presence in lobby, secret)",
+        ),
+        (
+            ["presence", "nowhere:1"],
+            "the local stack declares no namespace 'nowhere' (room, lobby, secret; presence in",
+        ),
+    ],
+)
+def test_presence_of_a_channel_that_cannot_have_members_exits_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = run(argv, capsys)
+    assert (status, out) == (2, "")
+    assert message in err
+
+
+def test_presence_reads_the_local_stacks_channels_table_and_prints_one_json_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a channels table whose lobby:main holds alice on two connections
+    read: list[tuple[Any, str]] = []
+
+    def every_member(model: Any, channel: str) -> tuple[int, list[presence.Member]]:
+        read.append((model, channel))
+        return 1, [presence.Member("alice", {"name": "Alice"}, 2)]
+
+    monkeypatch.setattr(presence, "every_member", every_member)
+    # When the command asks for its members with no destination flags
+    status, out, _ = run(["presence", "lobby:main"], capsys)
+    # Then the local stack's table was read at moto's endpoint
+    local = LocalStack.from_env()
+    [(model, channel)] = read
+    assert channel == "lobby:main"
+    assert (model.Meta.table_name, model.Meta.host, model.Meta.region) == (
+        local.channels_table_name,
+        local.aws_endpoint,
+        "us-east-1",
+    )
+    # And one JSON line holds the count and the members
+    assert status == 0
+    assert json.loads(out) == {
+        "channel": "lobby:main",
+        "count": 1,
+        "members": [{"userId": "alice", "info": {"name": "Alice"}, "connections": 2}],
+    }
+
+
+def test_presence_with_a_table_reads_it_where_it_is_told(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models: list[Any] = []
+    monkeypatch.setattr(
+        presence, "every_member", lambda model, channel: models.append(model) or (0, [])
+    )
+    argv = [
+        "presence",
+        "vip:1",
+        "--table",
+        "t",
+        "--region",
+        "eu-west-1",
+        "--endpoint-url",
+        "http://e",
+    ]
+    status, out, _ = run(argv, capsys)
+    # Then any namespace may be asked (a stage's are not known here), and nothing is local
+    assert status == 0
+    assert json.loads(out) == {"channel": "vip:1", "count": 0, "members": []}
+    assert (models[0].Meta.table_name, models[0].Meta.host, models[0].Meta.region) == (
+        "t",
+        "http://e",
+        "eu-west-1",
+    )
+
+
+# --- events -------------------------------------------------------------------------------
+
+
+class FakeFeed:
+    """Stands in for ``EventFeed``: remembers how it was made; holds two events."""
+
+    made: list[dict[str, Any]]
+    events: tuple[Any, ...] = (
+        {"detail-type": "user.online", "detail": {"userId": "é"}},
+        "not json",
+    )
+
+    def __init__(self, queue_url: str, **options: Any) -> None:
+        self.made.append({"queue_url": queue_url, **options})
+
+    def drain(self) -> Iterator[Any]:
+        yield from self.events
+
+    def follow(self) -> Iterator[Any]:
+        yield from self.events
+        raise KeyboardInterrupt
+
+
+@pytest.fixture
+def feed(monkeypatch: pytest.MonkeyPatch) -> type[FakeFeed]:
+    fake = type("Feed", (FakeFeed,), {"made": []})
+    monkeypatch.setattr(cli, "EventFeed", fake)
+    return fake
+
+
+def test_events_reads_the_local_stacks_events_queue_by_default(
+    feed: type[FakeFeed], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # When the command runs with no flags
+    status, out, err = run(["events"], capsys)
+    # Then it read the local stack's events queue at moto's endpoint
+    local = LocalStack.from_env()
+    made = feed.made[0]
+    assert (made["queue_url"], made["endpoint_url"], made["region"]) == (
+        local.events_queue_url,
+        local.aws_endpoint,
+        "us-east-1",
+    )
+    # And printed each event as one JSON line, and exited
+    assert (status, err) == (0, "")
+    assert out.splitlines() == [
+        '{"detail-type":"user.online","detail":{"userId":"é"}}',
+        '"not json"',
+    ]
+
+
+def test_events_follow_stops_on_ctrl_c_with_status_0(
+    feed: type[FakeFeed], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["events", "--follow", "--queue-url", "https://q", "--region", "eu-west-1"]
+    status, out, err = run(argv, capsys)
+    assert status == 0
+    assert len(out.splitlines()) == 2
+    assert err == "wspush: following https://q; Ctrl-C stops\n"
+    assert feed.made == [
+        {"queue_url": "https://q", "region": "eu-west-1", "endpoint_url": None, "session": None}
+    ]

@@ -110,11 +110,55 @@ def test_envelope_builds_the_contract_shape_from_keywords() -> None:
         ({"user": "u-1"}, {"userId": "u-1"}),
         ({"connection": "c-1"}, {"connectionId": "c-1"}),
         ({"connections": ["c-1", "c-2"]}, {"connectionIds": ["c-1", "c-2"]}),
+        ({"channel": "room:42"}, {"channel": "room:42"}),
         ({"broadcast": True, "platform": "pc"}, {"broadcast": True, "platform": "pc"}),
     ],
 )
 def test_envelope_targets(keywords: dict[str, Any], expected: dict[str, Any]) -> None:
     assert envelope("t", None, **keywords) == {**expected, "payload": {"type": "t", "data": None}}
+
+
+def test_envelope_to_a_channel_keeps_its_filters_and_validates() -> None:
+    # When an envelope is built for a channel, on one platform, minus the sender's connection
+    built = envelope(
+        "chat.message", {"text": "hi"}, channel="room:42", platform="pc", exclude=["c-1"]
+    )
+    # Then the channel is its one target and the filters still apply
+    assert built == {
+        "channel": "room:42",
+        "platform": "pc",
+        "excludeConnectionIds": ["c-1"],
+        "payload": {"type": "chat.message", "data": {"text": "hi"}},
+    }
+    target = parse_message(built, now_ms=0).target
+    assert (target.channel, target.platforms, target.exclude_connection_ids) == (
+        "room:42",
+        frozenset({"pc"}),
+        frozenset({"c-1"}),
+    )
+
+
+@pytest.mark.parametrize(
+    ("keywords", "code", "field"),
+    [
+        ({"channel": "room"}, "invalid_channel", "channel"),
+        ({"channel": "Room:42"}, "invalid_channel", "channel"),
+        ({"channel": "room:42", "user": "u-1"}, "invalid_target", None),
+    ],
+)
+def test_a_bad_channel_target_is_refused_before_anything_is_sent(
+    keywords: dict[str, Any], code: str, field: str | None
+) -> None:
+    # Given a channel that is no namespace:name, or a channel and a user at once
+    sqs = FakeSqs()
+    # When it is published
+    with pytest.raises(InvalidMessage) as caught:
+        Publisher(QUEUE_URL, sqs_client=sqs).publish(envelope("t", {}, **keywords))
+    # Then validation says why, and nothing reached the queue
+    assert caught.value.code == code
+    if field:
+        assert caught.value.field == field
+    assert sqs.bodies == []
 
 
 def test_envelope_keeps_a_lone_string_for_validation_to_name() -> None:

@@ -12,6 +12,9 @@ Items under a channel's partition key (its name, ``room:42``):
 And under ``#user:<userId>`` (no channel name starts with ``#``), ``#online``: the set of the
 user's open connections, for ``user.online`` / ``user.offline``.
 
+The model's keys and presence attributes, and the reading of members, are ``store.presence``'s
+(which ``wspush presence`` uses without these settings).
+
 A subscription, the connection's channel count and the presence member change in one
 transaction, conditioned on what was read just before and retried when another writer got
 there first: a user's first join and last leave are each seen once, however many of their
@@ -35,11 +38,9 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.attributes import (
     BooleanAttribute,
-    JSONAttribute,
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
-    UnicodeSetAttribute,
 )
 from pynamodb.connection import Connection
 from pynamodb.exceptions import (
@@ -57,10 +58,15 @@ from wspush import connections
 from wspush.connections import ConnectionItem, ConnectionRecord
 from wspush.errors import ChannelRefused, StorageUnavailable
 from wspush.settings import get_settings
+from wspush.store.presence import (
+    MEMBER,
+    META,
+    ChannelTable,
+    MemberPage,
+    member_page,
+)
 
 SUBSCRIPTION = "c#"
-MEMBER = "u#"
-META = "#meta"
 ONLINE = "#online"
 USER_PARTITION = "#user:"
 _CONDITION_FAILED = "ConditionalCheckFailed"
@@ -81,39 +87,19 @@ class _ConnectionIndex(GlobalSecondaryIndex["_ChannelItem"]):  # type: ignore[no
     channel = UnicodeAttribute(range_key=True, attr_name="channel")
 
 
-class _ChannelItem(Model):
+class _ChannelItem(ChannelTable):
+    """Keys, members' connections and info, and the member count come from ``ChannelTable``."""
+
     class Meta(ConnectionItem.Meta):  # the same region, timeouts and retries
         table_name = get_settings().channels_table_name
 
-    channel = UnicodeAttribute(hash_key=True, attr_name="channel")
-    key = UnicodeAttribute(range_key=True, attr_name="key")
-    # Subscriptions
+    # Subscriptions (and ``user_id``)
     connection_id = UnicodeAttribute(null=True, attr_name="connectionId")
-    user_id = UnicodeAttribute(null=True, attr_name="userId")
     platform = UnicodeAttribute(null=True, attr_name="platform")
     connected_at = NumberAttribute(null=True, attr_name="connectedAt")
     present = BooleanAttribute(null=True, attr_name="present")  # also a presence member
-    # Members and the online item: the user's connections
-    connections = UnicodeSetAttribute(null=True, attr_name="connections")
-    info = JSONAttribute(null=True, attr_name="info")
-    # The channel's member count
-    members = NumberAttribute(null=True, attr_name="members")
     ttl = TTLAttribute(null=True, attr_name="ttl")
     by_connection = _ConnectionIndex()
-
-
-@dataclass(frozen=True)
-class Member:
-    user_id: str
-    info: Any
-    connections: int
-
-
-@dataclass(frozen=True)
-class MemberPage:
-    count: int
-    members: list[Member]
-    after: str | None  # the user id the next page starts after
 
 
 @dataclass(frozen=True)
@@ -324,24 +310,7 @@ def is_subscribed(connection_id: str, channel: str) -> bool:
 
 def members(channel: str, *, limit: int, after: str | None = None) -> MemberPage:
     """One page of a presence channel's members (user id order) and the member count."""
-    start = {"channel": {"S": channel}, "key": {"S": MEMBER + after}} if after else None
-    try:
-        results = _ChannelItem.query(
-            channel,
-            _ChannelItem.key.startswith(MEMBER),
-            limit=limit,
-            page_size=limit,
-            last_evaluated_key=start,
-        )
-        page = [
-            Member(item.user_id or "", item.info, len(item.connections or ())) for item in results
-        ]
-        next_key = results.last_evaluated_key
-        meta = _read(channel, META, consistent=False)
-    except PynamoDBException as exc:
-        raise StorageUnavailable("could not read the channel's members") from exc
-    count = int(meta.members or 0) if meta is not None else 0
-    return MemberPage(count, page, next_key["key"]["S"][len(MEMBER) :] if next_key else None)
+    return member_page(_ChannelItem, channel, limit=limit, after=after)
 
 
 def subscribers(

@@ -13,6 +13,12 @@ export interface WspushMessage<T = unknown> {
   id?: string;
   /** milliseconds since the epoch */
   ts?: number;
+  /** a channel message or presence event: the channel it belongs to */
+  channel?: string;
+  /** a reply: the `ref` of the request it answers */
+  ref?: string;
+  /** position in the channel's history (namespaces that keep one) */
+  seq?: number;
 }
 
 /**
@@ -30,7 +36,8 @@ export type WspushErrorKind =
   | "pong_timeout"
   | "token"
   | "handler"
-  | "max_retries";
+  | "max_retries"
+  | "request";
 
 export interface WspushError {
   /**
@@ -44,6 +51,8 @@ export interface WspushError {
    * - `token`: the token provider failed or timed out (`error`, `attempt`, `retryInMs`)
    * - `handler`: a handler threw (`error`, `frame`)
    * - `max_retries`: `maxRetries` retries in a row failed; state is `closed` until `reconnect()`
+   * - `request`: a request the client made on its own (the presence query that keeps a member
+   *   list) got no reply in time (`code` `timeout`, `error`)
    */
   kind: WspushErrorKind;
   message: string;
@@ -94,6 +103,8 @@ export interface WspushClientSettings {
   maxReconnectDelayMs?: number;
   /** failed retries in a row before giving up (state `closed`); default 10 */
   maxRetries?: number;
+  /** a request (subscribe, unsubscribe, presence, `request()`) with no reply this long after it was sent fails with `timeout`; default 10000; 0 disables */
+  requestTimeoutMs?: number;
   /** default true */
   pingOnOpen?: boolean;
   /** at most this many recent message ids are remembered; default 20000; 0 disables de-duplication */
@@ -120,6 +131,92 @@ export interface WspushClientSettings {
 export type WspushClientOptions = WspushClientSettings &
   ({ userId: string; token?: string | TokenProvider } | { userId?: string; token: string | TokenProvider });
 
+/**
+ * The `code` of a failed request: the server's (`forbidden`, `invalid_channel`,
+ * `unknown_namespace`, `too_many_channels`, `channel_full`, `not_subscribed`, `no_presence`,
+ * `unknown_connection`, `bad_frame`, `unavailable`) or the client's own (`timeout`,
+ * `not_open`, `disconnected`, `closed`, `unsubscribed`).
+ */
+export type RequestErrorCode =
+  | "forbidden"
+  | "invalid_channel"
+  | "unknown_namespace"
+  | "too_many_channels"
+  | "channel_full"
+  | "not_subscribed"
+  | "no_presence"
+  | "unknown_connection"
+  | "bad_frame"
+  | "unavailable"
+  | "timeout"
+  | "not_open"
+  | "disconnected"
+  | "closed"
+  | "unsubscribed"
+  | (string & {});
+
+/** What a refused or unanswered request rejects with. */
+export declare class WspushRequestError extends Error {
+  constructor(code: string, message: string, channel?: string, frame?: WspushMessage);
+  readonly code: RequestErrorCode;
+  /** the channel the request was about */
+  readonly channel?: string;
+  /** the server's `error` frame, when it answered with one */
+  readonly frame?: WspushMessage;
+}
+
+/** The server's `subscribed` data; `epoch` and `seq` for namespaces that keep history. */
+export interface SubscribedData {
+  channel: string;
+  epoch?: string;
+  seq?: number;
+}
+
+export interface SubscribeOptions {
+  /** the server refused this subscription (at first, or when sent again after a reconnect): it is over */
+  onError?: (error: WspushRequestError) => void;
+}
+
+/**
+ * What `subscribe(channel, …)` returns: a promise of the `subscribed` data (rejected with a
+ * `WspushRequestError` when refused) that can also end this one subscription.
+ */
+export interface ChannelSubscription extends Promise<SubscribedData> {
+  readonly channel: string;
+  /** end this subscription; the channel is left when it was the last one */
+  unsubscribe(): Promise<void>;
+}
+
+export interface PresenceMember<I = any> {
+  userId: string;
+  /** what the channel authorizer said of the member (null without one) */
+  info: I;
+  /** the member's connections in the channel, as last read */
+  connections: number;
+}
+
+export interface PresencePage<I = any> {
+  channel: string;
+  count: number;
+  /** up to 100 */
+  members: PresenceMember<I>[];
+  /** pass it as `after` for the next page; null on the last one */
+  next: string | null;
+}
+
+export interface PresenceEvent<I = any> {
+  channel: string;
+  /** `sync`: the whole list was read again (after a subscribe or a reconnect) */
+  type: "sync" | "join" | "leave";
+  /** who joined or left */
+  userId?: string;
+  info?: I;
+  /** everyone in the channel now */
+  members: PresenceMember<I>[];
+}
+
+export type PresenceListener<I = any> = (event: PresenceEvent<I>) => void;
+
 export declare const DEFAULT_HEARTBEAT_MS: number;
 export declare const DEFAULT_PONG_TIMEOUT_MS: number;
 export declare const DEFAULT_TOKEN_TIMEOUT_MS: number;
@@ -129,6 +226,7 @@ export declare const DEFAULT_MAX_RECONNECT_DELAY_MS: number;
 export declare const DEFAULT_MAX_RETRIES: number;
 export declare const DEFAULT_DEDUPE_SIZE: number;
 export declare const DEFAULT_DEDUPE_WINDOW_MS: number;
+export declare const DEFAULT_REQUEST_TIMEOUT_MS: number;
 export declare const CLIENT_RECONNECT_CODE: number;
 
 /** The backoff window after `failures` failures in a row; the wait is drawn in `[0, window)`. */
@@ -142,7 +240,27 @@ export declare class WspushClient {
   readonly state: ConnectionState;
   readonly connectionId: string | null;
   getSnapshot(): Snapshot;
+  /** a function: the state store (`useSyncExternalStore`); returns the function that stops it */
   subscribe(listener: (snapshot: Snapshot) => void): () => void;
+  /**
+   * a channel name: join it; `handler` gets its messages. Sent again after every reconnect.
+   * Resolves on `subscribed`, rejects with a `WspushRequestError` when refused.
+   */
+  subscribe<T = any>(channel: string, handler?: MessageHandler<T> | null, options?: SubscribeOptions): ChannelSubscription;
+  /** leave a channel: every subscription to it ends */
+  unsubscribe(channel: string): Promise<void>;
+  /** the channels subscribed to (or on their way) */
+  channels(): string[];
+  /** follow a presence channel's members while subscribed to it; returns the function that stops it */
+  onPresence<I = any>(channel: string, listener: PresenceListener<I>): () => void;
+  /** the members as the client knows them, or null when it does not follow that channel's presence */
+  members<I = any>(channel: string): PresenceMember<I>[] | null;
+  /** every member of a presence channel one is subscribed to, every page followed */
+  presence<I = any>(channel: string): Promise<{ channel: string; count: number; members: PresenceMember<I>[] }>;
+  /** one page of members; pass `next` back as `after` */
+  presencePage<I = any>(channel: string, after?: string | null): Promise<PresencePage<I>>;
+  /** send a frame with a fresh `ref` and wait for the reply that echoes it */
+  request<T = any>(frame: Record<string, unknown>, options?: { timeoutMs?: number }): Promise<WspushMessage<T>>;
   on<T = any>(type: string, handler: MessageHandler<T>): () => void;
   off<T = any>(type: string, handler: MessageHandler<T>): void;
   setHandlers(handlers: HandlerMap | (() => HandlerMap | null | undefined) | null | undefined): void;

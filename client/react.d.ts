@@ -2,6 +2,9 @@
 import type {
   ConnectionState,
   HandlerMap,
+  MessageHandler,
+  PresenceMember,
+  WspushRequestError,
   TokenProvider,
   WspushClient,
   WspushClientSettings,
@@ -29,3 +32,39 @@ export interface UseWspushResult {
 
 /** `handlers` and `options.handlers` both run: for one type, those of `options` first. */
 export declare function useWspush(options: UseWspushOptions, handlers?: HandlerMap): UseWspushResult;
+
+/**
+ * Makes `client` (usually `useWspush(…).client`) the one the hooks below it use. (Typed
+ * without React's types, which this package does not depend on: it returns a React element.)
+ */
+export declare function WspushProvider(props: { client: WspushClient | null | undefined; children?: unknown }): any;
+
+/** The client of the nearest `WspushProvider`, or null. */
+export declare function useWspushClient(): WspushClient | null;
+
+export interface ChannelHookOptions {
+  /** this client instead of the provider's */
+  client?: WspushClient | null;
+  /** false: do not subscribe */
+  enabled?: boolean;
+}
+
+export interface UseChannelResult {
+  /** `idle`: no client, no name, or not enabled */
+  status: "idle" | "subscribing" | "subscribed" | "error";
+  /** why it is `error`: refused (`forbidden`, …) or no answer in time (`timeout`) */
+  error: WspushRequestError | null;
+}
+
+/** Subscribed to `name` while mounted (again when it changes); `handler` gets its messages. */
+export declare function useChannel<T = any>(
+  name: string | null | undefined,
+  handler?: MessageHandler<T>,
+  options?: ChannelHookOptions,
+): UseChannelResult;
+
+/** The members of a presence channel, kept current from its presence query and join/leave events. */
+export declare function usePresence<I = any>(
+  name: string | null | undefined,
+  options?: ChannelHookOptions,
+): PresenceMember<I>[];

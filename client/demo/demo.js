@@ -1,8 +1,13 @@
-// wspush demo page: connect as a user on a platform and watch pushed messages arrive.
+// wspush demo page: connect as a user on a platform and watch pushed messages arrive; join a
+// channel and watch its members come and go and its messages arrive.
 // DOM contract (used by the end-to-end browser test): #userId, #platform, #connect,
 // #disconnect, #state (exactly the state word), #connectionId, #authMode, #sendCommand (the
 // command that pushes to the user in #userId), and #messages, whose <li data-type data-id>
-// items are the received messages (pongs excluded). Messages and events: newest last.
+// items are the received messages (pongs, replies to the page's own requests and channel
+// messages excluded). Channels: #channel, #join, #leave, #channelState (idle | subscribing |
+// subscribed | error), #members (<li data-user-id>, the channel's members now),
+// #memberCount, #channelMessages (<li data-type data-id data-channel>, the joined channel's
+// messages). Messages and events: newest last.
 import { createWspushClient } from "../src/index.js";
 
 const DEFAULT_WEBSOCKET_URL = "ws://127.0.0.1:3001";
@@ -29,6 +34,15 @@ const ui = {
   frame: /** @type {HTMLInputElement} */ ($("frame")),
   send: $("send"),
   clear: $("clear"),
+  channelForm: /** @type {HTMLFormElement} */ ($("channelForm")),
+  channel: /** @type {HTMLInputElement} */ ($("channel")),
+  leave: $("leave"),
+  channelState: $("channelState"),
+  members: $("members"),
+  memberCount: $("memberCount"),
+  channelMessages: $("channelMessages"),
+  channelHint: $("channelHint"),
+  channelCommand: $("channelCommand"),
 };
 
 /** @type {import("../src/index.js").WspushClient | null} */
@@ -36,6 +50,10 @@ let client = null;
 let received = 0;
 /** @type {{websocketUrl?: string, tokenUrl?: string, authMode?: string, exports?: string}} */
 let config = {};
+/** The channel joined (kept across Connect: the new connection joins it again). */
+let channel = "";
+/** Ends the page's subscription and presence listener on the current client. */
+let leaveChannel = () => {};
 
 function showState(state) {
   ui.state.textContent = state;
@@ -157,7 +175,10 @@ function connect() {
     },
     handlers: {
       "*": (message) => {
-        if (message.type !== "pong") showMessage(message);
+        // replies to the page's own requests go to the event log, channel messages to the
+        // channel panel
+        if (message.ref !== undefined) logEvent(`reply ${message.type} ${JSON.stringify(message.data)}`);
+        else if (message.type !== "pong" && message.channel === undefined) showMessage(message);
       },
     },
   });
@@ -167,16 +188,122 @@ function connect() {
   client = created;
   showState(created.state);
   showConnectionId(created.connectionId);
+  if (channel) join(channel);
 }
 
 function disconnect() {
   if (!client) return;
+  leaveChannel();
   const closing = client;
   client = null;
   closing.close();
   showState("closed");
   showConnectionId(null);
   logEvent("disconnected");
+}
+
+// ---- the channel panel ----------------------------------------------------------
+
+function showChannelState(state, detail = "") {
+  ui.channelState.textContent = detail ? `${state}: ${detail}` : state;
+  ui.channelState.dataset.state = state;
+}
+
+/** The command that publishes to `name` on this local stack. */
+function showChannelCommand(name) {
+  const send = `.venv/bin/wspush send --channel ${shellWord(name || "lobby:demo")} --type chat.message --data '{"text": "hi"}'`;
+  ui.channelCommand.textContent = config.exports ? `${config.exports}\n${send}` : send;
+}
+
+function showMembers(members) {
+  ui.members.replaceChildren(
+    ...members.map((member) => {
+      const li = document.createElement("li");
+      li.dataset.userId = member.userId;
+      li.textContent = member.userId;
+      if (member.info !== null && member.info !== undefined) {
+        const info = document.createElement("span");
+        info.className = "info";
+        info.textContent = JSON.stringify(member.info);
+        li.append(info);
+      }
+      return li;
+    }),
+  );
+  ui.memberCount.textContent = String(members.length);
+}
+
+function showChannelMessage(message) {
+  const li = document.createElement("li");
+  li.dataset.type = message.type;
+  li.dataset.id = message.id ?? "";
+  li.dataset.channel = message.channel ?? "";
+  const type = document.createElement("strong");
+  type.className = "type";
+  type.textContent = message.type;
+  const meta = document.createElement("span");
+  meta.className = "meta";
+  meta.textContent = time(message.ts);
+  const body = document.createElement("pre");
+  body.textContent = JSON.stringify(message.data, null, 2) ?? "undefined";
+  li.append(type, meta, body);
+  ui.channelMessages.append(li);
+  while (ui.channelMessages.children.length > MAX_MESSAGES) ui.channelMessages.firstElementChild?.remove();
+  ui.channelHint.hidden = true;
+  li.scrollIntoView({ block: "nearest" });
+}
+
+/**
+ * Join `name` on the current client: its messages, its members (when its namespace has
+ * presence) and their comings and goings. The client sends the subscription again after
+ * every reconnect and reads the members again.
+ */
+function join(name) {
+  leaveChannel();
+  channel = name;
+  showChannelCommand(name);
+  ui.channelMessages.replaceChildren();
+  ui.channelHint.hidden = false;
+  showMembers([]);
+  if (!client) {
+    showChannelState("idle", "connect first");
+    return;
+  }
+  const current = client;
+  let active = true;
+  showChannelState("subscribing");
+  logEvent(`joining ${name}`);
+  const stopPresence = current.onPresence(name, (event) => {
+    if (!active) return;
+    showMembers(event.members);
+    if (event.type === "join") logEvent(`${name}: ${event.userId} joined`, "ok");
+    if (event.type === "leave") logEvent(`${name}: ${event.userId} left`);
+  });
+  const subscription = current.subscribe(name, (message) => {
+    if (active) showChannelMessage(message);
+  }, {
+    onError: (error) => {
+      if (active) showChannelState("error", error.code);
+    },
+  });
+  subscription.then(
+    () => {
+      if (!active) return;
+      showChannelState("subscribed");
+      logEvent(`joined ${name}`, "ok");
+    },
+    (error) => {
+      if (!active) return;
+      showChannelState("error", error.code);
+      logEvent(`${name}: ${error.code}: ${error.message}`, "error");
+    },
+  );
+  leaveChannel = () => {
+    active = false;
+    stopPresence();
+    subscription.unsubscribe();
+    leaveChannel = () => {};
+  };
 }
 
 async function loadConfig() {
@@ -223,10 +350,29 @@ async function main() {
     else logEvent("not connected", "error");
   });
   ui.clear.addEventListener("click", clearLists);
+  const channelParam = params.get("channel");
+  if (channelParam) ui.channel.value = channelParam;
+  showChannelCommand(ui.channel.value.trim());
+  ui.channel.addEventListener("input", () => showChannelCommand(ui.channel.value.trim()));
+  ui.channelForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const name = ui.channel.value.trim();
+    if (name) join(name);
+  });
+  ui.leave.addEventListener("click", () => {
+    if (!channel) return;
+    logEvent(`left ${channel}`);
+    leaveChannel();
+    channel = "";
+    showMembers([]);
+    showChannelState("idle");
+  });
   window.addEventListener("pagehide", () => client?.close());
 
   document.body.dataset.ready = "true";
-  if (["1", "true", "yes"].includes((params.get("autoconnect") ?? "").toLowerCase())) connect();
+  const yes = (value) => ["1", "true", "yes"].includes((value ?? "").toLowerCase());
+  if (yes(params.get("join")) && ui.channel.value.trim()) channel = ui.channel.value.trim();
+  if (yes(params.get("autoconnect"))) connect();
 }
 
 main();

@@ -25,6 +25,9 @@
  * @property {T} data
  * @property {string} [id]
  * @property {number} [ts]
+ * @property {string} [channel] the channel a channel message or presence event belongs to
+ * @property {string} [ref] on a reply: the `ref` of the request it answers
+ * @property {number} [seq] position in the channel's history (namespaces that keep one)
  */
 
 /**
@@ -49,9 +52,11 @@
  * - `"token"`: the token provider threw, rejected or timed out (`error`, `attempt`, `retryInMs`);
  * - `"handler"`: a message handler threw (`error`, `frame`); other handlers still ran;
  * - `"max_retries"`: `maxRetries` retries in a row failed; the client is now `closed`
- *   until `reconnect()` (`attempt`).
+ *   until `reconnect()` (`attempt`);
+ * - `"request"`: a request the client made on its own (the presence query that keeps a
+ *   member list) failed without an error frame: `code` `timeout` (`error`).
  * @typedef {object} WspushError
- * @property {"server" | "bad_frame" | "socket" | "connect_failed" | "pong_timeout" | "token" | "handler" | "max_retries"} kind
+ * @property {"server" | "bad_frame" | "socket" | "connect_failed" | "pong_timeout" | "token" | "handler" | "max_retries" | "request"} kind
  * @property {string} message
  * @property {string} [code] the `code` of a server error frame
  * @property {number} [closeCode] the WebSocket close code of a failed attempt
@@ -92,6 +97,8 @@
  * @property {number} [maxReconnectDelayMs] the largest backoff window, also the one after API
  *   Gateway's 2-hour or idle limit closed a working connection; default 60 s
  * @property {number} [maxRetries] failed retries in a row before giving up (state `closed`); default 10
+ * @property {number} [requestTimeoutMs] a request (subscribe, unsubscribe, presence, `request()`)
+ *   whose reply has not come this long after it was sent fails with code `timeout`; default 10 s; 0 disables
  * @property {boolean} [pingOnOpen] send a ping right after each open (learns the connection id
  *   and proves the route works); default true
  * @property {number} [dedupeSize] at most this many recent message ids are remembered; default 20,000; 0 disables
@@ -119,6 +126,10 @@ export const DEFAULT_MAX_RETRIES = 10;
 /** Message ids are remembered for 30 minutes (a late SQS redelivery), at most 20,000 of them. */
 export const DEFAULT_DEDUPE_SIZE = 20_000;
 export const DEFAULT_DEDUPE_WINDOW_MS = 30 * 60 * 1000;
+/** How long a request (subscribe, presence, ...) waits for its reply once sent. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
+/** The presence query follows at most this many pages (100 members each). */
+const MAX_PRESENCE_PAGES = 1000;
 
 /** WebSocket close code the client uses when it drops a connection itself. */
 export const CLIENT_RECONNECT_CODE = 4000;
@@ -289,6 +300,17 @@ export class WspushClient {
     /** @private @type {Set<(snapshot: Snapshot) => void>} */
     this._subscribers = new Set();
 
+    /** @private */
+    this._requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+    /** @private @type {Map<string, ChannelEntry>} channels wanted by the app, or being left */
+    this._channels = new Map();
+    /** @private @type {Map<string, Set<PresenceListener>>} */
+    this._presenceListeners = new Map();
+    /** @private @type {Map<string, PendingRequest>} requests sent on the current socket, by ref */
+    this._pending = new Map();
+    /** @private */
+    this._refs = 0;
+
     /**
      * Each attempt (token, handshake, socket) has a number; anything that belongs to an
      * older one (a token answering late, a socket's events) is ignored.
@@ -345,15 +367,217 @@ export class WspushClient {
   }
 
   /**
-   * Call `listener(snapshot)` whenever the state or the connection id changes.
+   * Two things share this name, told apart by the first argument:
+   *
+   * - `subscribe(listener)`: call `listener(snapshot)` whenever the state or the connection id
+   *   changes (the store `useSyncExternalStore` wants); returns the function that stops it.
+   * - `subscribe(channel, handler?, options?)`: join a channel. `handler` receives the
+   *   channel's messages (frames whose `channel` is this one; presence events go to
+   *   `onPresence`). The subscription is sent as soon as the connection is open and again
+   *   after every reconnect (the server forgets a connection's subscriptions when it ends).
+   *   Returns a promise of the server's `subscribed` data (`{channel, …}`), rejected with a
+   *   `WspushRequestError` (`code`: `forbidden`, `unknown_namespace`, `timeout`, …) when it
+   *   is refused; the promise also has `unsubscribe()`, which ends this one subscription.
+   *   A refused subscription is over: its handler gets nothing more.
+   *
+   * @overload
    * @param {(snapshot: Snapshot) => void} listener
-   * @returns {() => void} unsubscribe
+   * @returns {() => void}
    */
-  subscribe(listener) {
-    this._subscribers.add(listener);
-    return () => {
-      this._subscribers.delete(listener);
+  /**
+   * @overload
+   * @param {string} channel
+   * @param {MessageHandler | null} [handler]
+   * @param {SubscribeOptions} [options]
+   * @returns {ChannelSubscription}
+   */
+  /**
+   * @param {string | ((snapshot: Snapshot) => void)} target
+   * @param {MessageHandler | null} [handler]
+   * @param {SubscribeOptions} [options]
+   * @returns {any}
+   */
+  subscribe(target, handler, options) {
+    if (typeof target === "function") {
+      const listener = target;
+      this._subscribers.add(listener);
+      return () => {
+        this._subscribers.delete(listener);
+      };
+    }
+    const name = checkChannel(target);
+    /** @type {Registration} */
+    const registration = {
+      handler: typeof handler === "function" ? handler : undefined,
+      onError: options?.onError,
+      waiter: undefined,
     };
+    /** @type {Promise<SubscribedData>} */
+    let promise;
+    if (this._closed) {
+      promise = Promise.reject(new WspushRequestError("closed", "the client is closed", name));
+    } else {
+      const entry = this._entry(name);
+      entry.registrations.add(registration);
+      promise = new Promise((resolve, reject) => {
+        if (entry.server === "subscribed") resolve(entry.subscribed);
+        else registration.waiter = { resolve, reject, timer: undefined };
+      });
+      this._sync(entry);
+      this._armWaiters(entry);
+    }
+    // The refusal also reaches onError; an app that does not await must not see an
+    // unhandled rejection.
+    promise.catch(() => {});
+    return Object.assign(promise, {
+      channel: name,
+      unsubscribe: () => this._release(name, registration),
+    });
+  }
+
+  /**
+   * Leave a channel: every subscription to it ends (their handlers get nothing more) and
+   * the server is told. Resolves once the server has answered (at once when there was
+   * nothing to leave, or when the connection ends first: the server then forgets it anyway).
+   * @param {string} channel
+   * @returns {Promise<void>}
+   */
+  unsubscribe(channel) {
+    const name = checkChannel(channel);
+    const entry = this._channels.get(name);
+    if (!entry) return Promise.resolve();
+    const released = [...entry.registrations];
+    entry.registrations.clear();
+    for (const registration of released) this._settleWaiter(registration, unsubscribedError(name));
+    return this._leaveLater(entry);
+  }
+
+  /**
+   * The channels the app is subscribed to (or subscribing to), in the order first asked.
+   * @returns {string[]}
+   */
+  channels() {
+    return [...this._channels.values()].filter((entry) => entry.registrations.size > 0).map((entry) => entry.name);
+  }
+
+  /**
+   * Follow who is in a presence channel. While the app is subscribed to `channel`, the
+   * client asks the server for its members (every page) after each `subscribed`, keeps
+   * the list current with `presence.join` / `presence.leave`, and calls `listener` with
+   * `{channel, type: "sync" | "join" | "leave", userId?, info?, members}` on every change
+   * (`sync`: the whole list was read again, after a subscribe or a reconnect). Does not
+   * subscribe by itself.
+   * @param {string} channel
+   * @param {PresenceListener} listener
+   * @returns {() => void} stop listening
+   */
+  onPresence(channel, listener) {
+    const name = checkChannel(channel);
+    let set = this._presenceListeners.get(name);
+    if (!set) {
+      set = new Set();
+      this._presenceListeners.set(name, set);
+    }
+    set.add(listener);
+    const entry = this._channels.get(name);
+    if (entry && entry.server === "subscribed" && !entry.members && entry.fetch === 0) this._fetchMembers(entry);
+    return () => {
+      const listeners = this._presenceListeners.get(name);
+      if (!listeners) return;
+      listeners.delete(listener);
+      if (listeners.size === 0) this._presenceListeners.delete(name);
+    };
+  }
+
+  /**
+   * The members of `channel` as the client knows them (see `onPresence`), or null when it
+   * does not follow that channel's presence (yet).
+   * @param {string} channel
+   * @returns {PresenceMember[] | null}
+   */
+  members(channel) {
+    const entry = this._channels.get(channel);
+    return entry && entry.members ? [...entry.members.values()] : null;
+  }
+
+  /**
+   * Ask who is in a presence channel the app is subscribed to: every page, followed.
+   * Waits for the channel's subscription when it is still on its way.
+   * @param {string} channel
+   * @returns {Promise<{ channel: string, count: number, members: PresenceMember[] }>}
+   */
+  async presence(channel) {
+    const name = checkChannel(channel);
+    /** @type {PresenceMember[]} */
+    const members = [];
+    /** @type {string | null | undefined} */
+    let after;
+    let count = 0;
+    for (let page = 0; page < MAX_PRESENCE_PAGES; page += 1) {
+      const data = await this.presencePage(name, after);
+      members.push(...(Array.isArray(data.members) ? data.members : []));
+      count = typeof data.count === "number" ? data.count : members.length;
+      after = data.next;
+      if (!after) break;
+    }
+    return { channel: name, count, members };
+  }
+
+  /**
+   * One page (100 members) of a presence channel: `{channel, count, members, next}`; pass
+   * `next` back as `after` for the next page (`null`: that was the last one).
+   * @param {string} channel
+   * @param {string | null} [after]
+   * @returns {Promise<PresencePage>}
+   */
+  async presencePage(channel, after) {
+    const name = checkChannel(channel);
+    const entry = this._channels.get(name);
+    if (entry && entry.registrations.size > 0 && entry.server !== "subscribed") {
+      await new Promise((resolve, reject) => entry.ready.push({ resolve, reject }));
+    }
+    /** @type {Record<string, unknown>} */
+    const frame = { action: "presence", channel: name };
+    if (after) frame.after = after;
+    const reply = await this.request(frame);
+    return /** @type {PresencePage} */ (reply.data);
+  }
+
+  /**
+   * Send a request and wait for its reply: the frame gets a fresh `ref` (unless it has one),
+   * and the promise resolves with the frame that echoes it, or rejects with a
+   * `WspushRequestError`: the `code` of an `error` reply, or `not_open` (not sent: requests
+   * are not queued), `timeout`, `disconnected` (the connection ended first), `closed`.
+   * @param {Record<string, unknown>} frame
+   * @param {{ timeoutMs?: number }} [options]
+   * @returns {Promise<WspushMessage<any>>}
+   */
+  request(frame, options = {}) {
+    if (!frame || typeof frame !== "object") throw new TypeError("wspush: request(frame) takes an object");
+    const channel = typeof frame.channel === "string" ? frame.channel : undefined;
+    if (this._closed) return Promise.reject(new WspushRequestError("closed", "the client is closed", channel));
+    if (!this._isOpen()) return Promise.reject(new WspushRequestError("not_open", "not connected", channel));
+    const ref = typeof frame.ref === "string" && frame.ref !== "" ? frame.ref : this._nextRef();
+    const timeoutMs = options.timeoutMs ?? this._requestTimeoutMs;
+    return new Promise((resolve, reject) => {
+      /** @type {PendingRequest} */
+      const pending = {
+        onReply: (reply) => {
+          if (reply.type === "error") reject(errorFromFrame(reply, channel));
+          else resolve(reply);
+        },
+        onLost: (code) => reject(new WspushRequestError(code, lostMessage(code), channel)),
+        timer: undefined,
+      };
+      if (timeoutMs > 0) {
+        pending.timer = setTimeout(() => {
+          this._pending.delete(ref);
+          reject(new WspushRequestError("timeout", `no reply within ${timeoutMs} ms`, channel));
+        }, timeoutMs);
+      }
+      this._pending.set(ref, pending);
+      this.send({ ...frame, ref });
+    });
   }
 
   /**
@@ -464,6 +688,7 @@ export class WspushClient {
     if (this._closed) return;
     this._closed = true;
     for (const unwatch of this._unwatch.splice(0)) unwatch();
+    this._endChannels();
     this._abandon(code, reason);
     this._setState("closed");
   }
@@ -571,6 +796,8 @@ export class WspushClient {
       this._heartbeatTimer = setInterval(() => this.ping(), this._heartbeatMs);
     }
     if (this._options.pingOnOpen !== false) this.ping();
+    // the server forgot the subscriptions with the last connection: send them all again
+    for (const entry of [...this._channels.values()]) this._sync(entry);
   }
 
   /**
@@ -693,6 +920,7 @@ export class WspushClient {
     this._clearTimer("_pongTimer");
     this._setConnectionId(null);
     if (socket && code !== undefined) closeQuietly(socket, code, reason);
+    this._channelsLost();
   }
 
   /**
@@ -757,14 +985,15 @@ export class WspushClient {
         frame: message,
       });
     }
-    this._dispatch(message);
+    this._dispatch(message, this._routeChannelFrame(message));
   }
 
   /**
    * @private
    * @param {WspushMessage} message
+   * @param {(MessageHandler | null | undefined)[]} [channelHandlers] run last
    */
-  _dispatch(message) {
+  _dispatch(message, channelHandlers = []) {
     let map;
     try {
       map = typeof this._handlers === "function" ? this._handlers() : this._handlers;
@@ -778,6 +1007,7 @@ export class WspushClient {
       const set = this._listeners.get(type);
       if (set) calls.push(...set);
     }
+    calls.push(...channelHandlers);
     for (const handler of calls) {
       if (typeof handler !== "function") continue;
       if (this._closed) return;
@@ -792,6 +1022,373 @@ export class WspushClient {
         });
       }
     }
+  }
+
+  // ---- channels -----------------------------------------------------------------
+
+  /** @private */
+  _isOpen() {
+    return !this._closed && this._state === "open" && this._socket !== null && this._socket.readyState === OPEN;
+  }
+
+  /** @private */
+  _nextRef() {
+    this._refs += 1;
+    return `w${this._refs}`;
+  }
+
+  /**
+   * The channel's entry, created when missing.
+   * @private
+   * @param {string} name
+   * @returns {ChannelEntry}
+   */
+  _entry(name) {
+    let entry = this._channels.get(name);
+    if (!entry) {
+      entry = {
+        name,
+        registrations: new Set(),
+        server: "none",
+        subscribed: null,
+        ready: [],
+        leaving: [],
+        members: null,
+        fetch: 0,
+        buffer: null,
+      };
+      this._channels.set(name, entry);
+    }
+    return entry;
+  }
+
+  /**
+   * Bring the server in line with what the app wants, one request at a time per channel:
+   * subscribe a wanted channel the server does not have (once open), unsubscribe one
+   * nobody wants any more, forget one that is gone from both. Called again with each reply,
+   * and for every channel when a connection opens or ends.
+   * @private
+   * @param {ChannelEntry} entry
+   */
+  _sync(entry) {
+    if (this._channels.get(entry.name) !== entry) {
+      settleAll(entry.leaving);
+      return;
+    }
+    const wanted = entry.registrations.size > 0;
+    if (wanted) settleAll(entry.leaving);
+    if (entry.server === "subscribing" || entry.server === "unsubscribing") return;
+    const open = this._isOpen();
+    if (wanted) {
+      if (entry.server === "none" && open) this._sendSubscribe(entry);
+      return;
+    }
+    if (entry.server === "subscribed" && open) {
+      this._sendUnsubscribe(entry);
+      return;
+    }
+    this._channels.delete(entry.name);
+    settleAll(entry.ready, unsubscribedError(entry.name));
+    settleAll(entry.leaving);
+    if (entry.members) {
+      entry.members = null;
+      this._emitPresence(entry, { type: "sync" }, []);
+    }
+  }
+
+  /**
+   * @private
+   * @param {ChannelEntry} entry
+   */
+  _sendSubscribe(entry) {
+    const ref = this._nextRef();
+    entry.server = "subscribing";
+    this._pending.set(ref, {
+      onReply: (reply) => this._subscribeAnswered(entry, reply),
+      onLost: () => {},
+      timer: undefined,
+    });
+    if (!this.send({ action: "subscribe", channel: entry.name, ref })) {
+      this._pending.delete(ref);
+      entry.server = "none";
+      return;
+    }
+    this._armWaiters(entry);
+  }
+
+  /**
+   * @private
+   * @param {ChannelEntry} entry
+   * @param {WspushMessage<any>} reply
+   */
+  _subscribeAnswered(entry, reply) {
+    if (this._channels.get(entry.name) !== entry) return;
+    if (reply.type === "error") {
+      // refused: this subscription is over, for every part of the app that asked for it
+      entry.server = "none";
+      const error = errorFromFrame(reply, entry.name);
+      const ended = [...entry.registrations];
+      entry.registrations.clear();
+      settleAll(entry.ready, error);
+      for (const registration of ended) {
+        this._settleWaiter(registration, error);
+        if (typeof registration.onError !== "function") continue;
+        try {
+          registration.onError(error);
+        } catch (thrown) {
+          this._report({ kind: "handler", message: `onError of ${entry.name} threw: ${describe(thrown)}`, error: thrown });
+        }
+      }
+      this._sync(entry);
+      return;
+    }
+    entry.server = "subscribed";
+    entry.subscribed = reply.data && typeof reply.data === "object" ? reply.data : { channel: entry.name };
+    for (const registration of entry.registrations) this._settleWaiter(registration, undefined, entry.subscribed);
+    settleAll(entry.ready);
+    if (this._presenceListeners.has(entry.name)) this._fetchMembers(entry);
+    this._sync(entry);
+  }
+
+  /**
+   * @private
+   * @param {ChannelEntry} entry
+   */
+  _sendUnsubscribe(entry) {
+    const ref = this._nextRef();
+    entry.server = "unsubscribing";
+    const done = () => {
+      if (entry.server !== "unsubscribing") return;
+      this._pending.delete(ref);
+      entry.server = "none";
+      entry.subscribed = null;
+      this._sync(entry);
+    };
+    this._pending.set(ref, {
+      onReply: done,
+      onLost: () => {},
+      // no answer: take it as done (the server forgets it with the connection anyway)
+      timer: this._requestTimeoutMs > 0 ? setTimeout(done, this._requestTimeoutMs) : undefined,
+    });
+    if (!this.send({ action: "unsubscribe", channel: entry.name, ref })) done();
+  }
+
+  /**
+   * Leave `entry` unless someone wants it again before the next microtask (React StrictMode
+   * unmounts and mounts again at once: the channel is then never left at all).
+   * @private
+   * @param {ChannelEntry} entry
+   * @returns {Promise<void>}
+   */
+  _leaveLater(entry) {
+    /** @type {Promise<void>} */
+    const left = new Promise((resolve) => entry.leaving.push({ resolve, reject: resolve }));
+    queueMicrotask(() => this._sync(entry));
+    return left;
+  }
+
+  /**
+   * @private
+   * @param {string} name
+   * @param {Registration} registration
+   * @returns {Promise<void>}
+   */
+  _release(name, registration) {
+    const entry = this._channels.get(name);
+    if (!entry || !entry.registrations.delete(registration)) return Promise.resolve();
+    this._settleWaiter(registration, unsubscribedError(name));
+    if (entry.registrations.size > 0) return Promise.resolve();
+    return this._leaveLater(entry);
+  }
+
+  /**
+   * @private
+   * @param {Registration} registration
+   * @param {WspushRequestError | undefined} error
+   * @param {SubscribedData | null} [value]
+   */
+  _settleWaiter(registration, error, value) {
+    const waiter = registration.waiter;
+    if (!waiter) return;
+    registration.waiter = undefined;
+    if (waiter.timer !== undefined) clearTimeout(waiter.timer);
+    if (error) waiter.reject(error);
+    else waiter.resolve(value);
+  }
+
+  /**
+   * Start the reply timeout of the subscribe promises waiting on a request now on its way
+   * (waiting for a connection to open has no timeout: the connection loop reports that).
+   * The subscription itself stays: a late reply still completes it.
+   * @private
+   * @param {ChannelEntry} entry
+   */
+  _armWaiters(entry) {
+    if (entry.server !== "subscribing" || this._requestTimeoutMs <= 0) return;
+    const timeoutMs = this._requestTimeoutMs;
+    for (const registration of entry.registrations) {
+      const waiter = registration.waiter;
+      if (!waiter || waiter.timer !== undefined) continue;
+      waiter.timer = setTimeout(() => {
+        if (registration.waiter !== waiter) return;
+        registration.waiter = undefined;
+        waiter.reject(new WspushRequestError("timeout", `no reply within ${timeoutMs} ms`, entry.name));
+      }, timeoutMs);
+    }
+  }
+
+  /**
+   * The connection ended: the server forgot its subscriptions, and no reply will come on it.
+   * @private
+   */
+  _channelsLost() {
+    const pending = [...this._pending.values()];
+    this._pending.clear();
+    for (const request of pending) {
+      if (request.timer !== undefined) clearTimeout(request.timer);
+      request.onLost(this._closed ? "closed" : "disconnected");
+    }
+    for (const entry of [...this._channels.values()]) {
+      entry.server = "none";
+      entry.subscribed = null;
+      entry.fetch = 0;
+      entry.buffer = null;
+      for (const registration of entry.registrations) {
+        const waiter = registration.waiter;
+        if (waiter && waiter.timer !== undefined) {
+          clearTimeout(waiter.timer);
+          waiter.timer = undefined;
+        }
+      }
+      this._sync(entry);
+    }
+  }
+
+  /**
+   * `close()`: every subscription ends, every promise settles.
+   * @private
+   */
+  _endChannels() {
+    const closed = (/** @type {string} */ name) => new WspushRequestError("closed", "the client is closed", name);
+    for (const entry of this._channels.values()) {
+      for (const registration of entry.registrations) this._settleWaiter(registration, closed(entry.name));
+      entry.registrations.clear();
+      settleAll(entry.ready, closed(entry.name));
+      settleAll(entry.leaving);
+      entry.members = null;
+    }
+    this._channels.clear();
+  }
+
+  /**
+   * Read every member of a presence channel again, then keep the list with the join and
+   * leave events (those arriving while it reads are applied on top of what it read).
+   * @private
+   * @param {ChannelEntry} entry
+   */
+  _fetchMembers(entry) {
+    this._refs += 1;
+    const fetch = this._refs;
+    entry.fetch = fetch;
+    entry.buffer = [];
+    this.presence(entry.name).then(
+      (result) => {
+        if (entry.fetch !== fetch || this._channels.get(entry.name) !== entry) return;
+        /** @type {Map<string, PresenceMember>} */
+        const members = new Map();
+        for (const member of result.members) {
+          if (!member || typeof member.userId !== "string") continue;
+          members.set(member.userId, {
+            userId: member.userId,
+            info: member.info ?? null,
+            connections: typeof member.connections === "number" ? member.connections : 1,
+          });
+        }
+        for (const change of entry.buffer ?? []) applyPresence(members, change);
+        entry.buffer = null;
+        entry.fetch = 0;
+        entry.members = members;
+        this._emitPresence(entry, { type: "sync" });
+      },
+      (error) => {
+        if (entry.fetch !== fetch) return;
+        entry.fetch = 0;
+        entry.buffer = null;
+        // an error reply was reported as a server error; a lost connection reads again after
+        // it has subscribed again
+        if (error && error.code === "timeout") {
+          this._report({ kind: "request", code: "timeout", message: `presence of ${entry.name}: ${error.message}`, error });
+        }
+      },
+    );
+  }
+
+  /**
+   * @private
+   * @param {ChannelEntry} entry
+   * @param {WspushMessage<any>} message
+   */
+  _presenceEvent(entry, message) {
+    const data = message.data;
+    if (!data || typeof data !== "object" || typeof data.userId !== "string") return;
+    /** @type {PresenceChange} */
+    const change = { type: message.type === "presence.join" ? "join" : "leave", userId: data.userId };
+    if (change.type === "join") change.info = data.info ?? null;
+    if (entry.buffer) entry.buffer.push({ ...change });
+    if (entry.members && applyPresence(entry.members, change)) this._emitPresence(entry, change);
+  }
+
+  /**
+   * @private
+   * @param {ChannelEntry} entry
+   * @param {PresenceChange | { type: "sync" }} change
+   * @param {PresenceMember[]} [members]
+   */
+  _emitPresence(entry, change, members) {
+    const listeners = this._presenceListeners.get(entry.name);
+    if (!listeners) return;
+    const event = {
+      channel: entry.name,
+      ...change,
+      members: members ?? (entry.members ? [...entry.members.values()] : []),
+    };
+    for (const listener of [...listeners]) {
+      if (this._closed) return;
+      try {
+        listener(/** @type {PresenceEvent} */ (event));
+      } catch (error) {
+        this._report({ kind: "handler", message: `presence listener of ${entry.name} threw: ${describe(error)}`, error });
+      }
+    }
+  }
+
+  /**
+   * Replies settle their requests; channel messages go to the channel's handlers (returned,
+   * to run after the type handlers); presence events update the member list.
+   * @private
+   * @param {WspushMessage<any>} message
+   * @returns {(MessageHandler | undefined)[]}
+   */
+  _routeChannelFrame(message) {
+    const ref = message.ref;
+    if (typeof ref === "string") {
+      const pending = this._pending.get(ref);
+      if (pending) {
+        this._pending.delete(ref);
+        if (pending.timer !== undefined) clearTimeout(pending.timer);
+        pending.onReply(message);
+        return [];
+      }
+    }
+    const channel = message.channel;
+    if (typeof channel !== "string") return [];
+    const entry = this._channels.get(channel);
+    if (!entry || entry.registrations.size === 0) return [];
+    if (message.type === "presence.join" || message.type === "presence.leave") {
+      this._presenceEvent(entry, message);
+      return [];
+    }
+    return [...entry.registrations].map((registration) => registration.handler);
   }
 
   // ---- telling the app ----------------------------------------------------------
@@ -935,3 +1532,164 @@ function describe(error) {
   if (error instanceof Error) return error.message;
   return String(error);
 }
+
+/**
+ * Why a request failed: the `code` of the server's `error` reply (`forbidden`,
+ * `invalid_channel`, `unknown_namespace`, `too_many_channels`, `channel_full`,
+ * `not_subscribed`, `no_presence`, `unavailable`, …), or one of the client's own:
+ * `timeout` (no reply in `requestTimeoutMs`), `not_open` (not connected: requests are not
+ * queued), `disconnected` (the connection ended before the reply), `closed` (`close()`),
+ * `unsubscribed` (the app left the channel before the server answered).
+ */
+export class WspushRequestError extends Error {
+  /**
+   * @param {string} code
+   * @param {string} message
+   * @param {string} [channel]
+   * @param {WspushMessage} [frame] the server's `error` frame
+   */
+  constructor(code, message, channel, frame) {
+    super(message);
+    this.name = "WspushRequestError";
+    this.code = code;
+    this.channel = channel;
+    this.frame = frame;
+  }
+}
+
+/**
+ * @param {unknown} channel
+ * @returns {string}
+ */
+function checkChannel(channel) {
+  if (typeof channel !== "string" || channel === "") {
+    throw new TypeError(`wspush: a channel is a non-empty string like "room:42", got ${JSON.stringify(channel)}`);
+  }
+  return channel;
+}
+
+/**
+ * @param {WspushMessage<any>} frame
+ * @param {string} [channel]
+ */
+function errorFromFrame(frame, channel) {
+  const data = frame.data && typeof frame.data === "object" ? frame.data : {};
+  const code = typeof data.code === "string" ? data.code : "error";
+  const message = typeof data.message === "string" ? data.message : "refused by wspush";
+  return new WspushRequestError(code, message, typeof data.channel === "string" ? data.channel : channel, frame);
+}
+
+/** @param {string} channel */
+function unsubscribedError(channel) {
+  return new WspushRequestError("unsubscribed", `left ${channel} before the server answered`, channel);
+}
+
+/** @param {string} code */
+function lostMessage(code) {
+  return code === "closed" ? "the client is closed" : "the connection ended before the reply";
+}
+
+/**
+ * Settle a list of promises (resolve, or reject with `error`) and empty it.
+ * @param {{ resolve: (value?: any) => void, reject: (error: unknown) => void }[]} list
+ * @param {unknown} [error]
+ */
+function settleAll(list, error) {
+  for (const { resolve, reject } of list.splice(0)) {
+    if (error) reject(error);
+    else resolve();
+  }
+}
+
+/**
+ * Apply a join or leave to a member list; true when it changed it (a leave then carries the
+ * member's `info`).
+ * @param {Map<string, PresenceMember>} members
+ * @param {PresenceChange} change
+ */
+function applyPresence(members, change) {
+  const known = members.get(change.userId);
+  if (change.type === "leave") {
+    if (!known) return false;
+    members.delete(change.userId);
+    change.info = known.info;
+    return true;
+  }
+  if (known) return false;
+  members.set(change.userId, { userId: change.userId, info: change.info ?? null, connections: 1 });
+  return true;
+}
+
+/**
+ * @typedef {object} SubscribeOptions
+ * @property {(error: WspushRequestError) => void} [onError] the server refused this
+ *   subscription (at first, or when it was sent again after a reconnect): it is over
+ */
+
+/**
+ * The server's `subscribed` data: `{channel}`, with `epoch` and `seq` for namespaces that keep history.
+ * @typedef {{ channel: string, epoch?: string, seq?: number, [key: string]: unknown }} SubscribedData
+ */
+
+/**
+ * What `subscribe(channel, …)` returns: a promise of the `subscribed` data that can also end
+ * this subscription.
+ * @typedef {Promise<SubscribedData> & { channel: string, unsubscribe: () => Promise<void> }} ChannelSubscription
+ */
+
+/**
+ * @typedef {object} PresenceMember
+ * @property {string} userId
+ * @property {any} info what the channel authorizer said of the member (null without one)
+ * @property {number} connections the member's connections in the channel, as last read
+ */
+
+/**
+ * @typedef {object} PresencePage
+ * @property {string} channel
+ * @property {number} count members in the channel
+ * @property {PresenceMember[]} members up to 100
+ * @property {string | null} next pass it as `after` for the next page; null on the last
+ */
+
+/**
+ * @typedef {{ type: "join" | "leave", userId: string, info?: any }} PresenceChange
+ */
+
+/**
+ * @typedef {object} PresenceEvent
+ * @property {string} channel
+ * @property {"sync" | "join" | "leave"} type `sync`: the whole list was read again
+ * @property {string} [userId] who joined or left
+ * @property {any} [info] their info
+ * @property {PresenceMember[]} members everyone in the channel now
+ */
+
+/** @typedef {(event: PresenceEvent) => void} PresenceListener */
+
+/**
+ * @typedef {object} Registration one `subscribe(channel, …)` call
+ * @property {MessageHandler | undefined} handler
+ * @property {((error: WspushRequestError) => void) | undefined} onError
+ * @property {{ resolve: (data: any) => void, reject: (error: unknown) => void, timer: ReturnType<typeof setTimeout> | undefined } | undefined} waiter
+ */
+
+/**
+ * @typedef {object} ChannelEntry
+ * @property {string} name
+ * @property {Set<Registration>} registrations who wants it (none: it is being left)
+ * @property {"none" | "subscribing" | "subscribed" | "unsubscribing"} server what the server has, as far as the client knows
+ * @property {SubscribedData | null} subscribed the last `subscribed` data on this connection
+ * @property {{ resolve: (value?: any) => void, reject: (error: unknown) => void }[]} ready waiting for `subscribed`
+ * @property {{ resolve: (value?: any) => void, reject: (error: unknown) => void }[]} leaving waiting for it to be left
+ * @property {Map<string, PresenceMember> | null} members null until read
+ * @property {number} fetch the member read under way (0: none)
+ * @property {PresenceChange[] | null} buffer joins and leaves seen during that read
+ */
+
+/**
+ * @typedef {object} PendingRequest
+ * @property {(reply: WspushMessage<any>) => void} onReply
+ * @property {(code: string) => void} onLost
+ * @property {ReturnType<typeof setTimeout> | undefined} timer
+ */

@@ -1,11 +1,13 @@
 // @ts-check
 /**
- * React binding for the wspush client: `useWspush(options, handlers)`.
+ * React binding for the wspush client: `useWspush(options, handlers)` holds a connection;
+ * `WspushProvider` hands it to the components below, where `useChannel(name, handler)` and
+ * `usePresence(name)` subscribe to channels for as long as they are mounted.
  *
  * React (>= 18) is an optional peer dependency: only this module imports it.
  */
 
-import { useCallback, useEffect, useRef, useState } from "react";
+import { createContext, createElement, useCallback, useContext, useEffect, useRef, useState } from "react";
 import { createWspushClient } from "./index.js";
 
 /** @typedef {import("./index.js").WspushClient} WspushClient */
@@ -13,6 +15,8 @@ import { createWspushClient } from "./index.js";
 /** @typedef {import("./index.js").WspushMessage} WspushMessage */
 /** @typedef {import("./index.js").HandlerMap} HandlerMap */
 /** @typedef {import("./index.js").Snapshot} Snapshot */
+/** @typedef {import("./index.js").PresenceMember} PresenceMember */
+/** @typedef {import("./index.js").WspushRequestError} WspushRequestError */
 
 /**
  * @typedef {Partial<import("./index.js").WspushClientOptions> & { enabled?: boolean }} UseWspushOptions
@@ -167,4 +171,122 @@ function mergeHandlers(first, second) {
         : handler;
   }
   return merged;
+}
+
+/** The client `WspushProvider` hands down (null: none yet, e.g. while `enabled` is false). */
+const WspushContext = createContext(/** @type {WspushClient | null} */ (null));
+
+/**
+ * Make `client` (usually `useWspush(…).client`) the one `useChannel`, `usePresence` and
+ * `useWspushClient` use in the components below.
+ * @param {{ client: WspushClient | null | undefined, children?: any }} props
+ */
+export function WspushProvider({ client, children }) {
+  return createElement(WspushContext.Provider, { value: client ?? null }, children);
+}
+
+/** The client of the nearest `WspushProvider`, or null. */
+export function useWspushClient() {
+  return useContext(WspushContext);
+}
+
+/**
+ * @typedef {object} ChannelHookOptions
+ * @property {WspushClient | null} [client] this client instead of the provider's
+ * @property {boolean} [enabled] false: do not subscribe
+ */
+
+/**
+ * @typedef {object} UseChannelResult
+ * @property {"idle" | "subscribing" | "subscribed" | "error"} status `idle`: no client, no
+ *   name, or not enabled
+ * @property {WspushRequestError | null} error why it is `error`: the server refused
+ *   (`forbidden`, …) or did not answer in time (`timeout`)
+ */
+
+/** @type {UseChannelResult} */
+const IDLE = Object.freeze({ status: "idle", error: null });
+/** @type {UseChannelResult} */
+const SUBSCRIBING = Object.freeze({ status: "subscribing", error: null });
+/** @type {UseChannelResult} */
+const SUBSCRIBED = Object.freeze({ status: "subscribed", error: null });
+
+/**
+ * Subscribe to a channel while the component is mounted: on mount and whenever `name` (or
+ * the client) changes, unsubscribed on unmount. `handler` receives the channel's messages;
+ * a new function on every render is fine (read through a ref). The client sends the
+ * subscription again after each reconnect.
+ * @param {string | null | undefined} name
+ * @param {import("./index.js").MessageHandler} [handler]
+ * @param {ChannelHookOptions} [options]
+ * @returns {UseChannelResult}
+ */
+export function useChannel(name, handler, options = {}) {
+  const provided = useContext(WspushContext);
+  const client = options.client !== undefined ? options.client : provided;
+  const handlerRef = useRef(handler);
+  handlerRef.current = handler;
+  const enabled = options.enabled !== false && Boolean(client) && typeof name === "string" && name !== "";
+  const [result, setResult] = useState(enabled ? SUBSCRIBING : IDLE);
+
+  useEffect(() => {
+    if (!enabled || !client || !name) {
+      setResult(IDLE);
+      return undefined;
+    }
+    let current = true;
+    setResult(SUBSCRIBING);
+    const failed = (/** @type {WspushRequestError} */ error) => {
+      if (current && error.code !== "unsubscribed") setResult({ status: "error", error });
+    };
+    const subscription = client.subscribe(name, (message) => handlerRef.current?.(message), { onError: failed });
+    subscription.then(() => {
+      if (current) setResult(SUBSCRIBED);
+    }, failed);
+    return () => {
+      current = false;
+      subscription.unsubscribe();
+    };
+  }, [client, name, enabled]);
+
+  return result;
+}
+
+/** @type {PresenceMember[]} */
+const NO_MEMBERS = Object.freeze(/** @type {PresenceMember[]} */ ([]));
+
+/**
+ * Who is in a presence channel, kept current: subscribes to it while mounted, reads its
+ * members after each subscribe (and so after each reconnect), then follows
+ * `presence.join` and `presence.leave`. Empty until the first read.
+ * @param {string | null | undefined} name
+ * @param {ChannelHookOptions} [options]
+ * @returns {PresenceMember[]}
+ */
+export function usePresence(name, options = {}) {
+  const provided = useContext(WspushContext);
+  const client = options.client !== undefined ? options.client : provided;
+  const enabled = options.enabled !== false && Boolean(client) && typeof name === "string" && name !== "";
+  const [members, setMembers] = useState(NO_MEMBERS);
+
+  useEffect(() => {
+    if (!enabled || !client || !name) {
+      setMembers(NO_MEMBERS);
+      return undefined;
+    }
+    let current = true;
+    // listen first: the members are read as soon as the subscription is there
+    const stop = client.onPresence(name, (event) => {
+      if (current) setMembers(event.members);
+    });
+    const subscription = client.subscribe(name);
+    setMembers(client.members(name) ?? NO_MEMBERS);
+    return () => {
+      current = false;
+      stop();
+      subscription.unsubscribe();
+    };
+  }, [client, name, enabled]);
+
+  return members;
 }

@@ -297,11 +297,14 @@ def run(local: LocalStack, auth: str) -> None:
         streams = boto3.client(
             "dynamodbstreams", endpoint_url=local.aws_endpoint, region_name=REGION
         )
+        source = stack.stream_source(STAGE, "lifecycle")
         stream_poller = StreamPoller(
             dynamodb,
             streams,
             local.table_name,
             lambda_invoker(lambda_client, f"wspush-{STAGE}-lifecycle"),
+            batch_size=source["batchSize"],
+            parallel=source.get("parallelizationFactor", 1),
         ).start()
         cleanup.callback(stream_poller.stop)
         demo = DemoServer(

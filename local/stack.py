@@ -156,3 +156,13 @@ def _redrive_policy(sqs: Any, policy: dict[str, Any], urls: dict[str, str]) -> d
     target = policy["deadLetterTargetArn"]["Fn::GetAtt"][0]
     arn = sqs.get_queue_attributes(QueueUrl=urls[target], AttributeNames=["QueueArn"])
     return {**policy, "deadLetterTargetArn": arn["Attributes"]["QueueArn"]}
+
+
+def stream_source(stage: str, function: str) -> dict[str, Any]:
+    """The stream event source of ``function`` as serverless.yml declares it."""
+    config = _configuration(stage)
+    for event in config["functions"][function].get("events", []):
+        if "stream" in event:
+            source: dict[str, Any] = event["stream"]
+            return source
+    raise ValueError(f"function {function} has no stream event")

@@ -10,8 +10,11 @@ deletion by the TTL does on AWS.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -37,7 +40,14 @@ class StreamPoller:
     """Reads every shard of one stream from its end (``LATEST``) and invokes the function."""
 
     def __init__(
-        self, dynamodb: Any, streams: Any, table_name: str, invoke: Invoke, *, batch_size: int = 100
+        self,
+        dynamodb: Any,
+        streams: Any,
+        table_name: str,
+        invoke: Invoke,
+        *,
+        batch_size: int = 100,
+        parallel: int = 1,
     ) -> None:
         self._dynamodb = dynamodb
         self._streams = streams
@@ -45,6 +55,7 @@ class StreamPoller:
         self._table = table_name
         self._invoke = invoke
         self._batch_size = batch_size
+        self._parallel = max(parallel, 1)
         self._iterators: dict[str, str] = {}
         self._pending: dict[str, list[dict[str, Any]]] = {}
         self._stopped = threading.Event()
@@ -96,19 +107,31 @@ class StreamPoller:
         return deleted
 
     def _deliver(self, shard: str, records: list[dict[str, Any]]) -> int:
+        """Hand the records to up to ``parallel`` invocations at once, each row's records to
+        the same one, in order (Lambda's ParallelizationFactor); what one of them fails comes
+        again, from its first failed record on, with the records of that invocation after it."""
+        groups: dict[int, list[dict[str, Any]]] = {}
+        for record in records:
+            key = json.dumps(record["dynamodb"]["Keys"], sort_keys=True)
+            groups.setdefault(zlib.crc32(key.encode()) % self._parallel, []).append(record)
+        with ThreadPoolExecutor(max_workers=len(groups)) as pool:
+            again = [r for left in pool.map(self._deliver_group, groups.values()) for r in left]
+        order = {id(r): index for index, r in enumerate(records)}
+        if again:
+            self._pending[shard] = sorted(again, key=lambda r: order[id(r)])
+        return len(records) - len(again)
+
+    def _deliver_group(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One invocation; the records that must come again."""
         try:
             response = self._invoke({"Records": records})
         except Exception as exc:  # like Lambda: the whole batch comes again
             self._note(f"lifecycle invocation failed: {exc}")
-            self._pending[shard] = records
-            return 0
+            return records
         failed = [item["itemIdentifier"] for item in response.get("batchItemFailures", [])]
-        if failed:
-            numbers = [r["dynamodb"]["SequenceNumber"] for r in records]
-            first = min(numbers.index(f) for f in failed if f in numbers)
-            self._pending[shard] = records[first:]
-            return first
-        return len(records)
+        numbers = [r["dynamodb"]["SequenceNumber"] for r in records]
+        positions = [numbers.index(f) for f in failed if f in numbers]
+        return records[min(positions) :] if positions else []
 
     def _shards(self) -> list[str]:
         if time.monotonic() - self._listed > SHARDS_SECONDS:

@@ -41,7 +41,7 @@ class Lifecycle:
         ]
 
 
-def poller(lifecycle: Lifecycle) -> StreamPoller:
+def poller(lifecycle: Lifecycle, parallel: int = 1) -> StreamPoller:
     dynamodb = boto3.client("dynamodb", region_name=REGION)
     # botocore's account-based endpoint for streams is one moto does not route.
     streams = boto3.client(
@@ -49,7 +49,7 @@ def poller(lifecycle: Lifecycle) -> StreamPoller:
         region_name=REGION,
         endpoint_url=f"https://streams.dynamodb.{REGION}.amazonaws.com",
     )
-    return StreamPoller(dynamodb, streams, TABLE, lifecycle)
+    return StreamPoller(dynamodb, streams, TABLE, lifecycle, parallel=parallel)
 
 
 def test_records_reach_the_function_in_order_with_lambdas_event_shape() -> None:
@@ -100,3 +100,30 @@ def test_the_sweeper_deletes_expired_rows_late_as_dynamodbs_ttl_does() -> None:
     assert [e for e in lifecycle.seen() if e[0] == "REMOVE"] == [("REMOVE", "expired")]
     # And the live one goes once its own TTL has passed
     assert stream.sweep(now_s=time.time() + 7_800) == 1
+
+
+def test_in_parallel_each_rows_records_go_to_one_invocation_in_order() -> None:
+    # Given 12 connections opened and closed, and up to 4 invocations at once
+    lifecycle = Lifecycle("c-05")
+    stream = poller(lifecycle, parallel=4)
+    ids = [f"c-{index:02d}" for index in range(12)]
+    for cid in ids:
+        add_connection(cid, "alice")
+    for cid in ids:
+        connections.delete(cid)
+    # When it polls until nothing is left (c-05's INSERT fails once)
+    while stream.poll_once():
+        pass
+    # Then the work was spread over several invocations, each row's INSERT before its
+    # REMOVE in the same invocation, and every record was handled
+    assert len(lifecycle.events[0:4]) > 1
+    for event in lifecycle.events:
+        names = [
+            (r["eventName"], r["dynamodb"]["Keys"]["connectionId"]["S"]) for r in event["Records"]
+        ]
+        for cid in {c for _, c in names}:
+            mine = [n for n, c in names if c == cid]
+            assert mine in (["INSERT", "REMOVE"], ["REMOVE"], ["INSERT"]), (cid, mine)
+    handled = lifecycle.seen()
+    assert {c for n, c in handled if n == "REMOVE"} == set(ids)
+    assert handled.count(("INSERT", "c-05")) == 2  # failed once, then again with its REMOVE

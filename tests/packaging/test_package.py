@@ -568,6 +568,7 @@ def test_lifecycle_reads_rows_appearing_and_disappearing_from_the_tables_stream(
     assert properties["EventSourceArn"] == {"Fn::GetAtt": ["ConnectionsTable", "StreamArn"]}
     assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert properties["BisectBatchOnFunctionError"] is True
+    assert properties["ParallelizationFactor"] == 4
     patterns = [json.loads(f["Pattern"]) for f in properties["FilterCriteria"]["Filters"]]
     assert patterns == [{"eventName": ["INSERT", "REMOVE"]}]
     (table,) = (

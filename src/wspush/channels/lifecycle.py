@@ -32,6 +32,7 @@ class ConnectionChange:
     platform: str
     connected_at: int
     at: int  # when the change happened (ms)
+    channels: int = 0  # how many channels the connection held (the row's count)
 
 
 def opened(change: ConnectionChange, settings: Settings) -> None:
@@ -41,7 +42,9 @@ def opened(change: ConnectionChange, settings: Settings) -> None:
 
 
 def closed(change: ConnectionChange, settings: Settings) -> None:
-    channels = store.channels_of(change.connection_id)
+    # The row counts its subscriptions in the transactions that make and end them: a row
+    # that held none needs no query (most connections never subscribe).
+    channels = store.channels_of(change.connection_id) if change.channels else []
     for channel in channels:
         end(change.connection_id, channel, settings, connection_open=False)
     logger.info("connection ended", connection_id=change.connection_id, channels=len(channels))
@@ -77,6 +80,7 @@ def handle(record: DynamoDBRecord, settings: Settings) -> None:
         platform=str(image.get("platform", "")),
         connected_at=int(image.get("connectedAt", 0)),
         at=at,
+        channels=int(image.get("channels", 0)),
     )
     if name == "INSERT":
         opened(change, settings)

@@ -445,8 +445,18 @@ def came_online(user_id: str, connection_id: str, *, expires: datetime) -> bool:
 
 def went_offline(user_id: str, connection_id: str) -> bool:
     """Remove a connection from its user's open connections; True when it was the last one
-    (the user went offline). Removing it again answers False."""
+    (the user went offline). Removing it again answers False.
+
+    Most users have one connection: deleting the item while it holds exactly this one is a
+    single call; otherwise the connection is taken out of the set."""
     item = _ChannelItem(USER_PARTITION + user_id, ONLINE)
+    try:
+        item.delete(condition=_ChannelItem.connections == {connection_id})
+    except DeleteError as exc:
+        if exc.cause_response_code != _CONDITION_FAILED_EXCEPTION:
+            raise StorageUnavailable("could not record the user offline") from exc
+    else:
+        return True
     try:
         item.update(
             actions=[_ChannelItem.connections.delete({connection_id})],
@@ -454,11 +464,11 @@ def went_offline(user_id: str, connection_id: str) -> bool:
         )
     except UpdateError as exc:
         if exc.cause_response_code == _CONDITION_FAILED_EXCEPTION:
-            return False
+            return False  # removed already
         raise StorageUnavailable("could not record the user offline") from exc
     if item.connections:
         return False
-    try:  # the user's item is empty now, unless a new connection came meanwhile
+    try:  # the last one left between the two calls: the item is empty now
         item.delete(condition=_ChannelItem.connections.does_not_exist())
     except DeleteError as exc:
         if exc.cause_response_code != _CONDITION_FAILED_EXCEPTION:

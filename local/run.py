@@ -7,7 +7,7 @@
 3. a poller that drives the sender from the local queue like Lambda's event source mapping,
    and one that drives the ``lifecycle`` function from the connections table's stream;
 4. a rule on moto's default event bus sending wspush's events (``user.online`` /
-   ``user.offline``) to a queue that ``wspush events`` reads;
+   ``user.offline``) to a queue that ``wspush events`` reads (``local/events.py``);
 5. the browser client's demo page.
 
 Prints ``ready: <websocket url>`` once everything answers; Ctrl-C or SIGTERM stops all of it.
@@ -31,7 +31,6 @@ from contextlib import ExitStack, suppress
 from pathlib import Path
 from secrets import token_urlsafe
 from types import FrameType
-from typing import Any
 
 import boto3
 from moto.moto_server.werkzeug_app import (
@@ -41,15 +40,14 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
-from local import lambda_runtime, moto_as_aws, stack
+from local import lambda_runtime, moto_as_aws, moto_events, stack
+from local.events import FeedTrimmer, create_event_feed
 from local.poller import QueuePoller, lambda_invoker
 from local.streams import StreamPoller
 from local.web import DemoServer
-from wspush import eventbus
 from wspush.auth import mint
 from wspush.local import (
     EVENT_BUS,
-    EVENTS_RULE,
     HOST,
     JWT_AUDIENCE,
     JWT_ISSUER,
@@ -67,7 +65,6 @@ SERVERLESS_CLI = REPO / "node_modules" / "osls" / "bin" / "serverless.js"
 RUNTIME_SHIM_DIR = REPO / "local" / "bin"
 PR_SET_PDEATHSIG = 1
 STARTUP_TIMEOUT_SECONDS = 90
-EVENTS_RETENTION_SECONDS = 3600  # nobody may be reading: the feed keeps the last hour
 DUMMY_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "local",
     "AWS_SECRET_ACCESS_KEY": "local",
@@ -152,28 +149,6 @@ def create_token_secret(local: LocalStack) -> Callable[[str], str]:
     return lambda user_id: mint(secret, user_id, issuer=JWT_ISSUER, audience=JWT_AUDIENCE)
 
 
-def create_event_feed(sqs: Any, events: Any, local: LocalStack) -> str:
-    """The events queue, and a rule on the local bus sending every event whose source is
-    wspush to it; returns the queue's URL."""
-    url: str = sqs.create_queue(
-        QueueName=local.events_queue_url.rsplit("/", 1)[1],
-        Attributes={"MessageRetentionPeriod": str(EVENTS_RETENTION_SECONDS)},
-    )["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
-    events.put_rule(
-        Name=EVENTS_RULE,
-        EventBusName=EVENT_BUS,
-        EventPattern=json.dumps({"source": [eventbus.SOURCE]}),
-        State="ENABLED",
-    )
-    events.put_targets(
-        Rule=EVENTS_RULE,
-        EventBusName=EVENT_BUS,
-        Targets=[{"Id": "events-queue", "Arn": arn["QueueArn"]}],
-    )
-    return url
-
-
 def _die_with_parent() -> None:
     """In the child, before exec: SIGTERM when this runner dies, however it dies (Linux)."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -252,6 +227,7 @@ def run(local: LocalStack, auth: str) -> None:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     with ExitStack() as cleanup:
         moto_as_aws.install()  # stale item counts, as DynamoDB reports them
+        moto_events.install()  # EventBridge compiles its input paths once
         moto = MotoServer(local.aws_port).start()
         cleanup.callback(moto.stop)
         dynamodb = boto3.client("dynamodb", endpoint_url=local.aws_endpoint, region_name=REGION)
@@ -280,6 +256,8 @@ def run(local: LocalStack, auth: str) -> None:
             raise RuntimeError(
                 f"serverless.yml's resources {expected} are not where wspush.local expects {actual}"
             )
+        trimmer = FeedTrimmer(sqs, local.events_queue_url).start()
+        cleanup.callback(trimmer.stop)
         mint_token = create_token_secret(local) if auth == "jwt" else None
 
         offline = start_offline(local, auth, cleanup)

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
+
+import pytest
 
 from tests.e2e.clients import PAYLOAD, connected, eventually, queue_message, unique
-from tests.e2e.conftest import RunningStack
+from tests.e2e.conftest import RunningStack, running_stack
 
 PAGE = 2_000  # WSPUSH_CONNECTIONS_PER_SEGMENT's default: rows one invocation reads
 STALE_ROWS = 2_500
+
+
+@pytest.fixture(scope="module")
+def local_stack() -> Iterator[RunningStack]:
+    """A stack of its own: the stale rows stored here go through the connections table's
+    stream (a lifecycle call each, inserted and then deleted) for minutes after the test, and
+    on the shared stack every later test that waits on the stream (presence.leave,
+    user.online) would wait behind them."""
+    with running_stack("none") as stack:
+        yield stack
 
 
 def store_dead_rows(stack: RunningStack, count: int) -> list[str]:

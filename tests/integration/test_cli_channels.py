@@ -13,7 +13,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from local.run import create_event_feed
+from local.events import create_event_feed
 from tests.conftest import CHANNELS_TABLE, REGION
 from tests.integration.test_publisher import free_port, stack_template
 from tests.support import add_connection

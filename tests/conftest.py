@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,7 @@ from moto import mock_aws  # noqa: E402 - must be imported before any botocore c
 from local import moto_as_aws, stack  # noqa: E402
 from local.tls import Authority, make_authority  # noqa: E402
 from tests.fakes.management_api import FakeManagementApi  # noqa: E402
-from wspush.observability import logger  # noqa: E402
+from wspush.observability import logger, metrics  # noqa: E402
 from wspush.settings import get_settings  # noqa: E402
 
 EVENTS = Path(__file__).parent / "events"
@@ -107,13 +107,56 @@ def load_event(name: str) -> dict[str, Any]:
 
 @pytest.fixture
 def log_output() -> Iterator[io.StringIO]:
-    """Everything the Powertools logger writes during the test."""
-    handler = logger.registered_handler
-    assert isinstance(handler, logging.StreamHandler)
+    """Everything the Powertools logger writes during the test, in its JSON format.
+
+    A handler of the test's own, added beside the logger's: the logger's handler keeps the
+    stream it was made with, which pytest (or a mutation run) may have closed by now.
+    """
     buffer = io.StringIO()
-    previous = handler.setStream(buffer)
-    yield buffer
-    handler.setStream(previous)
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(logger.registered_formatter)
+    logger.addHandler(handler)
+    try:
+        yield buffer
+    finally:
+        logging.getLogger(logger.name).removeHandler(handler)
+
+
+# A metric as CloudWatch reads it from an EMF line: name -> (unit, values).
+Emitted = dict[str, tuple[str, list[float]]]
+
+
+def emf_metrics(out: str) -> Emitted:
+    """The metrics in the EMF lines of ``out`` (other lines are skipped)."""
+    found: Emitted = {}
+    for line in out.splitlines():
+        try:
+            document = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(document, dict) or "_aws" not in document:
+            continue
+        for directive in document["_aws"]["CloudWatchMetrics"]:
+            assert directive["Namespace"] == "wspush"
+            for metric in directive["Metrics"]:
+                value = document[metric["Name"]]
+                values = value if isinstance(value, list) else [value]
+                unit, before = found.get(metric["Name"], (metric["Unit"], []))
+                found[metric["Name"]] = (unit, before + [float(v) for v in values])
+    return found
+
+
+@pytest.fixture
+def emitted_metrics(capsys: pytest.CaptureFixture[str]) -> Callable[[], Emitted]:
+    """The metrics emitted since the test began (by a handler, or added outside one: those
+    are flushed as a handler's ``log_metrics`` would)."""
+    metrics.clear_metrics()
+
+    def read() -> Emitted:
+        metrics.flush_metrics()
+        return emf_metrics(capsys.readouterr().out)
+
+    return read
 
 
 @pytest.fixture

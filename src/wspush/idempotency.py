@@ -66,7 +66,9 @@ def _skipped(response: Any, idempotent_data: DataRecord) -> Any:
 
 
 @cache
-def _store(table_name: str) -> DynamoDBPersistenceLayer:
+def _store(table_name: str, ttl_seconds: int) -> DynamoDBPersistenceLayer:
+    """One persistence layer per table and TTL: Powertools configures a layer once, with the
+    first config it is used with, and keeps that config's TTL for every later call."""
     config = Config(connect_timeout=2, read_timeout=3, retries={"mode": "standard"})
     return DynamoDBPersistenceLayer(table_name=table_name, boto_config=config)
 
@@ -107,7 +109,9 @@ def run_once(
     ran: list[dict[str, Any] | BaseException] = []
 
     @idempotent_function(
-        data_keyword_argument="key", persistence_store=_store(table_name), config=config
+        data_keyword_argument="key",
+        persistence_store=_store(table_name, ttl_seconds),
+        config=config,
     )
     def deliver_once(key: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -622,6 +622,7 @@ def test_a_sender_running_out_of_time_mid_fan_out_hands_the_rest_back_untried(
     assert drain(DLQ_URL) == []
 
 
+@pytest.mark.timing
 def test_cleaning_up_a_big_fan_out_never_runs_past_the_function_s_time_limit(
     aws: None,
     management_api: FakeManagementApi,

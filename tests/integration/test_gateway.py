@@ -242,6 +242,46 @@ def test_answers_are_classified_and_the_connection_is_kept(
     assert server.connections == 1
 
 
+@pytest.mark.parametrize(
+    "response",
+    [
+        b"HTTP/1.1 301 Moved Permanently\r\nLocation: https://x/\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 304 Not Modified\r\n\r\n",
+    ],
+)
+def test_a_3xx_answer_is_a_retryable_error_never_a_delivery(
+    server: RawServer, closed_gateways: list[Gateway], trusted: Network, response: bytes
+) -> None:
+    # Given an endpoint (or something in front of it) that answers a redirect
+    server.responses = [response]
+    gateway = gateway_for(server, closed_gateways, trusted)
+    # When a post is made
+    result = gateway.run(gateway.post("c-1", b"{}"))
+    # Then it is not delivered: an error that a retry may fix, named by its status
+    assert (result.outcome, result.retryable) == (PostOutcome.ERROR, True)
+    assert result.reason == response[9:12].decode()
+    # And the answer was read whole: the next post reuses the connection
+    assert gateway.run(gateway.post("c-2", b"{}")).outcome is PostOutcome.DELIVERED
+    assert server.connections == 1
+
+
+def test_the_pool_keeps_at_most_max_connections_idle(
+    server: RawServer, closed_gateways: list[Gateway], trusted: Network
+) -> None:
+    # Given a gateway that keeps 2 connections, and posts slow enough to need 4 at once
+    server.latency = 0.05
+    gateway = gateway_for(server, closed_gateways, trusted, max_connections=2)
+    ids = ["c-1", "c-2", "c-3", "c-4"]
+    # When 4 posts are made at once, twice
+    first = post_all(gateway, ids)
+    opened_first = gateway.opened
+    second = post_all(gateway, ids)
+    # Then the first round opened 4 connections and kept 2: the second opened only 2 more
+    assert {r.outcome for r in first + second} == {PostOutcome.DELIVERED}
+    assert opened_first == 4
+    assert gateway.opened == 6
+
+
 def test_bytes_after_an_answer_are_never_read_as_the_next_answer(
     server: RawServer, closed_gateways: list[Gateway], trusted: Network
 ) -> None:

@@ -19,6 +19,7 @@ from wspush.messages import (
 
 NOW = 1_795_867_200_000
 PAYLOAD = {"type": "order.updated", "data": {"orderId": 7}}
+TARGETS = "connectionId | connectionIds | userId | userIds | broadcast"
 
 
 def invalid(envelope: Any) -> InvalidMessage:
@@ -76,39 +77,186 @@ def test_requeued_message_keeps_its_original_timestamp() -> None:
 
 
 @pytest.mark.parametrize(
-    ("envelope", "field"),
+    ("envelope", "code", "field", "message"),
     [
-        ({"payload": PAYLOAD}, "target"),
-        ({"userId": "u", "connectionId": "c", "payload": PAYLOAD}, "target"),
-        ({"broadcast": False, "payload": PAYLOAD}, "broadcast"),
-        ({"userId": "", "payload": PAYLOAD}, "userId"),
-        ({"userId": 42, "payload": PAYLOAD}, "userId"),
-        ({"userId": "u" * 129, "payload": PAYLOAD}, "userId"),
-        ({"userIds": [], "payload": PAYLOAD}, "userIds"),
-        ({"userIds": ["a", 3], "payload": PAYLOAD}, "userIds[1]"),
-        ({"connectionIds": "abc", "payload": PAYLOAD}, "connectionIds"),
-        ({"connectionId": None, "payload": PAYLOAD}, "connectionId"),
-        ({"userId": "u", "platform": 3, "payload": PAYLOAD}, "platform"),
-        ({"userId": "u", "platform": ["pc", ""], "payload": PAYLOAD}, "platform[1]"),
+        (
+            {"payload": PAYLOAD},
+            "invalid_target",
+            "target",
+            f"exactly one target is required ({TARGETS}); found none",
+        ),
+        (
+            {"userId": "u", "connectionId": "c", "payload": PAYLOAD},
+            "invalid_target",
+            "target",
+            f"exactly one target is required ({TARGETS}); found connectionId, userId",
+        ),
+        (
+            {"broadcast": False, "payload": PAYLOAD},
+            "invalid_target",
+            "broadcast",
+            "broadcast must be true when present",
+        ),
+        (
+            {"userId": "", "payload": PAYLOAD},
+            "invalid_field",
+            "userId",
+            "userId must be a non-empty string",
+        ),
+        (
+            {"userId": 42, "payload": PAYLOAD},
+            "invalid_field",
+            "userId",
+            "userId must be a non-empty string",
+        ),
+        (
+            {"userId": "u" * 129, "payload": PAYLOAD},
+            "invalid_field",
+            "userId",
+            "userId is longer than 128 characters",
+        ),
+        (
+            {"userIds": [], "payload": PAYLOAD},
+            "invalid_field",
+            "userIds",
+            "userIds must be a non-empty list",
+        ),
+        (
+            {"userIds": ["a", 3], "payload": PAYLOAD},
+            "invalid_field",
+            "userIds[1]",
+            "userIds[1] must be a non-empty string",
+        ),
+        (
+            {"connectionIds": "abc", "payload": PAYLOAD},
+            "invalid_field",
+            "connectionIds",
+            "connectionIds must be a non-empty list",
+        ),
+        (
+            {"connectionId": None, "payload": PAYLOAD},
+            "invalid_field",
+            "connectionId",
+            "connectionId must be a non-empty string",
+        ),
+        (
+            {"userId": "u", "platform": 3, "payload": PAYLOAD},
+            "invalid_field",
+            "platform",
+            "platform must be a non-empty list",
+        ),
+        (
+            {"userId": "u", "platform": ["pc", ""], "payload": PAYLOAD},
+            "invalid_field",
+            "platform[1]",
+            "platform[1] must be a non-empty string",
+        ),
         (
             {"broadcast": True, "excludeConnectionIds": "c", "payload": PAYLOAD},
+            "invalid_field",
             "excludeConnectionIds",
+            "excludeConnectionIds must be a list",
         ),
-        ({"userId": "u"}, "payload"),
-        ({"userId": "u", "payload": "hello"}, "payload"),
-        ({"userId": "u", "payload": {"data": 1}}, "payload.type"),
-        ({"userId": "u", "payload": {"type": "  ", "data": 1}}, "payload.type"),
-        ({"userId": "u", "payload": {"type": "t"}}, "payload.data"),
-        ({"userId": "u", "payload": {"type": "t", "data": 1, "extra": 2}}, "payload.extra"),
-        ({"userID": "u", "payload": PAYLOAD}, "userID"),
-        ({"userId": "u", "id": "", "payload": PAYLOAD}, "id"),
-        ({"userId": "u", "id": 7, "payload": PAYLOAD}, "id"),
+        (
+            {"userId": "u"},
+            "invalid_payload",
+            "payload",
+            'payload must be an object {"type": ..., "data": ...}',
+        ),
+        (
+            {"userId": "u", "payload": "hello"},
+            "invalid_payload",
+            "payload",
+            'payload must be an object {"type": ..., "data": ...}',
+        ),
+        (
+            {"userId": "u", "payload": {"data": 1}},
+            "invalid_payload",
+            "payload.type",
+            "payload.type must be a non-empty string",
+        ),
+        (
+            {"userId": "u", "payload": {"type": "  ", "data": 1}},
+            "invalid_payload",
+            "payload.type",
+            "payload.type must be a non-empty string",
+        ),
+        (
+            {"userId": "u", "payload": {"type": "t"}},
+            "invalid_payload",
+            "payload.data",
+            "payload.data is required",
+        ),
+        (
+            {"userId": "u", "payload": {"type": "t", "data": 1, "extra": 2}},
+            "unknown_field",
+            "payload.extra",
+            "unknown field 'payload.extra'",
+        ),
+        ({"userID": "u", "payload": PAYLOAD}, "unknown_field", "userID", "unknown field 'userID'"),
+        (
+            {"userId": "u", "id": "", "payload": PAYLOAD},
+            "invalid_field",
+            "id",
+            "id must be a non-empty string",
+        ),
+        (
+            {"userId": "u", "id": 7, "payload": PAYLOAD},
+            "invalid_field",
+            "id",
+            "id must be a non-empty string",
+        ),
+        (
+            {"userIds": ["u"] * 10_001, "payload": PAYLOAD},
+            "invalid_field",
+            "userIds",
+            "userIds holds more than 10000 entries",
+        ),
+        (
+            {"userId": "u", "platform": "p" * 33, "payload": PAYLOAD},
+            "invalid_field",
+            "platform",
+            "platform is longer than 32 characters",
+        ),
+        (
+            {"userId": "u", "platform": "p" * 32, "id": "\ud800", "payload": PAYLOAD},
+            "invalid_field",
+            "id",
+            "id holds text that is not valid Unicode",
+        ),
+        (
+            {"connectionIds": ["c" * 129], "payload": PAYLOAD},
+            "invalid_field",
+            "connectionIds[0]",
+            "connectionIds[0] is longer than 128 characters",
+        ),
+        (
+            {"userId": "u", "payload": PAYLOAD, "\x00bad": 1},
+            "unknown_field",
+            "\\x00bad",
+            "unknown field '\\x00bad'",
+        ),
+        (
+            {"userId": "u", "payload": PAYLOAD, "k" * 65: 1},
+            "unknown_field",
+            "k" * 64 + "...",
+            f"unknown field '{'k' * 64}...'",
+        ),
+        ({"userId": "u", "payload": PAYLOAD, "": 1}, "unknown_field", '""', "unknown field '\"\"'"),
+        (
+            {"userId": "u", "payload": {"type": "t", "data": float("inf")}},
+            "invalid_payload",
+            "payload.data",
+            "payload.data is not serializable as JSON",
+        ),
     ],
 )
-def test_invalid_envelope_names_the_field(envelope: dict[str, Any], field: str) -> None:
+def test_invalid_envelope_names_its_code_field_and_why(
+    envelope: dict[str, Any], code: str, field: str, message: str
+) -> None:
     error = invalid(envelope)
-    assert error.field == field
-    assert error.message
+    assert (error.code, error.field, error.message) == (code, field, message)
+    assert error.as_dict() == {"code": code, "message": message, "field": field}
 
 
 def test_a_list_that_may_be_empty_is_not_asked_to_be_non_empty() -> None:

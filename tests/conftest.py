@@ -109,17 +109,46 @@ def load_event(name: str) -> dict[str, Any]:
 def log_output() -> Iterator[io.StringIO]:
     """Everything the Powertools logger writes during the test, in its JSON format.
 
-    A handler of the test's own, added beside the logger's: the logger's handler keeps the
-    stream it was made with, which pytest (or a mutation run) may have closed by now.
+    A handler of the test's own takes the logger's place for the test: the logger's handler
+    keeps the stream it was made with, which pytest (or a mutation run) may have closed by now.
     """
     buffer = io.StringIO()
     handler = logging.StreamHandler(buffer)
     handler.setFormatter(logger.registered_formatter)
-    logger.addHandler(handler)
+    underlying = logging.getLogger(logger.name)
+    previous = underlying.handlers[:]
+    underlying.handlers = [handler]
     try:
         yield buffer
     finally:
-        logging.getLogger(logger.name).removeHandler(handler)
+        underlying.handlers = previous
+
+
+# Keys every log line carries (the logger's and the Lambda context's), left out by ``logged``.
+_COMMON_LOG_KEYS = frozenset(
+    (
+        "location",
+        "timestamp",
+        "service",
+        "cold_start",
+        "function_name",
+        "function_memory_size",
+        "function_arn",
+        "function_request_id",
+        "correlation_id",
+        "xray_trace_id",
+        "sampling_rate",
+    )
+)
+
+
+def logged(buffer: io.StringIO) -> list[dict[str, Any]]:
+    """The JSON lines written to ``buffer`` (``log_output``), each without the common keys."""
+    return [
+        {key: value for key, value in json.loads(line).items() if key not in _COMMON_LOG_KEYS}
+        for line in buffer.getvalue().splitlines()
+        if line.strip()
+    ]
 
 
 # A metric as CloudWatch reads it from an EMF line: name -> (unit, values).

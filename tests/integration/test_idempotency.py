@@ -3,6 +3,7 @@ record is kept, and what a duplicate costs."""
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.conftest import PROCESSED_TABLE, REGION, Emitted, FakeLambdaContext
+from tests.conftest import PROCESSED_TABLE, REGION, Emitted, FakeLambdaContext, logged
 from tests.support import PAYLOAD
 from wspush import idempotency
 from wspush.errors import StorageUnavailable
@@ -60,7 +61,7 @@ def test_each_record_is_kept_for_the_ttl_it_was_written_with() -> None:
 
 
 def test_a_duplicate_is_answered_from_the_first_run_without_doing_the_work(
-    emitted_metrics: Callable[[], Emitted],
+    emitted_metrics: Callable[[], Emitted], log_output: io.StringIO
 ) -> None:
     # Given a message handled once
     first, first_calls = once({"id": "m-1"}, {"id": "m-1", "delivered": 2})
@@ -71,7 +72,10 @@ def test_a_duplicate_is_answered_from_the_first_run_without_doing_the_work(
     assert again.answer == first.answer == {"id": "m-1", "delivered": 2}
     assert again.kept
     assert first.kept
-    # And the duplicate is counted
+    # And the duplicate is logged with its message id, and counted
+    assert logged(log_output) == [
+        {"level": "INFO", "message": "duplicate message skipped", "message_id": "m-1"}
+    ]
     assert emitted_metrics() == {"DuplicatesSkipped": ("Count", [1.0])}
 
 

@@ -160,11 +160,21 @@ def test_delete_says_whether_this_call_removed_the_row() -> None:
     assert row("c-1") is None
 
 
-def test_connected_at_is_read_for_a_stored_connection_and_none_for_another() -> None:
+def test_connected_at_is_read_consistently_and_none_for_an_unknown_connection(
+    calls: list[tuple[str, dict[str, Any]]],
+) -> None:
+    # Given a connection stored a moment ago
     opened = now_ms() - 5_000
     connections.save(ConnectionRecord("c-1", "ivy", "pc", opened, opened), ttl_seconds=60)
+    calls.clear()
+    # When its age and an unknown one's are read
     assert connections.connected_at("c-1") == opened
     assert connections.connected_at("c-ghost") is None
+    # Then both reads were consistent (the row may have been written just now)
+    assert [(op, arguments.get("ConsistentRead")) for op, arguments in calls] == [
+        ("GetItem", True),
+        ("GetItem", True),
+    ]
 
 
 def test_delete_many_removes_exactly_those_rows() -> None:
@@ -180,21 +190,27 @@ def test_the_approximate_count_is_dynamodb_s_item_count() -> None:
 
 
 @pytest.mark.parametrize(
-    "read",
+    ("call", "error"),
     [
-        lambda: connections.save(ConnectionRecord("c", "u", "p", 1, 1), ttl_seconds=60),
-        lambda: connections.delete("c"),
-        lambda: connections.delete_many(["c"]),
-        lambda: connections.connected_at("c"),
-        lambda: connections.touch("c", now_ms=1),
-        lambda: list(connections.for_user("u", now_ms=1)),
-        lambda: list(connections.all_connections(now_ms=1)),
-        lambda: connections.scan_page(now_ms=1, limit=1),
-        lambda: connections.approximate_count(),
-        lambda: list(connections.get_many(["c"], now_ms=1)),
+        (lambda: connections.save(ConnectionRecord("c", "u", "p", 1, 1), ttl_seconds=60),
+         "could not store the connection"),
+        (lambda: connections.delete("c"), "could not delete the connection"),
+        (lambda: connections.delete_many(["c"]), "could not delete the connections"),
+        (lambda: connections.connected_at("c"), "could not read the connection"),
+        (lambda: connections.touch("c", now_ms=1), "could not refresh the connection"),
+        (lambda: list(connections.for_user("u", now_ms=1)),
+         "could not query the user's connections"),
+        (lambda: list(connections.all_connections(now_ms=1)), "could not scan the connections"),
+        (lambda: connections.scan_page(now_ms=1, limit=1), "could not scan the connections"),
+        (lambda: connections.approximate_count(),
+         "could not describe the connections table"),
+        (lambda: list(connections.get_many(["c"], now_ms=1)), "could not read the connections"),
     ],
-)
-def test_every_call_on_a_missing_table_is_storage_unavailable(read: Any) -> None:
+)  # fmt: skip
+def test_every_call_on_a_missing_table_is_storage_unavailable_saying_what_failed(
+    call: Any, error: str
+) -> None:
     boto3.client("dynamodb", region_name=REGION).delete_table(TableName=TABLE)
-    with pytest.raises(StorageUnavailable):
-        read()
+    with pytest.raises(StorageUnavailable) as caught:
+        call()
+    assert str(caught.value) == error

@@ -16,7 +16,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from tests.fakes.jwks import AUDIENCE, ISSUER, SigningKey, sign
-from wspush.auth import JWKS_MIN_REFETCH_SECONDS, Jwks, JwtVerifier, SecretKey
+from wspush.auth import (
+    JWKS_MAX_AGE_SECONDS,
+    JWKS_MIN_REFETCH_SECONDS,
+    Jwks,
+    JwtVerifier,
+    SecretKey,
+    mint,
+)
 from wspush.errors import AuthUnavailable, Unauthenticated
 from wspush.settings import AuthMode, AuthSettings, SettingsError
 
@@ -330,3 +337,103 @@ def test_an_ec_key_whose_point_is_off_its_curve_is_not_usable() -> None:
 
     # Then a token naming it is refused for its key, not with an error of the library
     assert refused(verifier(OffCurve()), EC_KEY.token()) == "the token's key is not usable"
+
+
+# --- edges: the leeway, the keys' age, which key a token may use ------------------------------
+
+
+class StaticKeys:
+    def __init__(self, key: Any) -> None:
+        self.key = key
+        self.asked: list[tuple[str, str | None]] = []
+
+    def key_for(self, alg: str, kid: str | None) -> Any:
+        self.asked.append((alg, kid))
+        return self.key
+
+
+def hmac_verifier_at(now: float, **settings: Any) -> JwtVerifier:
+    auth = AuthSettings(
+        mode=AuthMode.JWT,
+        algorithms=frozenset({"HS256"}),
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        secret_parameter="/wspush/secret",
+        **settings,
+    )
+    return JwtVerifier(auth, StaticKeys(SECRET.encode()), clock=lambda: now)
+
+
+@pytest.mark.parametrize(
+    ("claim", "offset", "accepted"),
+    [("exp", -30, True), ("exp", -31, False), ("nbf", 30, True), ("nbf", 31, False)],
+)
+def test_the_leeway_is_exactly_the_configured_seconds(
+    claim: str, offset: int, accepted: bool
+) -> None:
+    now = 2_000_000_000.0
+    token = _hmac_token(SECRET.encode(), **{"exp": int(now) + 600, claim: int(now) + offset})
+    check = hmac_verifier_at(now, leeway_seconds=30)
+    if accepted:
+        assert check.user_id(token) == "u-1"
+    else:
+        assert refused(check, token).startswith("the token")
+
+
+def test_a_token_of_exactly_the_largest_length_is_read() -> None:
+    token = _hmac_token(SECRET.encode())
+    assert hmac_verifier_at(time.time(), max_token_length=len(token)).user_id(token) == "u-1"
+    assert refused(hmac_verifier_at(time.time(), max_token_length=len(token) - 1), token) == (
+        "the token is too large"
+    )
+
+
+def test_the_key_is_asked_for_by_the_token_s_algorithm_and_kid() -> None:
+    keys = StaticKeys(SECRET.encode())
+    auth = AuthSettings(mode=AuthMode.JWT, algorithms=frozenset({"HS256"}), issuer=ISSUER,
+                        audience=AUDIENCE, secret_parameter="/p")  # fmt: skip
+    JwtVerifier(auth, keys).user_id(_hmac_token(SECRET.encode(), kid="k-7"))
+    JwtVerifier(auth, keys).user_id(_hmac_token(SECRET.encode(), kid=None))
+    assert keys.asked == [("HS256", "k-7"), ("HS256", None)]
+
+
+def test_keys_older_than_an_hour_are_fetched_again() -> None:
+    fetch, clock = FakeFetch(RSA_KEY), Clock()
+    check = verifier(fetch, clock)
+    check.user_id(RSA_KEY.token())
+    clock.now += JWKS_MAX_AGE_SECONDS
+    check.user_id(RSA_KEY.token())
+    assert fetch.calls == 1
+    clock.now += 1
+    check.user_id(RSA_KEY.token())
+    assert fetch.calls == 2
+
+
+def test_a_token_without_kid_uses_the_only_signing_key_and_never_an_encryption_key() -> None:
+    encryption = {**SigningKey.rsa("enc-1").jwk(), "use": "enc"}
+
+    class Fetch(FakeFetch):
+        def __call__(self, url: str, timeout: float) -> bytes:
+            self.calls += 1
+            return json.dumps({"keys": [k.jwk() for k in self.keys] + [encryption]}).encode()
+
+    token = sign(RSA_KEY.private, "RS256")  # no kid
+    assert verifier(Fetch(RSA_KEY)).user_id(token) == "u-1"
+    assert "key the issuer does not publish" in refused(verifier(Fetch(RSA_KEY, EC_KEY)), token)
+    enc_token = sign(RSA_KEY.private, "RS256", kid="enc-1")
+    assert "key the issuer does not publish" in refused(verifier(Fetch(RSA_KEY)), enc_token)
+
+
+def test_a_minted_token_carries_exactly_its_claims() -> None:
+    token = mint(SECRET, "u-9", issuer=ISSUER, audience=AUDIENCE, ttl_seconds=60, now=1_000.5)
+    assert jwt.get_unverified_header(token)["alg"] == "HS256"
+    assert jwt.decode(token, options={"verify_signature": False}) == {
+        "sub": "u-9",
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "iat": 1_000,
+        "nbf": 1_000,
+        "exp": 1_060,
+    }
+    with pytest.raises(ValueError, match="only HMAC"):
+        mint(SECRET, "u-9", issuer=ISSUER, audience=AUDIENCE, algorithm="RS256")

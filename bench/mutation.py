@@ -7,8 +7,11 @@ they pass on survived. This script runs it over the core modules, or those named
 writes ``bench/mutation.json`` (per file: mutants, killed, survived, timeouts, not run,
 score, the commit and how long the run took) and prints every surviving mutant.
 
-    .venv/bin/python -m bench.mutation [--modules gateway delivery] [--report-only]
+    .venv/bin/python -m bench.mutation [--modules gateway delivery] [--survivors | --report-only]
         [--max-children 2] [--no-diffs] [--out bench/mutation.json]
+
+``--survivors`` runs again only the mutants that survived (or never ran) the last time: after
+tests were added for them, it updates the figures in minutes instead of hours.
 
 A timeout (a mutant that made a test hang) counts as killed: the suite noticed it. A mutant
 no test reaches counts as survived, and so does an equivalent one (README, "Testing").
@@ -84,13 +87,27 @@ def _git(*args: str) -> str:
     return result.stdout.strip() if result.returncode == 0 else ""
 
 
-def run_mutmut(files: list[str], max_children: int | None) -> float:
-    """Run mutmut over the mutants of ``files`` (each run again); the wall time in seconds."""
+def run_mutmut(files: list[str], max_children: int | None, *, again: bool) -> float:
+    """Run mutmut over the mutants of ``files`` (each run again), or ``again``: only those
+    that survived their last run or were never run (after tests were added); the wall time
+    in seconds."""
     command = [sys.executable, "-m", "mutmut", "run"]
     if max_children:
         command += ["--max-children", str(max_children)]
-    command += [f"{module_of(f)}.*" for f in files]
-    print("$", " ".join(command), flush=True)
+    if again:
+        names = [
+            name
+            for path in files
+            for name, code in (results_of(path) or {}).items()
+            if code is None or code in SURVIVED or code in NO_TESTS
+        ]
+        if not names:
+            return 0.0
+        command += names
+    else:
+        command += [f"{module_of(f)}.*" for f in files]
+    shown = command if len(command) < 12 else [*command[:8], f"... ({len(command) - 4} mutants)"]
+    print("$", " ".join(shown), flush=True)
     started = time.monotonic()
     result = subprocess.run(command, cwd=ROOT, check=False)  # noqa: S603 - this interpreter
     if result.returncode != 0:
@@ -109,17 +126,20 @@ def results_of(path: str) -> dict[str, int | None] | None:
 
 def figures(codes: dict[str, int | None]) -> dict[str, Any]:
     counts = Counter(_status(code) for code in codes.values())
-    mutants = len(codes)
     killed = counts["killed"]
     timeouts = counts["timeout"]
+    not_run = counts["not run"] + counts["other"]
+    run = len(codes) - not_run
     return {
-        "mutants": mutants,
+        "mutants": len(codes),
         "killed": killed,
         "survived": counts["survived"],
         "timeouts": timeouts,
         "no_tests": counts["no tests"],
-        "not_run": counts["not run"] + counts["other"],
-        "score": round(100 * (killed + timeouts) / mutants, 1) if mutants else None,
+        "not_run": not_run,
+        # Over the mutants run: a file is measured only when none is left (``complete``).
+        "score": round(100 * (killed + timeouts) / run, 1) if run else None,
+        "complete": not_run == 0,
     }
 
 
@@ -161,6 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--report-only", action="store_true", help="re-read mutmut's last results, run nothing"
     )
+    parser.add_argument(
+        "--survivors",
+        action="store_true",
+        help="run again only the mutants that survived (or never ran): after adding tests",
+    )
     parser.add_argument("--max-children", type=int, help="mutants run at once (default: CPUs)")
     parser.add_argument("--no-diffs", action="store_true", help="name survivors without diffs")
     parser.add_argument("--out", type=Path, default=OUT)
@@ -171,45 +196,53 @@ def main(argv: list[str] | None = None) -> int:
     entries: dict[str, Any] = dict(previous.get("files", {}))
     run: dict[str, Any] = {}
     if not args.report_only:
-        seconds = run_mutmut(files, args.max_children)
+        seconds = run_mutmut(files, args.max_children, again=args.survivors)
         run = {
             "commit": commit(),
             "seconds": round(seconds),
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
             "modules": [module_of(f) for f in files],
+            "survivors_only": args.survivors,
             "max_children": args.max_children or os.cpu_count(),
         }
 
     print(f"\n{'file':<28} {'mutants':>7} {'killed':>6} {'surv.':>5} {'t/o':>4} {'score':>6}")
     for path in core_files():
         codes = results_of(path)
-        if codes is None:
-            continue
+        if codes is None or all(code is None for code in codes.values()):
+            continue  # never run
         entry = {**entries.get(path, {}), **figures(codes)}
         if path in files and run:
-            entry.update(commit=run["commit"], seconds=run["seconds"], at=run["at"])
+            # The wall time is the whole run's, which may have measured other modules too.
+            key = "survivors_run_seconds" if args.survivors else "run_seconds"
+            entry.update({"commit": run["commit"], "at": run["at"], key: run["seconds"]})
+            entry["run_modules" if not args.survivors else "survivors_run_modules"] = run["modules"]
         entry.setdefault("commit", commit())
         entries[path] = entry
         print(
             f"{path:<28} {entry['mutants']:>7} {entry['killed']:>6} {entry['survived']:>5}"
             f" {entry['timeouts']:>4} {entry['score']!s:>5}%"
+            + ("" if entry["complete"] else f"  ({entry['not_run']} not run yet)")
         )
     total = Counter[str]()
     for path in core_files():
-        if path in entries:
-            total.update({k: v for k, v in entries[path].items() if isinstance(v, int)})
-    total.pop("seconds", None)
+        if entries.get(path, {}).get("complete"):
+            total.update(
+                {k: v for k, v in entries[path].items() if type(v) is int}  # not bools
+            )
+    for timing in ("run_seconds", "survivors_run_seconds"):
+        total.pop(timing, None)
     mutants = total["mutants"]
     summary = {
         **{k: total[k] for k in ("mutants", "killed", "survived", "timeouts", "no_tests")},
         "score": round(100 * (total["killed"] + total["timeouts"]) / mutants, 1)
         if mutants
         else None,
-        "files_measured": len([p for p in core_files() if p in entries]),
+        "files_measured": len([p for p in core_files() if entries.get(p, {}).get("complete")]),
         "files_core": len(core_files()),
     }
     print(
-        f"{'all measured':<28} {mutants:>7} {total['killed']:>6} {total['survived']:>5}"
+        f"{'all complete files':<28} {mutants:>7} {total['killed']:>6} {total['survived']:>5}"
         f" {total['timeouts']:>4} {summary['score']!s:>5}%"
     )
     document = {
@@ -220,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         "files": {p: entries[p] for p in core_files() if p in entries},
     }
     args.out.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"wrote {args.out.relative_to(ROOT)}")
+    print(f"wrote {args.out}")
 
     for path in files:
         codes = results_of(path) or {}

@@ -58,9 +58,9 @@ def key_of(message: Message, round_number: int) -> dict[str, Any]:
 
 
 def _skipped(response: Any, idempotent_data: DataRecord) -> Any:
-    """Powertools calls this when it answers from an earlier run: the message is a duplicate."""
-    message_id = response.get("id") if isinstance(response, dict) else None
-    logger.info("duplicate message skipped", message_id=message_id)
+    """Powertools calls this when it answers from an earlier run (the stored answer, a dict
+    as every ``work()`` returns): the message is a duplicate."""
+    logger.info("duplicate message skipped", message_id=response.get("id"))
     metrics.add_metric(name="DuplicatesSkipped", unit="Count", value=1)
     return response
 
@@ -101,7 +101,6 @@ def run_once(
         return Handled(work())
     config = IdempotencyConfig(
         expires_after_seconds=ttl_seconds,
-        raise_on_no_idempotency_key=True,
         response_hook=_skipped,
     )
     if context is not None:

@@ -525,3 +525,44 @@ def test_a_410_whose_connection_age_cannot_be_read_is_gone(
         "message": "could not read a gone connection's age",
         "connection_id": "x",
     } in logged(log_output)
+
+
+def test_reads_are_asked_for_with_the_page_size_segment_and_time_given(
+    table: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the table's reads, recording what they are asked
+    asked: list[tuple[str, dict[str, Any]]] = []
+
+    def recorder(name: str) -> Any:
+        def read(*args: Any, **kwargs: Any) -> Iterator[ConnectionRecord]:
+            asked.append((name, {**kwargs, **({"first": args[0]} if args else {})}))
+            return iter(ROWS)
+
+        return read
+
+    for name in ("for_user", "all_connections", "get_many"):
+        monkeypatch.setattr(connections, name, recorder(name))
+    # When each kind of target is resolved with a page size
+    for target in (
+        Target(user_ids=("alice",)),
+        Target(broadcast=True, segment=(2, 5)),
+        Target(broadcast=True),
+        Target(connection_ids=("c1", "c3"), platforms=frozenset({"pc"})),
+    ):
+        delivery.resolve_targets(target, now_ms=NOW, page_size=7)
+    # Then each read got them
+    assert asked == [
+        ("for_user", {"now_ms": NOW, "page_size": 7, "first": "alice"}),
+        ("all_connections", {"now_ms": NOW, "page_size": 7, "segment": 2, "total_segments": 5}),
+        ("all_connections",
+         {"now_ms": NOW, "page_size": 7, "segment": None, "total_segments": None}),
+        ("get_many", {"now_ms": NOW, "first": ("c1", "c3")}),
+    ]  # fmt: skip
+
+
+def test_an_audience_read_from_rows_keeps_when_each_opened() -> None:
+    rows = [ConnectionRecord("a", "u", "pc", 5, 9), ConnectionRecord("b", "u", "web", 6, 9)]
+    assert Audience.of(rows) == Audience(["a", "b"], {"a": 5, "b": 6})
+    assert Audience.of(rows, Target(user_ids=("u",), platforms=frozenset({"web"}))) == Audience(
+        ["b"], {"b": 6}
+    )

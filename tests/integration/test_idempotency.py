@@ -166,3 +166,13 @@ def test_a_broadcast_share_s_key_names_its_segment_and_where_its_scan_starts() -
     )
     assert "after" not in idempotency.key_of(broadcast, 0)
     assert idempotency.key_of(broadcast, 0)["segment"] is None
+
+
+def test_the_processed_table_is_given_up_on_quickly_and_retried_in_standard_mode() -> None:
+    store = idempotency._store(PROCESSED_TABLE, 60)
+    config = store.client.meta.config
+    assert (config.connect_timeout, config.read_timeout) == (2, 3)
+    assert config.retries["mode"] == "standard"
+    assert store.table_name == PROCESSED_TABLE
+    assert idempotency._store(PROCESSED_TABLE, 60) is store
+    assert idempotency._store(PROCESSED_TABLE, 61) is not store

@@ -285,3 +285,32 @@ def test_a_dead_letter_too_large_for_its_reasons_drops_the_least_needed_first(
 
 def test_attributes_are_counted_as_sqs_counts_them() -> None:
     assert queues._attributes_size({"ab": "é"}) == 2 + 6 + 2
+
+
+def test_entries_failed_on_sqs_s_side_are_logged_before_being_sent_again(
+    sqs: Stubber, log_output: io.StringIO
+) -> None:
+    sqs.add_response("send_message_batch", {"Successful": sent("0", "2"), "Failed": failed("1")})
+    sqs.add_response("send_message_batch", {"Successful": sent("0"), "Failed": []})
+    queue_shares()
+    assert logged(log_output) == [
+        {
+            "level": "WARNING",
+            "message": "messages not queued, sending them again",
+            "count": 1,
+            "codes": "InternalError",
+        }
+    ]
+
+
+def test_a_refused_call_says_the_queue_could_not_be_used(sqs: Stubber) -> None:
+    sqs.add_client_error("send_message_batch", "AccessDenied", http_status_code=403)
+    with pytest.raises(QueueUnavailable, match=r"^could not send to the queue$"):
+        queue_shares()
+
+
+def test_sqs_calls_give_up_quickly_and_retry_in_standard_mode() -> None:
+    config = queues._client(REGION).meta.config
+    assert (config.connect_timeout, config.read_timeout) == (2, 5)
+    assert config.retries["mode"] == "standard"
+    assert queues._client(REGION).meta.region_name == REGION

@@ -3,15 +3,20 @@ counts and delay) and what is dead-lettered (with which reasons)."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections import defaultdict
 from dataclasses import replace
 from typing import Any
 
 import pytest
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from wspush import queues, sending
+from tests.conftest import logged
+from wspush import idempotency, queues, sending
+from wspush.clock import Deadline
 from wspush.delivery import Failure
+from wspush.idempotency import AlreadyInProgress
 from wspush.messages import parse_message
 from wspush.queues import Outgoing, QueuedAttributes
 from wspush.settings import Settings
@@ -154,3 +159,67 @@ def test_big_remainders_are_requeued_a_thousand_and_dead_lettered_a_hundred_a_me
 def test_nothing_failed_sends_nothing(sent: dict[str, list[Outgoing]]) -> None:
     settle([])
     assert (sent["queue"], sent["dlq"]) == ([], [])
+
+
+def queued_record(body: dict[str, Any], **attributes: str) -> SQSRecord:
+    return SQSRecord(
+        {
+            "messageId": "sqs-1",
+            "body": json.dumps(body),
+            "messageAttributes": {
+                name: {"stringValue": value, "dataType": "String"}
+                for name, value in attributes.items()
+            },
+        }
+    )
+
+
+@pytest.fixture
+def put_back(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    calls: list[tuple[Any, ...]] = []
+
+    def record(
+        queue_url: str,
+        body: str,
+        attributes: dict[str, str],
+        *,
+        message_id: str,
+        region: str,
+        delay_seconds: int,
+    ) -> None:
+        calls.append((queue_url, body, attributes, message_id, region, delay_seconds))
+
+    monkeypatch.setattr(queues, "put_back", record)
+    return calls
+
+
+def test_a_message_another_invocation_holds_is_put_back_after_the_busy_delay(
+    put_back: list[tuple[Any, ...]], monkeypatch: pytest.MonkeyPatch, log_output: io.StringIO
+) -> None:
+    # Given a queued message that another invocation is handling
+    def busy(*args: Any, **kwargs: Any) -> Any:
+        raise AlreadyInProgress("busy")
+
+    monkeypatch.setattr(idempotency, "run_once", busy)
+    record = queued_record(
+        {"userId": "u", "payload": {"type": "t", "data": 1}}, **{"wspush-attempt": "1"}
+    )
+    # When the sender takes it
+    sending.process_queued(record, SETTINGS, deadline=Deadline.never())
+    # Then a copy goes back on the queue, untouched, to be looked at again in 30 s
+    assert put_back == [("queue", record.body, {"wspush-attempt": "1"}, "sqs-1", "us-east-1", 30)]
+    assert {
+        "level": "INFO",
+        "message": "message put back on the queue",
+        "message_id": "sqs-1",  # the message's id: it has none of its own
+        "sqs_message_id": "sqs-1",
+        "reason": "in_progress",
+    } in logged(log_output)
+
+
+def test_a_message_not_started_before_the_deadline_is_put_back_at_once(
+    put_back: list[tuple[Any, ...]],
+) -> None:
+    record = queued_record({"userId": "u", "payload": {"type": "t", "data": 1}})
+    sending.process_queued(record, SETTINGS, deadline=Deadline(-1.0, lambda: 0.0))
+    assert [call[-1] for call in put_back] == [0]

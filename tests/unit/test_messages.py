@@ -468,3 +468,10 @@ def test_sqs_batches_take_exactly_ten_and_exactly_one_mebibyte() -> None:
     assert [len(b) for b in sqs_batches(range(10), lambda _: 1)] == [10]
     half = MAX_SQS_MESSAGE_BYTES // 2
     assert list(sqs_batches([half, half, 1], lambda size: size)) == [[half, half], [1]]
+
+
+def test_of_several_unknown_fields_the_first_in_order_is_named_whole_up_to_64_characters() -> None:
+    assert invalid({"userId": "u", "zeta": 1, "alpha": 2, "payload": PAYLOAD}).field == "alpha"
+    assert invalid({"userId": "u", "payload": {**PAYLOAD, "z": 1, "b": 2}}).field == "payload.b"
+    assert invalid({"userId": "u", "k" * 64: 1, "payload": PAYLOAD}).field == "k" * 64
+    assert invalid({"userId": "u", "\u00e9\t": 1, "payload": PAYLOAD}).field == "\u00e9\\t"

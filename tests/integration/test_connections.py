@@ -214,3 +214,15 @@ def test_every_call_on_a_missing_table_is_storage_unavailable_saying_what_failed
     with pytest.raises(StorageUnavailable) as caught:
         call()
     assert str(caught.value) == error
+
+
+def test_every_read_answers_the_whole_stored_record() -> None:
+    # Given one stored connection
+    stored = ConnectionRecord("c-1", "kim", "mobile", now_ms() - 3_000, now_ms() - 1_000)
+    connections.save(stored, ttl_seconds=600)
+    at = now_ms()
+    # When it is read by id, by user, by a scan and by a page of one, then each read is it
+    assert list(connections.get_many(["c-1"], now_ms=at)) == [stored]
+    assert list(connections.for_user("kim", now_ms=at)) == [stored]
+    assert list(connections.all_connections(now_ms=at)) == [stored]
+    assert connections.scan_page(now_ms=at, limit=5).records == [stored]

@@ -16,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from tests.fakes.jwks import AUDIENCE, ISSUER, SigningKey, sign
+from wspush import auth, secrets
 from wspush.auth import (
     JWKS_MAX_AGE_SECONDS,
     JWKS_MIN_REFETCH_SECONDS,
@@ -437,3 +438,83 @@ def test_a_minted_token_carries_exactly_its_claims() -> None:
     }
     with pytest.raises(ValueError, match="only HMAC"):
         mint(SECRET, "u-9", issuer=ISSUER, audience=AUDIENCE, algorithm="RS256")
+
+
+def test_an_es256_signature_of_the_wrong_length_is_refused() -> None:
+    # Given a valid ES256 token whose signature lost its last byte, or gained one
+    header, payload, signature = EC_KEY.token().split(".")
+    raw = base64.urlsafe_b64decode(signature + "==")
+    check = verifier(FakeFetch(EC_KEY))
+    for forged in (raw[:-1], raw + b"\0", b""):
+        token = f"{header}.{payload}.{base64.urlsafe_b64encode(forged).decode().rstrip('=')}"
+        # Then it does not verify
+        assert refused(check, token) in (
+            "the token's signature does not verify",
+            "the token is malformed",
+        )
+
+
+def test_why_a_key_is_not_usable_is_kept_as_the_cause() -> None:
+    short = SigningKey.rsa("short", bits=1024)
+    p384 = {**EC_KEY.jwk(), "crv": "P-384"}
+
+    def cause(jwk: dict[str, Any], alg: str) -> str:
+        with pytest.raises(Unauthenticated) as caught:
+            auth._public_key(jwk, alg)
+        assert caught.value.reason == "the token's key is not usable"
+        return str(caught.value.__cause__)
+
+    assert cause(short.jwk(), "RS256") == "RSA key too short"
+    assert cause({**p384, "alg": "ES256"}, "ES256") == (
+        "the key's curve does not match the algorithm"
+    )
+    off = {**EC_KEY.jwk(), "y": EC_KEY.jwk()["x"]}
+    assert cause(off, "ES256") == "the key is not a point of its curve"
+
+
+def test_the_verifying_algorithms_take_only_their_own_keys_and_never_sign() -> None:
+    es256 = auth._ALGORITHMS["ES256"]()
+    rs256 = auth._ALGORITHMS["RS256"]()
+    p384_key = auth._ec_key(
+        {"crv": "P-384", **{k: v for k, v in p384_jwk().items() if k in ("x", "y")}}, "ES384"
+    )
+    with pytest.raises(jwt.InvalidKeyError, match=r"^an EC public key on NIST256p is required$"):
+        es256.prepare_key(p384_key)
+    with pytest.raises(jwt.InvalidKeyError, match=r"^an EC public key on NIST256p is required$"):
+        es256.prepare_key("not a key")
+    with pytest.raises(jwt.InvalidKeyError, match=r"^an RSA public key is required$"):
+        rs256.prepare_key(p384_key)
+    with pytest.raises(NotImplementedError, match=r"^wspush only verifies tokens$"):
+        rs256.sign(b"msg", None)
+
+
+def p384_jwk() -> dict[str, str]:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    numbers = ec.generate_private_key(ec.SECP384R1()).public_key().public_numbers()
+    return {
+        "kty": "EC",
+        "crv": "P-384",
+        "x": base64.urlsafe_b64encode(numbers.x.to_bytes(48)).decode().rstrip("="),
+        "y": base64.urlsafe_b64encode(numbers.y.to_bytes(48)).decode().rstrip("="),
+    }
+
+
+def test_a_secret_that_cannot_be_read_or_is_short_says_so() -> None:
+    def unreadable() -> str:
+        raise secrets.SecretUnavailable("denied")
+
+    with pytest.raises(AuthUnavailable, match=r"^the token secret could not be read$"):
+        SecretKey(unreadable).key_for("HS256", None)
+    with pytest.raises(AuthUnavailable, match=r"^the token secret is shorter than 32 bytes$"):
+        SecretKey(lambda: "é" * 15).key_for("HS256", None)  # 30 bytes in UTF-8
+    assert SecretKey(lambda: "é" * 16).key_for("HS256", None) == ("é" * 16).encode()
+
+
+def test_a_minted_token_lasts_15_minutes_and_uses_the_algorithm_asked_for() -> None:
+    token = mint("s" * 64, "u-9", issuer=ISSUER, audience=AUDIENCE, algorithm="HS512", now=50)
+    assert jwt.get_unverified_header(token)["alg"] == "HS512"
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == 900
+    with pytest.raises(ValueError, match=r"^only HMAC tokens can be minted from a shared secret$"):
+        mint(SECRET, "u", issuer=ISSUER, audience=AUDIENCE, algorithm="ES256")

@@ -518,3 +518,56 @@ def test_a_minted_token_lasts_15_minutes_and_uses_the_algorithm_asked_for() -> N
     assert claims["exp"] - claims["iat"] == 900
     with pytest.raises(ValueError, match=r"^only HMAC tokens can be minted from a shared secret$"):
         mint(SECRET, "u", issuer=ISSUER, audience=AUDIENCE, algorithm="ES256")
+
+
+def jwks_of(*jwks: dict[str, Any]) -> FakeFetch:
+    class Fetch(FakeFetch):
+        def __call__(self, url: str, timeout: float) -> bytes:
+            self.calls += 1
+            return json.dumps({"keys": list(jwks)}).encode()
+
+    return Fetch()
+
+
+def test_a_key_that_says_nothing_of_its_use_or_algorithm_may_sign() -> None:
+    bare = {k: v for k, v in RSA_KEY.jwk().items() if k not in ("use", "alg")}
+    assert verifier(jwks_of(bare)).user_id(RSA_KEY.token()) == "u-1"
+
+
+def test_a_key_made_for_another_algorithm_or_family_does_not_match() -> None:
+    rs384 = {**RSA_KEY.jwk(), "alg": "RS384"}
+    assert refused(verifier(jwks_of(rs384)), RSA_KEY.token()) == (
+        "the token's algorithm does not match its key"
+    )
+    # Keys that do not name their algorithm: an RSA key for an ES256 token, and the reverse
+    rsa_bare = {k: v for k, v in RSA_KEY.jwk().items() if k != "alg"}
+    ec_bare = {k: v for k, v in EC_KEY.jwk().items() if k != "alg"}
+    es_token = sign(EC_KEY.private, "ES256", kid="rsa-1")
+    rs_token = sign(RSA_KEY.private, "RS256", kid="ec-1")
+    for jwk, token in ((rsa_bare, es_token), (ec_bare, rs_token)):
+        assert refused(verifier(jwks_of(jwk)), token) == (
+            "the token's algorithm does not match its key"
+        )
+
+
+def test_a_jwks_whose_keys_are_not_objects_is_unavailable_not_a_crash() -> None:
+    for keys in ([1], "abc", {"kid": "x"}):
+
+        class Fetch(FakeFetch):
+            def __call__(self, url: str, timeout: float, keys: Any = keys) -> bytes:
+                return json.dumps({"keys": keys}).encode()
+
+        with pytest.raises(AuthUnavailable):
+            verifier(Fetch()).user_id(RSA_KEY.token())
+
+
+def test_a_redirect_keeps_its_origin_only_with_the_same_scheme_host_and_port() -> None:
+    origin = auth._origin("https://Issuer.example.test/jwks")
+    assert origin == ("https", "issuer.example.test", None)
+    assert auth._origin("HTTPS://issuer.EXAMPLE.test/other") == origin
+    for other in (
+        "https://evil.example.test/jwks",
+        "http://issuer.example.test/jwks",
+        "https://issuer.example.test:8443/jwks",
+    ):
+        assert auth._origin(other) != origin

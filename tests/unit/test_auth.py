@@ -571,3 +571,19 @@ def test_a_redirect_keeps_its_origin_only_with_the_same_scheme_host_and_port() -
         "https://issuer.example.test:8443/jwks",
     ):
         assert auth._origin(other) != origin
+
+
+def test_an_audience_that_only_contains_ours_is_not_ours() -> None:
+    check = verifier(FakeFetch(RSA_KEY))
+    for audience in (f"x{AUDIENCE}x", AUDIENCE[:-1]):
+        assert refused(check, RSA_KEY.token(aud=audience)) == (
+            "the token is not meant for this audience"
+        )
+
+
+def test_claims_that_are_not_an_object_are_refused() -> None:
+    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    payload = _b64(b"[1, 2]")
+    signature = hmac.new(SECRET.encode(), header + b"." + payload, hashlib.sha256).digest()
+    token = (header + b"." + payload + b"." + _b64(signature)).decode()
+    assert refused(hmac_verifier(), token) == "the token's claims are not an object"

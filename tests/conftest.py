@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,12 +79,19 @@ from moto import mock_aws  # noqa: E402 - must be imported before any botocore c
 from local import moto_as_aws, stack  # noqa: E402
 from local.tls import Authority, make_authority  # noqa: E402
 from tests.fakes.management_api import FakeManagementApi  # noqa: E402
-from wspush.observability import logger  # noqa: E402
+from wspush.observability import logger, metrics  # noqa: E402
 from wspush.settings import get_settings  # noqa: E402
 
 EVENTS = Path(__file__).parent / "events"
 # moto, where it is kinder than AWS, behaves like AWS in every suite (stale item counts...).
 moto_as_aws.install()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """In a mutation run (``make mutation``), the unit tests first: each mutant's run stops at
+    its first failing test, and a unit test fails in milliseconds."""
+    if os.environ.get("MUTANT_UNDER_TEST"):
+        items.sort(key=lambda item: not item.nodeid.startswith("tests/unit/"))
 
 
 @dataclass
@@ -119,13 +126,85 @@ def load_event(name: str) -> dict[str, Any]:
 
 @pytest.fixture
 def log_output() -> Iterator[io.StringIO]:
-    """Everything the Powertools logger writes during the test."""
-    handler = logger.registered_handler
-    assert isinstance(handler, logging.StreamHandler)
+    """Everything the Powertools logger writes during the test, in its JSON format.
+
+    A handler of the test's own takes the logger's place for the test: the logger's handler
+    keeps the stream it was made with, which pytest (or a mutation run) may have closed by now.
+    """
     buffer = io.StringIO()
-    previous = handler.setStream(buffer)
-    yield buffer
-    handler.setStream(previous)
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(logger.registered_formatter)
+    underlying = logging.getLogger(logger.name)
+    previous = underlying.handlers[:]
+    underlying.handlers = [handler]
+    try:
+        yield buffer
+    finally:
+        underlying.handlers = previous
+
+
+# Keys every log line carries (the logger's and the Lambda context's), left out by ``logged``.
+_COMMON_LOG_KEYS = frozenset(
+    (
+        "location",
+        "timestamp",
+        "service",
+        "cold_start",
+        "function_name",
+        "function_memory_size",
+        "function_arn",
+        "function_request_id",
+        "correlation_id",
+        "xray_trace_id",
+        "sampling_rate",
+    )
+)
+
+
+def logged(buffer: io.StringIO) -> list[dict[str, Any]]:
+    """The JSON lines written to ``buffer`` (``log_output``), each without the common keys."""
+    return [
+        {key: value for key, value in json.loads(line).items() if key not in _COMMON_LOG_KEYS}
+        for line in buffer.getvalue().splitlines()
+        if line.strip()
+    ]
+
+
+# A metric as CloudWatch reads it from an EMF line: name -> (unit, values).
+Emitted = dict[str, tuple[str, list[float]]]
+
+
+def emf_metrics(out: str) -> Emitted:
+    """The metrics in the EMF lines of ``out`` (other lines are skipped)."""
+    found: Emitted = {}
+    for line in out.splitlines():
+        try:
+            document = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(document, dict) or "_aws" not in document:
+            continue
+        for directive in document["_aws"]["CloudWatchMetrics"]:
+            assert directive["Namespace"] == "wspush"
+            for metric in directive["Metrics"]:
+                value = document[metric["Name"]]
+                values = value if isinstance(value, list) else [value]
+                unit, before = found.get(metric["Name"], (metric["Unit"], []))
+                found[metric["Name"]] = (unit, before + [float(v) for v in values])
+    return found
+
+
+@pytest.fixture
+def emitted_metrics(capsys: pytest.CaptureFixture[str]) -> Callable[[], Emitted]:
+    """The metrics emitted since the test began (by a handler, or added outside one: those
+    are flushed as a handler's ``log_metrics`` would)."""
+    metrics.clear_metrics()
+
+    def read() -> Emitted:
+        metrics.flush_metrics()
+        return emf_metrics(capsys.readouterr().out)
+
+    return read
 
 
 @pytest.fixture

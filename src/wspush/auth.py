@@ -87,7 +87,6 @@ class _RsaPkcs1(_VerifyOnly):
 def _ecdsa() -> Any:
     """The ``ecdsa`` package, imported on first use (see the module's docstring)."""
     import ecdsa
-    import ecdsa.util
 
     return ecdsa
 
@@ -112,9 +111,8 @@ class _Ecdsa(_VerifyOnly):
     def verify(self, msg: bytes, key: Any, sig: bytes) -> bool:
         if len(sig) != 2 * self.curve.baselen:
             return False
-        sigdecode = self._ecdsa.util.sigdecode_string
-        try:
-            return bool(key.verify(sig, msg, hashfunc=self.hashfunc, sigdecode=sigdecode))
+        try:  # ``ecdsa`` reads a signature as r || s (JWS's form) unless told otherwise
+            return bool(key.verify(sig, msg, hashfunc=self.hashfunc))
         except (self._ecdsa.BadSignatureError, ValueError):
             return False
 
@@ -326,7 +324,7 @@ def _ec_key(jwk: Mapping[str, Any], alg: str) -> ecdsa.VerifyingKey:
     ec = _ecdsa()
     curve = getattr(ec, curve_name)
     size = curve.baselen
-    point = _b64int(jwk["x"]).to_bytes(size, "big") + _b64int(jwk["y"]).to_bytes(size, "big")
+    point = _b64int(jwk["x"]).to_bytes(size) + _b64int(jwk["y"]).to_bytes(size)  # big-endian
     try:
         return ec.VerifyingKey.from_string(point, curve=curve)
     except ec.MalformedPointError as exc:

@@ -210,8 +210,7 @@ def scan_page(
         results = ConnectionItem.scan(
             segment=segment,
             total_segments=total_segments,
-            limit=limit,
-            page_size=limit,
+            limit=limit,  # also the page size: one Scan call
             last_evaluated_key=start,
         )
         records = [_record(item) for item in results if _is_live(item, now_ms)]
@@ -228,7 +227,7 @@ def approximate_count() -> int:
         description = ConnectionItem.describe_table()
     except PynamoDBException as exc:
         raise StorageUnavailable("could not describe the connections table") from exc
-    return int(description.get("ItemCount", 0))
+    return int(description["ItemCount"])
 
 
 def get_many(connection_ids: Iterable[str], *, now_ms: int) -> Iterator[ConnectionRecord]:

@@ -60,15 +60,17 @@ def key_of(message: Message, round_number: int) -> dict[str, Any]:
 
 
 def _skipped(response: Any, idempotent_data: DataRecord) -> Any:
-    """Powertools calls this when it answers from an earlier run: the message is a duplicate."""
-    message_id = response.get("id") if isinstance(response, dict) else None
-    logger.info("duplicate message skipped", message_id=message_id)
+    """Powertools calls this when it answers from an earlier run (the stored answer, a dict
+    as every ``work()`` returns): the message is a duplicate."""
+    logger.info("duplicate message skipped", message_id=response.get("id"))
     metrics.add_metric(name="DuplicatesSkipped", unit="Count", value=1)
     return response
 
 
 @cache
-def _store(table_name: str) -> DynamoDBPersistenceLayer:
+def _store(table_name: str, ttl_seconds: int) -> DynamoDBPersistenceLayer:
+    """One persistence layer per table and TTL: Powertools configures a layer once, with the
+    first config it is used with, and keeps that config's TTL for every later call."""
     config = Config(connect_timeout=2, read_timeout=3, retries={"mode": "standard"})
     return DynamoDBPersistenceLayer(table_name=table_name, boto_config=config)
 
@@ -101,7 +103,6 @@ def run_once(
         return Handled(work())
     config = IdempotencyConfig(
         expires_after_seconds=ttl_seconds,
-        raise_on_no_idempotency_key=True,
         response_hook=_skipped,
     )
     if context is not None:
@@ -109,7 +110,9 @@ def run_once(
     ran: list[dict[str, Any] | BaseException] = []
 
     @idempotent_function(
-        data_keyword_argument="key", persistence_store=_store(table_name), config=config
+        data_keyword_argument="key",
+        persistence_store=_store(table_name, ttl_seconds),
+        config=config,
     )
     def deliver_once(key: dict[str, Any]) -> dict[str, Any]:
         try:

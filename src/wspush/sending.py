@@ -446,7 +446,8 @@ def _settle_failures(
     retry = [f.connection_id for f in failed if f.attempted and f.retryable and can_retry]
     final = [f for f in failed if f.attempted and not (f.retryable and can_retry)]
     next_round = queued.round + 1
-    retry_delay = settings.requeue_delay_seconds * (2 ** min(attempt, 10))
+    # Doubles each round; ``requeued`` holds it to SQS's 900 s.
+    retry_delay = settings.requeue_delay_seconds * 2**attempt
     # Untried recipients keep their attempt count: running out of time is not their failure.
     requeues = [
         queues.requeued(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections import Counter
@@ -13,10 +14,11 @@ import pytest
 
 from handlers import sender
 from local import moto_as_aws
-from tests.conftest import QUEUE_URL, REGION, TABLE, FakeLambdaContext
+from tests.conftest import QUEUE_URL, REGION, TABLE, FakeLambdaContext, logged
 from tests.fakes.management_api import FakeManagementApi
 from tests.support import PAYLOAD, add_connection, attributes_of, drain, sqs_event, sqs_record
 from wspush import connections, queues
+from wspush.errors import StorageUnavailable
 from wspush.settings import get_settings
 
 pytestmark = pytest.mark.usefixtures("aws")
@@ -249,3 +251,71 @@ def test_a_long_user_list_is_split_into_chunks_keeping_its_filters(
     # Then every pc connection but u-03's received it once, and no mobile one
     expected = {f"{user}-pc": 1 for user in users if user != "u-03"}
     assert frames_per_connection(management_api, "m-users") == Counter(expected)
+
+
+@pytest.mark.parametrize(
+    ("item_count", "segments"),
+    [(0, 1), (11, 2), (20, 2), (21, 3), (10**9, 5)],
+)
+def test_the_item_count_widens_a_split_to_one_segment_per_page_up_to_the_limit(
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    item_count: int,
+    segments: int,
+) -> None:
+    # Given a split of at least 1 segment, at most 5, pages of 10, and 11 connections (more
+    # than a page, so the broadcast is split) while DynamoDB says it holds ``item_count``
+    monkeypatch.setenv("WSPUSH_BROADCAST_SEGMENTS", "1")
+    get_settings.cache_clear()
+    monkeypatch.setattr(queues, "MAX_SEGMENTS", 5)
+    monkeypatch.setattr(connections, "approximate_count", lambda: item_count)
+    crowd(11)
+    # When the sender takes a broadcast
+    record = sqs_record({"broadcast": True, "id": "m-count", "payload": PAYLOAD})
+    assert run([record], lambda_context) == []
+    # Then it is split into one segment per page the count says, within the limits
+    shares = drain(QUEUE_URL)
+    assert sorted(attributes_of(share)[queues.SEGMENT] for share in shares) == [
+        f"{segment}/{segments}" for segment in range(segments)
+    ]
+
+
+def test_a_split_whose_item_count_cannot_be_read_uses_the_configured_segments(
+    lambda_context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch, log_output: io.StringIO
+) -> None:
+    def unavailable() -> int:
+        raise StorageUnavailable("describe failed")
+
+    monkeypatch.setattr(connections, "approximate_count", unavailable)
+    crowd(11)
+    record = sqs_record({"broadcast": True, "id": "m-blind", "payload": PAYLOAD})
+    assert run([record], lambda_context) == []
+    assert len(drain(QUEUE_URL)) == 4
+    assert {
+        "level": "WARNING",
+        "message": "could not read the table's item count",
+        "message_id": "m-blind",
+    } in logged(log_output)
+
+
+def test_a_segment_with_more_than_a_page_hands_on_the_rest_and_says_so(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext, log_output: io.StringIO
+) -> None:
+    # Given 25 connections, and the share of segment 0 of 1 (one segment: the whole table)
+    ids = crowd(25)
+    share = sqs_record(
+        {"broadcast": True, "id": "m-seg", "payload": PAYLOAD}, {queues.SEGMENT: "0/1"}
+    )
+    # When the sender delivers it, it posts one page and queues the rest of its segment
+    assert run([share], lambda_context) == []
+    [rest] = drain(QUEUE_URL)
+    assert attributes_of(rest)[queues.SEGMENT] == "0/1"
+    assert attributes_of(rest)[queues.AFTER] in ids
+    assert len(management_api.calls) == 10
+    assert {
+        "level": "INFO",
+        "message": "broadcast segment continues",
+        "message_id": "m-seg",
+        "segment": 0,
+        "total_segments": 1,
+    } in logged(log_output)

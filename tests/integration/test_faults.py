@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
@@ -23,8 +23,10 @@ from tests.conftest import (
     QUEUE_URL,
     REGION,
     TABLE,
+    Emitted,
     FakeLambdaContext,
     load_event,
+    logged,
 )
 from tests.contract import assert_valid
 from tests.fakes.dynamodb import (
@@ -237,6 +239,8 @@ def test_a_send_whose_record_cannot_be_written_still_answers_what_was_delivered(
     dynamodb_faults: DynamoDBFaults,
     management_api: FakeManagementApi,
     lambda_context: FakeLambdaContext,
+    log_output: io.StringIO,
+    emitted_metrics: Callable[[], Emitted],
 ) -> None:
     # Given the processed-messages table takes the claim but fails the write after delivery
     dynamodb_faults.fail("UpdateItem", error=INTERNAL_ERROR, table=PROCESSED_TABLE)
@@ -257,6 +261,13 @@ def test_a_send_whose_record_cannot_be_written_still_answers_what_was_delivered(
         "a-pc": 1,
         "a-mobile": 1,
     }
+    # And the record left unwritten is logged with its cause, and counted
+    assert {
+        "level": "WARNING",
+        "message": "processed record not written",
+        "error": "InternalServerError",
+    } in logged(log_output)
+    assert emitted_metrics()["RecordsNotKept"] == ("Count", [1.0])
 
 
 @pytest.mark.usefixtures("users")
@@ -594,6 +605,7 @@ def slow_fan_out(
     return ids
 
 
+@pytest.mark.timing
 def test_a_sender_running_out_of_time_mid_fan_out_hands_the_rest_back_untried(
     slow_fan_out: list[str], management_api: FakeManagementApi
 ) -> None:
@@ -622,6 +634,7 @@ def test_a_sender_running_out_of_time_mid_fan_out_hands_the_rest_back_untried(
     assert drain(DLQ_URL) == []
 
 
+@pytest.mark.timing
 def test_cleaning_up_a_big_fan_out_never_runs_past_the_function_s_time_limit(
     aws: None,
     management_api: FakeManagementApi,
@@ -656,6 +669,7 @@ def test_cleaning_up_a_big_fan_out_never_runs_past_the_function_s_time_limit(
     assert dict(management_api.calls) == dict.fromkeys(ids, 1)
 
 
+@pytest.mark.timing
 def test_messages_not_started_before_the_deadline_come_back_as_copies_and_arrive_once(
     slow_fan_out: list[str], management_api: FakeManagementApi
 ) -> None:

@@ -242,6 +242,99 @@ def test_answers_are_classified_and_the_connection_is_kept(
     assert server.connections == 1
 
 
+@pytest.mark.parametrize(
+    "response",
+    [
+        b"HTTP/1.1 301 Moved Permanently\r\nLocation: https://x/\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 304 Not Modified\r\n\r\n",
+    ],
+)
+def test_a_3xx_answer_is_a_retryable_error_never_a_delivery(
+    server: RawServer, closed_gateways: list[Gateway], trusted: Network, response: bytes
+) -> None:
+    # Given an endpoint (or something in front of it) that answers a redirect
+    server.responses = [response]
+    gateway = gateway_for(server, closed_gateways, trusted)
+    # When a post is made
+    result = gateway.run(gateway.post("c-1", b"{}"))
+    # Then it is not delivered: an error that a retry may fix, named by its status
+    assert (result.outcome, result.retryable) == (PostOutcome.ERROR, True)
+    assert result.reason == response[9:12].decode()
+    # And the answer was read whole: the next post reuses the connection
+    assert gateway.run(gateway.post("c-2", b"{}")).outcome is PostOutcome.DELIVERED
+    assert server.connections == 1
+
+
+def test_the_pool_keeps_at_most_max_connections_idle(
+    server: RawServer, closed_gateways: list[Gateway], trusted: Network
+) -> None:
+    # Given a gateway that keeps 2 connections, and posts slow enough to need 4 at once
+    server.latency = 0.05
+    gateway = gateway_for(server, closed_gateways, trusted, max_connections=2)
+    ids = ["c-1", "c-2", "c-3", "c-4"]
+    # When 4 posts are made at once, twice
+    first = post_all(gateway, ids)
+    opened_first = gateway.opened
+    second = post_all(gateway, ids)
+    # Then the first round opened 4 connections and kept 2: the second opened only 2 more
+    assert {r.outcome for r in first + second} == {PostOutcome.DELIVERED}
+    assert opened_first == 4
+    assert gateway.opened == 6
+
+
+def test_an_answer_later_than_the_read_timeout_is_a_retryable_error_on_a_closed_connection(
+    server: RawServer, closed_gateways: list[Gateway], trusted: Network
+) -> None:
+    # Given an endpoint that answers after 0.5 s, and a client that waits 0.1 s
+    server.latency = 0.5
+    gateway = Gateway(
+        server.url, region=REGION, max_connections=2, network=trusted, read_timeout=0.1
+    )
+    closed_gateways.append(gateway)
+    # When a post is made
+    result = gateway.run(gateway.post("c-1", b"{}"))
+    # Then it is a read timeout, which a retry may fix, and the connection is not reused
+    assert (result.outcome, result.reason, result.retryable) == (
+        PostOutcome.ERROR,
+        "ReadTimeoutError",
+        True,
+    )
+    server.latency = 0.0
+    assert gateway.run(gateway.post("c-2", b"{}")).outcome is PostOutcome.DELIVERED
+    assert server.connections == 2
+
+
+def test_an_answer_that_is_not_http_closes_the_connection(
+    server: RawServer, closed_gateways: list[Gateway], trusted: Network
+) -> None:
+    server.responses = [b"SSH-2.0-OpenSSH\r\n\r\n"]
+    gateway = gateway_for(server, closed_gateways, trusted)
+    result = gateway.run(gateway.post("c-1", b"{}"))
+    assert (result.outcome, result.reason, result.retryable) == (
+        PostOutcome.ERROR,
+        "ConnectionClosedError",
+        True,
+    )
+    assert gateway.run(gateway.post("c-2", b"{}")).outcome is PostOutcome.DELIVERED
+    assert server.connections == 2
+
+
+def test_the_stage_path_is_kept_with_or_without_a_trailing_slash(
+    server: RawServer, closed_gateways: list[Gateway], trusted: Network
+) -> None:
+    for url in (server.url + "/", f"{server.scheme}://127.0.0.1:{server.port}"):
+        gateway = gateway_for(server, closed_gateways, trusted, url=url)
+        assert gateway.run(gateway.post("c", b"{}")).outcome is PostOutcome.DELIVERED
+    lines = [parse_request(raw)[0] for raw in server.requests]
+    assert lines == ["POST /prod/@connections/c HTTP/1.1", "POST /@connections/c HTTP/1.1"]
+
+
+@pytest.mark.parametrize("url", ["ftp://example.test/prod", "http:///prod", "example.test"])
+def test_an_endpoint_that_is_not_an_http_url_is_refused(url: str) -> None:
+    with pytest.raises(SettingsError, match="must be an http"):
+        Gateway(url, region=REGION, max_connections=1)
+
+
 def test_bytes_after_an_answer_are_never_read_as_the_next_answer(
     server: RawServer, closed_gateways: list[Gateway], trusted: Network
 ) -> None:

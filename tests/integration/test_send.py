@@ -333,7 +333,14 @@ def test_a_message_being_sent_elsewhere_is_reported_in_progress(
         # When the same message arrives while the first is still in flight
         answer = invoke({"connectionId": "c-1", "id": "m-busy", "payload": PAYLOAD}, lambda_context)
         # Then it is reported as in progress, not sent twice
-        assert answer["error"]["code"] == "in_progress"
+        assert answer == {
+            "id": "m-busy",
+            "error": {
+                "code": "in_progress",
+                "message": "another invocation is sending this message",
+                "field": None,
+            },
+        }
         assert_valid("send-answer", answer)
         return {"id": "m-busy"}
 
@@ -387,3 +394,40 @@ def test_an_explicit_id_still_connecting_after_the_retries_is_a_retryable_failur
         {"connectionId": "h-pc", "reason": "410 GoneException (still connecting)"}
     ]
     assert stored_ids() == {"h-pc"}
+
+
+@pytest.mark.parametrize("size", [0, 101])
+def test_a_list_of_no_message_or_of_more_than_a_hundred_is_refused_whole(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext, size: int
+) -> None:
+    result = invoke([{"connectionId": "c-1", "payload": PAYLOAD}] * size, lambda_context)
+    assert result == {
+        "error": {
+            "code": "invalid_envelope",
+            "message": "a list must hold 1 to 100 messages",
+            "field": None,
+        }
+    }
+    assert not management_api.calls
+
+
+def test_a_list_of_a_hundred_messages_is_answered_message_by_message(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    results = invoke([{"connectionIds": ["c-1"], "payload": PAYLOAD}] * 100, lambda_context)
+    assert [r["delivered"] for r in results] == [1] * 100
+
+
+def test_a_message_whose_table_is_unreadable_says_nothing_was_sent(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    boto3.client("dynamodb", region_name=REGION).delete_table(TableName=TABLE)
+    result = invoke({"userId": "alice", "id": "m-9", "payload": PAYLOAD}, lambda_context)
+    assert result == {
+        "id": "m-9",
+        "error": {
+            "code": "storage_unavailable",
+            "message": "wspush's tables could not be used; nothing was sent",
+            "field": None,
+        },
+    }

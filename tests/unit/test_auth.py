@@ -16,7 +16,15 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from tests.fakes.jwks import AUDIENCE, ISSUER, SigningKey, sign
-from wspush.auth import JWKS_MIN_REFETCH_SECONDS, Jwks, JwtVerifier, SecretKey
+from wspush import auth, secrets
+from wspush.auth import (
+    JWKS_MAX_AGE_SECONDS,
+    JWKS_MIN_REFETCH_SECONDS,
+    Jwks,
+    JwtVerifier,
+    SecretKey,
+    mint,
+)
 from wspush.errors import AuthUnavailable, Unauthenticated
 from wspush.settings import AuthMode, AuthSettings, SettingsError
 
@@ -330,3 +338,252 @@ def test_an_ec_key_whose_point_is_off_its_curve_is_not_usable() -> None:
 
     # Then a token naming it is refused for its key, not with an error of the library
     assert refused(verifier(OffCurve()), EC_KEY.token()) == "the token's key is not usable"
+
+
+# --- edges: the leeway, the keys' age, which key a token may use ------------------------------
+
+
+class StaticKeys:
+    def __init__(self, key: Any) -> None:
+        self.key = key
+        self.asked: list[tuple[str, str | None]] = []
+
+    def key_for(self, alg: str, kid: str | None) -> Any:
+        self.asked.append((alg, kid))
+        return self.key
+
+
+def hmac_verifier_at(now: float, **settings: Any) -> JwtVerifier:
+    auth = AuthSettings(
+        mode=AuthMode.JWT,
+        algorithms=frozenset({"HS256"}),
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        secret_parameter="/wspush/secret",
+        **settings,
+    )
+    return JwtVerifier(auth, StaticKeys(SECRET.encode()), clock=lambda: now)
+
+
+@pytest.mark.parametrize(
+    ("claim", "offset", "accepted"),
+    [("exp", -30, True), ("exp", -31, False), ("nbf", 30, True), ("nbf", 31, False)],
+)
+def test_the_leeway_is_exactly_the_configured_seconds(
+    claim: str, offset: int, accepted: bool
+) -> None:
+    now = 2_000_000_000.0
+    token = _hmac_token(SECRET.encode(), **{"exp": int(now) + 600, claim: int(now) + offset})
+    check = hmac_verifier_at(now, leeway_seconds=30)
+    if accepted:
+        assert check.user_id(token) == "u-1"
+    else:
+        assert refused(check, token).startswith("the token")
+
+
+def test_a_token_of_exactly_the_largest_length_is_read() -> None:
+    token = _hmac_token(SECRET.encode())
+    assert hmac_verifier_at(time.time(), max_token_length=len(token)).user_id(token) == "u-1"
+    assert refused(hmac_verifier_at(time.time(), max_token_length=len(token) - 1), token) == (
+        "the token is too large"
+    )
+
+
+def test_the_key_is_asked_for_by_the_token_s_algorithm_and_kid() -> None:
+    keys = StaticKeys(SECRET.encode())
+    auth = AuthSettings(mode=AuthMode.JWT, algorithms=frozenset({"HS256"}), issuer=ISSUER,
+                        audience=AUDIENCE, secret_parameter="/p")  # fmt: skip
+    JwtVerifier(auth, keys).user_id(_hmac_token(SECRET.encode(), kid="k-7"))
+    JwtVerifier(auth, keys).user_id(_hmac_token(SECRET.encode(), kid=None))
+    assert keys.asked == [("HS256", "k-7"), ("HS256", None)]
+
+
+def test_keys_older_than_an_hour_are_fetched_again() -> None:
+    fetch, clock = FakeFetch(RSA_KEY), Clock()
+    check = verifier(fetch, clock)
+    check.user_id(RSA_KEY.token())
+    clock.now += JWKS_MAX_AGE_SECONDS
+    check.user_id(RSA_KEY.token())
+    assert fetch.calls == 1
+    clock.now += 1
+    check.user_id(RSA_KEY.token())
+    assert fetch.calls == 2
+
+
+def test_a_token_without_kid_uses_the_only_signing_key_and_never_an_encryption_key() -> None:
+    encryption = {**SigningKey.rsa("enc-1").jwk(), "use": "enc"}
+
+    class Fetch(FakeFetch):
+        def __call__(self, url: str, timeout: float) -> bytes:
+            self.calls += 1
+            return json.dumps({"keys": [k.jwk() for k in self.keys] + [encryption]}).encode()
+
+    token = sign(RSA_KEY.private, "RS256")  # no kid
+    assert verifier(Fetch(RSA_KEY)).user_id(token) == "u-1"
+    assert "key the issuer does not publish" in refused(verifier(Fetch(RSA_KEY, EC_KEY)), token)
+    enc_token = sign(RSA_KEY.private, "RS256", kid="enc-1")
+    assert "key the issuer does not publish" in refused(verifier(Fetch(RSA_KEY)), enc_token)
+
+
+def test_a_minted_token_carries_exactly_its_claims() -> None:
+    token = mint(SECRET, "u-9", issuer=ISSUER, audience=AUDIENCE, ttl_seconds=60, now=1_000.5)
+    assert jwt.get_unverified_header(token)["alg"] == "HS256"
+    assert jwt.decode(token, options={"verify_signature": False}) == {
+        "sub": "u-9",
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "iat": 1_000,
+        "nbf": 1_000,
+        "exp": 1_060,
+    }
+    with pytest.raises(ValueError, match="only HMAC"):
+        mint(SECRET, "u-9", issuer=ISSUER, audience=AUDIENCE, algorithm="RS256")
+
+
+def test_an_es256_signature_of_the_wrong_length_is_refused() -> None:
+    # Given a valid ES256 token whose signature lost its last byte, or gained one
+    header, payload, signature = EC_KEY.token().split(".")
+    raw = base64.urlsafe_b64decode(signature + "==")
+    check = verifier(FakeFetch(EC_KEY))
+    for forged in (raw[:-1], raw + b"\0", b""):
+        token = f"{header}.{payload}.{base64.urlsafe_b64encode(forged).decode().rstrip('=')}"
+        # Then it does not verify
+        assert refused(check, token) in (
+            "the token's signature does not verify",
+            "the token is malformed",
+        )
+
+
+def test_why_a_key_is_not_usable_is_kept_as_the_cause() -> None:
+    short = SigningKey.rsa("short", bits=1024)
+    p384 = {**EC_KEY.jwk(), "crv": "P-384"}
+
+    def cause(jwk: dict[str, Any], alg: str) -> str:
+        with pytest.raises(Unauthenticated) as caught:
+            auth._public_key(jwk, alg)
+        assert caught.value.reason == "the token's key is not usable"
+        return str(caught.value.__cause__)
+
+    assert cause(short.jwk(), "RS256") == "RSA key too short"
+    assert cause({**p384, "alg": "ES256"}, "ES256") == (
+        "the key's curve does not match the algorithm"
+    )
+    off = {**EC_KEY.jwk(), "y": EC_KEY.jwk()["x"]}
+    assert cause(off, "ES256") == "the key is not a point of its curve"
+
+
+def test_the_verifying_algorithms_take_only_their_own_keys_and_never_sign() -> None:
+    es256 = auth._ALGORITHMS["ES256"]()
+    rs256 = auth._ALGORITHMS["RS256"]()
+    p384_key = auth._ec_key(
+        {"crv": "P-384", **{k: v for k, v in p384_jwk().items() if k in ("x", "y")}}, "ES384"
+    )
+    with pytest.raises(jwt.InvalidKeyError, match=r"^an EC public key on NIST256p is required$"):
+        es256.prepare_key(p384_key)
+    with pytest.raises(jwt.InvalidKeyError, match=r"^an EC public key on NIST256p is required$"):
+        es256.prepare_key("not a key")
+    with pytest.raises(jwt.InvalidKeyError, match=r"^an RSA public key is required$"):
+        rs256.prepare_key(p384_key)
+    with pytest.raises(NotImplementedError, match=r"^wspush only verifies tokens$"):
+        rs256.sign(b"msg", None)
+
+
+def p384_jwk() -> dict[str, str]:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    numbers = ec.generate_private_key(ec.SECP384R1()).public_key().public_numbers()
+    return {
+        "kty": "EC",
+        "crv": "P-384",
+        "x": base64.urlsafe_b64encode(numbers.x.to_bytes(48)).decode().rstrip("="),
+        "y": base64.urlsafe_b64encode(numbers.y.to_bytes(48)).decode().rstrip("="),
+    }
+
+
+def test_a_secret_that_cannot_be_read_or_is_short_says_so() -> None:
+    def unreadable() -> str:
+        raise secrets.SecretUnavailable("denied")
+
+    with pytest.raises(AuthUnavailable, match=r"^the token secret could not be read$"):
+        SecretKey(unreadable).key_for("HS256", None)
+    with pytest.raises(AuthUnavailable, match=r"^the token secret is shorter than 32 bytes$"):
+        SecretKey(lambda: "é" * 15).key_for("HS256", None)  # 30 bytes in UTF-8
+    assert SecretKey(lambda: "é" * 16).key_for("HS256", None) == ("é" * 16).encode()
+
+
+def test_a_minted_token_lasts_15_minutes_and_uses_the_algorithm_asked_for() -> None:
+    token = mint("s" * 64, "u-9", issuer=ISSUER, audience=AUDIENCE, algorithm="HS512", now=50)
+    assert jwt.get_unverified_header(token)["alg"] == "HS512"
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == 900
+    with pytest.raises(ValueError, match=r"^only HMAC tokens can be minted from a shared secret$"):
+        mint(SECRET, "u", issuer=ISSUER, audience=AUDIENCE, algorithm="ES256")
+
+
+def jwks_of(*jwks: dict[str, Any]) -> FakeFetch:
+    class Fetch(FakeFetch):
+        def __call__(self, url: str, timeout: float) -> bytes:
+            self.calls += 1
+            return json.dumps({"keys": list(jwks)}).encode()
+
+    return Fetch()
+
+
+def test_a_key_that_says_nothing_of_its_use_or_algorithm_may_sign() -> None:
+    bare = {k: v for k, v in RSA_KEY.jwk().items() if k not in ("use", "alg")}
+    assert verifier(jwks_of(bare)).user_id(RSA_KEY.token()) == "u-1"
+
+
+def test_a_key_made_for_another_algorithm_or_family_does_not_match() -> None:
+    rs384 = {**RSA_KEY.jwk(), "alg": "RS384"}
+    assert refused(verifier(jwks_of(rs384)), RSA_KEY.token()) == (
+        "the token's algorithm does not match its key"
+    )
+    # Keys that do not name their algorithm: an RSA key for an ES256 token, and the reverse
+    rsa_bare = {k: v for k, v in RSA_KEY.jwk().items() if k != "alg"}
+    ec_bare = {k: v for k, v in EC_KEY.jwk().items() if k != "alg"}
+    es_token = sign(EC_KEY.private, "ES256", kid="rsa-1")
+    rs_token = sign(RSA_KEY.private, "RS256", kid="ec-1")
+    for jwk, token in ((rsa_bare, es_token), (ec_bare, rs_token)):
+        assert refused(verifier(jwks_of(jwk)), token) == (
+            "the token's algorithm does not match its key"
+        )
+
+
+def test_a_jwks_whose_keys_are_not_objects_is_unavailable_not_a_crash() -> None:
+    for keys in ([1], "abc", {"kid": "x"}):
+
+        class Fetch(FakeFetch):
+            def __call__(self, url: str, timeout: float, keys: Any = keys) -> bytes:
+                return json.dumps({"keys": keys}).encode()
+
+        with pytest.raises(AuthUnavailable):
+            verifier(Fetch()).user_id(RSA_KEY.token())
+
+
+def test_a_redirect_keeps_its_origin_only_with_the_same_scheme_host_and_port() -> None:
+    origin = auth._origin("https://Issuer.example.test/jwks")
+    assert origin == ("https", "issuer.example.test", None)
+    assert auth._origin("HTTPS://issuer.EXAMPLE.test/other") == origin
+    for other in (
+        "https://evil.example.test/jwks",
+        "http://issuer.example.test/jwks",
+        "https://issuer.example.test:8443/jwks",
+    ):
+        assert auth._origin(other) != origin
+
+
+def test_an_audience_that_only_contains_ours_is_not_ours() -> None:
+    check = verifier(FakeFetch(RSA_KEY))
+    for audience in (f"x{AUDIENCE}x", AUDIENCE[:-1]):
+        assert refused(check, RSA_KEY.token(aud=audience)) == (
+            "the token is not meant for this audience"
+        )
+
+
+def test_claims_that_are_not_an_object_are_refused() -> None:
+    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    payload = _b64(b"[1, 2]")
+    signature = hmac.new(SECRET.encode(), header + b"." + payload, hashlib.sha256).digest()
+    token = (header + b"." + payload + b"." + _b64(signature)).decode()
+    assert refused(hmac_verifier(), token) == "the token's claims are not an object"

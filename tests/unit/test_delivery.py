@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import random
 from collections import defaultdict, deque
 from collections.abc import Coroutine, Iterable, Iterator
@@ -11,11 +12,13 @@ from typing import Any, TypeVar
 
 import pytest
 
+from tests.conftest import logged
 from tests.contract import assert_valid
 from wspush import connections, delivery
 from wspush.clock import Deadline, now_ms
 from wspush.connections import ConnectionRecord
 from wspush.delivery import Audience, RetryPolicy, backoff_seconds
+from wspush.errors import StorageUnavailable
 from wspush.gateway import PostOutcome, PostResult
 from wspush.messages import Target, parse_message
 from wspush.settings import Settings
@@ -382,3 +385,184 @@ def test_gone_rows_are_forgotten_only_while_the_invocation_has_time(table: list[
     # And with time to spare, every row is deleted, 25 to a batch
     assert delivery.forget_gone(gone, deadline=Deadline(-1.0, clock, end=10.0)) == 100
     assert sorted(table) == sorted(gone)
+
+
+# --- what is logged, how many posts at once, exact figures -----------------------------------
+
+
+def test_each_gone_and_failed_recipient_is_logged_with_its_message(
+    table: list[str], log_output: io.StringIO
+) -> None:
+    # Given one recipient gone, one refused for good and one delivered
+    gateway = ScriptedGateway(gone=[PostOutcome.GONE], big=[PostOutcome.TOO_LARGE])
+    # When a message is delivered to them
+    report = deliver(gateway, ["ok", "gone", "big"])
+    # Then the gone one and the failed one are logged (never the delivered one), by id
+    message_id = report.message_id
+    assert logged(log_output) == [
+        {"level": "INFO", "message": "connection gone", "connection_id": "gone",
+         "message_id": message_id},
+        {"level": "WARNING", "message": "delivery failed", "connection_id": "big",
+         "message_id": message_id, "reason": "413", "retryable": False},
+    ]  # fmt: skip
+
+
+def test_no_more_posts_are_in_flight_than_the_delivery_concurrency(table: list[str]) -> None:
+    # Given a gateway that counts the posts in flight, and a concurrency of 3
+    in_flight = {"now": 0, "most": 0}
+
+    class CountingGateway(ScriptedGateway):
+        async def post(self, connection_id: str, data: bytes) -> PostResult:
+            in_flight["now"] += 1
+            in_flight["most"] = max(in_flight["most"], in_flight["now"])
+            await asyncio.sleep(0.001)
+            in_flight["now"] -= 1
+            return await super().post(connection_id, data)
+
+    # When 12 recipients are due
+    report = deliver(
+        CountingGateway(), [f"c-{i}" for i in range(12)], replace(SETTINGS, delivery_concurrency=3)
+    )
+    # Then all were delivered, 3 at a time
+    assert len(report.delivered) == 12
+    assert in_flight["most"] == 3
+
+
+def test_the_backoff_is_a_uniform_draw_in_milliseconds_over_the_capped_exponential() -> None:
+    policy = RetryPolicy(max_attempts=5, base_ms=100, cap_ms=1_000)
+    for retry, ceiling_ms in ((0, 100), (2, 400), (4, 1_000)):
+        expected = random.Random(7).uniform(0, ceiling_ms) / 1000
+        assert backoff_seconds(retry, policy, random.Random(7)) == expected
+
+
+def test_retries_wait_the_backoff_before_each_new_attempt(table: list[str]) -> None:
+    # Given a recipient throttled twice
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    message = parse_message({"broadcast": True, "payload": {"type": "t", "data": 1}}, now_ms=NOW)
+    gateway = ScriptedGateway(busy=[PostOutcome.THROTTLED] * 2)
+    # When it is delivered
+    report = delivery.deliver(
+        message,
+        Audience(["busy"]),
+        gateway=gateway,  # type: ignore[arg-type]
+        settings=SETTINGS,
+        sleep=sleep,
+        rng=random.Random(3),
+    )
+    # Then it waited twice, the backoff of retry 0 then of retry 1, and was delivered
+    rng = random.Random(3)
+    policy = RetryPolicy.from_settings(SETTINGS)
+    assert waits == [backoff_seconds(0, policy, rng), backoff_seconds(1, policy, rng)]
+    assert report.delivered == ["busy"]
+
+
+def test_a_report_is_retryable_only_when_a_failure_is() -> None:
+    report = delivery.DeliveryReport("m")
+    assert not report.retryable
+    report.failed.append(delivery.Failure("a", "413", retryable=False))
+    assert not report.retryable
+    report.failed.append(delivery.Failure("b", "500", retryable=True))
+    assert report.retryable
+
+
+def test_a_report_at_the_error_bound_lists_every_failure() -> None:
+    report = delivery.DeliveryReport("m", targets=3)
+    report.failed = [delivery.Failure(f"c-{i}", "500", retryable=True) for i in range(3)]
+    answer = report.as_dict(max_errors=3)
+    assert "errorsTruncated" not in answer
+    assert [e["connectionId"] for e in answer["errors"]] == ["c-0", "c-1", "c-2"]
+    assert report.as_dict(max_errors=2)["errorsTruncated"] == 1
+
+
+def test_gone_rows_are_deleted_25_to_a_call(
+    table: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches: list[int] = []
+    monkeypatch.setattr(connections, "delete_many", lambda ids: batches.append(len(ids)))
+    gone = [f"g-{i}" for i in range(60)]
+    assert delivery.forget_gone(gone) == 60
+    assert sorted(batches) == [10, 25, 25]
+    assert delivery.forget_gone([]) == 0
+
+
+def test_rows_that_cannot_be_deleted_are_left_to_their_ttl_and_logged(
+    table: list[str], monkeypatch: pytest.MonkeyPatch, log_output: io.StringIO
+) -> None:
+    # Given a table that refuses the deletes of one batch in two
+    calls: list[int] = []
+
+    def delete_many(ids: list[str]) -> None:
+        calls.append(len(ids))
+        if ids[0] == "g-0":
+            raise StorageUnavailable("throttled")
+
+    monkeypatch.setattr(connections, "delete_many", delete_many)
+    # When 50 gone rows are forgotten
+    deleted = delivery.forget_gone([f"g-{i}" for i in range(50)])
+    # Then the other batch is deleted, and what is left is logged
+    assert deleted == 25
+    assert sorted((line["message"], line["connections"]) for line in logged(log_output)) == [
+        ("could not delete gone connections", 25),
+        ("gone connections left to their TTL", 25),
+    ]
+
+
+def test_a_410_whose_connection_age_cannot_be_read_is_gone(
+    table: list[str], monkeypatch: pytest.MonkeyPatch, log_output: io.StringIO
+) -> None:
+    def unreadable(connection_id: str) -> int:
+        raise StorageUnavailable("throttled")
+
+    monkeypatch.setattr(connections, "connected_at", unreadable)
+    report = deliver(ScriptedGateway(x=[PostOutcome.GONE]), ["x"])
+    assert report.gone == ["x"]
+    assert {
+        "level": "WARNING",
+        "message": "could not read a gone connection's age",
+        "connection_id": "x",
+    } in logged(log_output)
+
+
+def test_reads_are_asked_for_with_the_page_size_segment_and_time_given(
+    table: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the table's reads, recording what they are asked
+    asked: list[tuple[str, dict[str, Any]]] = []
+
+    def recorder(name: str) -> Any:
+        def read(*args: Any, **kwargs: Any) -> Iterator[ConnectionRecord]:
+            asked.append((name, {**kwargs, **({"first": args[0]} if args else {})}))
+            return iter(ROWS)
+
+        return read
+
+    for name in ("for_user", "all_connections", "get_many"):
+        monkeypatch.setattr(connections, name, recorder(name))
+    # When each kind of target is resolved with a page size
+    for target in (
+        Target(user_ids=("alice",)),
+        Target(broadcast=True, segment=(2, 5)),
+        Target(broadcast=True),
+        Target(connection_ids=("c1", "c3"), platforms=frozenset({"pc"})),
+    ):
+        delivery.resolve_targets(target, now_ms=NOW, page_size=7)
+    # Then each read got them
+    assert asked == [
+        ("for_user", {"now_ms": NOW, "page_size": 7, "first": "alice"}),
+        ("all_connections", {"now_ms": NOW, "page_size": 7, "segment": 2, "total_segments": 5}),
+        ("all_connections",
+         {"now_ms": NOW, "page_size": 7, "segment": None, "total_segments": None}),
+        ("get_many", {"now_ms": NOW, "first": ("c1", "c3")}),
+    ]  # fmt: skip
+
+
+def test_an_audience_read_from_rows_keeps_when_each_opened() -> None:
+    rows = [ConnectionRecord("a", "u", "pc", 5, 9), ConnectionRecord("b", "u", "web", 6, 9)]
+    assert Audience.of(rows) == Audience(["a", "b"], {"a": 5, "b": 6})
+    assert Audience.of(rows, Target(user_ids=("u",), platforms=frozenset({"web"}))) == Audience(
+        ["b"], {"b": 6}
+    )

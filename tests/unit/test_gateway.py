@@ -22,6 +22,17 @@ from wspush.gateway import PostOutcome, PostResult, classify
         (408, None, PostOutcome.ERROR),
         (None, "GoneException", PostOutcome.GONE),
         (None, "ReadTimeoutError", PostOutcome.ERROR),
+        (None, "ThrottlingException", PostOutcome.THROTTLED),
+        (None, "AccessDeniedException", PostOutcome.FORBIDDEN),
+        (None, None, PostOutcome.ERROR),
+        # An error code beats a status that says only "4xx"
+        (400, "TooManyRequestsException", PostOutcome.THROTTLED),
+        (400, "PayloadTooLargeException", PostOutcome.TOO_LARGE),
+        (499, None, PostOutcome.REJECTED),
+        # 3xx: API Gateway never redirects a post; whatever answered, it was not delivered
+        (301, None, PostOutcome.ERROR),
+        (399, None, PostOutcome.ERROR),
+        (500, None, PostOutcome.ERROR),
     ],
 )
 def test_status_decides_first_then_error_code(
@@ -51,3 +62,5 @@ def test_reason_is_status_and_code_without_repeating_a_bare_status() -> None:
     assert (
         PostResult(PostOutcome.ERROR, None, "ConnectTimeoutError").reason == "ConnectTimeoutError"
     )
+    assert PostResult(PostOutcome.ERROR, 500).reason == "500"
+    assert PostResult(PostOutcome.DELIVERED).reason == "delivered"

@@ -173,3 +173,58 @@ def test_a_connect_answer_has_no_body() -> None:
 def test_what_is_not_http_is_an_error(answer: bytes) -> None:
     with pytest.raises(ValueError, match=r"HTTP|header"):
         parse_response(bytearray(answer), eof=False)
+
+
+def parsed(answer: bytes, *, eof: bool = False) -> tuple[int, dict[str, str], bool, int]:
+    result = parse_response(bytearray(answer), eof=eof)
+    assert result is not None
+    response, end = result
+    return response.status, response.headers, response.keep_alive, end
+
+
+def test_header_names_are_lowercased_and_values_trimmed() -> None:
+    answer = b"HTTP/1.1 410 Gone\r\nX-Amzn-ErrorType :  GoneException \r\nContent-Length: 0\r\n\r\n"
+    assert parsed(answer) == (
+        410,
+        {"x-amzn-errortype": "GoneException", "content-length": "0"},
+        True,
+        len(answer),
+    )
+
+
+@pytest.mark.parametrize("status", [100, 199, 204, 304])
+def test_answers_that_never_have_a_body_end_with_their_head(status: int) -> None:
+    head = f"HTTP/1.1 {status} X\r\nContent-Length: 5\r\n\r\n".encode()
+    assert parsed(head + b"hello")[3] == len(head)
+
+
+@pytest.mark.parametrize("status", [200, 205, 303, 400])
+def test_other_answers_end_after_their_content_length(status: int) -> None:
+    head = f"HTTP/1.1 {status} X\r\nContent-Length: 5\r\n\r\n".encode()
+    assert parse_response(bytearray(head + b"hell"), eof=False) is None
+    assert parsed(head + b"hello!")[3] == len(head) + 5
+
+
+def test_a_head_is_awaited_up_to_64_kib_and_refused_beyond() -> None:
+    assert parse_response(bytearray(b"H" * 65_536), eof=False) is None
+    with pytest.raises(ValueError, match="answer head too long"):
+        parse_response(bytearray(b"H" * 65_537), eof=False)
+
+
+def test_a_status_line_needs_http_1_and_three_digits() -> None:
+    assert parsed(b"HTTP/1.0 204 No Content\r\n\r\n")[0] == 204
+    for line in (b"HTTP/2 200 OK", b"HTTP/1.1 20 OK", b"HTTP/1.1"):
+        with pytest.raises(ValueError, match=r"not an HTTP/1\.x answer"):
+            parse_response(bytearray(line + b"\r\n\r\n"), eof=False)
+
+
+def test_chunks_are_counted_in_hex_and_each_is_read_whole() -> None:
+    body = b"a\r\n0123456789\r\n10\r\n" + b"x" * 16 + b"\r\n0\r\n\r\n"
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n"
+    assert parsed(head + body + b"next")[3] == len(head + body)
+    assert parse_response(bytearray(head + body[:-1]), eof=False) is None
+    assert parse_response(bytearray(head + b"a\r\n0123"), eof=False) is None
+
+
+def test_connection_close_is_read_whatever_its_case() -> None:
+    assert parsed(b"HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 0\r\n\r\n")[2] is False

@@ -11,14 +11,19 @@ from wspush.errors import InvalidMessage
 from wspush.messages import (
     MAX_CLIENT_FRAME_BYTES,
     MAX_SQS_MESSAGE_BYTES,
+    Target,
     encode_frame,
     parse_json,
     parse_message,
     sqs_batches,
+    sqs_body,
+    to_envelope,
+    with_target,
 )
 
 NOW = 1_795_867_200_000
 PAYLOAD = {"type": "order.updated", "data": {"orderId": 7}}
+TARGETS = "connectionId | connectionIds | userId | userIds | broadcast"
 
 
 def invalid(envelope: Any) -> InvalidMessage:
@@ -76,39 +81,186 @@ def test_requeued_message_keeps_its_original_timestamp() -> None:
 
 
 @pytest.mark.parametrize(
-    ("envelope", "field"),
+    ("envelope", "code", "field", "message"),
     [
-        ({"payload": PAYLOAD}, "target"),
-        ({"userId": "u", "connectionId": "c", "payload": PAYLOAD}, "target"),
-        ({"broadcast": False, "payload": PAYLOAD}, "broadcast"),
-        ({"userId": "", "payload": PAYLOAD}, "userId"),
-        ({"userId": 42, "payload": PAYLOAD}, "userId"),
-        ({"userId": "u" * 129, "payload": PAYLOAD}, "userId"),
-        ({"userIds": [], "payload": PAYLOAD}, "userIds"),
-        ({"userIds": ["a", 3], "payload": PAYLOAD}, "userIds[1]"),
-        ({"connectionIds": "abc", "payload": PAYLOAD}, "connectionIds"),
-        ({"connectionId": None, "payload": PAYLOAD}, "connectionId"),
-        ({"userId": "u", "platform": 3, "payload": PAYLOAD}, "platform"),
-        ({"userId": "u", "platform": ["pc", ""], "payload": PAYLOAD}, "platform[1]"),
+        (
+            {"payload": PAYLOAD},
+            "invalid_target",
+            "target",
+            f"exactly one target is required ({TARGETS}); found none",
+        ),
+        (
+            {"userId": "u", "connectionId": "c", "payload": PAYLOAD},
+            "invalid_target",
+            "target",
+            f"exactly one target is required ({TARGETS}); found connectionId, userId",
+        ),
+        (
+            {"broadcast": False, "payload": PAYLOAD},
+            "invalid_target",
+            "broadcast",
+            "broadcast must be true when present",
+        ),
+        (
+            {"userId": "", "payload": PAYLOAD},
+            "invalid_field",
+            "userId",
+            "userId must be a non-empty string",
+        ),
+        (
+            {"userId": 42, "payload": PAYLOAD},
+            "invalid_field",
+            "userId",
+            "userId must be a non-empty string",
+        ),
+        (
+            {"userId": "u" * 129, "payload": PAYLOAD},
+            "invalid_field",
+            "userId",
+            "userId is longer than 128 characters",
+        ),
+        (
+            {"userIds": [], "payload": PAYLOAD},
+            "invalid_field",
+            "userIds",
+            "userIds must be a non-empty list",
+        ),
+        (
+            {"userIds": ["a", 3], "payload": PAYLOAD},
+            "invalid_field",
+            "userIds[1]",
+            "userIds[1] must be a non-empty string",
+        ),
+        (
+            {"connectionIds": "abc", "payload": PAYLOAD},
+            "invalid_field",
+            "connectionIds",
+            "connectionIds must be a non-empty list",
+        ),
+        (
+            {"connectionId": None, "payload": PAYLOAD},
+            "invalid_field",
+            "connectionId",
+            "connectionId must be a non-empty string",
+        ),
+        (
+            {"userId": "u", "platform": 3, "payload": PAYLOAD},
+            "invalid_field",
+            "platform",
+            "platform must be a non-empty list",
+        ),
+        (
+            {"userId": "u", "platform": ["pc", ""], "payload": PAYLOAD},
+            "invalid_field",
+            "platform[1]",
+            "platform[1] must be a non-empty string",
+        ),
         (
             {"broadcast": True, "excludeConnectionIds": "c", "payload": PAYLOAD},
+            "invalid_field",
             "excludeConnectionIds",
+            "excludeConnectionIds must be a list",
         ),
-        ({"userId": "u"}, "payload"),
-        ({"userId": "u", "payload": "hello"}, "payload"),
-        ({"userId": "u", "payload": {"data": 1}}, "payload.type"),
-        ({"userId": "u", "payload": {"type": "  ", "data": 1}}, "payload.type"),
-        ({"userId": "u", "payload": {"type": "t"}}, "payload.data"),
-        ({"userId": "u", "payload": {"type": "t", "data": 1, "extra": 2}}, "payload.extra"),
-        ({"userID": "u", "payload": PAYLOAD}, "userID"),
-        ({"userId": "u", "id": "", "payload": PAYLOAD}, "id"),
-        ({"userId": "u", "id": 7, "payload": PAYLOAD}, "id"),
+        (
+            {"userId": "u"},
+            "invalid_payload",
+            "payload",
+            'payload must be an object {"type": ..., "data": ...}',
+        ),
+        (
+            {"userId": "u", "payload": "hello"},
+            "invalid_payload",
+            "payload",
+            'payload must be an object {"type": ..., "data": ...}',
+        ),
+        (
+            {"userId": "u", "payload": {"data": 1}},
+            "invalid_payload",
+            "payload.type",
+            "payload.type must be a non-empty string",
+        ),
+        (
+            {"userId": "u", "payload": {"type": "  ", "data": 1}},
+            "invalid_payload",
+            "payload.type",
+            "payload.type must be a non-empty string",
+        ),
+        (
+            {"userId": "u", "payload": {"type": "t"}},
+            "invalid_payload",
+            "payload.data",
+            "payload.data is required",
+        ),
+        (
+            {"userId": "u", "payload": {"type": "t", "data": 1, "extra": 2}},
+            "unknown_field",
+            "payload.extra",
+            "unknown field 'payload.extra'",
+        ),
+        ({"userID": "u", "payload": PAYLOAD}, "unknown_field", "userID", "unknown field 'userID'"),
+        (
+            {"userId": "u", "id": "", "payload": PAYLOAD},
+            "invalid_field",
+            "id",
+            "id must be a non-empty string",
+        ),
+        (
+            {"userId": "u", "id": 7, "payload": PAYLOAD},
+            "invalid_field",
+            "id",
+            "id must be a non-empty string",
+        ),
+        (
+            {"userIds": ["u"] * 10_001, "payload": PAYLOAD},
+            "invalid_field",
+            "userIds",
+            "userIds holds more than 10000 entries",
+        ),
+        (
+            {"userId": "u", "platform": "p" * 33, "payload": PAYLOAD},
+            "invalid_field",
+            "platform",
+            "platform is longer than 32 characters",
+        ),
+        (
+            {"userId": "u", "platform": "p" * 32, "id": "\ud800", "payload": PAYLOAD},
+            "invalid_field",
+            "id",
+            "id holds text that is not valid Unicode",
+        ),
+        (
+            {"connectionIds": ["c" * 129], "payload": PAYLOAD},
+            "invalid_field",
+            "connectionIds[0]",
+            "connectionIds[0] is longer than 128 characters",
+        ),
+        (
+            {"userId": "u", "payload": PAYLOAD, "\x00bad": 1},
+            "unknown_field",
+            "\\x00bad",
+            "unknown field '\\x00bad'",
+        ),
+        (
+            {"userId": "u", "payload": PAYLOAD, "k" * 65: 1},
+            "unknown_field",
+            "k" * 64 + "...",
+            f"unknown field '{'k' * 64}...'",
+        ),
+        ({"userId": "u", "payload": PAYLOAD, "": 1}, "unknown_field", '""', "unknown field '\"\"'"),
+        (
+            {"userId": "u", "payload": {"type": "t", "data": float("inf")}},
+            "invalid_payload",
+            "payload.data",
+            "payload.data is not serializable as JSON",
+        ),
     ],
 )
-def test_invalid_envelope_names_the_field(envelope: dict[str, Any], field: str) -> None:
+def test_invalid_envelope_names_its_code_field_and_why(
+    envelope: dict[str, Any], code: str, field: str, message: str
+) -> None:
     error = invalid(envelope)
-    assert error.field == field
-    assert error.message
+    assert (error.code, error.field, error.message) == (code, field, message)
+    assert error.as_dict() == {"code": code, "message": message, "field": field}
 
 
 def test_a_list_that_may_be_empty_is_not_asked_to_be_non_empty() -> None:
@@ -194,3 +346,132 @@ def test_sqs_batches_hold_at_most_one_mebibyte_in_all() -> None:
     batches = list(sqs_batches(sizes, lambda size: size))
     assert batches == [[third] * 3, [third], [MAX_SQS_MESSAGE_BYTES]]
     assert list(sqs_batches([], lambda size: size)) == []
+
+
+def test_a_body_that_is_not_json_says_so() -> None:
+    with pytest.raises(InvalidMessage) as caught:
+        parse_json("[" * 100_000)
+    assert caught.value.as_dict() == {
+        "code": "invalid_json",
+        "message": "message body is not valid JSON",
+        "field": None,
+    }
+    assert parse_json(b'{"a": [1, 2.5, "\\u00e9"]}') == {"a": [1, 2.5, "é"]}
+
+
+def test_the_frame_is_compact_json_in_utf8_with_its_fields_in_order() -> None:
+    frame = encode_frame("chat", {"text": "héllo", "n": [1, 2]}, message_id="m-1", ts=NOW)
+    assert (
+        frame
+        == (f'{{"type":"chat","data":{{"text":"héllo","n":[1,2]}},"id":"m-1","ts":{NOW}}}').encode()
+    )
+
+
+def test_a_frame_too_large_names_its_size_and_the_limit() -> None:
+    error = invalid(
+        {"userId": "u", "id": "m", "payload": {"type": "t", "data": "x" * MAX_CLIENT_FRAME_BYTES}}
+    )
+    size = frame_size("x" * MAX_CLIENT_FRAME_BYTES)
+    assert error.as_dict() == {
+        "code": "payload_too_large",
+        "message": f"payload is {size} bytes once serialized; the limit is 131072 bytes",
+        "field": "payload",
+    }
+
+
+def test_each_selector_becomes_its_target() -> None:
+    def target_of(**selector: Any) -> Target:
+        return parse_message({**selector, "payload": PAYLOAD}, now_ms=NOW).target
+
+    assert target_of(connectionId="c") == Target(connection_ids=("c",))
+    assert target_of(connectionIds=["c", "d", "c"]) == Target(connection_ids=("c", "d"))
+    assert target_of(userId="u") == Target(user_ids=("u",))
+    assert target_of(userIds=["u", "v"]) == Target(user_ids=("u", "v"))
+    assert target_of(broadcast=True) == Target(broadcast=True)
+    assert target_of(userId="u", platform="pc", excludeConnectionIds=[]) == Target(
+        user_ids=("u",), platforms=frozenset({"pc"})
+    )
+    assert target_of(broadcast=True, platform=["pc", "web"], excludeConnectionIds=["c"]) == (
+        Target(
+            broadcast=True,
+            platforms=frozenset({"pc", "web"}),
+            exclude_connection_ids=frozenset({"c"}),
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    "envelope",
+    [
+        {"userId": "u" * 128},
+        {"connectionIds": ["c" * 128]},
+        {"userId": "u", "platform": "p" * 32},
+        {"userId": "u", "id": "i" * 128},
+        {"userIds": [str(i) for i in range(10_000)]},
+    ],
+)
+def test_values_at_their_limits_are_accepted(envelope: dict[str, Any]) -> None:
+    parse_message({**envelope, "payload": PAYLOAD}, now_ms=NOW)
+
+
+def test_the_id_is_the_given_one_else_the_default_else_a_fresh_one() -> None:
+    def id_of(envelope: dict[str, Any], default: str | None) -> str:
+        return parse_message(
+            {"userId": "u", **envelope, "payload": PAYLOAD}, now_ms=NOW, default_id=default
+        ).id
+
+    assert id_of({"id": "given"}, "default") == "given"
+    assert id_of({}, "default") == "default"
+    fresh = {id_of({}, None), id_of({}, "")}
+    assert len(fresh) == 2
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in fresh)
+
+
+def test_a_message_sent_again_keeps_its_id_payload_and_filters() -> None:
+    message = parse_message(
+        {
+            "id": "m-1",
+            "broadcast": True,
+            "platform": ["web", "pc"],
+            "excludeConnectionIds": ["c-2", "c-1"],
+            "payload": PAYLOAD,
+        },
+        now_ms=NOW,
+    )
+    assert with_target(message, userIds=["u"]) == {
+        "id": "m-1",
+        "userIds": ["u"],
+        "platform": ["pc", "web"],
+        "excludeConnectionIds": ["c-1", "c-2"],
+        "payload": PAYLOAD,
+    }
+    plain = parse_message({"id": "m-2", "userId": "u", "payload": PAYLOAD}, now_ms=NOW)
+    assert with_target(plain, broadcast=True) == {
+        "id": "m-2",
+        "broadcast": True,
+        "payload": PAYLOAD,
+    }
+    assert to_envelope(message, ["c-9"]) == {
+        "id": "m-1",
+        "connectionIds": ["c-9"],
+        "payload": PAYLOAD,
+    }
+
+
+def test_an_sqs_body_is_compact_ascii_json() -> None:
+    assert sqs_body({"a": "é\x00", "b": [1, 2]}) == '{"a":"\\u00e9\\u0000","b":[1,2]}'
+    with pytest.raises(ValueError, match="JSON compliant"):
+        sqs_body({"a": float("nan")})
+
+
+def test_sqs_batches_take_exactly_ten_and_exactly_one_mebibyte() -> None:
+    assert [len(b) for b in sqs_batches(range(10), lambda _: 1)] == [10]
+    half = MAX_SQS_MESSAGE_BYTES // 2
+    assert list(sqs_batches([half, half, 1], lambda size: size)) == [[half, half], [1]]
+
+
+def test_of_several_unknown_fields_the_first_in_order_is_named_whole_up_to_64_characters() -> None:
+    assert invalid({"userId": "u", "zeta": 1, "alpha": 2, "payload": PAYLOAD}).field == "alpha"
+    assert invalid({"userId": "u", "payload": {**PAYLOAD, "z": 1, "b": 2}}).field == "payload.b"
+    assert invalid({"userId": "u", "k" * 64: 1, "payload": PAYLOAD}).field == "k" * 64
+    assert invalid({"userId": "u", "\u00e9\t": 1, "payload": PAYLOAD}).field == "\u00e9\\t"

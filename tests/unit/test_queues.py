@@ -3,14 +3,19 @@ partial failures included."""
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from botocore.stub import Stubber
 
+from tests.conftest import logged
 from wspush import queues
 from wspush.errors import QueueUnavailable
+from wspush.messages import MAX_SQS_MESSAGE_BYTES
 
 REGION = "us-east-1"
 QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/wspush-test-messages"
@@ -100,3 +105,212 @@ def test_a_refused_call_fails_the_split(sqs: Stubber) -> None:
 
     with pytest.raises(QueueUnavailable):
         queue_shares()
+
+
+# --- what wspush writes on a queued message, and reads back --------------------------------
+
+
+def record(body: str = "{}", **attributes: str | None) -> SQSRecord:
+    """An SQS event record with these string attributes (None: an attribute without a value)."""
+    return SQSRecord(
+        {
+            "messageId": "sqs-1",
+            "body": body,
+            "messageAttributes": {
+                name: {"stringValue": value, "dataType": "String"}
+                for name, value in attributes.items()
+            },
+        }
+    )
+
+
+def read(**attributes: str | None) -> queues.QueuedAttributes:
+    return queues.QueuedAttributes.of(
+        record(**{k.replace("_", "-"): v for k, v in attributes.items()})
+    )
+
+
+def test_a_service_s_message_has_no_wspush_attributes() -> None:
+    assert queues.QueuedAttributes.of(record()) == queues.QueuedAttributes(0, 0, None, None, None)
+
+
+def test_wspush_s_attributes_are_read_back_as_written() -> None:
+    written = queues.requeued(
+        {"id": "m"}, attempt=2, round_number=5, ts=TS, segment=(3, 8), after="c-9"
+    )
+    assert queues.QueuedAttributes.of(record(**written.attributes)) == queues.QueuedAttributes(
+        attempt=2, round=5, ts=TS, segment=(3, 8), after="c-9"
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "count"),
+    [("0", 0), ("7", 7), ("-3", 0), ("1000", 1000), ("1001", 1000), ("x", 0), (None, 0)],
+)
+def test_attempt_and_round_counts_are_kept_within_zero_and_a_thousand(
+    raw: str | None, count: int
+) -> None:
+    read_back = read(wspush_attempt=raw, wspush_round=raw)
+    assert (read_back.attempt, read_back.round) == (count, count)
+
+
+@pytest.mark.parametrize(
+    ("raw", "ts"),
+    [
+        (str(TS), TS),
+        ("1000000000000", 1_000_000_000_000),
+        ("999999999999", None),
+        ("100000000000000", 100_000_000_000_000),
+        ("100000000000001", None),
+        ("soon", None),
+    ],
+)
+def test_only_a_plausible_timestamp_is_kept(raw: str, ts: int | None) -> None:
+    assert read(wspush_ts=raw).ts == ts
+
+
+@pytest.mark.parametrize(
+    ("raw", "segment"),
+    [
+        ("0/1", (0, 1)),
+        ("999/1000", (999, 1000)),
+        ("1/1", None),
+        ("-1/4", None),
+        ("0/1001", None),
+        ("1/2/3", None),
+        ("a/b", None),
+        ("3", None),
+    ],
+)
+def test_a_segment_is_read_only_when_it_is_one_of_its_scan(
+    raw: str, segment: tuple[int, int] | None
+) -> None:
+    assert read(wspush_segment=raw).segment == segment
+
+
+@pytest.mark.parametrize(
+    ("raw", "after"), [("c", "c"), ("c" * 128, "c" * 128), ("c" * 129, None), ("", None)]
+)
+def test_where_a_scan_starts_is_a_connection_id(raw: str, after: str | None) -> None:
+    assert read(wspush_after=raw).after == after
+
+
+def test_a_requeued_message_carries_its_counts_and_timestamp_and_a_bounded_delay() -> None:
+    outgoing = queues.requeued(
+        {"id": "m", "x": "é"}, attempt=1, round_number=2, ts=TS, delay_seconds=5_000
+    )
+    assert outgoing == queues.Outgoing(
+        '{"id":"m","x":"\\u00e9"}',
+        {"wspush-attempt": "1", "wspush-round": "2", "wspush-ts": str(TS)},
+        900,
+    )
+    assert queues.requeued({}, attempt=0, round_number=0, ts=TS).delay_seconds == 0
+
+
+def test_only_wspush_s_own_attributes_are_carried_over() -> None:
+    given = record(**{"wspush-attempt": "1", "wspush-after": None, "other": "x"})
+    assert queues.wspush_attributes(given) == {"wspush-attempt": "1"}
+
+
+@pytest.mark.parametrize(
+    ("body", "copied"),
+    [
+        ('{"userId":"u"}', '{"id":"sqs-1","userId":"u"}'),
+        ('{"id":"m","userId":"u"}', '{"id":"m","userId":"u"}'),
+        ("[1]", "[1]"),
+        ("not json", "not json"),
+    ],
+)
+def test_a_message_put_back_keeps_its_id_or_gets_its_first_sqs_id(body: str, copied: str) -> None:
+    assert queues._with_id(body, "sqs-1") == copied
+
+
+def test_a_dead_letter_says_why_in_its_attributes() -> None:
+    letter = queues.DeadLetter(
+        "delivery_failed", "r" * 1_500, "payload", failures=(("c-1", "413"), ("c-2", "403"))
+    )
+    assert queues.dead_lettered("{}", letter) == queues.Outgoing(
+        "{}",
+        {
+            "wspush-error-code": "delivery_failed",
+            "wspush-error-reason": "r" * 1_000,
+            "wspush-error-field": "payload",
+            "wspush-failures": '[{"connectionId":"c-1","reason":"413"},'
+            '{"connectionId":"c-2","reason":"403"}]',
+        },
+    )
+    bare = queues.dead_lettered("{}", queues.DeadLetter("invalid_json", "not JSON"))
+    assert bare.attributes == {
+        "wspush-error-code": "invalid_json",
+        "wspush-error-reason": "not JSON",
+    }
+
+
+def test_a_dead_letter_lists_at_most_a_hundred_failures() -> None:
+    failures = tuple((f"c-{i}", "500") for i in range(150))
+    letter = queues.dead_lettered(
+        "{}", queues.DeadLetter("delivery_failed", "r", failures=failures)
+    )
+    listed = json.loads(letter.attributes["wspush-failures"])
+    assert len(listed) == 100
+    assert listed[-1] == {"connectionId": "c-99", "reason": "500"}
+
+
+def test_a_dead_letter_too_large_for_its_reasons_drops_the_least_needed_first(
+    log_output: io.StringIO,
+) -> None:
+    # Given a letter whose attributes all take room
+    letter = queues.DeadLetter("code", "reason", "field", failures=(("c-1", "500"),))
+    full = queues.dead_lettered("{}", letter).attributes
+    sizes = {name: len(name) + len("String") + len(value) for name, value in full.items()}
+    total = sum(sizes.values())
+
+    def kept(room: int) -> list[str]:
+        body = "x" * (MAX_SQS_MESSAGE_BYTES - room)
+        return sorted(queues.dead_lettered(body, letter).attributes)
+
+    # Then each byte less of room drops the next attribute: failures, field, reason, code
+    assert kept(total) == sorted(full)
+    without_failures = total - sizes[queues.FAILURES]
+    assert kept(total - 1) == sorted(set(full) - {queues.FAILURES})
+    assert kept(without_failures - 1) == [queues.ERROR_CODE, queues.ERROR_REASON]
+    assert kept(sizes[queues.ERROR_CODE]) == [queues.ERROR_CODE]
+    assert kept(sizes[queues.ERROR_CODE] - 1) == []
+    assert logged(log_output)[0] == {
+        "level": "WARNING",
+        "message": "dead letter too large for its reason attribute",
+        "attribute": queues.FAILURES,
+    }
+
+
+def test_attributes_are_counted_as_sqs_counts_them() -> None:
+    assert queues._attributes_size({"ab": "é"}) == 2 + 6 + 2
+
+
+def test_entries_failed_on_sqs_s_side_are_logged_before_being_sent_again(
+    sqs: Stubber, log_output: io.StringIO
+) -> None:
+    sqs.add_response("send_message_batch", {"Successful": sent("0", "2"), "Failed": failed("1")})
+    sqs.add_response("send_message_batch", {"Successful": sent("0"), "Failed": []})
+    queue_shares()
+    assert logged(log_output) == [
+        {
+            "level": "WARNING",
+            "message": "messages not queued, sending them again",
+            "count": 1,
+            "codes": "InternalError",
+        }
+    ]
+
+
+def test_a_refused_call_says_the_queue_could_not_be_used(sqs: Stubber) -> None:
+    sqs.add_client_error("send_message_batch", "AccessDenied", http_status_code=403)
+    with pytest.raises(QueueUnavailable, match=r"^could not send to the queue$"):
+        queue_shares()
+
+
+def test_sqs_calls_give_up_quickly_and_retry_in_standard_mode() -> None:
+    config = queues._client(REGION).meta.config
+    assert (config.connect_timeout, config.read_timeout) == (2, 5)
+    assert config.retries["mode"] == "standard"
+    assert queues._client(REGION).meta.region_name == REGION

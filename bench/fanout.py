@@ -1,6 +1,6 @@
 """One fan-out measurement in a fresh process: ``python -m bench.fanout MODE --n N ...``.
 
-- ``wspush``: ``wspush.delivery.deliver`` as the sender Lambda calls it, with the ``Gateway``
+- ``wspush``: ``wspush.fanout.delivery.deliver`` as the sender Lambda calls it, with the ``Gateway``
   of ``sending.gateway_for`` pointed at the stub, posting one message to N explicit recipients
   (resolving them is not measured).
 - ``channel``: the same delivery to the N subscribers of one channel, *resolution included*:
@@ -141,7 +141,7 @@ def _check_stub(result: Measurement, posts: int, delivered: set[str] | int) -> N
 
 def _message(message_id: str) -> Any:
     from wspush.clock import now_ms
-    from wspush.messages import parse_message
+    from wspush.contract.messages import parse_message
 
     return parse_message(
         {"broadcast": True, "payload": PAYLOAD}, now_ms=now_ms(), default_id=message_id
@@ -159,8 +159,8 @@ def _settings_summary(settings: Any) -> dict[str, Any]:
 
 def _gateway(settings: Any) -> Any:
     """The gateway the sender gets (``sending._gateway``): the stub's URL, the CA bundle."""
-    from wspush import sending
-    from wspush.gateway import Network
+    from wspush.fanout import sending
+    from wspush.fanout.gateway import Network
 
     return sending.gateway_for(
         settings.management_endpoint,
@@ -171,7 +171,7 @@ def _gateway(settings: Any) -> Any:
 
 
 def run_wspush(n: int, stub: StubClient) -> Measurement:
-    from wspush import delivery
+    from wspush.fanout import delivery
     from wspush.settings import get_settings
 
     result = Measurement("wspush", n)
@@ -207,9 +207,9 @@ BENCH_CHANNEL = "room:bench"
 
 
 def run_channel(n: int, stub: StubClient) -> Measurement:
-    from wspush import delivery
     from wspush.clock import now_ms
-    from wspush.messages import parse_message
+    from wspush.contract.messages import parse_message
+    from wspush.fanout import delivery
     from wspush.settings import get_settings
     from wspush.store import channels
 
@@ -256,9 +256,9 @@ def run_channel(n: int, stub: StubClient) -> Measurement:
 def _resolution_alone(channel: str, settings: Any) -> dict[str, float]:
     """Reading the channel's subscribers once more, alone: our CPU, and the wall time (moto's
     answers included, which are far slower than DynamoDB's for a big channel)."""
-    from wspush import delivery
     from wspush.clock import now_ms
-    from wspush.messages import Target
+    from wspush.contract.messages import Target
+    from wspush.fanout import delivery
 
     cpu, wall = time.process_time(), time.perf_counter()
     audience = delivery.resolve_targets(
@@ -388,7 +388,7 @@ def _outcomes(report: Any) -> dict[str, int]:
 def run_faults(n: int, stub: StubClient) -> Measurement:
     """410s and 429s injected: buckets, stub posts and deleted rows are all as expected."""
     with moto_dynamodb() as dynamodb:
-        from wspush import delivery
+        from wspush.fanout import delivery
         from wspush.settings import get_settings
 
         result = Measurement("faults", n)
@@ -585,7 +585,7 @@ def run_big_audience(n: int, stub: StubClient) -> Measurement:
         ]["QueueArn"]
 
         from handlers import sender
-        from wspush import queues
+        from wspush.fanout import queues
         from wspush.settings import get_settings
 
         get_settings.cache_clear()
@@ -750,9 +750,9 @@ def run_cold_pool(n: int, stub: StubClient) -> Measurement:
     """A cold container's first fan-out: the process is made as the send Lambda's would be
     (imports, settings, an empty pool), says it is ready, and once the parent has limited
     its CPU and says go, posts to N recipients. Every attempt's outcome is counted."""
-    from wspush import delivery
-    from wspush import gateway as gateway_module
-    from wspush.gateway import Gateway, Network, PostOutcome, PostResult
+    from wspush.fanout import delivery
+    from wspush.fanout import gateway as gateway_module
+    from wspush.fanout.gateway import Gateway, Network, PostOutcome, PostResult
     from wspush.settings import get_settings
 
     settings = get_settings()

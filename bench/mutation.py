@@ -56,7 +56,7 @@ def module_of(path: str) -> str:
 
 
 def select(files: list[str], names: list[str] | None) -> list[str]:
-    """The files of the modules asked for: ``gateway``, ``wspush.gateway`` or a path."""
+    """The files of the modules asked for: ``gateway``, ``wspush.fanout.gateway`` or a path."""
     if not names:
         return files
     chosen: list[str] = []

@@ -5,7 +5,7 @@ against the stub Management API (its own process, on the other core, 20 ms per p
 plain HTTP and over TLS (as API Gateway's endpoint is: a certificate authority made for the
 run, which both clients are given as ``AWS_CA_BUNDLE``):
 
-- ``wspush.delivery.deliver`` as the sender Lambda runs it, whatever it is at the time;
+- ``wspush.fanout.delivery.deliver`` as the sender Lambda runs it, whatever it is at the time;
 - the seed's way, one boto3 client posting sequentially, measured on at most
   ``--sequential-max`` recipients (at ~45/s, 10,000 would take 4 minutes) and extrapolated.
 

@@ -6,9 +6,9 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from wspush import events, frames
 from wspush.channels import subscriptions
 from wspush.clock import now_ms
+from wspush.contract import events, frames
 from wspush.observability import logger, metrics, tracer
 from wspush.settings import get_settings
 

@@ -5,8 +5,8 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from wspush import events, frames, handshake
 from wspush.clock import now_ms
+from wspush.contract import events, frames
 from wspush.errors import (
     AuthUnavailable,
     BadHandshake,
@@ -16,6 +16,7 @@ from wspush.errors import (
     Unauthenticated,
 )
 from wspush.observability import logger, metrics, tracer
+from wspush.routes import handshake
 from wspush.settings import SettingsError, get_auth_settings, get_settings
 
 # The handshake status each kind of refusal gets.

@@ -5,8 +5,8 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from wspush import events, frames
 from wspush.clock import now_ms
+from wspush.contract import events, frames
 from wspush.observability import logger, metrics, tracer
 
 

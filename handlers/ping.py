@@ -5,9 +5,10 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from wspush import events, frames, sessions
 from wspush.clock import now_ms
+from wspush.contract import events, frames
 from wspush.observability import logger, metrics, tracer
+from wspush.routes import sessions
 from wspush.settings import get_settings
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from wspush import sending
+from wspush.fanout import sending
 from wspush.observability import logger, metrics, tracer
 from wspush.settings import get_settings
 

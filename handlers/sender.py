@@ -11,7 +11,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from wspush import sending
+from wspush.fanout import sending
 from wspush.observability import logger, metrics, tracer
 from wspush.settings import get_settings
 

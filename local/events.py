@@ -15,7 +15,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from wspush import eventbus
-from wspush.local import EVENT_BUS, EVENTS_RULE, LocalStack
+from wspush.tools.local import EVENT_BUS, EVENTS_RULE, LocalStack
 
 KEPT = 100
 TRIM_INTERVAL_SECONDS = 1.0

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
-from wspush.local import ACCOUNT_ID
+from wspush.tools.local import ACCOUNT_ID
 
 PAYLOAD_KEY = "__offline_payload__"
 # JSON: each function's name -> its timeout in seconds, as serverless.yml configures it.

@@ -16,7 +16,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from local.lambda_runtime import is_error_object
-from wspush.local import ACCOUNT_ID, REGION
+from wspush.tools.local import ACCOUNT_ID, REGION
 
 Invoke = Callable[[dict[str, Any]], dict[str, Any]]
 

@@ -45,8 +45,9 @@ from local.events import FeedTrimmer, create_event_feed
 from local.poller import QueuePoller, lambda_invoker
 from local.streams import StreamPoller
 from local.web import DemoServer
-from wspush.auth import mint
-from wspush.local import (
+from wspush.auth.tokens import mint
+from wspush.settings import Access, Namespace
+from wspush.tools.local import (
     EVENT_BUS,
     HOST,
     JWT_AUDIENCE,
@@ -57,7 +58,6 @@ from wspush.local import (
     STAGE,
     LocalStack,
 )
-from wspush.settings import Access, Namespace
 
 REPO = Path(__file__).resolve().parents[1]
 SERVERLESS_CLI = REPO / "node_modules" / "osls" / "bin" / "serverless.js"
@@ -254,7 +254,8 @@ def run(local: LocalStack, auth: str) -> None:
         )
         if expected != actual:
             raise RuntimeError(
-                f"serverless.yml's resources {expected} are not where wspush.local expects {actual}"
+                f"serverless.yml's resources {expected} are not where"
+                f" wspush.tools.local expects {actual}"
             )
         trimmer = FeedTrimmer(sqs, local.events_queue_url).start()
         cleanup.callback(trimmer.stop)

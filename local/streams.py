@@ -20,7 +20,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from local.poller import Invoke
-from wspush.local import REGION
+from wspush.tools.local import REGION
 
 SWEEP_SECONDS = 30
 IDLE_SECONDS = 0.5  # between polls that found nothing

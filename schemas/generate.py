@@ -1,6 +1,6 @@
 """Writes the JSON Schemas (draft 2020-12) in this folder from wspush's own limits.
 
-Every number comes from the constant the code enforces (``wspush.messages``), so a
+Every number comes from the constant the code enforces (``wspush.contract.messages``), so a
 changed limit reaches the schemas the next time this runs: ``make schemas``.
 ``tests/unit/test_schemas.py`` fails while a committed file differs from what this writes,
 and the property tests check that the envelope schema and ``parse_message`` accept the
@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from wspush.channels.names import MAX_CHANNEL_LENGTH
-from wspush.frames import MAX_REF_LENGTH
-from wspush.messages import (
+from wspush.contract.frames import MAX_REF_LENGTH
+from wspush.contract.messages import (
     MAX_CLIENT_FRAME_BYTES,
     MAX_CONNECTION_ID_LENGTH,
     MAX_ID_LENGTH,

@@ -10,9 +10,9 @@ import boto3
 
 from tests.conftest import REGION, load_event
 from tests.fakes.management_api import FakeManagementApi
-from wspush import connections
 from wspush.clock import now_ms
-from wspush.connections import ConnectionRecord
+from wspush.store import connections
+from wspush.store.connections import ConnectionRecord
 
 PAYLOAD = {"type": "order.updated", "data": {"orderId": 7}}
 

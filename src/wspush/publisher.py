@@ -34,14 +34,14 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as AwsConnectionError
 
 from wspush.clock import now_ms
-from wspush.errors import InvalidMessage, WspushError
-from wspush.messages import (
+from wspush.contract.messages import (
     MAX_MESSAGES_PER_SEND,
     MAX_SQS_MESSAGE_BYTES,
     parse_message,
     sqs_batches,
     sqs_body,
 )
+from wspush.errors import InvalidMessage, WspushError
 
 MAX_SEND_MESSAGES = MAX_MESSAGES_PER_SEND  # what the send Lambda accepts per invocation
 MAX_INVOKE_PAYLOAD_BYTES = 6_291_456  # Lambda's limit for a synchronous invocation's event

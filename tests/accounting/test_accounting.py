@@ -53,7 +53,7 @@ from tests.fakes.event_source import SenderEventSource, redeliver_at_once
 from tests.fakes.fault_plan import FaultMix, SeededFaults
 from tests.fakes.management_api import FakeManagementApi
 from tests.support import add_connection, attributes_of, drain, stored_ids
-from wspush import delivery, gateway, queues, sending
+from wspush.fanout import delivery, gateway, queues, sending
 from wspush.settings import Settings, get_settings
 
 READ_TIMEOUT = 1.0  # a hung post costs this much; healthy ones answer in a few ms

@@ -22,7 +22,7 @@ from typing import Any
 import boto3
 import pytest
 
-from wspush.local import PORT_VARIABLES, REGION, LocalStack
+from wspush.tools.local import PORT_VARIABLES, REGION, LocalStack
 
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_SECONDS = 120

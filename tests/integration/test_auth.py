@@ -14,7 +14,7 @@ from handlers import connect
 from tests.conftest import REGION, FakeLambdaContext, load_event
 from tests.fakes.jwks import AUDIENCE, ISSUER, JwksServer, SigningKey
 from tests.support import stored_ids
-from wspush import auth
+from wspush.auth import tokens as auth
 from wspush.settings import get_auth_settings
 
 pytestmark = pytest.mark.usefixtures("aws")

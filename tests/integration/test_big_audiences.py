@@ -17,9 +17,10 @@ from local import moto_as_aws
 from tests.conftest import QUEUE_URL, REGION, TABLE, FakeLambdaContext, logged
 from tests.fakes.management_api import FakeManagementApi
 from tests.support import PAYLOAD, add_connection, attributes_of, drain, sqs_event, sqs_record
-from wspush import connections, queues
 from wspush.errors import StorageUnavailable
+from wspush.fanout import queues
 from wspush.settings import get_settings
+from wspush.store import connections
 
 pytestmark = pytest.mark.usefixtures("aws")
 

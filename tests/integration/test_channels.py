@@ -19,12 +19,13 @@ from tests.conftest import QUEUE_URL, REGION, TABLE, FakeLambdaContext, load_eve
 from tests.contract import assert_valid
 from tests.fakes.management_api import FakeManagementApi
 from tests.support import PAYLOAD, add_connection, drain, frames, sqs_event, sqs_record
-from wspush import connections, queues
 from wspush.channels import access
 from wspush.clock import now_ms
-from wspush.connections import ConnectionRecord
+from wspush.fanout import queues
 from wspush.settings import get_settings
 from wspush.store import channels as store
+from wspush.store import connections
+from wspush.store.connections import ConnectionRecord
 
 pytestmark = pytest.mark.usefixtures("aws")
 

@@ -17,11 +17,12 @@ from local.events import create_event_feed
 from tests.conftest import CHANNELS_TABLE, REGION
 from tests.integration.test_publisher import free_port, stack_template
 from tests.support import add_connection
-from wspush import cli, eventbus
+from wspush import eventbus
 from wspush.clock import now_ms
-from wspush.connections import ConnectionRecord
-from wspush.local import LocalStack
 from wspush.store import channels, presence
+from wspush.store.connections import ConnectionRecord
+from wspush.tools import cli
+from wspush.tools.local import LocalStack
 
 LOBBY = "lobby:main"
 

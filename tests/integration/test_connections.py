@@ -12,10 +12,10 @@ from pynamodb.connection.base import Connection
 
 from tests.conftest import REGION, TABLE
 from tests.support import add_connection
-from wspush import connections
 from wspush.clock import now_ms
-from wspush.connections import ConnectionRecord
 from wspush.errors import StorageUnavailable
+from wspush.store import connections
+from wspush.store.connections import ConnectionRecord
 
 pytestmark = pytest.mark.usefixtures("aws")
 

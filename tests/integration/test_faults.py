@@ -46,8 +46,9 @@ from tests.support import (
     sqs_event,
     sqs_record,
 )
-from wspush import connections, gateway, queues, sending
+from wspush.fanout import gateway, queues, sending
 from wspush.settings import get_settings
+from wspush.store import connections
 
 # Where a test hangs posts on purpose, the Management API client gives up after READ_TIMEOUT
 # (3 s in Lambda) and a hung post answers after STALL. Every other test keeps Lambda's

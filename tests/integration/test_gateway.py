@@ -19,8 +19,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from local.tls import Authority
-from wspush import gateway as gateway_module
-from wspush.gateway import Gateway, Network, PostOutcome, PostResult
+from wspush.fanout import gateway as gateway_module
+from wspush.fanout.gateway import Gateway, Network, PostOutcome, PostResult
 from wspush.settings import SettingsError
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"

@@ -12,7 +12,7 @@ import pytest
 from local.tls import Authority
 from tests.fakes.proxy import FakeProxy, running_proxy
 from tests.integration.test_gateway import RawServer, serve_in_thread
-from wspush.gateway import Gateway, Network, PostOutcome, PostResult
+from wspush.fanout.gateway import Gateway, Network, PostOutcome, PostResult
 from wspush.settings import SettingsError
 
 REGION = "eu-west-1"

@@ -13,9 +13,9 @@ import pytest
 
 from tests.conftest import PROCESSED_TABLE, REGION, Emitted, FakeLambdaContext, logged
 from tests.support import PAYLOAD
-from wspush import idempotency
+from wspush.contract.messages import Message, parse_message
 from wspush.errors import StorageUnavailable
-from wspush.messages import Message, parse_message
+from wspush.fanout import idempotency
 
 pytestmark = pytest.mark.usefixtures("aws")
 

@@ -14,7 +14,7 @@ from websockets.http11 import Request, Response
 from websockets.sync.server import Server, ServerConnection, serve
 
 from tests.e2e.conftest import free_port
-from wspush import cli
+from wspush.tools import cli
 
 
 @dataclass

@@ -14,7 +14,7 @@ import pytest
 from local import moto_events
 from local.events import FeedTrimmer, create_event_feed
 from tests.conftest import REGION
-from wspush.local import LocalStack
+from wspush.tools.local import LocalStack
 
 pytestmark = pytest.mark.usefixtures("aws")
 

@@ -18,8 +18,9 @@ from handlers import send, sender
 from tests.conftest import DLQ_URL, QUEUE_URL, REGION, TABLE, Emitted, FakeLambdaContext, logged
 from tests.fakes.management_api import FakeManagementApi, Reply
 from tests.support import PAYLOAD, add_connection, drain, sqs_event, sqs_record
-from wspush import connections, queues
+from wspush.fanout import queues
 from wspush.settings import get_settings
+from wspush.store import connections
 
 pytestmark = pytest.mark.usefixtures("aws", "users")
 

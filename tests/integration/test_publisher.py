@@ -22,11 +22,8 @@ from handlers import sender
 from tests.conftest import QUEUE_URL, REGION, FakeLambdaContext
 from tests.fakes.management_api import FakeManagementApi
 from tests.support import PAYLOAD, add_connection, drain, frames, sqs_event
-from wspush import cli
 from wspush.clock import now_ms
-from wspush.connections import ConnectionRecord
-from wspush.local import LocalStack
-from wspush.messages import parse_message
+from wspush.contract.messages import parse_message
 from wspush.publisher import (
     EndpointUnreachable,
     LambdaSender,
@@ -38,6 +35,9 @@ from wspush.publisher import (
     stack_outputs,
 )
 from wspush.store import channels
+from wspush.store.connections import ConnectionRecord
+from wspush.tools import cli
+from wspush.tools.local import LocalStack
 
 FUNCTION = "wspush-test-send"
 

@@ -11,10 +11,10 @@ import pytest
 from handlers import connect, default, disconnect, ping
 from tests.conftest import REGION, TABLE, FakeLambdaContext, load_event
 from tests.support import add_connection, stored_ids
-from wspush import connections
 from wspush.clock import now_ms
 from wspush.errors import StorageUnavailable
 from wspush.settings import get_settings
+from wspush.store import connections
 
 pytestmark = pytest.mark.usefixtures("aws")
 

@@ -322,8 +322,8 @@ def test_a_message_being_sent_elsewhere_is_reported_in_progress(
     management_api: FakeManagementApi, lambda_context: FakeLambdaContext, aws: None
 ) -> None:
     # Given another invocation is in the middle of sending m-busy
-    from wspush import idempotency
-    from wspush.messages import parse_message
+    from wspush.contract.messages import parse_message
+    from wspush.fanout import idempotency
     from wspush.settings import get_settings
 
     message = parse_message({"connectionId": "c-1", "id": "m-busy", "payload": PAYLOAD}, now_ms=1)

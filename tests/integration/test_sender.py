@@ -22,8 +22,9 @@ from tests.support import (
     sqs_record,
     stored_ids,
 )
-from wspush import connections, queues
+from wspush.fanout import queues
 from wspush.settings import get_settings
+from wspush.store import connections
 
 
 def run(event: dict[str, Any], context: FakeLambdaContext) -> list[str]:

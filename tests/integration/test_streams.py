@@ -11,7 +11,7 @@ import pytest
 from local.streams import StreamPoller
 from tests.conftest import REGION, TABLE
 from tests.support import add_connection
-from wspush import connections
+from wspush.store import connections
 
 pytestmark = pytest.mark.usefixtures("aws")
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from schemas.generate import ENVELOPE_ERRORS
 from tests.property.conftest import ONLINE
-from wspush.messages import (
+from wspush.contract.messages import (
     MAX_CLIENT_FRAME_BYTES,
     MAX_CONNECTION_ID_LENGTH,
     MAX_ID_LENGTH,

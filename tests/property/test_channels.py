@@ -17,13 +17,13 @@ from hypothesis import strategies as st
 
 from schemas.generate import CHANNEL_ERRORS
 from tests.support import add_connection
-from wspush import connections
 from wspush.channels import subscriptions
 from wspush.channels.names import Channel, granted, parse_channel
 from wspush.clock import now_ms
 from wspush.errors import ChannelRefused
 from wspush.settings import get_settings
 from wspush.store import channels as store
+from wspush.store import connections
 
 VALID = re.compile(r"[a-z0-9-]{1,32}:[A-Za-z0-9._~-]{1,128}")
 namespaces = st.from_regex(r"[a-z0-9-]{1,32}", fullmatch=True)

@@ -18,9 +18,9 @@ from handlers import connect
 from tests.conftest import FakeLambdaContext, load_event
 from tests.property.strategies import ODD_CHARACTERS, odd_text
 from tests.support import stored_ids
-from wspush import connections
 from wspush.clock import now_ms
-from wspush.messages import MAX_PLATFORM_LENGTH, MAX_USER_ID_LENGTH
+from wspush.contract.messages import MAX_PLATFORM_LENGTH, MAX_USER_ID_LENGTH
+from wspush.store import connections
 
 pytestmark = pytest.mark.usefixtures("aws")
 

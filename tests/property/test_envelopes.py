@@ -26,14 +26,14 @@ from tests.property.strategies import (
     padded_data,
     valid_envelopes,
 )
-from wspush.errors import InvalidMessage
-from wspush.messages import (
+from wspush.contract.messages import (
     MAX_CLIENT_FRAME_BYTES,
     MAX_SQS_MESSAGE_BYTES,
     Message,
     parse_json,
     parse_message,
 )
+from wspush.errors import InvalidMessage
 
 NOW = 1_795_867_200_000
 

@@ -24,8 +24,8 @@ from tests.property.strategies import (
     odd_text,
     valid_envelopes,
 )
+from wspush.contract.messages import MAX_CLIENT_FRAME_BYTES, MAX_TARGETS, Message, parse_message
 from wspush.errors import InvalidMessage
-from wspush.messages import MAX_CLIENT_FRAME_BYTES, MAX_TARGETS, Message, parse_message
 
 NOW = 1_795_867_200_000
 DEFAULT_ID = "a-default-id"

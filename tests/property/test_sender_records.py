@@ -35,8 +35,8 @@ from tests.property.strategies import (
     valid_envelopes,
 )
 from tests.support import PAYLOAD, attributes_of, drain, frames, sqs_event, sqs_record
-from wspush import queues
-from wspush.messages import MAX_CLIENT_FRAME_BYTES, MAX_SQS_MESSAGE_BYTES
+from wspush.contract.messages import MAX_CLIENT_FRAME_BYTES, MAX_SQS_MESSAGE_BYTES
+from wspush.fanout import queues
 
 pytestmark = pytest.mark.usefixtures("online")
 

@@ -16,8 +16,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from tests.fakes.jwks import AUDIENCE, ISSUER, SigningKey, sign
-from wspush import auth, secrets
-from wspush.auth import (
+from wspush.auth import secrets
+from wspush.auth import tokens as auth
+from wspush.auth.tokens import (
     JWKS_MAX_AGE_SECONDS,
     JWKS_MIN_REFETCH_SECONDS,
     Jwks,
@@ -299,7 +300,7 @@ def test_while_the_issuer_is_down_keys_are_asked_for_once_per_interval() -> None
 # A fresh interpreter: which signature libraries does a verifier for these algorithms load?
 LOADED_FOR = """
 import sys
-from wspush.auth import Jwks, JwtVerifier
+from wspush.auth.tokens import Jwks, JwtVerifier
 from wspush.settings import AuthMode, AuthSettings
 settings = AuthSettings(mode=AuthMode.JWT, algorithms=frozenset(sys.argv[1].split(",")),
     issuer="i", audience="a", jwks_url="https://issuer.example.test/jwks.json")

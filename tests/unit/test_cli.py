@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from wspush import cli
-from wspush.local import LocalStack
 from wspush.publisher import EndpointUnreachable, PublishError, PublishResult, validate
 from wspush.store import presence
+from wspush.tools import cli
+from wspush.tools.local import LocalStack
 
 SEND = ["send", "--user", "u-42", "--type", "order.updated"]
 

@@ -14,14 +14,15 @@ import pytest
 
 from tests.conftest import logged
 from tests.contract import assert_valid
-from wspush import connections, delivery
 from wspush.clock import Deadline, now_ms
-from wspush.connections import ConnectionRecord
-from wspush.delivery import Audience, RetryPolicy, backoff_seconds
+from wspush.contract.messages import Target, parse_message
 from wspush.errors import StorageUnavailable
-from wspush.gateway import PostOutcome, PostResult
-from wspush.messages import Target, parse_message
+from wspush.fanout import delivery
+from wspush.fanout.delivery import Audience, RetryPolicy, backoff_seconds
+from wspush.fanout.gateway import PostOutcome, PostResult
 from wspush.settings import Settings
+from wspush.store import connections
+from wspush.store.connections import ConnectionRecord
 
 NOW = 1_795_867_200_000
 SETTINGS = Settings(

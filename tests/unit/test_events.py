@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 from tests.conftest import load_event
-from wspush.events import QueryParameters, RouteEvent
+from wspush.contract.events import QueryParameters, RouteEvent
 
 
 def test_a_connect_event_gives_its_connection_time_and_query() -> None:

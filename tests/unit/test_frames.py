@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from wspush.frames import unknown_frame_reply
+from wspush.contract.frames import unknown_frame_reply
 
 NOW = 1_795_867_200_000
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from wspush.gateway import PostOutcome, PostResult, classify
+from wspush.fanout.gateway import PostOutcome, PostResult, classify
 
 
 @pytest.mark.parametrize(

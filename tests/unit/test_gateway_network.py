@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 import pytest
 from botocore.utils import get_environ_proxies
 
-from wspush.gateway import Network, Proxy, parse_response, proxy_for
+from wspush.fanout.gateway import Network, Proxy, parse_response, proxy_for
 from wspush.settings import Settings, SettingsError
 
 PROXY_VARIABLES = (

@@ -23,12 +23,12 @@ ONLY_IN = {
     "aws_lambda_powertools.utilities.batch": {"sender"},
     "aws_lambda_powertools.utilities.idempotency": {"send", "sender"},
     "asyncio": {"send", "sender"},
-    "wspush.delivery": {"send", "sender"},
-    "wspush.gateway": {"send", "sender"},
-    "wspush.queues": {"send", "sender"},
+    "wspush.fanout.delivery": {"send", "sender"},
+    "wspush.fanout.gateway": {"send", "sender"},
+    "wspush.fanout.queues": {"send", "sender"},
     "jwt": {"connect"},
     "rsa": {"connect"},
-    "wspush.auth": {"connect"},
+    "wspush.auth.tokens": {"connect"},
     "ecdsa": set(),  # only once an ES algorithm is configured
     "pynamodb": {"connect", "disconnect", "ping", "send", "sender"},
 }

@@ -303,7 +303,7 @@ def test_any_other_python3_call_goes_to_the_projects_python() -> None:
 
 def test_make_dev_starts_python_functions_through_the_runtime_with_their_timeouts() -> None:
     from local.run import offline_environment
-    from wspush.local import LocalStack
+    from wspush.tools.local import LocalStack
 
     # When make dev prepares serverless-offline's environment
     env = offline_environment(LocalStack(), "none")

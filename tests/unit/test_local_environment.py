@@ -6,7 +6,7 @@ import boto3
 import pytest
 
 from local.run import offline_environment
-from wspush.local import LocalStack
+from wspush.tools.local import LocalStack
 
 
 @pytest.mark.parametrize("service", ["dynamodb", "sqs", "ssm", "events"])

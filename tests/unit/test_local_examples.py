@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from local.run import examples, moved_ports
-from wspush.local import LocalStack
+from wspush.tools.local import LocalStack
 
 
 def test_with_the_default_ports_the_examples_need_nothing_first() -> None:

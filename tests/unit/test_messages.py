@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from wspush.errors import InvalidMessage
-from wspush.messages import (
+from wspush.contract.messages import (
     MAX_CLIENT_FRAME_BYTES,
     MAX_SQS_MESSAGE_BYTES,
     Target,
@@ -20,10 +19,11 @@ from wspush.messages import (
     to_envelope,
     with_target,
 )
+from wspush.errors import InvalidMessage
 
 NOW = 1_795_867_200_000
 PAYLOAD = {"type": "order.updated", "data": {"orderId": 7}}
-TARGETS = "connectionId | connectionIds | userId | userIds | broadcast"
+TARGETS = "connectionId | connectionIds | userId | userIds | channel | broadcast"
 
 
 def invalid(envelope: Any) -> InvalidMessage:

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
-from wspush import sending
+from wspush.contract.messages import MAX_SQS_MESSAGE_BYTES, parse_message
 from wspush.errors import InvalidMessage
-from wspush.messages import MAX_SQS_MESSAGE_BYTES, parse_message
+from wspush.fanout import sending
 from wspush.publisher import (
     MAX_SEND_MESSAGES,
     EndpointUnreachable,

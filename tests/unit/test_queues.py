@@ -13,9 +13,9 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from botocore.stub import Stubber
 
 from tests.conftest import logged
-from wspush import queues
+from wspush.contract.messages import MAX_SQS_MESSAGE_BYTES
 from wspush.errors import QueueUnavailable
-from wspush.messages import MAX_SQS_MESSAGE_BYTES
+from wspush.fanout import queues
 
 REGION = "us-east-1"
 QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/wspush-test-messages"

@@ -23,9 +23,9 @@ from schemas.generate import (
     render,
 )
 from tests.contract import assert_valid, validator
-from wspush import frames
+from wspush.contract import frames
+from wspush.contract.messages import MAX_MESSAGES_PER_SEND, encode_frame, parse_json, parse_message
 from wspush.errors import InvalidMessage
-from wspush.messages import MAX_MESSAGES_PER_SEND, encode_frame, parse_json, parse_message
 
 NOW = 1_795_867_200_000
 PAYLOAD = {"type": "order.updated", "data": {"orderId": 7}}

@@ -13,12 +13,12 @@ import pytest
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from tests.conftest import logged
-from wspush import idempotency, queues, sending
 from wspush.clock import Deadline
-from wspush.delivery import Failure
-from wspush.idempotency import AlreadyInProgress
-from wspush.messages import parse_message
-from wspush.queues import Outgoing, QueuedAttributes
+from wspush.contract.messages import parse_message
+from wspush.fanout import idempotency, queues, sending
+from wspush.fanout.delivery import Failure
+from wspush.fanout.idempotency import AlreadyInProgress
+from wspush.fanout.queues import Outgoing, QueuedAttributes
 from wspush.settings import Settings
 
 NOW = 1_795_867_200_000

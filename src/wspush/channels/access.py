@@ -19,10 +19,10 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from wspush.channels.names import Channel, granted
-from wspush.connections import ConnectionRecord
 from wspush.errors import ChannelRefused
 from wspush.observability import logger, metrics
 from wspush.settings import Access, Namespace, Settings
+from wspush.store.connections import ConnectionRecord
 
 MAX_INFO_BYTES = 1_024  # what one member's info may weigh in a presence list
 

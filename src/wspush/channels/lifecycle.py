@@ -12,12 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from wspush import connections, eventbus
+from wspush import eventbus
 from wspush.channels.subscriptions import end
 from wspush.clock import now_ms
 from wspush.observability import logger
 from wspush.settings import Settings
 from wspush.store import channels as store
+from wspush.store import connections
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import (

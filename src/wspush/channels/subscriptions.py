@@ -11,15 +11,16 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from wspush import connections, queues
 from wspush.channels.access import authorize
 from wspush.channels.names import Channel, parse_channel
+from wspush.contract.frames import MAX_REF_LENGTH, error_reply, reply
+from wspush.contract.messages import parse_json, sqs_body
 from wspush.errors import ChannelRefused, InvalidMessage, QueueUnavailable, StorageUnavailable
-from wspush.frames import MAX_REF_LENGTH, error_reply, reply
-from wspush.messages import parse_json, sqs_body
+from wspush.fanout import queues
 from wspush.observability import logger, metrics
 from wspush.settings import Namespace, Settings
 from wspush.store import channels as store
+from wspush.store import connections
 
 MEMBERS_PER_PAGE = 100
 ACTIONS = ("subscribe", "unsubscribe", "presence")

@@ -54,10 +54,10 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
-from wspush import connections
-from wspush.connections import ConnectionItem, ConnectionRecord
 from wspush.errors import ChannelRefused, StorageUnavailable
 from wspush.settings import get_settings
+from wspush.store import connections
+from wspush.store.connections import ConnectionItem, ConnectionRecord
 from wspush.store.presence import (
     MEMBER,
     META,

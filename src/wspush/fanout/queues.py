@@ -23,8 +23,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from wspush.channels.names import parse_channel
+from wspush.contract.messages import MAX_SQS_MESSAGE_BYTES, sqs_batches, sqs_body
 from wspush.errors import ChannelRefused, QueueUnavailable
-from wspush.messages import MAX_SQS_MESSAGE_BYTES, sqs_batches, sqs_body
 from wspush.observability import logger
 
 if TYPE_CHECKING:  # importing one data class loads all 30 modules (see events.py)

@@ -10,8 +10,8 @@ import binascii
 import uuid
 from typing import Any
 
+from wspush.contract.messages import encode_frame, parse_json
 from wspush.errors import InvalidMessage
-from wspush.messages import encode_frame, parse_json
 
 SUPPORTED_ACTIONS = ("ping", "subscribe", "unsubscribe", "presence")
 _MAX_ECHOED_ACTION = 64

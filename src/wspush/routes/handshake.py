@@ -9,13 +9,13 @@ import unicodedata
 from collections.abc import Mapping
 from functools import cache
 
-from wspush import connections
-from wspush.auth import verifier_for
-from wspush.connections import ConnectionRecord
+from wspush.auth.tokens import verifier_for
+from wspush.contract.messages import MAX_PLATFORM_LENGTH, MAX_USER_ID_LENGTH
 from wspush.errors import BadHandshake, Forbidden, StorageUnavailable
-from wspush.messages import MAX_PLATFORM_LENGTH, MAX_USER_ID_LENGTH
 from wspush.observability import logger, metrics
 from wspush.settings import AuthMode, AuthSettings, Settings
+from wspush.store import connections
+from wspush.store.connections import ConnectionRecord
 
 DEFAULT_PLATFORM = "unknown"
 

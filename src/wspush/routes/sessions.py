@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from wspush import connections
+from wspush.contract.frames import reply
 from wspush.errors import StorageUnavailable
-from wspush.frames import reply
 from wspush.observability import logger, metrics
 from wspush.settings import Settings
+from wspush.store import connections
 
 
 def close_connection(connection_id: str) -> None:

@@ -9,8 +9,9 @@ channel and who comes online, on the local stack or a deployed one.
 
 Without ``--stage``, ``--queue-url``, ``--function-name``, ``--table`` or ``--url`` it talks
 to the local stack (``make dev``). This module only parses arguments, calls
-``wspush.publisher``, ``wspush.listener``, ``wspush.store.presence`` or ``wspush.event_feed``
-and prints; exit status 0 is success, 1 a failed delivery, AWS call or connection, 2 bad input.
+``wspush.publisher``, ``wspush.tools.listener``, ``wspush.store.presence`` or
+``wspush.tools.event_feed`` and prints; exit status 0 is success, 1 a failed delivery, AWS
+call or connection, 2 bad input.
 """
 
 from __future__ import annotations
@@ -25,21 +26,10 @@ from typing import Any
 import boto3
 import botocore.session
 
-from wspush import secrets
-from wspush.auth import mint
+from wspush.auth import secrets
+from wspush.auth.tokens import mint
 from wspush.channels.names import parse_channel
 from wspush.errors import ChannelRefused, InvalidMessage, StorageUnavailable
-from wspush.event_feed import EventFeed
-from wspush.listener import DEFAULT_HEARTBEAT_SECONDS, ListenError, connect_url, listen
-from wspush.local import (
-    JWT_AUDIENCE,
-    JWT_ISSUER,
-    JWT_SECRET_PARAMETER,
-    NAMESPACES,
-    LocalStack,
-    port_source,
-)
-from wspush.local import REGION as LOCAL_REGION
 from wspush.publisher import (
     EndpointUnreachable,
     LambdaSender,
@@ -52,6 +42,17 @@ from wspush.publisher import (
 )
 from wspush.settings import Namespace
 from wspush.store import presence as presence_store
+from wspush.tools.event_feed import EventFeed
+from wspush.tools.listener import DEFAULT_HEARTBEAT_SECONDS, ListenError, connect_url, listen
+from wspush.tools.local import (
+    JWT_AUDIENCE,
+    JWT_ISSUER,
+    JWT_SECRET_PARAMETER,
+    NAMESPACES,
+    LocalStack,
+    port_source,
+)
+from wspush.tools.local import REGION as LOCAL_REGION
 
 EXIT_OK = 0
 EXIT_FAILED = 1

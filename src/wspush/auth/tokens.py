@@ -32,7 +32,7 @@ import jwt
 import rsa
 from jwt.algorithms import Algorithm, HMACAlgorithm
 
-from wspush import secrets
+from wspush.auth import secrets
 from wspush.errors import AuthUnavailable, Unauthenticated
 from wspush.observability import logger
 from wspush.settings import HMAC_ALGORITHMS, AuthSettings

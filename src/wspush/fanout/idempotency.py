@@ -30,8 +30,8 @@ from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import D
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 
+from wspush.contract.messages import Message
 from wspush.errors import StorageUnavailable, WspushError
-from wspush.messages import Message
 from wspush.observability import logger, metrics
 
 

@@ -17,14 +17,14 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from wspush import connections
 from wspush.clock import Deadline, now_ms
+from wspush.contract.messages import MAX_REPORTED_ERRORS, Message, Target
 from wspush.errors import StorageUnavailable
-from wspush.gateway import Gateway, PostOutcome, PostResult
-from wspush.messages import MAX_REPORTED_ERRORS, Message, Target
+from wspush.fanout.gateway import Gateway, PostOutcome, PostResult
 from wspush.observability import logger, metrics, tracer
 from wspush.settings import Settings
 from wspush.store import channels as channels_store
+from wspush.store import connections
 
 NOT_ATTEMPTED = "deadline"
 # A post still in flight when the invocation must settle: it may or may not have arrived.

@@ -25,13 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from wspush import connections, delivery, idempotency, queues
 from wspush.clock import Deadline, HasRemainingTime, now_ms
-from wspush.delivery import Audience, DeliveryReport, Failure
-from wspush.errors import DeadlineReached, InvalidMessage, QueueUnavailable, StorageUnavailable
-from wspush.gateway import Gateway, Network
-from wspush.idempotency import AlreadyInProgress
-from wspush.messages import (
+from wspush.contract.messages import (
     MAX_MESSAGES_PER_SEND,
     Message,
     parse_json,
@@ -40,9 +35,15 @@ from wspush.messages import (
     to_envelope,
     with_target,
 )
+from wspush.errors import DeadlineReached, InvalidMessage, QueueUnavailable, StorageUnavailable
+from wspush.fanout import delivery, idempotency, queues
+from wspush.fanout.delivery import Audience, DeliveryReport, Failure
+from wspush.fanout.gateway import Gateway, Network
+from wspush.fanout.idempotency import AlreadyInProgress
 from wspush.observability import logger, metrics
 from wspush.settings import Settings
 from wspush.store import channels as channels_store
+from wspush.store import connections
 
 if TYPE_CHECKING:  # the send Lambda has no SQS records, and need not load their types
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord

@@ -1,0 +1,1 @@
+"""The contract: what services send, what clients receive, what routes are given."""

@@ -1,0 +1,1 @@
+"""Fan-out: resolving a message's audience, posting to it, re-queues and splits."""

@@ -1,0 +1,1 @@
+"""What the connection routes do: $connect's handshake, $disconnect and ping."""

@@ -8,6 +8,8 @@ import { chromium } from "playwright-core";
 
 const { DEMO_URL, CHANNEL, PAGE_USER, OTHER_USER, MESSAGE_ID, CHROMIUM = "/usr/bin/chromium" } = process.env;
 const WAIT = { timeout: 20_000 };
+// the first connect and subscribe may meet cold Lambdas on a busy machine
+const FIRST_WAIT = { timeout: 60_000 };
 const step = (name, extra = {}) => console.log(JSON.stringify({ step: name, ...extra }));
 const member = (userId) => `#members li[data-user-id="${userId}"]`;
 
@@ -15,13 +17,14 @@ const browser = await chromium.launch({
   executablePath: CHROMIUM,
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
 });
+let page;
 try {
-  const page = await browser.newPage();
+  page = await browser.newPage();
   const query = new URLSearchParams({ userId: PAGE_USER, platform: "web", autoconnect: "1", channel: CHANNEL, join: "1" });
 
   // Given the demo page, connected and joined to the channel from its address
   await page.goto(`${DEMO_URL}?${query}`);
-  await page.waitForFunction(() => document.querySelector("#channelState")?.textContent === "subscribed", "", WAIT);
+  await page.waitForFunction(() => document.querySelector("#channelState")?.textContent === "subscribed", "", FIRST_WAIT);
   assert.equal(await page.inputValue("#channel"), CHANNEL);
   // Then its own user is a member (from the presence query)
   await page.waitForSelector(member(PAGE_USER), WAIT);
@@ -44,6 +47,20 @@ try {
   assert.ok(log.includes(`${OTHER_USER} joined`) && log.includes(`${OTHER_USER} left`), log);
   await page.screenshot({ path: process.env.SCREENSHOT ?? "/tmp/wspush-demo-channel.png", fullPage: true });
   step("done");
+} catch (error) {
+  // what the page saw, to tell a refusal or a dropped connection from a slow stack
+  const shown = page
+    ? await page
+        .evaluate(() => ({
+          state: document.querySelector("#state")?.textContent,
+          channelState: document.querySelector("#channelState")?.textContent,
+          members: document.querySelector("#members")?.textContent,
+          events: [...document.querySelectorAll("#events li")].map((li) => li.textContent),
+        }))
+        .catch(() => null)
+    : null;
+  console.error(JSON.stringify({ page: shown }, null, 2));
+  throw error;
 } finally {
   await browser.close();
 }

@@ -1,19 +1,32 @@
 """The local stack's EventBridge events, kept where ``wspush events`` reads them.
 
-A rule on moto's ``default`` bus sends every event whose source is wspush (``user.online`` /
-``user.offline``) to the events queue. Nobody may be reading it, and moto's SQS does work in
-proportion to a queue's depth on every message it takes in, in the process that answers all
-of the local stack's AWS calls; so the queue is trimmed to its newest ``KEPT`` events.
+``python -m local.events PORT`` is a moto server of its own (EventBridge, and SQS for the
+events queue), in its own process: on AWS the events' work does not share DynamoDB's CPU, and
+here thousands of rows going through the connections table's stream (a ``user.online`` or
+``user.offline`` each) would otherwise hold up the moto server every other call of the local
+stack waits on. A rule on its ``default`` bus sends every event whose source is wspush to the
+events queue. Nobody may be reading it, and moto's SQS does work in proportion to a queue's
+depth on every message it takes in, so the queue is trimmed to its newest ``KEPT`` events.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
+import signal
 import threading
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import make_server
 
+from local import moto_events
 from wspush import eventbus
 from wspush.tools.local import EVENT_BUS, EVENTS_RULE, LocalStack
 
@@ -98,3 +111,30 @@ class FeedTrimmer:
                 self.trim_once()
             except (BotoCoreError, ClientError):
                 continue  # moto is stopping, or busy: the next round trims
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve moto on ``PORT`` until SIGTERM or SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m local.events")
+    parser.add_argument("port", type=int)
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args(argv)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    moto_events.install()
+    app = DomainDispatcherApplication(create_backend_app)
+    server = make_server(
+        args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler
+    )
+
+    def stop(signum: int, frame: object) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, stop)
+    server.serve_forever()
+    server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -6,8 +6,9 @@
    project's own Lambda runtime (``local/lambda_runtime.py``);
 3. a poller that drives the sender from the local queue like Lambda's event source mapping,
    and one that drives the ``lifecycle`` function from the connections table's stream;
-4. a rule on moto's default event bus sending wspush's events (``user.online`` /
-   ``user.offline``) to a queue that ``wspush events`` reads (``local/events.py``);
+4. a second moto server, in a process of its own, for EventBridge: a rule on its default bus
+   sends wspush's events (``user.online`` / ``user.offline``) to a queue that ``wspush
+   events`` reads (``local/events.py``);
 5. the browser client's demo page.
 
 Prints ``ready: <websocket url>`` once everything answers; Ctrl-C or SIGTERM stops all of it.
@@ -40,7 +41,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
-from local import lambda_runtime, moto_as_aws, moto_events, stack
+from local import lambda_runtime, moto_as_aws, stack
 from local.events import FeedTrimmer, create_event_feed
 from local.poller import QueuePoller, lambda_invoker
 from local.streams import StreamPoller
@@ -85,7 +86,7 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 def wait_for_port(port: int, process: subprocess.Popen[bytes], deadline: float) -> None:
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"serverless-offline exited with code {process.returncode}")
+            raise RuntimeError(f"{process.args!r} exited with code {process.returncode}")
         with socket.socket() as probe:
             probe.settimeout(0.5)
             if probe.connect_ex((HOST, port)) == 0:
@@ -109,7 +110,7 @@ def offline_environment(local: LocalStack, auth: str) -> dict[str, str]:
             "AWS_ENDPOINT_URL_DYNAMODB": local.aws_endpoint,
             "AWS_ENDPOINT_URL_SQS": local.aws_endpoint,
             "AWS_ENDPOINT_URL_SSM": local.aws_endpoint,
-            "AWS_ENDPOINT_URL_EVENTBRIDGE": local.aws_endpoint,
+            "AWS_ENDPOINT_URL_EVENTBRIDGE": local.events_endpoint,
             "LOCAL_TABLE_NAME": local.table_name,
             "LOCAL_PROCESSED_TABLE_NAME": local.processed_table_name,
             "LOCAL_CHANNELS_TABLE_NAME": local.channels_table_name,
@@ -163,6 +164,19 @@ def start_offline(local: LocalStack, auth: str, cleanup: ExitStack) -> subproces
         env=offline_environment(local, auth),
         stdin=subprocess.DEVNULL,
         start_new_session=True,  # its own process group: node and every handler process
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+    )
+    cleanup.callback(stop_process_group, process)
+    return process
+
+
+def start_events_server(local: LocalStack, cleanup: ExitStack) -> subprocess.Popen[bytes]:
+    """moto's EventBridge and the events queue in a process of their own (local/events.py)."""
+    process = subprocess.Popen(  # noqa: S603 - a fixed command line
+        [sys.executable, "-m", "local.events", str(local.events_port), "--host", HOST],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
         preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )
     cleanup.callback(stop_process_group, process)
@@ -227,15 +241,17 @@ def run(local: LocalStack, auth: str) -> None:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     with ExitStack() as cleanup:
         moto_as_aws.install()  # stale item counts, as DynamoDB reports them
-        moto_events.install()  # EventBridge compiles its input paths once
         moto = MotoServer(local.aws_port).start()
         cleanup.callback(moto.stop)
+        events_server = start_events_server(local, cleanup)
         dynamodb = boto3.client("dynamodb", endpoint_url=local.aws_endpoint, region_name=REGION)
         sqs = boto3.client("sqs", endpoint_url=local.aws_endpoint, region_name=REGION)
         tables = stack.create_tables(dynamodb, STAGE)
         queues = stack.create_queues(sqs, STAGE)
-        events = boto3.client("events", endpoint_url=local.aws_endpoint, region_name=REGION)
-        events_queue = create_event_feed(sqs, events, local)
+        wait_for_port(local.events_port, events_server, time.monotonic() + 30)
+        events = boto3.client("events", endpoint_url=local.events_endpoint, region_name=REGION)
+        events_sqs = boto3.client("sqs", endpoint_url=local.events_endpoint, region_name=REGION)
+        events_queue = create_event_feed(events_sqs, events, local)
         expected = (
             tables.get("ConnectionsTable"),
             tables.get("ProcessedMessagesTable"),
@@ -257,7 +273,7 @@ def run(local: LocalStack, auth: str) -> None:
                 f"serverless.yml's resources {expected} are not where"
                 f" wspush.tools.local expects {actual}"
             )
-        trimmer = FeedTrimmer(sqs, local.events_queue_url).start()
+        trimmer = FeedTrimmer(events_sqs, local.events_queue_url).start()
         cleanup.callback(trimmer.stop)
         mint_token = create_token_secret(local) if auth == "jwt" else None
 
@@ -345,7 +361,7 @@ def examples(local: LocalStack, auth: str) -> str:
   events      {cli} events --follow       (user.online / user.offline, as they happen)
   namespaces  {described_namespaces()}
   queue       {local.messages_queue_url}
-  moto        {local.aws_endpoint}   (DynamoDB, SQS, EventBridge, SSM)
+  moto        {local.aws_endpoint}   (DynamoDB, SQS, SSM; EventBridge at {local.events_endpoint})
   Ctrl-C stops everything.
 """
 

@@ -153,14 +153,14 @@ def local_events(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalStack]:
     """moto's server on a free port with the local stack's events rule and queue, and the
     lifecycle's event code pointed at it, as `make dev` points it."""
     port = free_port()
-    monkeypatch.setenv("WSPUSH_LOCAL_AWS_PORT", str(port))
+    monkeypatch.setenv("WSPUSH_LOCAL_EVENTS_PORT", str(port))
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     local = LocalStack.from_env()
-    client = {"region_name": REGION, "endpoint_url": local.aws_endpoint}
+    client = {"region_name": REGION, "endpoint_url": local.events_endpoint}
     url = create_event_feed(boto3.client("sqs", **client), boto3.client("events", **client), local)
     assert url == local.events_queue_url
-    monkeypatch.setenv("AWS_ENDPOINT_URL_EVENTBRIDGE", local.aws_endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EVENTBRIDGE", local.events_endpoint)
     eventbus._client.cache_clear()
     yield local
     eventbus._client.cache_clear()
@@ -195,7 +195,7 @@ def test_events_prints_each_online_and_offline_event_once(
 def test_events_ignores_what_other_sources_put_on_the_bus(
     local_events: LocalStack, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    events = boto3.client("events", region_name=REGION, endpoint_url=local_events.aws_endpoint)
+    events = boto3.client("events", region_name=REGION, endpoint_url=local_events.events_endpoint)
     events.put_events(Entries=[{"Source": "billing", "DetailType": "invoice.paid", "Detail": "{}"}])
     eventbus.put("default", "user.online", {"userId": "bob"}, region=REGION)
     status, out, _ = run(["events"], capsys)
@@ -229,20 +229,20 @@ def test_events_on_a_local_stack_that_is_not_running_says_to_start_it(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     port = free_port()
-    monkeypatch.setenv("WSPUSH_LOCAL_AWS_PORT", str(port))
+    monkeypatch.setenv("WSPUSH_LOCAL_EVENTS_PORT", str(port))
     status, out, err = run(["events"], capsys)
     assert (status, out) == (1, "")
     assert err == (
         f"wspush: error: cannot reach the local stack at http://127.0.0.1:{port} — is "
-        f"`make dev` running? (port from WSPUSH_LOCAL_AWS_PORT={port})\n"
+        f"`make dev` running? (port from WSPUSH_LOCAL_EVENTS_PORT={port})\n"
     )
 
 
 def test_events_from_a_queue_that_does_not_exist_names_sqss_reason(
     local_events: LocalStack, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    missing = local_events.queue_url("nope")
-    argv = ["events", "--queue-url", missing, "--endpoint-url", local_events.aws_endpoint]
+    missing = local_events.events_queue_url.rsplit("/", 1)[0] + "/nope"
+    argv = ["events", "--queue-url", missing, "--endpoint-url", local_events.events_endpoint]
     status, out, err = run([*argv, "--region", REGION], capsys)
     assert (status, out) == (1, "")
     assert err.startswith("wspush: error: SQS refused the call: ")

@@ -472,7 +472,7 @@ def test_events_reads_the_local_stacks_events_queue_by_default(
     made = feed.made[0]
     assert (made["queue_url"], made["endpoint_url"], made["region"]) == (
         local.events_queue_url,
-        local.aws_endpoint,
+        local.events_endpoint,
         "us-east-1",
     )
     # And printed each event as one JSON line, and exited

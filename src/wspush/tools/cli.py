@@ -400,7 +400,7 @@ def _events(args: argparse.Namespace) -> int:
     local = not args.queue_url
     if local:
         region = args.region or LOCAL_REGION
-        endpoint = args.endpoint_url or LocalStack.from_env().aws_endpoint
+        endpoint = args.endpoint_url or LocalStack.from_env().events_endpoint
         queue_url, session = LocalStack.from_env().events_queue_url, _local_session(region)
     else:
         region, endpoint, queue_url, session = args.region, args.endpoint_url, args.queue_url, None
@@ -416,7 +416,7 @@ def _events(args: argparse.Namespace) -> int:
         if local:
             return _error(
                 f"cannot reach the local stack at {endpoint} "
-                f"— is `make dev` running? ({port_source('aws_port')})",
+                f"— is `make dev` running? ({port_source('events_port')})",
                 EXIT_FAILED,
             )
         return _error(exc.message, EXIT_FAILED)

@@ -31,8 +31,8 @@ NAMESPACES = {
 }
 
 
-# user.online / user.offline go to moto's default bus; `make dev` adds a rule sending them to
-# the events queue, which `wspush events` reads.
+# user.online / user.offline go to the default bus of moto's events server; `make dev` adds a
+# rule sending them to the events queue there, which `wspush events` reads.
 EVENT_BUS = "default"
 EVENTS_RULE = f"wspush-{STAGE}-events"
 
@@ -43,6 +43,7 @@ PORT_VARIABLES = {
     "websocket_port": "WSPUSH_LOCAL_WEBSOCKET_PORT",
     "lambda_port": "WSPUSH_LOCAL_LAMBDA_PORT",
     "demo_port": "WSPUSH_LOCAL_DEMO_PORT",
+    "events_port": "WSPUSH_LOCAL_EVENTS_PORT",
 }
 
 
@@ -52,6 +53,7 @@ class LocalStack:
     websocket_port: int = 3001
     lambda_port: int = 3002
     demo_port: int = 8080
+    events_port: int = 4567
 
     @classmethod
     def from_env(cls) -> LocalStack:
@@ -68,7 +70,7 @@ class LocalStack:
 
     @property
     def aws_endpoint(self) -> str:
-        """moto's server: DynamoDB, SQS, EventBridge and SSM."""
+        """moto's server: DynamoDB, SQS and SSM."""
         return f"http://{HOST}:{self.aws_port}"
 
     @property
@@ -101,9 +103,14 @@ class LocalStack:
         return self.queue_url(f"wspush-{STAGE}-dead-letters")
 
     @property
+    def events_endpoint(self) -> str:
+        """A second moto server, in a process of its own: EventBridge and the events queue."""
+        return f"http://{HOST}:{self.events_port}"
+
+    @property
     def events_queue_url(self) -> str:
         """Where the local rule sends wspush's EventBridge events (``wspush events``)."""
-        return self.queue_url(f"wspush-{STAGE}-events")
+        return f"{self.events_endpoint}/{ACCOUNT_ID}/wspush-{STAGE}-events"
 
     @property
     def table_name(self) -> str:

@@ -644,7 +644,9 @@ def test_cleaning_up_a_big_fan_out_never_runs_past_the_function_s_time_limit(
     request: pytest.FixtureRequest,
 ) -> None:
     # Given 400 connections that are all gone, a table that takes 4 s per batch of 25
-    # deletes (16 batches, 8 at a time), and an invocation 1.5 s past its margin
+    # deletes (16 batches, 8 at a time), and an invocation 3 s past its margin: time for the
+    # posts even on a busy machine (what is tested is the clean-up's cut, not their speed),
+    # far too little for the deletes
     ids = add_user("ghosts", 400)
     management_api.gone(*ids)
     delete_many = connections.delete_many
@@ -656,7 +658,7 @@ def test_cleaning_up_a_big_fan_out_never_runs_past_the_function_s_time_limit(
 
     monkeypatch.setattr(connections, "delete_many", slow)
     request.addfinalizer(test_over.set)
-    context = CountdownContext(remaining_ms=get_settings().deadline_margin_ms + 1_500)
+    context = CountdownContext(remaining_ms=get_settings().deadline_margin_ms + 3_000)
     record = sqs_record({"userId": "ghosts", "id": "m-ghosts", "payload": PAYLOAD})
     # When the sender handles a message to all of them
     assert run(sqs_event(record), context) == []

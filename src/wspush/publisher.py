@@ -197,7 +197,7 @@ class Publisher:
         self._sqs = (
             sqs_client
             if sqs_client is not None
-            else _client("sqs", region, endpoint_url, session, _CONFIG)
+            else aws_client("sqs", region, endpoint_url, session, _CONFIG)
         )
 
     def publish(self, envelope: Any) -> PublishResult:
@@ -258,7 +258,7 @@ class LambdaSender:
         self._lambda = (
             lambda_client
             if lambda_client is not None
-            else _client("lambda", region, endpoint_url, session, _LAMBDA_CONFIG)
+            else aws_client("lambda", region, endpoint_url, session, _LAMBDA_CONFIG)
         )
 
     @overload
@@ -313,7 +313,7 @@ def stack_outputs(
     client = (
         cloudformation_client
         if cloudformation_client is not None
-        else _client("cloudformation", region, endpoint_url, session, _CONFIG)
+        else aws_client("cloudformation", region, endpoint_url, session, _CONFIG)
     )
     try:
         stacks = client.describe_stacks(StackName=stack_name(stage))["Stacks"]
@@ -414,13 +414,14 @@ def _answer(raw: bytes, *, many: bool) -> Any:
     return answer
 
 
-def _client(
+def aws_client(
     service: str,
     region: str | None,
     endpoint_url: str | None,
     session: boto3.session.Session | None,
     config: Config,
 ) -> Any:
+    """A client of ``service``; a client that cannot be made is a ``PublishError``."""
     try:
         return (session or boto3.session.Session()).client(
             service, region_name=region, endpoint_url=endpoint_url, config=config

@@ -17,7 +17,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from wspush.publisher import aws_error
+from wspush.publisher import aws_client, aws_error
 
 LONG_POLL_SECONDS = 20  # SQS's longest wait for a message
 DRAIN_WAIT_SECONDS = 1  # long enough for SQS to look at every server, short enough to end
@@ -42,15 +42,11 @@ class EventFeed:
         session: boto3.session.Session | None = None,
     ) -> None:
         self.queue_url = queue_url
-        if sqs_client is not None:
-            self._sqs = sqs_client
-            return
-        try:
-            self._sqs = (session or boto3.session.Session()).client(
-                "sqs", region_name=region, endpoint_url=endpoint_url, config=_CONFIG
-            )
-        except BotoCoreError as exc:
-            raise aws_error(exc, "SQS") from exc
+        self._sqs = (
+            sqs_client
+            if sqs_client is not None
+            else aws_client("sqs", region, endpoint_url, session, _CONFIG)
+        )
 
     def drain(self) -> Iterator[Any]:
         """Every event on the queue now; ends at the first receive that finds none."""

@@ -103,6 +103,24 @@ def parse_namespaces(raw: str) -> tuple[Namespace, ...]:
     return tuple(Namespace.parse(name, options) for name, options in declared.items())
 
 
+# Each user's own stream: kept unless WSPUSH_USER_HISTORY says otherwise (README "Recovery").
+DEFAULT_USER_HISTORY = History(size=100, ttl_seconds=3_600)
+
+
+def parse_user_history(raw: str) -> History | None:
+    """WSPUSH_USER_HISTORY: empty for the default, ``off``, or ``{"size", "ttlSeconds"}``."""
+    text = raw.strip()
+    if not text:
+        return DEFAULT_USER_HISTORY
+    if text.lower() == "off":
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise SettingsError('WSPUSH_USER_HISTORY must be "off" or a JSON object') from exc
+    return _history("WSPUSH_USER_HISTORY", value)
+
+
 def _history(where: str, value: object) -> History | None:
     if value is None or value is False:
         return None
@@ -251,6 +269,18 @@ class Settings:
     channel_authorizer_timeout_ms: int = 2_000
     # Where user.online / user.offline events go (empty: not sent).
     event_bus_name: str = ""
+    # Recovery: the history table (streams' positions and kept messages), how much of each
+    # user's own stream is kept (None: no user history), and how much one replay may post.
+    history_table_name: str = ""
+    user_history: History | None = DEFAULT_USER_HISTORY
+    max_replay_messages: int = 500
+    max_replay_bytes: int = 2 * 1024 * 1024
+    # Rotation: API Gateway cuts every connection this long after it opened (configurable for
+    # local runs only); wspush asks clients to reconnect this long before (0: never), sweeping
+    # connections whose warning is due in buckets of this many seconds.
+    max_connection_seconds: int = MAX_CONNECTION_LIFETIME_SECONDS
+    rotation_lead_seconds: int = 600
+    rotation_bucket_seconds: int = 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -294,6 +324,15 @@ class Settings:
                 env, "WSPUSH_CHANNEL_AUTHORIZER_TIMEOUT_MS", 2_000, minimum=1
             ),
             event_bus_name=env.get("WSPUSH_EVENT_BUS_NAME", "").strip(),
+            history_table_name=env.get("WSPUSH_HISTORY_TABLE_NAME", "").strip(),
+            user_history=parse_user_history(env.get("WSPUSH_USER_HISTORY", "")),
+            max_replay_messages=_int(env, "WSPUSH_MAX_REPLAY_MESSAGES", 500, minimum=1),
+            max_replay_bytes=_int(env, "WSPUSH_MAX_REPLAY_BYTES", 2 * 1024 * 1024, minimum=1),
+            max_connection_seconds=_int(
+                env, "WSPUSH_MAX_CONNECTION_SECONDS", MAX_CONNECTION_LIFETIME_SECONDS, minimum=10
+            ),
+            rotation_lead_seconds=_int(env, "WSPUSH_ROTATION_LEAD_SECONDS", 600, minimum=0),
+            rotation_bucket_seconds=_int(env, "WSPUSH_ROTATION_BUCKET_SECONDS", 60, minimum=1),
         ).checked()
 
     def namespace(self, name: str) -> Namespace | None:
@@ -301,6 +340,11 @@ class Settings:
         return next((ns for ns in self.namespaces if ns.name == name), None)
 
     def checked(self) -> Settings:
+        if self.rotation_lead_seconds >= self.max_connection_seconds:
+            raise SettingsError(
+                "WSPUSH_ROTATION_LEAD_SECONDS must be less than WSPUSH_MAX_CONNECTION_SECONDS "
+                f"({self.rotation_lead_seconds} >= {self.max_connection_seconds})"
+            )
         if self.settle_reserve_ms > self.deadline_margin_ms:
             raise SettingsError(
                 "WSPUSH_SETTLE_RESERVE_MS must not exceed WSPUSH_DEADLINE_MARGIN_MS "

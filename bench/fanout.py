@@ -158,16 +158,10 @@ def _settings_summary(settings: Any) -> dict[str, Any]:
 
 
 def _gateway(settings: Any) -> Any:
-    """The gateway the sender gets (``sending._gateway``): the stub's URL, the CA bundle."""
-    from wspush.fanout import sending
-    from wspush.fanout.gateway import Network
+    """The gateway the sender gets (``settings_gateway``): the stub's URL, the CA bundle."""
+    from wspush.fanout.gateway import settings_gateway
 
-    return sending.gateway_for(
-        settings.management_endpoint,
-        settings.region,
-        settings.delivery_concurrency,
-        Network.from_settings(settings),
-    )
+    return settings_gateway(settings)
 
 
 def run_wspush(n: int, stub: StubClient) -> Measurement:

@@ -1,5 +1,6 @@
 """``subscribe``, ``unsubscribe``, ``presence``: a channel request, answered through the route
-response (``subscribed``, ``unsubscribed``, ``presence``, or an ``error`` saying why)."""
+response (``subscribed``, ``unsubscribed``, ``presence``, or an ``error`` saying why); a
+subscribe with ``since`` first posts what the connection missed of the channel."""
 
 from typing import Any
 
@@ -7,10 +8,13 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from wspush.channels import subscriptions
-from wspush.clock import now_ms
+from wspush.clock import Deadline, now_ms
 from wspush.contract import events, frames
 from wspush.observability import logger, metrics, tracer
 from wspush.settings import get_settings
+
+# A replay (subscribe with since) stops this long before the function's time limit.
+REPLY_MARGIN_MS = 1_000
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
@@ -19,5 +23,11 @@ from wspush.settings import get_settings
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = events.RouteEvent.of(event)
     body = frames.frame_text(request.body, base64_encoded=request.base64_encoded)
-    answer = subscriptions.handle(request.connection_id, body, get_settings(), now_ms=now_ms())
+    answer = subscriptions.handle(
+        request.connection_id,
+        body,
+        get_settings(),
+        now_ms=now_ms(),
+        deadline=Deadline.of(context, margin_ms=REPLY_MARGIN_MS),
+    )
     return frames.route_response(200, answer)

@@ -64,7 +64,8 @@ FRAME_ERRORS = {
     "valid action, or a ref or after that is not a short string)",
     "unknown_action": 'the frame has no "action", or one wspush does not know',
 }
-# The codes a subscribe, unsubscribe or presence request is refused with (README "Channels").
+# The codes a subscribe, unsubscribe, presence, hello or recover request is refused with
+# (README "Channels", "Recovery").
 CHANNEL_ERRORS = {
     "invalid_channel": "the channel is not namespace:name as the contract spells it",
     "unknown_namespace": "no such namespace is declared",
@@ -74,6 +75,9 @@ CHANNEL_ERRORS = {
     "not_subscribed": "presence of a channel this connection is not subscribed to",
     "no_presence": "presence of a channel whose namespace has none",
     "unknown_connection": "this connection is closing (its row is gone)",
+    "invalid_since": 'since is not {"epoch": a string of 1-64 characters, "seq": a whole '
+    "number, 0 or more}",
+    "no_history": "recover while user history is off",
     "unavailable": "wspush's tables could not be used: try again",
 }
 
@@ -400,7 +404,8 @@ def send_answer() -> Schema:
 
 FRAME_NOTE = (
     f"At most {MAX_CLIENT_FRAME_BYTES:,} bytes. Frames have these four fields, plus channel on a "
-    "channel's message and ref on the reply to a request that carried one; a client "
+    "channel's message, seq on a message kept for recovery (a user's, or a channel's with "
+    "history) and ref on the reply to a request that carried one; a client "
     "dispatches on type and ignores types and fields it does not know, so that later "
     "versions can add some."
 )
@@ -410,6 +415,12 @@ def _frame(type_: Schema, data: Schema, description: str) -> Schema:
     return _closed(
         {
             "channel": _channel("The channel a subscriber received this message through."),
+            "seq": {
+                "description": "The message's place in its stream (the channel's when channel "
+                "is there, else the user's): one more than the message before it.",
+                "type": "integer",
+                "minimum": 1,
+            },
             "ref": {
                 "description": "The ref of the request this frame replies to.",
                 "type": "string",

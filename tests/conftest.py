@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ STAGE = "test"
 TABLE = f"wspush-{STAGE}-connections"
 PROCESSED_TABLE = f"wspush-{STAGE}-processed"
 CHANNELS_TABLE = f"wspush-{STAGE}-channels"
+HISTORY_TABLE = f"wspush-{STAGE}-history"
 # The namespaces `make dev` declares (local/run.py), and one with few members for the limit.
 NAMESPACES = {
     "room": {"subscribe": "authenticated", "history": {"size": 100, "ttlSeconds": 86400}},
@@ -42,6 +44,7 @@ os.environ.update(
         "WSPUSH_TABLE_NAME": TABLE,
         "WSPUSH_PROCESSED_TABLE_NAME": PROCESSED_TABLE,
         "WSPUSH_CHANNELS_TABLE_NAME": CHANNELS_TABLE,
+        "WSPUSH_HISTORY_TABLE_NAME": HISTORY_TABLE,
         "WSPUSH_NAMESPACES": json.dumps(NAMESPACES),
         "WSPUSH_MAX_CHANNELS_PER_CONNECTION": "5",
         "WSPUSH_EVENT_BUS_NAME": "default",
@@ -75,6 +78,7 @@ for name in (
 import boto3  # noqa: E402
 import pytest  # noqa: E402
 from moto import mock_aws  # noqa: E402 - must be imported before any botocore client
+from moto.core.botocore_stubber import BotocoreStubber  # noqa: E402
 
 from local import moto_as_aws, stack  # noqa: E402
 from local.tls import Authority, make_authority  # noqa: E402
@@ -213,13 +217,26 @@ def lambda_context() -> FakeLambdaContext:
 
 
 @pytest.fixture
-def aws() -> Iterator[None]:
-    """moto's DynamoDB and SQS with the stack's table and queues, fresh per test."""
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """moto's DynamoDB and SQS with the stack's table and queues, fresh per test.
+
+    In-process moto is not thread-safe (concurrent calls break its dicts mid-iteration); code
+    that calls AWS from several threads (a user list's streams are written in parallel) gets
+    each call handled whole, one at a time, as each AWS request is."""
+    one_call_at_a_time = threading.Lock()
+    handle = BotocoreStubber.process_request
+
+    def atomic(self: BotocoreStubber, request: Any) -> Any:
+        with one_call_at_a_time:
+            return handle(self, request)
+
+    monkeypatch.setattr(BotocoreStubber, "process_request", atomic)
     with mock_aws():
         tables = stack.create_tables(boto3.client("dynamodb", region_name=REGION), STAGE)
         assert tables == {
             "ConnectionsTable": TABLE,
             "ChannelsTable": CHANNELS_TABLE,
+            "HistoryTable": HISTORY_TABLE,
             "ProcessedMessagesTable": PROCESSED_TABLE,
         }
         urls = stack.create_queues(boto3.client("sqs", region_name=REGION), STAGE)

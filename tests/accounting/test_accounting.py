@@ -71,10 +71,10 @@ def sender_under_test(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(gateway, "CONNECT_TIMEOUT_SECONDS", READ_TIMEOUT)
     monkeypatch.setattr(gateway, "READ_TIMEOUT_SECONDS", READ_TIMEOUT)
     without_retry_backoff(monkeypatch)
-    sending.gateway_for.cache_clear()
+    gateway.gateway_for.cache_clear()
     get_settings.cache_clear()
     yield
-    sending.gateway_for.cache_clear()
+    gateway.gateway_for.cache_clear()
 
 
 @pytest.fixture

@@ -65,9 +65,11 @@ def test_subscribe_answers_with_the_channel_and_echoes_the_ref(
     add_connection("c-1", "alice")
     # When it subscribes to room:42 with a ref
     reply = subscribe("c-1", "room:42", lambda_context, ref="r-7")
-    # Then the reply is the contract's subscribed frame, with the ref at the top level
+    # Then the reply is the contract's subscribed frame, with the ref at the top level, and
+    # (room keeps history) the channel's position: a new stream, at seq 0
     assert reply["type"] == "subscribed"
-    assert reply["data"] == {"channel": "room:42"}
+    assert reply["data"] == {"channel": "room:42", "epoch": reply["data"]["epoch"], "seq": 0}
+    assert len(reply["data"]["epoch"]) == 16
     assert reply["ref"] == "r-7"
     assert {"id", "ts"} <= reply.keys()
     assert_valid("frame", reply)

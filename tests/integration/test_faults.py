@@ -75,15 +75,15 @@ def no_requeue_delay(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(autouse=True)
 def fresh_gateway() -> Iterator[None]:
     """Each test posts through a new Gateway, which reads its timeouts when created."""
-    sending.gateway_for.cache_clear()
+    gateway.gateway_for.cache_clear()
     yield
-    sending.gateway_for.cache_clear()
+    gateway.gateway_for.cache_clear()
 
 
 def expect_hung_posts(monkeypatch: pytest.MonkeyPatch) -> None:
     """A hung post costs READ_TIMEOUT instead of 3 s."""
     monkeypatch.setattr(gateway, "READ_TIMEOUT_SECONDS", READ_TIMEOUT)
-    sending.gateway_for.cache_clear()
+    gateway.gateway_for.cache_clear()
 
 
 @pytest.fixture
@@ -600,7 +600,7 @@ def slow_fan_out(
     machine cannot turn a slow answer into a retried duplicate.
     """
     settings_env.setenv("WSPUSH_DELIVERY_CONCURRENCY", "8")
-    sending.gateway_for.cache_clear()
+    gateway.gateway_for.cache_clear()
     ids = add_user("crowd", 300)
     management_api.slow(0.1)
     return ids

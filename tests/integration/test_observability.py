@@ -44,8 +44,9 @@ def test_a_fan_out_counts_each_outcome_once(
     # When a message to all of them is sent from the queue
     record = sqs_record({"userIds": ["alice", "bob", "carol"], "id": "m-1", "payload": PAYLOAD})
     sender.handler(sqs_event(record), lambda_context)
-    # Then the invocation emits each count once, in Count
+    # Then the invocation emits each count once, in Count (the message kept in 3 user streams)
     assert emitted_metrics() == {
+        "MessagesKept": ("Count", [3.0]),
         "Delivered": ("Count", [2.0]),
         "Gone": ("Count", [1.0]),
         "Throttled": ("Count", [1.0]),
@@ -200,6 +201,7 @@ def test_a_message_whose_targets_cannot_be_read_is_logged_counted_and_left_to_sq
         "error": "StorageUnavailable",
     } in logged(log_output)
     assert emitted_metrics() == {
+        "MessagesKept": ("Count", [1.0]),  # in the user's stream, before the read
         "StorageErrors": ("Count", [1.0]),
         "MessagesRetried": ("Count", [1.0]),
     }

@@ -45,7 +45,7 @@ def test_a_user_with_two_connections_gets_the_message_on_both(
     }
     assert receivers(management_api) == {"a-pc", "a-mobile"}
     frame = frames(management_api, "a-pc")[0]
-    assert frame == {**PAYLOAD, "id": "m-1", "ts": frame["ts"]}
+    assert frame == {**PAYLOAD, "id": "m-1", "ts": frame["ts"], "seq": 1}
     # And the answer and the frame are what the schemas in schemas/ describe
     assert_valid("send-answer", result)
     assert_valid("frame", frame)

@@ -35,7 +35,7 @@ from tests.property.strategies import (
     valid_envelopes,
 )
 from tests.support import PAYLOAD, attributes_of, drain, frames, sqs_event, sqs_record
-from wspush.contract.messages import MAX_CLIENT_FRAME_BYTES, MAX_SQS_MESSAGE_BYTES
+from wspush.contract.messages import MAX_CLIENT_FRAME_BYTES, MAX_SQS_MESSAGE_BYTES, SEQ_ROOM
 from wspush.fanout import queues
 
 pytestmark = pytest.mark.usefixtures("online")
@@ -202,26 +202,46 @@ def test_a_hostile_batch_delivers_every_valid_message_once_and_dead_letters_the_
             assert isinstance(frame["ts"], int)
 
 
+# A message kept in a stream (to a user, user history on) carries its seq in its frame too:
+# it must leave room for the longest one; a message kept nowhere may fill the frame.
+LIMITS = {
+    "userId": MAX_CLIENT_FRAME_BYTES - SEQ_ROOM,
+    "connectionId": MAX_CLIENT_FRAME_BYTES,
+}
+
+
+@pytest.mark.parametrize("target", sorted(LIMITS))
 @settings(max_examples=12, deadline=None)
 @given(
     filler=st.sampled_from(("x", "\u00e9", "\u20ac", "\U0001f600", *UNICODE_ODD_CHARACTERS)),
     delta=st.sampled_from((-1, 0, 1)),
 )
 def test_the_frame_limit_holds_through_the_sender_to_the_byte(
-    management_api: FakeManagementApi, lambda_context: FakeLambdaContext, filler: str, delta: int
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    target: str,
+    filler: str,
+    delta: int,
 ) -> None:
-    # Given a message to bob whose frame is 131,072 bytes + delta (ts fixed by attribute)
+    # Given a message to bob (or his pc's connection) whose frame is its limit + delta bytes
+    # (ts fixed by attribute)
     clean_slate(management_api)
-    size = MAX_CLIENT_FRAME_BYTES + delta
+    size = LIMITS[target] + delta
     message_id = f"m-{uuid.uuid4().hex}"  # (a repeated id + target may count as redelivery)
     data = padded_data(filler, size, payload_type="t", message_id=message_id, ts=NOW)
-    body = sqs_body({"userId": "bob", "id": message_id, "payload": {"type": "t", "data": data}})
+    to = "bob" if target == "userId" else "b-pc"
+    body = sqs_body({target: to, "id": message_id, "payload": {"type": "t", "data": data}})
     record = sqs_record(body, {queues.TIMESTAMP: str(NOW)})
     # When the sender handles it
     assert run([record], lambda_context) == []
-    # Then up to the limit bob got those exact bytes (the gateway refuses larger ones with 413)
+    # Then up to the limit bob got those exact bytes (and a kept message its seq, never past
+    # the gateway's 131,072, which refuses larger ones with 413)
     if delta <= 0:
-        assert [len(frame) for frame in management_api.received["b-pc"]] == [size]
+        [frame] = management_api.received["b-pc"]
+        seq = json.loads(frame).get("seq")
+        assert (seq is not None) == (target == "userId")
+        assert len(frame) == size + (len(f',"seq":{seq}') if seq is not None else 0)
+        assert len(frame) <= MAX_CLIENT_FRAME_BYTES
         assert drain(DLQ_URL) == []
     # And one byte more is never posted: it is dead-lettered as too large, naming payload
     else:

@@ -8,39 +8,45 @@ whose data names the code and the channel.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from wspush.channels.access import authorize
 from wspush.channels.names import Channel, parse_channel
-from wspush.contract.frames import MAX_REF_LENGTH, error_reply, reply
-from wspush.contract.messages import parse_json, sqs_body
-from wspush.errors import ChannelRefused, InvalidMessage, QueueUnavailable, StorageUnavailable
+from wspush.clock import Deadline
+from wspush.contract.frames import Request, error_reply, parse_request, reply
+from wspush.contract.messages import sqs_body
+from wspush.errors import ChannelRefused, QueueUnavailable, StorageUnavailable
 from wspush.fanout import queues
+from wspush.history import recovery
+from wspush.history.streams import Since, channel_stream
 from wspush.observability import logger, metrics
 from wspush.settings import Namespace, Settings
 from wspush.store import channels as store
-from wspush.store import connections
+from wspush.store import connections, history
 
 MEMBERS_PER_PAGE = 100
 ACTIONS = ("subscribe", "unsubscribe", "presence")
 
 
-@dataclass(frozen=True)
-class Request:
-    action: str
-    channel: Any
-    ref: str | None
-    after: Any = None
-
-
-def handle(connection_id: str, body: str | None, settings: Settings, *, now_ms: int) -> str:
-    """The reply frame to one channel request."""
+def handle(
+    connection_id: str,
+    body: str | None,
+    settings: Settings,
+    *,
+    now_ms: int,
+    deadline: Deadline | None = None,
+) -> str:
+    """The reply frame to one channel request (after a recovery's replay is posted)."""
     ref: str | None = None
     try:
-        request = parse_request(body)
+        request = parse_request(body, ACTIONS)
         ref = request.ref
-        reply_type, data = _ROUTES[request.action](connection_id, request, settings)
+        if request.action == "subscribe":
+            reply_type, data = subscribe(
+                connection_id, request, settings, now_ms=now_ms, deadline=deadline
+            )
+        else:
+            reply_type, data = _ROUTES[request.action](connection_id, request, settings)
     except ChannelRefused as exc:
         metrics.add_metric(name="ChannelRequestsRefused", unit="Count", value=1)
         logger.info("channel request refused", connection_id=connection_id, code=exc.code)
@@ -54,22 +60,19 @@ def handle(connection_id: str, body: str | None, settings: Settings, *, now_ms: 
     return reply(reply_type, data, now_ms=now_ms, ref=ref)
 
 
-def parse_request(body: str | None) -> Request:
-    try:
-        frame = parse_json(body or "")
-    except InvalidMessage as exc:
-        raise ChannelRefused("bad_frame", "frame is not valid JSON") from exc
-    if not isinstance(frame, dict) or frame.get("action") not in ACTIONS:
-        raise ChannelRefused("bad_frame", f"frame must be an object with an action of {ACTIONS}")
-    ref = frame.get("ref")
-    if ref is not None and (not isinstance(ref, str) or len(ref) > MAX_REF_LENGTH):
-        raise ChannelRefused("bad_frame", f"ref must be a string of at most {MAX_REF_LENGTH}")
-    return Request(frame["action"], frame.get("channel"), ref, frame.get("after"))
-
-
-def subscribe(connection_id: str, request: Request, settings: Settings) -> tuple[str, Any]:
+def subscribe(
+    connection_id: str,
+    request: Request,
+    settings: Settings,
+    *,
+    now_ms: int,
+    deadline: Deadline | None = None,
+) -> tuple[str, Any]:
+    """Subscribe; in a namespace with history, answer the channel's position, and with
+    ``since``, first post what the connection missed of the channel (``recovered``)."""
     channel, namespace = _declared(request.channel, settings)
     name = str(channel)
+    since = Since.parse(request.since, name) if request.since is not None else None
     record = connections.get(connection_id)
     if record is None:
         raise ChannelRefused("unknown_connection", "this connection is not open", name)
@@ -92,7 +95,21 @@ def subscribe(connection_id: str, request: Request, settings: Settings) -> tuple
             {"channel": name, "userId": record.user_id, "info": info},
             exclude=connection_id,
         )
-    return "subscribed", {"channel": name}
+    # Read after the subscription is written: a message given a later seq is fanned out to
+    # this connection, one given this seq or an earlier one is in the replay (or both).
+    data: dict[str, Any] = {"channel": name}
+    stream = channel_stream(name, settings)
+    if stream is None:
+        if since is not None:
+            data["recovered"] = False  # the namespace keeps no history (any more)
+    elif since is None:
+        data.update(history.position(stream.key, now_ms=now_ms).as_dict())
+    else:
+        outcome = recovery.recover(
+            stream, since, connection_id, settings, now_ms=now_ms, deadline=deadline
+        )
+        data.update(outcome.as_dict())
+    return "subscribed", data
 
 
 def unsubscribe(connection_id: str, request: Request, settings: Settings) -> tuple[str, Any]:
@@ -173,4 +190,4 @@ def _declared(value: Any, settings: Settings) -> tuple[Channel, Namespace]:
     return channel, namespace
 
 
-_ROUTES = {"subscribe": subscribe, "unsubscribe": unsubscribe, "presence": presence}
+_ROUTES = {"unsubscribe": unsubscribe, "presence": presence}

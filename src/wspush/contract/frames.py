@@ -8,12 +8,14 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 from wspush.contract.messages import encode_frame, parse_json
-from wspush.errors import InvalidMessage
+from wspush.errors import ChannelRefused, InvalidMessage
 
-SUPPORTED_ACTIONS = ("ping", "subscribe", "unsubscribe", "presence")
+SUPPORTED_ACTIONS = ("ping", "hello", "recover", "subscribe", "unsubscribe", "presence")
 _MAX_ECHOED_ACTION = 64
 MAX_REF_LENGTH = 64  # a request's ref, echoed in its reply
 
@@ -45,6 +47,34 @@ def unknown_frame_reply(body: str | None, *, now_ms: int) -> str:
     else:
         message = f"unknown action {action[:_MAX_ECHOED_ACTION]!r}; supported actions: {supported}"
     return error_reply("unknown_action", message, now_ms=now_ms)
+
+
+@dataclass(frozen=True)
+class Request:
+    """A client's request: its action, its ``ref`` and the fields the actions take."""
+
+    action: str
+    ref: str | None
+    channel: Any = None
+    after: Any = None  # presence: the next page's start
+    since: Any = None  # subscribe, recover: the position to recover from
+
+
+def parse_request(body: str | None, actions: Collection[str]) -> Request:
+    """A request frame for one of ``actions``, or ``ChannelRefused("bad_frame")`` saying why."""
+    try:
+        frame = parse_json(body or "")
+    except InvalidMessage as exc:
+        raise ChannelRefused("bad_frame", "frame is not valid JSON") from exc
+    if not isinstance(frame, dict) or frame.get("action") not in actions:
+        choices = ", ".join(actions)
+        raise ChannelRefused("bad_frame", f"frame must be an object with an action of {choices}")
+    ref = frame.get("ref")
+    if ref is not None and (not isinstance(ref, str) or len(ref) > MAX_REF_LENGTH):
+        raise ChannelRefused("bad_frame", f"ref must be a string of at most {MAX_REF_LENGTH}")
+    return Request(
+        frame["action"], ref, frame.get("channel"), frame.get("after"), frame.get("since")
+    )
 
 
 def reply(reply_type: str, data: Any, *, now_ms: int, ref: str | None = None) -> str:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from wspush.clock import Deadline, now_ms
-from wspush.contract.messages import MAX_REPORTED_ERRORS, Message, Target
+from wspush.contract.messages import MAX_REPORTED_ERRORS, Message, Target, with_seq
 from wspush.errors import StorageUnavailable
 from wspush.fanout.gateway import Gateway, PostOutcome, PostResult
 from wspush.observability import logger, metrics, tracer
@@ -100,24 +100,56 @@ def backoff_seconds(retry: int, policy: RetryPolicy, rng: random.Random) -> floa
 @dataclass(frozen=True)
 class Audience:
     """The connection ids a message goes to, each once, in a stable order; and when each
-    opened, for those whose row was read (explicit ids are posted to without a read)."""
+    opened, for those whose row was read (explicit ids are posted to without a read); and,
+    for a message to a list of users, each connection's ``seq`` in its user's stream."""
 
     ids: list[str]
     connected_at: dict[str, int] = field(default_factory=dict)
+    seqs: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def of(
-        cls, records: Iterable[connections.ConnectionRecord], target: Target | None = None
+        cls,
+        records: Iterable[connections.ConnectionRecord],
+        target: Target | None = None,
+        user_seqs: Mapping[str, int] | None = None,
     ) -> Audience:
         """The connections among ``records`` that ``target``'s filters keep."""
         keep = _target_filter(target or Target(broadcast=True))
-        opened = {r.connection_id: r.connected_at for r in records if keep(r)}
-        return cls(list(opened), opened)
+        kept = [r for r in records if keep(r)]
+        opened = {r.connection_id: r.connected_at for r in kept}
+        by_user = user_seqs or {}
+        seqs = {r.connection_id: by_user[r.user_id] for r in kept if r.user_id in by_user}
+        return cls(list(opened), opened, seqs)
+
+    def frames(self, message: Message) -> Callable[[str], bytes]:
+        """The frame each recipient gets: the message's, carrying its user's ``seq`` when
+        the recipient has one of its own (made once per ``seq``)."""
+        if not self.seqs:
+            return lambda _: message.frame
+        made: dict[int, bytes] = {}
+
+        def frame_of(connection_id: str) -> bytes:
+            seq = self.seqs.get(connection_id)
+            if seq is None:
+                return message.frame
+            if seq not in made:
+                made[seq] = with_seq(message.frame, seq)
+            return made[seq]
+
+        return frame_of
 
 
 @tracer.capture_method(capture_response=False)
-def resolve_targets(target: Target, *, now_ms: int, page_size: int | None = None) -> Audience:
-    """The connections a target stands for, each once, in a stable order.
+def resolve_targets(
+    target: Target,
+    *,
+    now_ms: int,
+    page_size: int | None = None,
+    user_seqs: Mapping[str, int] | None = None,
+) -> Audience:
+    """The connections a target stands for, each once, in a stable order (with ``user_seqs``,
+    each user's connections get that user's ``seq`` in their frame).
 
     Raises ``StorageUnavailable`` when the table cannot be read; nothing has been
     sent at that point, so the caller can safely retry the whole message.
@@ -145,7 +177,7 @@ def resolve_targets(target: Target, *, now_ms: int, page_size: int | None = None
         records = connections.all_connections(
             now_ms=now_ms, page_size=page_size, segment=segment, total_segments=total
         )
-    return Audience.of(records, target)
+    return Audience.of(records, target, user_seqs)
 
 
 def _target_filter(target: Target) -> Callable[[connections.ConnectionRecord], bool]:
@@ -182,6 +214,7 @@ def deliver(
     jitter = rng or random.Random()  # noqa: S311 - jitter, not security
     limit = deadline or Deadline.never()
     opening = _OpeningCheck(audience.connected_at, settings.connect_grace_ms)
+    frame_of = audience.frames(message)
 
     async def fan_out() -> list[tuple[str, PostResult | None, Counts]]:
         in_flight = asyncio.Semaphore(settings.delivery_concurrency)
@@ -189,7 +222,14 @@ def deliver(
         async def post_one(connection_id: str) -> tuple[str, PostResult | None, Counts]:
             async with in_flight:
                 return await _post_with_retries(
-                    gateway, connection_id, message.frame, policy, limit, sleep, jitter, opening
+                    gateway,
+                    connection_id,
+                    frame_of(connection_id),
+                    policy,
+                    limit,
+                    sleep,
+                    jitter,
+                    opening,
                 )
 
         return await asyncio.gather(*(post_one(cid) for cid in recipients))

@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import SplitResult, quote, unquote, urlsplit
@@ -610,3 +611,21 @@ class Gateway:
             f"POST {target} HTTP/1.1\r\n{head}Content-Length: {len(data)}\r\n\r\n".encode("latin-1")
             + data
         )
+
+
+@cache
+def gateway_for(
+    endpoint: str, region: str, max_connections: int, network: Network | None = None
+) -> Gateway:
+    """One Management API client per container (and per endpoint)."""
+    return Gateway(endpoint, region=region, max_connections=max_connections, network=network)
+
+
+def settings_gateway(settings: Settings) -> Gateway:
+    """The container's gateway for these settings' endpoint and network."""
+    return gateway_for(
+        settings.management_endpoint,
+        settings.region,
+        settings.delivery_concurrency,
+        Network.from_settings(settings),
+    )

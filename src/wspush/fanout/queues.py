@@ -39,6 +39,7 @@ SEGMENT = "wspush-segment"  # "s/S": this copy of a broadcast delivers scan segm
 AFTER = "wspush-after"  # where in its segment this copy's scan starts (a connection id)
 TIMESTAMP = "wspush-ts"
 CHANNEL = "wspush-channel"  # the channel of a channel's message re-queued by connection id
+SEQ = "wspush-seq"  # the place a kept message was given in its stream, once it has one
 ERROR_CODE = "wspush-error-code"
 ERROR_REASON = "wspush-error-reason"
 ERROR_FIELD = "wspush-error-field"
@@ -51,6 +52,7 @@ _EARLIEST_TS = 1_000_000_000_000  # 2001-09-09, in ms
 _LATEST_TS = 100_000_000_000_000  # 5138, in ms
 _MAX_REASON_CHARS = 1_000
 _MAX_AFTER_CHARS = 128  # a connection id
+_MAX_SEQ = 10**20  # a seq has at most 20 digits (store.history)
 MAX_LISTED_FAILURES = 100  # per dead letter: each named with its reason
 # Entries of a SendMessageBatch that SQS answers as failed on its side (throttled, internal
 # error) are sent again this many times, after a short jittered pause; botocore's own retries
@@ -69,6 +71,7 @@ class QueuedAttributes:
     segment: tuple[int, int] | None = None
     after: str | None = None
     channel: str | None = None
+    seq: int | None = None
 
     @classmethod
     def of(cls, record: SQSRecord) -> QueuedAttributes:
@@ -83,6 +86,7 @@ class QueuedAttributes:
             segment=_segment(attributes[SEGMENT]),
             after=_after(attributes[AFTER]),
             channel=_channel(attributes[CHANNEL]),
+            seq=_seq(attributes[SEQ]),
         )
 
 
@@ -93,6 +97,7 @@ class Share(NamedTuple):
     envelope: Mapping[str, Any]
     segment: tuple[int, int] | None = None
     after: str | None = None
+    seq: int | None = None  # a kept message's place in its stream
 
 
 class Outgoing(NamedTuple):
@@ -130,13 +135,16 @@ def requeued(
     segment: tuple[int, int] | None = None,
     after: str | None = None,
     channel: str | None = None,
+    seq: int | None = None,
 ) -> Outgoing:
     """A message put back on the queue, remembering its attempt count, round, timestamp and,
     for a broadcast's or a channel's share, its read position (and for a channel's message
-    sent again by connection id, its channel)."""
+    sent again by connection id, its channel; for a kept message, its place in its stream)."""
     attributes = {ATTEMPT: str(attempt), ROUND: str(round_number), TIMESTAMP: str(ts)}
     if channel is not None:
         attributes[CHANNEL] = channel
+    if seq is not None:
+        attributes[SEQ] = str(seq)
     if segment is not None:
         attributes[SEGMENT] = f"{segment[0]}/{segment[1]}"
     if after is not None:
@@ -171,6 +179,7 @@ def queue_shares(
                 ts=ts,
                 segment=share.segment,
                 after=share.after,
+                seq=share.seq,
             )
             for share in shares
         ],
@@ -339,6 +348,11 @@ def _channel(attribute: SQSMessageAttribute | None) -> str | None:
         return str(parse_channel(raw))
     except ChannelRefused:
         return None
+
+
+def _seq(attribute: SQSMessageAttribute | None) -> int | None:
+    value = _int_value(attribute)
+    return value if value is not None and 1 <= value < _MAX_SEQ else None
 
 
 def _int_value(attribute: SQSMessageAttribute | None) -> int | None:

@@ -18,9 +18,8 @@ gone, or is named in a dead-letter message with its reason:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -38,8 +37,9 @@ from wspush.contract.messages import (
 from wspush.errors import DeadlineReached, InvalidMessage, QueueUnavailable, StorageUnavailable
 from wspush.fanout import delivery, idempotency, queues
 from wspush.fanout.delivery import Audience, DeliveryReport, Failure
-from wspush.fanout.gateway import Gateway, Network
+from wspush.fanout.gateway import settings_gateway
 from wspush.fanout.idempotency import AlreadyInProgress
+from wspush.history import stamping
 from wspush.observability import logger, metrics
 from wspush.settings import Settings
 from wspush.store import channels as channels_store
@@ -58,23 +58,6 @@ class _PartlySent(Exception):
     def __init__(self, answer: dict[str, Any]) -> None:
         super().__init__("some recipients may still be reached")
         self.answer = answer
-
-
-@cache
-def gateway_for(
-    endpoint: str, region: str, max_connections: int, network: Network | None = None
-) -> Gateway:
-    """One Management API client per container (and per endpoint)."""
-    return Gateway(endpoint, region=region, max_connections=max_connections, network=network)
-
-
-def _gateway(settings: Settings) -> Gateway:
-    return gateway_for(
-        settings.management_endpoint,
-        settings.region,
-        settings.delivery_concurrency,
-        Network.from_settings(settings),
-    )
 
 
 def deadline_of(context: HasRemainingTime, settings: Settings) -> Deadline:
@@ -151,9 +134,14 @@ def _send_one(
     def deliver_now() -> dict[str, Any]:
         if deadline.passed():
             raise DeadlineReached("no time left to start this message")
-        audience = _recipients(message, settings)
+        stamped = _stamp(message, settings)
+        audience = _recipients(stamped, settings)
         report = delivery.deliver(
-            message, audience, gateway=_gateway(settings), settings=settings, deadline=deadline
+            stamped.message,
+            audience,
+            gateway=settings_gateway(settings),
+            settings=settings,
+            deadline=deadline,
         )
         _log_report(report)
         delivery.forget_gone(report.gone, deadline=deadline)
@@ -231,6 +219,7 @@ def _process(
                 ts=queued.ts,
                 default_id=record.message_id,
                 channel=queued.channel,
+                seq=queued.seq,
             ),
             settings,
         )
@@ -254,22 +243,32 @@ def _process(
 
     def deliver_and_settle() -> dict[str, Any]:
         target = message.target
+        kept = message
         if target.broadcast:
             share = _broadcast_share(message, queued, settings)
             if not isinstance(share, Audience):
                 return share  # split for other invocations
             audience = share
-        elif target.channel is not None:
-            audience = _channel_share(message, target.channel, queued, settings)
         elif len(target.user_ids) > settings.users_per_chunk:
             return _split(message, _user_chunks(message, settings), queued, settings)
         else:
-            audience = _recipients(message, settings)
+            # Placed in its streams before anything is sent (and before the rest of a
+            # channel is handed on, which carries the place along).
+            stamped = _stamp(message, settings)
+            kept = stamped.message
+            if target.channel is not None:
+                audience = _channel_share(kept, target.channel, queued, settings)
+            else:
+                audience = _recipients(stamped, settings)
         report = delivery.deliver(
-            message, audience, gateway=_gateway(settings), settings=settings, deadline=deadline
+            kept,
+            audience,
+            gateway=settings_gateway(settings),
+            settings=settings,
+            deadline=deadline,
         )
         _log_report(report)
-        _settle_failures(message, report.failed, queued, settings)
+        _settle_failures(kept, report.failed, queued, settings, audience.seqs)
         delivery.forget_gone(report.gone, deadline=deadline)
         # What is remembered stays small whatever the audience: every failure was handed on.
         return report.as_dict(max_errors=0)
@@ -347,14 +346,17 @@ def _channel_share(
         message,
     )
     if page.after is not None:
-        rest = queues.Share(with_target(message, channel=channel), after=page.after)
+        rest = queues.Share(
+            with_target(message, channel=channel), after=page.after, seq=message.seq
+        )
         _queue(message, [rest], queued, settings)
         logger.info("channel continues", after_page=len(page.records))
     return Audience.of(page.records, message.target)
 
 
 def _declared(message: Message, settings: Settings) -> Message:
-    """A channel's message must name a declared namespace (nobody can subscribe elsewhere)."""
+    """A channel's message must name a declared namespace (nobody can subscribe elsewhere),
+    and a message that will be kept must leave room in its frame for its ``seq``."""
     channel = message.target.channel
     if channel is not None and settings.namespace(channel.partition(":")[0]) is None:
         raise InvalidMessage(
@@ -362,7 +364,12 @@ def _declared(message: Message, settings: Settings) -> Message:
             f"no namespace {channel.partition(':')[0]!r} is declared",
             "channel",
         )
+    stamping.check_room(message, settings)
     return message
+
+
+def _stamp(message: Message, settings: Settings) -> stamping.Stamped:
+    return _read(lambda: stamping.stamp(message, settings, now_ms=now_ms()), message)
 
 
 def _segments(message: Message, settings: Settings) -> list[queues.Share]:
@@ -417,12 +424,15 @@ def _queue(
     )
 
 
-def _recipients(message: Message, settings: Settings) -> Audience:
+def _recipients(stamped: stamping.Stamped, settings: Settings) -> Audience:
     return _read(
         lambda: delivery.resolve_targets(
-            message.target, now_ms=now_ms(), page_size=settings.page_size
+            stamped.message.target,
+            now_ms=now_ms(),
+            page_size=settings.page_size,
+            user_seqs=stamped.user_seqs,
         ),
-        message,
+        stamped.message,
     )
 
 
@@ -437,7 +447,11 @@ def _read[T](read: Callable[[], T], message: Message) -> T:
 
 
 def _settle_failures(
-    message: Message, failed: list[Failure], queued: queues.QueuedAttributes, settings: Settings
+    message: Message,
+    failed: list[Failure],
+    queued: queues.QueuedAttributes,
+    settings: Settings,
+    seqs: Mapping[str, int] | None = None,
 ) -> None:
     """Re-queue what may still succeed; dead-letter what will not. Each is a handful of
     SendMessageBatch calls whatever the audience, so settling fits in the time reserved."""
@@ -450,6 +464,7 @@ def _settle_failures(
     # Doubles each round; ``requeued`` holds it to SQS's 900 s.
     retry_delay = settings.requeue_delay_seconds * 2**attempt
     # Untried recipients keep their attempt count: running out of time is not their failure.
+    # Recipients of a user list are re-queued user stream by user stream (each its own seq).
     requeues = [
         queues.requeued(
             to_envelope(message, chunk),
@@ -458,12 +473,14 @@ def _settle_failures(
             ts=message.ts,
             delay_seconds=delay,
             channel=message.channel,
+            seq=seq,
         )
         for recipients, chunk_attempt, delay in (
             (untried, attempt, 0),
             (retry, attempt + 1, retry_delay),
         )
-        for chunk in _chunks(recipients, REQUEUE_CHUNK)
+        for seq, placed in _by_seq(recipients, message.seq, seqs or {}).items()
+        for chunk in _chunks(placed, REQUEUE_CHUNK)
     ]
     queues.send_all(settings.queue_url, requeues, region=settings.region)
     for count in (len(untried), len(retry)):
@@ -487,6 +504,16 @@ def _settle_failures(
     if final:
         metrics.add_metric(name="DeadLettered", unit="Count", value=len(final))
         logger.warning("dead-lettered failed recipients", recipients=len(final))
+
+
+def _by_seq(
+    recipients: list[str], seq: int | None, seqs: Mapping[str, int]
+) -> dict[int | None, list[str]]:
+    """Recipients grouped by the ``seq`` their frame carries, in their order."""
+    groups: dict[int | None, list[str]] = {}
+    for connection_id in recipients:
+        groups.setdefault(seqs.get(connection_id, seq), []).append(connection_id)
+    return groups
 
 
 def _chunks[T](items: list[T], size: int) -> list[list[T]]:

@@ -125,6 +125,10 @@ class LocalStack:
         return f"wspush-{STAGE}-channels"
 
     @property
+    def history_table_name(self) -> str:
+        return f"wspush-{STAGE}-history"
+
+    @property
     def send_function_name(self) -> str:
         return f"wspush-{STAGE}-send"
 

@@ -1,0 +1,33 @@
+"""``hello`` and ``recover``: the connection's identity and user-stream position, and the
+replay of what it missed, answered through the route response (``welcome``, ``recovered``,
+or an ``error`` saying why)."""
+
+from typing import Any
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from wspush.clock import Deadline, now_ms
+from wspush.contract import events, frames
+from wspush.observability import logger, metrics, tracer
+from wspush.routes import welcome
+from wspush.settings import get_settings
+
+# A replay stops this long before the function's time limit, leaving time for the reply.
+REPLY_MARGIN_MS = 1_000
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = events.RouteEvent.of(event)
+    body = frames.frame_text(request.body, base64_encoded=request.base64_encoded)
+    answer = welcome.handle(
+        request.connection_id,
+        body,
+        get_settings(),
+        now_ms=now_ms(),
+        deadline=Deadline.of(context, margin_ms=REPLY_MARGIN_MS),
+    )
+    return frames.route_response(200, answer)

@@ -46,7 +46,7 @@ from tests.support import (
     sqs_event,
     sqs_record,
 )
-from wspush.fanout import gateway, queues, sending
+from wspush.fanout import gateway, queues
 from wspush.settings import get_settings
 from wspush.store import connections
 

@@ -1,0 +1,515 @@
+"""Recovery under moto: streams' positions, seq allocation through the send and sender
+Lambdas, hello / recover, subscribe with since, and replay bounds."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import boto3
+import pytest
+from pynamodb.exceptions import TransactWriteError
+
+from handlers import channel, send, sender, welcome
+from tests.conftest import HISTORY_TABLE, QUEUE_URL, REGION, FakeLambdaContext, load_event
+from tests.contract import assert_valid
+from tests.fakes.management_api import FakeManagementApi, Reply
+from tests.support import (
+    PAYLOAD,
+    add_connection,
+    attributes_of,
+    drain,
+    frames,
+    sqs_event,
+    sqs_record,
+)
+from wspush.clock import now_ms
+from wspush.fanout import queues
+from wspush.history import recovery
+from wspush.history.streams import Since, Stream
+from wspush.settings import History, get_settings
+from wspush.store import history
+from wspush.store.history import Span
+
+pytestmark = pytest.mark.usefixtures("aws")
+
+KEEP = History(size=100, ttl_seconds=3600)
+
+
+def route(
+    handler: Any, connection_id: str, context: FakeLambdaContext, **frame: Any
+) -> dict[str, Any]:
+    """Send one frame to a route as API Gateway would; the reply frame the client receives."""
+    event = load_event("ws_message.json")
+    event["requestContext"]["connectionId"] = connection_id
+    event["requestContext"]["routeKey"] = frame["action"]
+    event["body"] = json.dumps(frame)
+    response = handler.handler(event, context)
+    assert response["statusCode"] == 200
+    reply: dict[str, Any] = json.loads(response["body"])
+    assert_valid("frame", reply)
+    return reply
+
+
+def to_user(user: str, message_id: str, context: FakeLambdaContext) -> dict[str, Any]:
+    """A message to ``user`` through the send Lambda."""
+    answer: dict[str, Any] = send.handler(
+        {"userId": user, "id": message_id, "payload": PAYLOAD}, context
+    )
+    return answer
+
+
+def append(stream: str, message_id: str) -> int:
+    return history.append(
+        stream, message_id, lambda seq: b'{"id":"%s","seq":%d}' % (message_id.encode(), seq),
+        KEEP, now_ms=now_ms(),
+    ).seq  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def no_requeue_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-queued messages become visible at once so tests can drain them."""
+    monkeypatch.setattr(queues, "MAX_DELAY_SECONDS", 0)
+
+
+@pytest.fixture
+def configure(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Set wspush variables for one test (settings are read once per process)."""
+
+    def set_variables(**variables: str) -> None:
+        for name, value in variables.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+
+    yield set_variables
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def alice(management_api: FakeManagementApi) -> FakeManagementApi:
+    add_connection("a-pc", "alice")
+    return management_api
+
+
+# --- the store --------------------------------------------------------------------------
+
+
+def test_a_stream_gets_its_epoch_once_and_seqs_one_by_one() -> None:
+    # Given a stream never written to: its position starts it at seq 0
+    start = history.position("u:alice", now_ms=now_ms())
+    assert start.seq == 0
+    # When three messages are appended
+    seqs = [append("u:alice", f"m-{n}") for n in range(3)]
+    # Then they get 1, 2, 3 in the same epoch, and the position says 3
+    assert seqs == [1, 2, 3]
+    assert history.position("u:alice", now_ms=now_ms()) == replace(start, seq=3)
+
+
+def test_a_message_appended_again_keeps_its_seq() -> None:
+    # Given two messages appended
+    assert [append("u:alice", "m-1"), append("u:alice", "m-2")] == [1, 2]
+    # When the first is appended again (SQS redelivered it, a send was retried)
+    # Then it keeps its place and the stream does not move
+    assert append("u:alice", "m-1") == 1
+    assert history.position("u:alice", now_ms=now_ms()).seq == 2
+
+
+def test_a_failed_append_leaves_no_hole(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a stream at seq 1, and a transaction DynamoDB refuses (throttled) once
+    append("u:alice", "m-1")
+    real = history.TransactWrite
+
+    class Refused(real):  # type: ignore[misc, valid-type]
+        def __exit__(self, *exc: Any) -> None:
+            raise TransactWriteError("throttled")
+
+    monkeypatch.setattr(history, "TransactWrite", Refused)
+    with pytest.raises(history.StorageUnavailable):
+        append("u:alice", "m-2")
+    monkeypatch.setattr(history, "TransactWrite", real)
+    # When it is tried again
+    # Then it takes seq 2: nothing of the failed write is left
+    assert append("u:alice", "m-2") == 2
+    epoch = history.position("u:alice", now_ms=now_ms()).epoch
+    kept = history.read(Span("u:alice", epoch, 0, 2), now_ms=now_ms(), max_bytes=10_000)
+    assert [k.seq for k in kept or []] == [1, 2]
+
+
+def test_concurrent_publishers_never_share_a_seq() -> None:
+    # Given 6 publishers appending 5 messages each to one stream at the same moment
+    # (DynamoDB serializes each item's writes; the fixture makes each moto call atomic)
+    start = threading.Barrier(6)
+    given: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def publish(writer: int) -> None:
+        start.wait()
+        for n in range(5):
+            seq = append("c:room:42", f"w{writer}-{n}")
+            with lock:
+                given[f"w{writer}-{n}"] = seq
+
+    threads = [threading.Thread(target=publish, args=(w,)) for w in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Then the 30 messages hold seqs 1..30, each once, and the history has every one of them
+    assert sorted(given.values()) == list(range(1, 31))
+    epoch = history.position("c:room:42", now_ms=now_ms()).epoch
+    kept = history.read(Span("c:room:42", epoch, 0, 30), now_ms=now_ms(), max_bytes=10**6)
+    assert kept is not None
+    assert {json.loads(k.frame)["id"]: k.seq for k in kept} == given
+
+
+def test_a_read_refuses_a_span_it_does_not_hold_whole() -> None:
+    # Given a stream of 5 messages
+    for n in range(5):
+        append("u:alice", f"m-{n}")
+    epoch = history.position("u:alice", now_ms=now_ms()).epoch
+    now = now_ms()
+    # Then a span it holds is read in order, and only that span
+    assert [
+        k.seq for k in history.read(Span("u:alice", epoch, 2, 5), now_ms=now, max_bytes=999) or []
+    ] == [3, 4, 5]
+    # And another epoch, a span past its age, or over the byte bound is refused
+    assert history.read(Span("u:alice", "other", 2, 5), now_ms=now, max_bytes=999) is None
+    assert history.read(Span("u:alice", epoch, 2, 5), now_ms=now + 3_601_000, max_bytes=999) is None
+    assert history.read(Span("u:alice", epoch, 0, 5), now_ms=now, max_bytes=50) is None
+    # And a hole (a message gone before the others) is never read as "nothing missed"
+    boto3.client("dynamodb", region_name=REGION).delete_item(
+        TableName=HISTORY_TABLE,
+        Key={"stream": {"S": "u:alice"}, "key": {"S": history.message_key(4)}},
+    )
+    assert history.read(Span("u:alice", epoch, 2, 5), now_ms=now, max_bytes=999) is None
+
+
+# --- seq through the send and sender Lambdas ---------------------------------------------
+
+
+def test_a_message_to_a_user_is_kept_even_with_nobody_connected(
+    lambda_context: FakeLambdaContext,
+) -> None:
+    # When a message goes to bob, who has no connection
+    answer = to_user("bob", "m-1", lambda_context)
+    # Then nobody received it, but bob's stream holds it at seq 1
+    assert answer["targets"] == 0
+    position = history.position("u:bob", now_ms=now_ms())
+    [kept] = (
+        history.read(Span("u:bob", position.epoch, 0, 1), now_ms=now_ms(), max_bytes=10**6) or []
+    )
+    assert json.loads(kept.frame) == {
+        **PAYLOAD,
+        "id": "m-1",
+        "ts": json.loads(kept.frame)["ts"],
+        "seq": 1,
+    }
+
+
+def test_a_requeued_recipient_gets_the_same_seq(
+    alice: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given alice's pc throttled for a whole round
+    add_connection("a-mobile", "alice", "mobile")
+    alice.script("a-pc", *[Reply.aws(429)] * 3)
+    # When a message to alice is delivered from the queue, and the re-queued copy too
+    record = sqs_record({"userId": "alice", "id": "m-7", "payload": PAYLOAD})
+    assert sender.handler(sqs_event(record), lambda_context)["batchItemFailures"] == []
+    [requeued] = drain(QUEUE_URL)
+    assert attributes_of(requeued)[queues.SEQ] == "1"
+    assert sender.handler(sqs_event(requeued), lambda_context)["batchItemFailures"] == []
+    # Then both connections got the same frame, seq 1, and the stream holds it once
+    assert frames(alice, "a-pc") == frames(alice, "a-mobile")
+    assert [f["seq"] for f in frames(alice, "a-pc")] == [1]
+    assert history.position("u:alice", now_ms=now_ms()).seq == 1
+
+
+def test_a_message_delivered_again_by_sqs_keeps_its_seq(
+    alice: FakeManagementApi, lambda_context: FakeLambdaContext, configure: Any
+) -> None:
+    # Given a message delivered, and a record of it that was lost (no idempotency table)
+    record = sqs_record({"userId": "alice", "id": "m-8", "payload": PAYLOAD})
+    sender.handler(sqs_event(record), lambda_context)
+    configure(WSPUSH_PROCESSED_TABLE_NAME="")
+    # When SQS delivers it again
+    sender.handler(sqs_event(record), lambda_context)
+    # Then alice's pc got it twice with the same id and seq (her client drops the second)
+    assert [(f["id"], f["seq"]) for f in frames(alice, "a-pc")] == [("m-8", 1), ("m-8", 1)]
+
+
+def test_a_user_list_gives_each_user_their_own_seq(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given alice with one message already, and bob with none, each with two connections
+    for user in ("alice", "bob"):
+        add_connection(f"{user[0]}-pc", user)
+        add_connection(f"{user[0]}-web", user, "web")
+    to_user("alice", "m-0", lambda_context)
+    management_api.reset()
+    # When one message goes to both
+    record = sqs_record({"userIds": ["alice", "bob"], "id": "m-1", "payload": PAYLOAD})
+    sender.handler(sqs_event(record), lambda_context)
+    # Then each user's connections got the frame with that user's seq
+    assert [f["seq"] for f in frames(management_api, "a-pc") + frames(management_api, "a-web")] == [
+        2,
+        2,
+    ]
+    assert [f["seq"] for f in frames(management_api, "b-pc") + frames(management_api, "b-web")] == [
+        1,
+        1,
+    ]
+
+
+def test_a_message_to_a_channel_with_history_carries_channel_and_seq(
+    alice: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given alice subscribed to room:42 (history) and lobby... (no history in these tests)
+    route(channel, "a-pc", lambda_context, action="subscribe", channel="room:42")
+    # When two messages go to the channel
+    for n in (1, 2):
+        send.handler({"channel": "room:42", "id": f"c-{n}", "payload": PAYLOAD}, lambda_context)
+    # Then her frames carry the channel and seq 1, 2; a user message is in another stream
+    assert [(f["channel"], f["seq"]) for f in frames(alice, "a-pc")] == [
+        ("room:42", 1),
+        ("room:42", 2),
+    ]
+    assert history.position("u:alice", now_ms=now_ms()).seq == 0
+
+
+def test_the_rest_of_a_big_channel_carries_the_seq_on(
+    lambda_context: FakeLambdaContext,
+    management_api: FakeManagementApi,
+    configure: Any,
+) -> None:
+    # Given a channel of 5 subscribers read 2 at a time
+    configure(WSPUSH_CONNECTIONS_PER_SEGMENT="2")
+    for n in range(5):
+        add_connection(f"c-{n}", f"u-{n}")
+        route(channel, f"c-{n}", lambda_context, action="subscribe", channel="room:big")
+    # When a message to it is delivered through the chain of invocations
+    records = [sqs_record({"channel": "room:big", "id": "m-big", "payload": PAYLOAD})]
+    while records:
+        assert sender.handler(sqs_event(*records), lambda_context)["batchItemFailures"] == []
+        records = drain(QUEUE_URL)
+    # Then all 5 got seq 1, and the stream holds one message
+    assert sorted(f["seq"] for n in range(5) for f in frames(management_api, f"c-{n}")) == [1] * 5
+    assert history.position("c:room:big", now_ms=now_ms()).seq == 1
+
+
+def test_a_message_kept_for_recovery_must_leave_room_for_its_seq(
+    lambda_context: FakeLambdaContext,
+) -> None:
+    # Given a payload whose frame is 10 bytes short of the limit: too little room for a seq
+    from wspush.contract.messages import MAX_CLIENT_FRAME_BYTES
+
+    frame_without_data = len('{"type":"t","data":"","id":"m-room","ts":1796000000000}')
+    data = "x" * (MAX_CLIENT_FRAME_BYTES - frame_without_data - 10)
+    payload = {"type": "t", "data": data}
+    # When it goes to a user (kept) and to a connection (not kept)
+    kept = send.handler({"userId": "bob", "id": "m-room", "payload": payload}, lambda_context)
+    direct = send.handler({"connectionId": "b", "id": "m-room", "payload": payload}, lambda_context)
+    # Then the kept one is refused, saying why; the other is sent
+    assert kept["error"]["code"] == "payload_too_large"
+    assert "seq" in kept["error"]["message"]
+    assert "error" not in direct
+
+
+# --- hello, recover, subscribe with since ------------------------------------------------
+
+
+def test_hello_tells_the_connection_who_it_is_and_its_stream_position(
+    alice: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given two messages to alice
+    for n in (1, 2):
+        to_user("alice", f"m-{n}", lambda_context)
+    # When her connection says hello
+    reply = route(welcome, "a-pc", lambda_context, action="hello", ref="h")
+    # Then the welcome names the connection, its user, its times and the stream's position
+    data = reply["data"]
+    assert reply["type"] == "welcome"
+    assert reply["ref"] == "h"
+    assert data["connectionId"] == "a-pc"
+    assert data["userId"] == "alice"
+    assert data["expiresAt"] - data["connectedAt"] == 7_200_000
+    assert data["stream"] == {"epoch": data["stream"]["epoch"], "seq": 2}
+
+
+def test_recover_posts_what_was_missed_in_order_then_replies(
+    alice: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given alice's position after one message, and three more sent while she was away
+    to_user("alice", "m-1", lambda_context)
+    since = route(welcome, "a-pc", lambda_context, action="hello")["data"]["stream"]
+    alice.gone("a-pc")
+    for n in (2, 3, 4):
+        to_user("alice", f"m-{n}", lambda_context)
+    alice.reset()
+    add_connection("a-new", "alice")
+    # When her new connection recovers from that position
+    reply = route(welcome, "a-new", lambda_context, action="recover", since=since, ref="r")
+    # Then the three were posted to it in order, with their ids, ts and seq, then the reply
+    assert [(f["id"], f["seq"]) for f in frames(alice, "a-new")] == [
+        ("m-2", 2),
+        ("m-3", 3),
+        ("m-4", 4),
+    ]
+    assert reply["type"] == "recovered"
+    assert reply["data"] == {"epoch": since["epoch"], "seq": 4, "recovered": True}
+    assert reply["ref"] == "r"
+
+
+@pytest.mark.parametrize(
+    ("since", "why"),
+    [
+        ({"epoch": "another", "seq": 1}, "another epoch"),
+        ({"epoch": None, "seq": 9}, "ahead of the stream"),
+        ({"epoch": None, "seq": 0}, "older than the 3 kept"),
+    ],
+)
+def test_recover_says_false_and_posts_nothing_when_history_does_not_reach(
+    alice: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    configure: Any,
+    since: dict[str, Any],
+    why: str,
+) -> None:
+    # Given a user stream that keeps 3 messages, holding 5
+    configure(WSPUSH_USER_HISTORY='{"size": 3, "ttlSeconds": 3600}')
+    for n in range(5):
+        to_user("alice", f"m-{n}", lambda_context)
+    epoch = history.position("u:alice", now_ms=now_ms()).epoch
+    alice.reset()
+    # When alice recovers from a position it cannot serve
+    asked = {**since, "epoch": since["epoch"] or epoch}
+    reply = route(welcome, "a-pc", lambda_context, action="recover", since=asked)
+    # Then nothing is posted, and the reply says false with the stream's position
+    assert frames(alice, "a-pc") == [], why
+    assert reply["data"] == {"epoch": epoch, "seq": 5, "recovered": False}
+
+
+def test_a_replay_past_its_bound_is_not_started(
+    alice: FakeManagementApi, lambda_context: FakeLambdaContext, configure: Any
+) -> None:
+    # Given 6 messages missed and a replay bound of 5
+    since = route(welcome, "a-pc", lambda_context, action="hello")["data"]["stream"]
+    for n in range(6):
+        to_user("alice", f"m-{n}", lambda_context)
+    alice.reset()
+    configure(WSPUSH_MAX_REPLAY_MESSAGES="5")
+    # When alice recovers
+    reply = route(welcome, "a-pc", lambda_context, action="recover", since=since)
+    # Then she is told to reload instead of replaying part of it
+    assert reply["data"]["recovered"] is False
+    assert frames(alice, "a-pc") == []
+
+
+def test_a_replay_cut_short_says_false(
+    alice: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given 3 missed messages and a connection that refuses the second post for good
+    since = route(welcome, "a-pc", lambda_context, action="hello")["data"]["stream"]
+    for n in range(3):
+        to_user("alice", f"m-{n}", lambda_context)
+    alice.reset()
+    alice.script("a-pc", Reply.aws(200), Reply.aws(403))
+    # When alice recovers
+    reply = route(welcome, "a-pc", lambda_context, action="recover", since=since)
+    # Then the reply does not claim a whole recovery
+    assert reply["data"]["recovered"] is False
+
+
+@pytest.mark.parametrize(
+    "since",
+    [None, "5", {"epoch": "e"}, {"epoch": "", "seq": 1}, {"epoch": "e", "seq": -1},
+     {"epoch": "e", "seq": 1.5}, {"epoch": "e", "seq": True}, {"epoch": "e" * 65, "seq": 1},
+     {"epoch": "e", "seq": 1, "x": 2}],
+)  # fmt: skip
+def test_a_malformed_since_gets_invalid_since(
+    alice: FakeManagementApi, lambda_context: FakeLambdaContext, since: Any
+) -> None:
+    # When alice recovers from something that is not a position
+    reply = route(welcome, "a-pc", lambda_context, action="recover", since=since, ref="x")
+    # Then she is told what is wrong, and nothing is posted
+    assert reply["type"] == "error"
+    assert reply["data"]["code"] == "invalid_since"
+    assert reply["ref"] == "x"
+    assert frames(alice, "a-pc") == []
+
+
+def test_recover_without_user_history_says_so(
+    alice: FakeManagementApi, lambda_context: FakeLambdaContext, configure: Any
+) -> None:
+    # Given user history off
+    configure(WSPUSH_USER_HISTORY="off")
+    # Then hello shows no stream, and recover is refused with no_history
+    assert route(welcome, "a-pc", lambda_context, action="hello")["data"]["stream"] is None
+    reply = route(welcome, "a-pc", lambda_context, action="recover", since={"epoch": "e", "seq": 0})
+    assert reply["data"]["code"] == "no_history"
+
+
+def test_hello_from_an_unknown_connection_is_refused(lambda_context: FakeLambdaContext) -> None:
+    reply = route(welcome, "nobody", lambda_context, action="hello")
+    assert reply["data"]["code"] == "unknown_connection"
+
+
+def test_subscribe_with_since_replays_the_channel_then_answers(
+    alice: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given alice subscribed to room:42 at its position, then away while 2 messages went
+    first = route(channel, "a-pc", lambda_context, action="subscribe", channel="room:42")
+    since = {"epoch": first["data"]["epoch"], "seq": first["data"]["seq"]}
+    route(channel, "a-pc", lambda_context, action="unsubscribe", channel="room:42")
+    for n in (1, 2):
+        send.handler({"channel": "room:42", "id": f"c-{n}", "payload": PAYLOAD}, lambda_context)
+    assert frames(alice, "a-pc") == []
+    # When she subscribes again from that position
+    reply = route(
+        channel, "a-pc", lambda_context, action="subscribe", channel="room:42", since=since
+    )
+    # Then the two are posted in order, then subscribed with recovered true
+    assert [(f["id"], f["channel"], f["seq"]) for f in frames(alice, "a-pc")] == [
+        ("c-1", "room:42", 1),
+        ("c-2", "room:42", 2),
+    ]
+    assert reply["data"] == {
+        "channel": "room:42",
+        "epoch": since["epoch"],
+        "seq": 2,
+        "recovered": True,
+    }
+
+
+def test_subscribe_with_since_where_no_history_is_kept_says_false(
+    alice: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    since = {"epoch": "e", "seq": 3}
+    reply = route(
+        channel, "a-pc", lambda_context, action="subscribe", channel="lobby:1", since=since
+    )
+    assert reply["data"] == {"channel": "lobby:1", "recovered": False}
+
+
+def test_subscribe_with_a_malformed_since_is_refused_naming_the_channel(
+    alice: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    reply = route(channel, "a-pc", lambda_context, action="subscribe", channel="room:1", since=3)
+    assert reply["data"]["code"] == "invalid_since"
+    assert reply["data"]["channel"] == "room:1"
+
+
+def test_recovery_reads_only_what_was_missed(
+    alice: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given a stream of 40 messages, recovered from seq 37
+    stream = Stream("u:alice", KEEP)
+    for n in range(40):
+        append(stream.key, f"m-{n}")
+    head = history.position(stream.key, now_ms=now_ms())
+    # When the missed messages are read
+    missed = recovery.missed(stream, Since(head.epoch, 37), head, get_settings(), now_ms=now_ms())
+    # Then they are exactly 38..40
+    assert [k.seq for k in missed or []] == [38, 39, 40]

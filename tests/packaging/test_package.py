@@ -44,6 +44,7 @@ FUNCTIONS = {
     "send": "handlers/send.handler",
     "sender": "handlers/sender.handler",
     "channel": "handlers/channel.handler",
+    "welcome": "handlers/welcome.handler",
     "lifecycle": "handlers/lifecycle.handler",
 }
 
@@ -61,6 +62,11 @@ POST_TO_CONNECTIONS = (
 )
 PROCESSED = "${ProcessedMessagesTable.Arn}"
 CHANNELS = "${ChannelsTable.Arn}"
+HISTORY = "${HistoryTable.Arn}"
+# Appending to a stream (a transaction of puts, after reading the head or the message's id).
+APPEND_HISTORY = {("dynamodb:GetItem", HISTORY), ("dynamodb:PutItem", HISTORY)}
+# Positions (a head started on first use) and replays (a Query over a span).
+READ_HISTORY = APPEND_HISTORY | {("dynamodb:Query", HISTORY)}
 BY_CONNECTION_INDEX = "${ChannelsTable.Arn}/index/byConnection"
 STREAM = "${ConnectionsTable.StreamArn}"
 EVENT_BUS = "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/default"
@@ -94,6 +100,7 @@ DELIVERY_GRANTS = {
     ("dynamodb:DeleteItem", PROCESSED),
     ("execute-api:ManageConnections", POST_TO_CONNECTIONS),
     ("dynamodb:Query", CHANNELS),
+    *APPEND_HISTORY,
     *TABLE_KEY_GRANTS,
 }
 # Subscriptions and members, written in transactions.
@@ -145,9 +152,17 @@ FUNCTION_GRANTS = {
         ("dynamodb:GetItem", TABLE),
         ("dynamodb:UpdateItem", TABLE),
         *CHANNEL_WRITES,
+        *READ_HISTORY,
         *TABLE_KEY_GRANTS,
         *QUEUE_PRESENCE_EVENTS,
         ("lambda:InvokeFunction", "${ChannelAuthorizerArn}"),
+        ("execute-api:ManageConnections", POST_TO_CONNECTIONS),  # a replay, to itself
+    },
+    "welcome": {
+        ("dynamodb:GetItem", TABLE),
+        *READ_HISTORY,
+        *TABLE_KEY_GRANTS,
+        ("execute-api:ManageConnections", POST_TO_CONNECTIONS),  # a replay, to itself
     },
     "lifecycle": {
         ("dynamodb:DescribeStream", STREAM),

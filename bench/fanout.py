@@ -6,6 +6,11 @@
 - ``channel``: the same delivery to the N subscribers of one channel, *resolution included*:
   the subscriptions are read page by page from the channels table (moto's server in a process
   of its own, on the stub's core, so its work is not counted as ours), then posted to.
+- ``recovery``: a client recovering N missed messages of its user stream
+  (``wspush.history.recovery.recover``, as the ``recover`` route calls it): the span read from
+  the history table (moto's server in a process of its own), then posted one after the other.
+  Once with a history of 2N messages, once with 20N (ten times as long, the same N missed):
+  the DynamoDB calls, items and bytes read must not grow with the history.
 - ``sequential``: the seed's way, one boto3 ``apigatewaymanagementapi`` client posting to each
   recipient in turn.
 - ``faults``: ``deliver`` with 410s and 429s injected and the connections table in moto, to
@@ -38,11 +43,18 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench.machine import ACCOUNT, CHANNELS_TABLE_NAME, REGION, STAGE, TABLE_NAME
+from bench.machine import (
+    ACCOUNT,
+    CHANNELS_TABLE_NAME,
+    HISTORY_TABLE_NAME,
+    REGION,
+    STAGE,
+    TABLE_NAME,
+)
 from bench.stub_gateway import StubClient, selected
 
 PAYLOAD = {
@@ -263,6 +275,111 @@ def _resolution_alone(channel: str, settings: Any) -> dict[str, float]:
         "wall_s": time.perf_counter() - wall,
         "subscribers": len(audience.ids),
     }
+
+
+RECOVERY_HISTORIES = (2, 20)  # the stream's length, in multiples of the messages missed
+
+
+def run_recovery(n: int, stub: StubClient) -> Measurement:
+    from wspush.clock import now_ms
+    from wspush.history import recovery
+    from wspush.history.streams import Since, user_stream
+    from wspush.settings import History, get_settings
+    from wspush.store import history
+
+    result = Measurement("recovery", n)
+    settings = get_settings()
+    result.settings = _settings_summary(settings)
+    history.HistoryItem.Meta.read_timeout_seconds = 120  # moto's Query: see run_channel
+    runs = []
+    with moto_server_process() as dynamodb:
+        reads = _count_reads(history)  # (a client made now: moto's endpoint is set)
+        for multiple in (1, *RECOVERY_HISTORIES):  # the first a warm-up
+            length = multiple * n if multiple > 1 else n
+            user = f"bench-{multiple}"
+            stream = user_stream(user, settings)
+            assert stream is not None
+            stream = replace(stream, history=History(size=length, ttl_seconds=86_400))
+            epoch = _store_stream(dynamodb, stream.key, length)
+            since = Since(epoch, length - n)
+            head = history.position(stream.key, now_ms=now_ms())
+            read_started = time.perf_counter()
+            recovery.missed(stream, since, head, settings, now_ms=now_ms())
+            read_s = time.perf_counter() - read_started
+            stub.reset()
+            reads.update(dict.fromkeys(reads, 0))
+            cpu, wall = time.process_time(), time.perf_counter()
+            outcome = recovery.recover(stream, since, f"c-{user}", settings, now_ms=now_ms())
+            run = {
+                "history": length,
+                "missed": n,
+                "wall_s": time.perf_counter() - wall,
+                "cpu_s": time.process_time() - cpu,
+                "read_wall_s": read_s,
+                "recovered": outcome.recovered,
+                "replayed": outcome.replayed,
+                **reads,
+                "posts": stub.stats()["posts"],
+            }
+            if multiple > 1:
+                runs.append(run)
+            result.expect(f"recovered from a history of {length}", outcome.recovered, True)
+            result.expect(f"replayed from a history of {length}", outcome.replayed, n)
+    result.details = {"runs": runs}
+    result.wall_s = runs[0]["wall_s"]
+    result.cpu_s = runs[0]["cpu_s"]
+    result.outcomes = {"delivered": runs[0]["replayed"]}
+    short, long = runs
+    for figure in ("calls", "items"):
+        result.expect(f"DynamoDB {figure} with 10x the history", long[figure], short[figure])
+    # (seqs ten times bigger have a digit more in each key, frame and number read)
+    result.expect(
+        "DynamoDB bytes with 10x the history within 2%",
+        long["bytes"] <= 1.02 * short["bytes"],
+        True,
+    )
+    return result
+
+
+def _count_reads(history: Any) -> dict[str, int]:
+    """DynamoDB calls the history model makes, the items and the bytes they return."""
+    counts = {"calls": 0, "items": 0, "bytes": 0}
+    client = history.HistoryItem._get_connection().connection.client
+
+    def count(http_response: Any, parsed: dict[str, Any], **_: Any) -> None:
+        counts["calls"] += 1
+        counts["items"] += len(parsed.get("Items", [])) + ("Item" in parsed)
+        counts["bytes"] += len(http_response.content)
+
+    client.meta.events.register("after-call.dynamodb", count)
+    return counts
+
+
+def _store_stream(dynamodb: Any, stream: str, length: int) -> str:
+    """A user stream of ``length`` messages, as ``store.history`` keeps them; its epoch."""
+    from wspush.contract.messages import with_seq
+    from wspush.store.history import HEAD, message_key
+
+    epoch = f"bench{length}"
+    ttl = str(int(time.time()) + 86_400)
+    base = _message("x").frame
+    items = [
+        {"stream": {"S": stream}, "key": {"S": HEAD}, "epoch": {"S": epoch},
+         "seq": {"N": str(length)}, "ttl": {"N": ttl}},
+        *(
+            {"stream": {"S": stream}, "key": {"S": message_key(seq)}, "epoch": {"S": epoch},
+             "seq": {"N": str(seq)}, "id": {"S": f"m-{seq}"}, "ttl": {"N": ttl},
+             "frame": {"S": with_seq(base, seq).decode()}}
+            for seq in range(1, length + 1)
+        ),
+    ]  # fmt: skip
+    for start in range(0, len(items), 25):
+        dynamodb.batch_write_item(
+            RequestItems={
+                HISTORY_TABLE_NAME: [{"PutRequest": {"Item": i}} for i in items[start : start + 25]]
+            }
+        )
+    return epoch
 
 
 @contextmanager
@@ -799,6 +916,7 @@ def run_cold_pool(n: int, stub: StubClient) -> Measurement:
 MODES: dict[str, Callable[[int, StubClient], Measurement]] = {
     "wspush": run_wspush,
     "channel": run_channel,
+    "recovery": run_recovery,
     "sequential": run_sequential,
     "faults": run_faults,
     "big-audience": run_big_audience,

@@ -16,6 +16,7 @@ STAGE = "bench"
 ACCOUNT = "123456789012"
 TABLE_NAME = f"wspush-{STAGE}-connections"
 CHANNELS_TABLE_NAME = f"wspush-{STAGE}-channels"
+HISTORY_TABLE_NAME = f"wspush-{STAGE}-history"
 # The sender Lambda's memory (serverless.yml): Lambda gives a function CPU in proportion to
 # its memory, one full vCPU at 1,769 MB.
 SENDER_MEMORY_MB = 512
@@ -28,6 +29,7 @@ _STACK_VARIABLES = (
     "WSPUSH_TABLE_NAME",
     "WSPUSH_PROCESSED_TABLE_NAME",
     "WSPUSH_CHANNELS_TABLE_NAME",
+    "WSPUSH_HISTORY_TABLE_NAME",
     "WSPUSH_NAMESPACES",
     "WSPUSH_QUEUE_URL",
     "WSPUSH_DLQ_URL",
@@ -62,6 +64,7 @@ def lambda_env(management_endpoint: str) -> dict[str, str]:
             "WSPUSH_TABLE_NAME": TABLE_NAME,
             "WSPUSH_PROCESSED_TABLE_NAME": "",
             "WSPUSH_CHANNELS_TABLE_NAME": CHANNELS_TABLE_NAME,
+            "WSPUSH_HISTORY_TABLE_NAME": HISTORY_TABLE_NAME,
             "WSPUSH_NAMESPACES": '{"room": {"subscribe": "authenticated"}}',
             "WSPUSH_QUEUE_URL": f"{queue}-messages",
             "WSPUSH_DLQ_URL": f"{queue}-dead-letters",

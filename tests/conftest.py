@@ -25,7 +25,11 @@ HISTORY_TABLE = f"wspush-{STAGE}-history"
 # The namespaces `make dev` declares (local/run.py), and one with few members for the limit.
 NAMESPACES = {
     "room": {"subscribe": "authenticated", "history": {"size": 100, "ttlSeconds": 86400}},
-    "lobby": {"subscribe": "authenticated", "presence": True},
+    "lobby": {
+        "subscribe": "authenticated",
+        "presence": True,
+        "history": {"size": 100, "ttlSeconds": 86400},
+    },
     "secret": {"subscribe": "restricted", "presence": True},
     "tiny": {"subscribe": "authenticated", "presence": True, "maxMembers": 2},
 }

@@ -488,9 +488,38 @@ def test_subscribe_with_since_where_no_history_is_kept_says_false(
 ) -> None:
     since = {"epoch": "e", "seq": 3}
     reply = route(
-        channel, "a-pc", lambda_context, action="subscribe", channel="lobby:1", since=since
+        channel, "a-pc", lambda_context, action="subscribe", channel="tiny:1", since=since
     )
-    assert reply["data"] == {"channel": "lobby:1", "recovered": False}
+    assert reply["data"] == {"channel": "tiny:1", "recovered": False}
+
+
+def test_presence_events_are_kept_in_no_stream(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given alice in lobby:1 (presence and history), and one message to the channel
+    add_connection("a-pc", "alice")
+    add_connection("b-pc", "bob")
+    route(channel, "a-pc", lambda_context, action="subscribe", channel="lobby:1")
+    drain_into_sender(lambda_context)
+    send.handler({"channel": "lobby:1", "id": "c-1", "payload": PAYLOAD}, lambda_context)
+    # When bob joins and leaves (presence.join / presence.leave to alice, through the queue)
+    route(channel, "b-pc", lambda_context, action="subscribe", channel="lobby:1")
+    drain_into_sender(lambda_context)
+    route(channel, "b-pc", lambda_context, action="unsubscribe", channel="lobby:1")
+    drain_into_sender(lambda_context)
+    # Then alice got both events without a seq, and the stream holds only the message
+    received = frames(management_api, "a-pc")
+    assert [(f["type"], f.get("seq")) for f in received] == [
+        ("order.updated", 1),
+        ("presence.join", None),
+        ("presence.leave", None),
+    ]
+    assert history.position("c:lobby:1", now_ms=now_ms()).seq == 1
+
+
+def drain_into_sender(context: FakeLambdaContext) -> None:
+    while records := drain(QUEUE_URL):
+        assert sender.handler(sqs_event(*records), context)["batchItemFailures"] == []
 
 
 def test_subscribe_with_a_malformed_since_is_refused_naming_the_channel(

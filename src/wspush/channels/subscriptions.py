@@ -14,7 +14,7 @@ from wspush.channels.access import authorize
 from wspush.channels.names import Channel, parse_channel
 from wspush.clock import Deadline
 from wspush.contract.frames import Request, error_reply, parse_request, reply
-from wspush.contract.messages import sqs_body
+from wspush.contract.messages import NOT_KEPT, sqs_body
 from wspush.errors import ChannelRefused, QueueUnavailable, StorageUnavailable
 from wspush.fanout import queues
 from wspush.history import recovery
@@ -162,8 +162,9 @@ def end(connection_id: str, channel: str, settings: Settings, *, connection_open
 def announce(
     settings: Settings, channel: str, event_type: str, data: Any, *, exclude: str | None = None
 ) -> None:
-    """Queue a presence event to the channel's subscribers, like any channel message (best
-    effort: the membership itself is already right)."""
+    """Queue a presence event to the channel's subscribers, like any channel message but kept
+    in no stream: a client that recovers asks for the members again (best effort: the
+    membership itself is already right)."""
     envelope: dict[str, Any] = {
         "id": uuid.uuid4().hex,
         "channel": channel,
@@ -173,7 +174,9 @@ def announce(
         envelope["excludeConnectionIds"] = [exclude]
     try:
         queues.send_all(
-            settings.queue_url, [queues.Outgoing(sqs_body(envelope), {})], region=settings.region
+            settings.queue_url,
+            [queues.Outgoing(sqs_body(envelope), {queues.SEQ: str(NOT_KEPT)})],
+            region=settings.region,
         )
     except QueueUnavailable:
         logger.warning("presence event not queued", channel=channel, event=event_type)

@@ -73,7 +73,8 @@ class Message:
     # The channel a subscriber receives it through (in the frame too), also once the message
     # is re-queued for some of its recipients by connection id.
     channel: str | None = None
-    # Its place in the stream it was kept in (in the frame too), once it has one.
+    # Its place in the stream it was kept in (in the frame too), once it has one; NOT_KEPT for
+    # a message that goes in no stream.
     seq: int | None = None
 
 
@@ -151,7 +152,7 @@ def encode_frame(
     frame: dict[str, Any] = {"type": payload_type, "data": data, "id": message_id, "ts": ts}
     if channel is not None:
         frame["channel"] = channel
-    if seq is not None:
+    if seq:  # (NOT_KEPT stays out)
         frame["seq"] = seq
     if extra:
         frame.update(extra)
@@ -173,6 +174,10 @@ def encode_frame(
             "invalid_payload", "payload holds text that is not valid Unicode", "payload"
         ) from exc
 
+
+# The ``seq`` of a message kept in no stream on purpose (wspush's own presence events, which a
+# recovering client re-reads with a presence query instead): it stays out of the frame.
+NOT_KEPT = 0
 
 # What ``with_seq`` adds to a frame at most: ``,"seq":`` and a 20-digit number.
 SEQ_ROOM = len(',"seq":') + 20

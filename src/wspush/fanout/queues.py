@@ -23,7 +23,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from wspush.channels.names import parse_channel
-from wspush.contract.messages import MAX_SQS_MESSAGE_BYTES, sqs_batches, sqs_body
+from wspush.contract.messages import MAX_SQS_MESSAGE_BYTES, NOT_KEPT, sqs_batches, sqs_body
 from wspush.errors import ChannelRefused, QueueUnavailable
 from wspush.observability import logger
 
@@ -39,7 +39,7 @@ SEGMENT = "wspush-segment"  # "s/S": this copy of a broadcast delivers scan segm
 AFTER = "wspush-after"  # where in its segment this copy's scan starts (a connection id)
 TIMESTAMP = "wspush-ts"
 CHANNEL = "wspush-channel"  # the channel of a channel's message re-queued by connection id
-SEQ = "wspush-seq"  # the place a kept message was given in its stream, once it has one
+SEQ = "wspush-seq"  # a kept message's place in its stream, once it has one (or NOT_KEPT)
 ERROR_CODE = "wspush-error-code"
 ERROR_REASON = "wspush-error-reason"
 ERROR_FIELD = "wspush-error-field"
@@ -352,7 +352,7 @@ def _channel(attribute: SQSMessageAttribute | None) -> str | None:
 
 def _seq(attribute: SQSMessageAttribute | None) -> int | None:
     value = _int_value(attribute)
-    return value if value is not None and 1 <= value < _MAX_SEQ else None
+    return value if value is not None and NOT_KEPT <= value < _MAX_SEQ else None
 
 
 def _int_value(attribute: SQSMessageAttribute | None) -> int | None:

@@ -40,7 +40,8 @@ export type WspushErrorKind =
   | "token"
   | "handler"
   | "max_retries"
-  | "request";
+  | "request"
+  | "rotation";
 
 export interface WspushError {
   /**
@@ -57,6 +58,8 @@ export interface WspushError {
    * - `request`: a request the client made on its own (the presence query that keeps a member
    *   list, a stream's recovery: `hello`, `recover`, `subscribe` with `since`) got no reply in
    *   time (`code` `timeout`, `error`); a recovery then hands over what it held
+   * - `rotation`: the switch to a new connection before the current one's cut failed
+   *   (`error`, `closeCode`, `frame`); the current connection is kept
    */
   kind: WspushErrorKind;
   message: string;
@@ -140,6 +143,11 @@ export interface WspushClientSettings {
   dedupeSize?: number;
   /** each for this long; default 1800000 (30 minutes); 0: by count only */
   dedupeWindowMs?: number;
+  /**
+   * on a `reconnect` push, the switch to a new connection starts after a random delay of at
+   * most this, and at most half the time left before the cut; default 60000; 0: at once
+   */
+  rotationSpreadMs?: number;
   /** cut a backoff wait short on `online`, ping on `visibilitychange`; default true */
   watchNetwork?: boolean;
   /** WebSocket constructor; default the global one */
@@ -263,6 +271,7 @@ export declare const DEFAULT_MAX_RETRIES: number;
 export declare const DEFAULT_DEDUPE_SIZE: number;
 export declare const DEFAULT_DEDUPE_WINDOW_MS: number;
 export declare const DEFAULT_REQUEST_TIMEOUT_MS: number;
+export declare const DEFAULT_ROTATION_SPREAD_MS: number;
 export declare const CLIENT_RECONNECT_CODE: number;
 
 /** The backoff window after `failures` failures in a row; the wait is drawn in `[0, window)`. */

@@ -18,7 +18,9 @@
  * remembers where each one stands and, on every new connection, asks for what it missed
  * (`hello` + `recover`, `subscribe` with `since`), holding the stream's frames until the
  * answer so that the app gets them in order, each once; when the history no longer reaches
- * back, it tells the app to reload (`onResync`). Plain ES module, no build step.
+ * back, it tells the app to reload (`onResync`). Before API Gateway's 2-hour cut, wspush
+ * pushes `reconnect`: the client then opens the next connection while the current one keeps
+ * delivering, and switches once it has recovered. Plain ES module, no build step.
  */
 
 /** @typedef {"connecting" | "open" | "reconnecting" | "closed"} ConnectionState */
@@ -63,9 +65,11 @@
  * - `"request"`: a request the client made on its own (the presence query that keeps a
  *   member list, a stream's recovery: `hello`, `recover`, `subscribe` with `since`) failed
  *   without an error frame: `code` `timeout` (`error`); a recovery that fails this way, or
- *   with an error frame, hands over what it held and gives up.
+ *   with an error frame, hands over what it held and gives up;
+ * - `"rotation"`: the switch to a new connection before the current one's cut failed
+ *   (`error`, `closeCode`, `frame`); the current connection is kept.
  * @typedef {object} WspushError
- * @property {"server" | "bad_frame" | "socket" | "connect_failed" | "pong_timeout" | "token" | "handler" | "max_retries" | "request"} kind
+ * @property {"server" | "bad_frame" | "socket" | "connect_failed" | "pong_timeout" | "token" | "handler" | "max_retries" | "request" | "rotation"} kind
  * @property {string} message
  * @property {string} [code] the `code` of a server error frame
  * @property {number} [closeCode] the WebSocket close code of a failed attempt
@@ -113,6 +117,9 @@
  *   and proves the route works); default true
  * @property {number} [dedupeSize] at most this many recent message ids are remembered; default 20,000; 0 disables
  * @property {number} [dedupeWindowMs] and each for this long; default 30 minutes; 0: by count only
+ * @property {number} [rotationSpreadMs] on a `reconnect` push, the switch to a new connection
+ *   starts after a random delay of at most this (and at most half the time left before the
+ *   cut); default 60 s; 0: at once
  * @property {boolean} [watchNetwork] in a browser, cut a backoff wait short when the network comes back
  *   and ping when the tab becomes visible again; default true
  * @property {any} [WebSocket] WebSocket constructor (tests, Node, React Native); default the global one
@@ -138,6 +145,8 @@ export const DEFAULT_DEDUPE_SIZE = 20_000;
 export const DEFAULT_DEDUPE_WINDOW_MS = 30 * 60 * 1000;
 /** How long a request (subscribe, presence, ...) waits for its reply once sent. */
 export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
+/** A `reconnect` push starts the switch to a new connection within this (spreads the herd). */
+export const DEFAULT_ROTATION_SPREAD_MS = 60_000;
 /** The presence query follows at most this many pages (100 members each). */
 const MAX_PRESENCE_PAGES = 1000;
 
@@ -324,6 +333,10 @@ export class WspushClient {
     this._refs = 0;
     /** @private @type {StreamState} the user's own stream (when user history is on) */
     this._user = { position: null, recovery: null };
+    /** @private */
+    this._rotationSpreadMs = options.rotationSpreadMs ?? DEFAULT_ROTATION_SPREAD_MS;
+    /** @private @type {Rotation | null} the switch to a new connection under way */
+    this._rotation = null;
 
     /**
      * Each attempt (token, handshake, socket) has a number; anything that belongs to an
@@ -959,6 +972,8 @@ export class WspushClient {
     this._clearTimer("_connectTimer");
     this._clearTimer("_heartbeatTimer");
     this._clearTimer("_pongTimer");
+    // a switch under way needs the current connection: it is given up with it
+    this._cancelRotation();
     this._setConnectionId(null);
     if (socket && code !== undefined) closeQuietly(socket, code, reason);
     this._channelsLost();
@@ -1014,11 +1029,12 @@ export class WspushClient {
    * delivered now.
    * @private
    * @param {WspushMessage} message
+   * @param {boolean} [held] it came on the next connection during a switch
    */
-  _receive(message) {
+  _receive(message, held = false) {
     const stream = this._streamOf(message);
     if (stream && stream.recovery) stream.recovery.frames.push(message);
-    else this._deliver(message);
+    else this._deliver(message, held);
   }
 
   /**
@@ -1039,8 +1055,9 @@ export class WspushClient {
    * stream's position moves on, handlers run.
    * @private
    * @param {WspushMessage} message
+   * @param {boolean} [held] it came on the next connection during a switch
    */
-  _deliver(message) {
+  _deliver(message, held = false) {
     const id = message.id;
     if ((typeof id === "string" && id !== "") || typeof id === "number") {
       if (this._recent.seen(String(id))) return;
@@ -1064,6 +1081,9 @@ export class WspushClient {
         message: typeof data.message === "string" ? data.message : "error frame from wspush",
         frame: message,
       });
+    } else if (message.type === "reconnect" && message.ref === undefined && !held) {
+      // (one that came during a switch, on either connection, is ignored)
+      this._planRotation(message);
     }
     this._dispatch(message, this._routeChannelFrame(message));
   }
@@ -1298,6 +1318,326 @@ export class WspushClient {
         this._report({ kind: "handler", message: `resync listener for ${event.stream} threw: ${describe(error)}`, error });
       }
     }
+  }
+
+  // ---- rotation: the next connection before this one is cut -----------------------
+
+  /**
+   * A `reconnect` push: API Gateway cuts this connection at `data.before`. The switch starts
+   * after a random delay of at most `rotationSpreadMs` and half the time left, so that the
+   * clients told together do not all connect again together. Ignored while one is under way.
+   * @private
+   * @param {WspushMessage<any>} message
+   */
+  _planRotation(message) {
+    if (this._rotation || !this._isOpen()) return;
+    const before = message.data && typeof message.data === "object" ? message.data.before : undefined;
+    const left = typeof before === "number" && Number.isFinite(before) ? Math.max(0, (before - Date.now()) / 2) : Infinity;
+    const windowMs = Math.min(this._rotationSpreadMs, left);
+    const delay = windowMs > 0 ? Math.floor(this._random() * windowMs) : 0;
+    /** @type {Rotation} */
+    const rotation = {
+      timer: undefined,
+      socket: null,
+      openedAt: 0,
+      replies: new Map(),
+      welcome: null,
+      user: null,
+      channels: new Map(),
+      held: [],
+    };
+    this._rotation = rotation;
+    if (delay > 0) rotation.timer = setTimeout(() => this._rotate(rotation), delay);
+    else this._rotate(rotation);
+  }
+
+  /**
+   * Ask for a fresh token (when there is a provider), then open the next connection.
+   * @private
+   * @param {Rotation} rotation
+   */
+  _rotate(rotation) {
+    rotation.timer = undefined;
+    if (this._rotation !== rotation) return;
+    const { token } = this._options;
+    if (typeof token !== "function") {
+      this._openNext(rotation, token ?? undefined);
+      return;
+    }
+    if (this._tokenTimeoutMs > 0) {
+      rotation.timer = setTimeout(() => this._rotationFailed(rotation, "the token provider timed out"), this._tokenTimeoutMs);
+    }
+    Promise.resolve()
+      .then(() => token())
+      .then(
+        (value) => {
+          if (this._rotation !== rotation) return;
+          clearRotationTimer(rotation);
+          this._openNext(rotation, /** @type {string | null | undefined} */ (value) ?? undefined);
+        },
+        (error) => this._rotationFailed(rotation, `the token provider failed: ${describe(error)}`, { error }),
+      );
+  }
+
+  /**
+   * Open the next connection; the current one stays open and keeps delivering.
+   * @private
+   * @param {Rotation} rotation
+   * @param {string | undefined} token
+   */
+  _openNext(rotation, token) {
+    /** @type {any} */
+    let socket;
+    try {
+      socket = this._newSocket(token);
+    } catch (error) {
+      this._rotationFailed(rotation, `WebSocket could not be created: ${describe(error)}`, { error });
+      return;
+    }
+    rotation.socket = socket;
+    if (this._connectTimeoutMs > 0) {
+      const timeoutMs = this._connectTimeoutMs;
+      rotation.timer = setTimeout(() => this._rotationFailed(rotation, `not open within ${timeoutMs} ms`), timeoutMs);
+    }
+    // the socket's events are the next connection's until the switch, the current one's after it
+    const next = () => this._rotation === rotation && !this._closed;
+    const current = () => socket === this._socket && !this._closed;
+    socket.addEventListener("open", () => {
+      if (next()) this._nextOpened(rotation);
+    });
+    socket.addEventListener("message", (/** @type {any} */ event) => {
+      if (next()) this._nextFrame(rotation, event.data);
+      else if (current()) this._handleFrame(event.data);
+    });
+    socket.addEventListener("error", (/** @type {any} */ event) => {
+      if (!current()) return; // before the switch, the close that follows tells it
+      const message = event && event.message ? `WebSocket error: ${event.message}` : "WebSocket error";
+      this._report({ kind: "socket", message, event });
+    });
+    socket.addEventListener("close", (/** @type {any} */ event) => {
+      const code = event && typeof event.code === "number" ? event.code : undefined;
+      if (next()) this._rotationFailed(rotation, `it closed (close code ${code ?? "none"})`, { closeCode: code, event });
+      else if (current()) this._handleClose(event, undefined);
+    });
+  }
+
+  /**
+   * The next connection is open: `hello` (then `recover`), and a `subscribe` from where it
+   * stands for every channel the app wants. The switch waits for every answer, at most
+   * `requestTimeoutMs`.
+   * @private
+   * @param {Rotation} rotation
+   */
+  _nextOpened(rotation) {
+    clearRotationTimer(rotation);
+    rotation.openedAt = Date.now();
+    this._nextRequest(rotation, { action: "hello" }, (reply) => this._nextWelcomed(rotation, reply));
+    for (const entry of this._channels.values()) {
+      if (entry.registrations.size === 0 || this._rotation !== rotation) continue;
+      const since = entry.recovery ? entry.recovery.since : entry.position;
+      /** @type {{ since: StreamPosition | null, reply: WspushMessage<any> | null }} */
+      const subscription = { since, reply: null };
+      rotation.channels.set(entry.name, subscription);
+      /** @type {Record<string, unknown>} */
+      const frame = { action: "subscribe", channel: entry.name };
+      if (since) frame.since = { ...since };
+      this._nextRequest(rotation, frame, (reply) => {
+        subscription.reply = reply;
+        this._nextProgress(rotation);
+      });
+    }
+    if (this._rotation === rotation && this._requestTimeoutMs > 0) {
+      const timeoutMs = this._requestTimeoutMs;
+      rotation.timer = setTimeout(() => this._rotationFailed(rotation, `no reply within ${timeoutMs} ms`), timeoutMs);
+    }
+  }
+
+  /**
+   * @private
+   * @param {Rotation} rotation
+   * @param {Record<string, unknown>} frame
+   * @param {(reply: WspushMessage<any>) => void} onReply
+   */
+  _nextRequest(rotation, frame, onReply) {
+    const ref = this._nextRef();
+    rotation.replies.set(ref, onReply);
+    try {
+      rotation.socket.send(JSON.stringify({ ...frame, ref }));
+    } catch (error) {
+      this._rotationFailed(rotation, `a request could not be sent: ${describe(error)}`, { error });
+    }
+  }
+
+  /**
+   * @private
+   * @param {Rotation} rotation
+   * @param {WspushMessage<any>} reply
+   */
+  _nextWelcomed(rotation, reply) {
+    if (reply.type === "error") {
+      this._rotationFailed(rotation, `hello was answered with ${errorFromFrame(reply).code}`, { frame: reply });
+      return;
+    }
+    rotation.welcome = reply.data && typeof reply.data === "object" ? reply.data : {};
+    const user = this._user;
+    const since = user.recovery ? user.recovery.since : user.position;
+    if (since && positionOf(/** @type {Record<string, any>} */ (rotation.welcome).stream)) {
+      /** @type {{ since: StreamPosition, reply: WspushMessage<any> | null }} */
+      const recovery = { since, reply: null };
+      rotation.user = recovery;
+      this._nextRequest(rotation, { action: "recover", since: { ...since } }, (answer) => {
+        if (answer.type === "error") {
+          this._rotationFailed(rotation, `recover was answered with ${errorFromFrame(answer).code}`, { frame: answer });
+          return;
+        }
+        recovery.reply = answer;
+        this._nextProgress(rotation);
+      });
+    }
+    this._nextProgress(rotation);
+  }
+
+  /**
+   * A frame on the next connection: an answer it waits for is taken now; every frame is held
+   * for the switch.
+   * @private
+   * @param {Rotation} rotation
+   * @param {unknown} raw
+   */
+  _nextFrame(rotation, raw) {
+    const parsed = parseFrame(raw);
+    if ("error" in parsed) {
+      this._report({ kind: "bad_frame", message: parsed.error, raw });
+      return;
+    }
+    const message = parsed.message;
+    rotation.held.push(message);
+    const ref = message.ref;
+    const onReply = typeof ref === "string" ? rotation.replies.get(ref) : undefined;
+    if (ref !== undefined && onReply) {
+      rotation.replies.delete(ref);
+      onReply(message);
+    }
+  }
+
+  /**
+   * @private
+   * @param {Rotation} rotation
+   */
+  _nextProgress(rotation) {
+    if (this._rotation !== rotation || !rotation.welcome) return;
+    if (rotation.user && !rotation.user.reply) return;
+    for (const subscription of rotation.channels.values()) {
+      if (!subscription.reply) return;
+    }
+    this._switch(rotation);
+  }
+
+  /**
+   * Every answer is in: the next connection becomes the current one, and the state does
+   * not change. Requests still on their way on the old one end with it (its subscriptions
+   * are taken over); what the new one received goes to the app, each stream in seq order
+   * after what the old one delivered, each id once; the old one is closed with 1000, which
+   * is no disconnect.
+   * @private
+   * @param {Rotation} rotation
+   */
+  _switch(rotation) {
+    clearRotationTimer(rotation);
+    this._rotation = null;
+    const old = this._socket;
+    const welcome = rotation.welcome ?? {};
+    // member lists kept on the old connection are current: they are not read again
+    const membersKept = new Set();
+    for (const entry of this._channels.values()) {
+      if (entry.server === "subscribed" && entry.fetch === 0 && entry.members) membersKept.add(entry.name);
+    }
+    const pending = [...this._pending.values()];
+    this._pending.clear();
+    this._clearTimer("_pongTimer");
+    this._socket = rotation.socket;
+    this._opened = true;
+    this._confirmed = true;
+    this._openedAt = rotation.openedAt;
+    closeQuietly(old, 1000, "switched to a new connection");
+    this._setConnectionId(typeof welcome.connectionId === "string" ? welcome.connectionId : null);
+    for (const request of pending) {
+      if (request.timer !== undefined) clearTimeout(request.timer);
+      request.onLost("disconnected");
+    }
+    // what the server has is what the new connection has
+    this._pauseRecovery(this._user);
+    for (const entry of this._channels.values()) {
+      this._pauseRecovery(entry);
+      entry.server = "none";
+      entry.subscribed = null;
+      entry.fetch = 0;
+      entry.buffer = null;
+    }
+    // the streams it recovered hold its frames until its answers are applied below
+    const user = rotation.user;
+    if (user) {
+      this._user.recovery ??= { since: user.since, frames: [], timer: undefined };
+    } else {
+      const stream = positionOf(welcome.stream);
+      this._abortRecovery(this._user);
+      if (!stream) this._user.position = null;
+      else if (!this._user.position) this._user.position = stream;
+    }
+    for (const [name, subscription] of rotation.channels) {
+      const entry = this._channels.get(name);
+      if (entry && subscription.since && subscription.reply && subscription.reply.type !== "error") {
+        entry.recovery ??= { since: subscription.since, frames: [], timer: undefined };
+      }
+    }
+    for (const message of rotation.held) {
+      if (this._closed) return;
+      this._receive(message, true);
+    }
+    if (user && user.reply && !this._closed) this._recovered("user", this._user, user.reply.data);
+    for (const [name, subscription] of rotation.channels) {
+      if (this._closed) return;
+      const reply = /** @type {WspushMessage<any>} */ (subscription.reply);
+      const entry = this._channels.get(name);
+      if (entry) {
+        this._subscribeAnswered(entry, reply, subscription.since, membersKept.has(name));
+      } else if (reply.type !== "error") {
+        // left during the switch: subscribed on the new connection, so left there
+        this._subscribeAnswered(this._entry(name), reply);
+      }
+    }
+    if (this._closed) return;
+    // and those it did not subscribe (asked for during the switch) are sent now
+    for (const entry of [...this._channels.values()]) this._sync(entry);
+    if (this._options.pingOnOpen !== false) this.ping();
+  }
+
+  /**
+   * @private
+   * @param {Rotation} rotation
+   * @param {string} why
+   * @param {Partial<WspushError>} [details]
+   */
+  _rotationFailed(rotation, why, details = {}) {
+    if (this._rotation !== rotation) return;
+    this._cancelRotation();
+    this._report({
+      kind: "rotation",
+      message: `the switch to a new connection failed: ${why}; the current connection is kept`,
+      ...details,
+    });
+  }
+
+  /**
+   * Give up a switch planned or under way: its timer stops, its connection is closed.
+   * @private
+   */
+  _cancelRotation() {
+    const rotation = this._rotation;
+    if (!rotation) return;
+    this._rotation = null;
+    clearRotationTimer(rotation);
+    if (rotation.socket) closeQuietly(rotation.socket, 1000, "switch given up");
   }
 
   // ---- channels -----------------------------------------------------------------
@@ -1906,6 +2246,13 @@ function settleAll(list, error) {
   }
 }
 
+/** @param {Rotation} rotation */
+function clearRotationTimer(rotation) {
+  if (rotation.timer === undefined) return;
+  clearTimeout(rotation.timer);
+  rotation.timer = undefined;
+}
+
 /**
  * `{epoch, seq}` when `value` holds a stream position (a `welcome`'s `stream`, a `recovered`
  * or `subscribed` reply's data), else null.
@@ -2049,6 +2396,20 @@ function applyPresence(members, change) {
  * @typedef {object} StreamState
  * @property {StreamPosition | null} position
  * @property {Recovery | null} recovery
+ */
+
+/**
+ * A switch to a new connection before the current one is cut (a `reconnect` push).
+ * @typedef {object} Rotation
+ * @property {ReturnType<typeof setTimeout> | undefined} timer the spread delay, then the
+ *   token, handshake and replies timeouts, one after the other
+ * @property {any} socket the new connection, once made
+ * @property {number} openedAt
+ * @property {Map<string, (reply: WspushMessage<any>) => void>} replies awaited, by ref
+ * @property {Record<string, any> | null} welcome
+ * @property {{ since: StreamPosition, reply: WspushMessage<any> | null } | null} user its user-stream recovery
+ * @property {Map<string, { since: StreamPosition | null, reply: WspushMessage<any> | null }>} channels its subscriptions
+ * @property {WspushMessage[]} held every frame it received, handed over at the switch
  */
 
 /**

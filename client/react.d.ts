@@ -4,6 +4,7 @@ import type {
   HandlerMap,
   MessageHandler,
   PresenceMember,
+  ResyncEvent,
   WspushRequestError,
   TokenProvider,
   WspushClient,
@@ -68,3 +69,9 @@ export declare function usePresence<I = any>(
   name: string | null | undefined,
   options?: ChannelHookOptions,
 ): PresenceMember<I>[];
+
+/**
+ * While mounted, hear when a stream (`"user"` or a channel) could not be recovered after a
+ * reconnect or a connection switch: reload what the component shows of it.
+ */
+export declare function useResync(listener: (event: ResyncEvent) => void, options?: ChannelHookOptions): void;

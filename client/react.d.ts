@@ -24,7 +24,7 @@ export type UseWspushOptions = Partial<WspushClientSettings> & {
 export interface UseWspushResult {
   state: ConnectionState;
   connectionId: string | null;
-  /** the last message received, pongs excluded */
+  /** the last message received, pongs and the `welcome`/`recovered` answers to the client's own requests excluded */
   lastMessage: WspushMessage | null;
   /** stable across renders; false unless open */
   send: (frame: unknown) => boolean;

@@ -30,10 +30,14 @@ import { createWspushClient } from "./index.js";
  * @typedef {object} UseWspushResult
  * @property {import("./index.js").ConnectionState} state
  * @property {string | null} connectionId
- * @property {WspushMessage | null} lastMessage the last message received (pongs excluded)
+ * @property {WspushMessage | null} lastMessage the last message received (pongs, and the
+ *   `welcome` and `recovered` answers to the client's own `hello` and `recover`, excluded)
  * @property {(frame: unknown) => boolean} send stable across renders; false unless open
  * @property {WspushClient | null} client
  */
+
+/** Frames the client asks for on its own, never `lastMessage`: its heartbeat and recovery. */
+const OWN_REPLIES = new Set(["pong", "welcome", "recovered"]);
 
 /** @type {Snapshot} */
 const CLOSED = Object.freeze({ state: "closed", connectionId: null });
@@ -119,7 +123,7 @@ export function useWspush(options, handlers) {
     });
     const unsubscribe = created.subscribe(setSnapshot);
     const unlisten = created.on("*", (message) => {
-      if (message.type !== "pong") setLastMessage(message);
+      if (!OWN_REPLIES.has(message.type)) setLastMessage(message);
     });
     clientRef.current = created;
     setClient(created);

@@ -1,5 +1,6 @@
 // useResync and useWspush's onResync under react-test-renderer: a stream that could not be
-// recovered after a reconnect reaches the component's latest listener while it is mounted.
+// recovered after a reconnect reaches the component's latest listener while it is mounted;
+// the answers to the client's own hello and recover are never lastMessage.
 import { afterEach, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createElement } from "react";
@@ -94,6 +95,29 @@ describe("useResync and useWspush's onResync (react-test-renderer)", () => {
     act(() => {
       renderer = TestRenderer.create(createElement(Probe));
     });
+    act(() => renderer.unmount());
+  });
+
+  test("useWspush's lastMessage skips the welcome and recovered answers, as it skips pongs", async () => {
+    const results = [];
+    function Probe() {
+      results.push(useWspush({ url: "ws://127.0.0.1:3001", userId: "u-1", WebSocket: FakeWebSocket, watchNetwork: false, ...TIMINGS }));
+      return null;
+    }
+    let renderer;
+    act(() => {
+      renderer = TestRenderer.create(createElement(Probe));
+    });
+    await tick();
+    accept(FakeWebSocket, 5);
+    assert.equal(results.at(-1).lastMessage, null);
+    const pushed = { ...frame("note", { n: 6 }), seq: 6 };
+    act(() => FakeWebSocket.last.receive(pushed));
+    act(() => FakeWebSocket.last.drop(1006));
+    await tick(1000);
+    const ws = accept(FakeWebSocket, 6);
+    answer(ws, "recover", "recovered", { epoch: EPOCH, seq: 6, recovered: true });
+    assert.deepEqual(results.at(-1).lastMessage, pushed);
     act(() => renderer.unmount());
   });
 

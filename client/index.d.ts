@@ -153,7 +153,7 @@ export interface WspushClientSettings {
   /** WebSocket constructor; default the global one */
   WebSocket?: unknown;
   protocols?: string | string[];
-  /** source of the backoff delays, in [0, 1); default `Math.random` */
+  /** source of the random delays (backoff, rotation spread), in [0, 1); default `Math.random` */
   random?: () => number;
   /** event target for `online` (tests) */
   window?: EventTarget;

@@ -124,7 +124,7 @@
  *   and ping when the tab becomes visible again; default true
  * @property {any} [WebSocket] WebSocket constructor (tests, Node, React Native); default the global one
  * @property {string | string[]} [protocols] WebSocket sub-protocols
- * @property {() => number} [random] source of the backoff delays, in [0, 1); default `Math.random`
+ * @property {() => number} [random] source of the random delays (backoff, rotation spread), in [0, 1); default `Math.random`
  * @property {any} [window] event target for `online` (defaults to the global scope; for tests)
  * @property {any} [document] event target for `visibilitychange` (defaults to `document`; for tests)
  */
@@ -1240,7 +1240,8 @@ export class WspushClient {
   }
 
   /**
-   * Frames after `floor`, in seq order (a duplicate id is dropped on delivery).
+   * One stream's frames after `floor`, in seq order, each once: a seq held twice (a replayed
+   * copy of a live frame) is one message, and a duplicate id is dropped on delivery.
    * @private
    * @param {WspushMessage[]} frames
    * @param {number} floor
@@ -1248,8 +1249,11 @@ export class WspushClient {
   _deliverInOrder(frames, floor) {
     const due = frames.filter((frame) => /** @type {number} */ (frame.seq) > floor);
     due.sort((a, b) => /** @type {number} */ (a.seq) - /** @type {number} */ (b.seq));
+    let last = floor;
     for (const frame of due) {
       if (this._closed) return;
+      if (frame.seq === last) continue;
+      last = /** @type {number} */ (frame.seq);
       this._deliver(frame);
     }
   }

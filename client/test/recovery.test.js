@@ -133,6 +133,19 @@ describe("the user stream", () => {
     client.close();
   });
 
+  test("with de-duplication off (dedupeSize: 0), a seq held twice is still handed over once", async () => {
+    const { client, ws, got, FakeWebSocket } = await recordingClient({ dedupeSize: 0 });
+    welcome(ws, { epoch: EPOCH, seq: 5 });
+    const next = await reconnect(FakeWebSocket);
+    welcome(next, { epoch: EPOCH, seq: 7 });
+    next.receive(userMessage(7)); // live
+    next.receive(userMessage(6)); // replayed
+    next.receive(userMessage(7)); // replayed copy of the live one
+    answer(next, "recover", "recovered", { epoch: EPOCH, seq: 7, recovered: true });
+    assert.deepEqual(got, ["user 6", "user 7"]);
+    client.close();
+  });
+
   test("recovered: false → onResync with the new position, then the frames after it", async () => {
     const listened = [];
     const { client, ws, got, resyncs, FakeWebSocket } = await recordingClient();

@@ -1594,13 +1594,15 @@ export class WspushClient {
         entry.recovery ??= { since: subscription.since, frames: [], timer: undefined };
       }
     }
+    // a handler may close the client or drop this connection (reconnect()): then stop here
+    const current = () => !this._closed && this._socket === rotation.socket;
     for (const message of rotation.held) {
-      if (this._closed) return;
+      if (!current()) return;
       this._receive(message, true);
     }
-    if (user && user.reply && !this._closed) this._recovered("user", this._user, user.reply.data);
+    if (user && user.reply && current()) this._recovered("user", this._user, user.reply.data);
     for (const [name, subscription] of rotation.channels) {
-      if (this._closed) return;
+      if (!current()) return;
       const reply = /** @type {WspushMessage<any>} */ (subscription.reply);
       const entry = this._channels.get(name);
       if (entry) {
@@ -1610,7 +1612,7 @@ export class WspushClient {
         this._subscribeAnswered(this._entry(name), reply);
       }
     }
-    if (this._closed) return;
+    if (!current()) return;
     // and those it did not subscribe (asked for during the switch) are sent now
     for (const entry of [...this._channels.values()]) this._sync(entry);
     if (this._options.pingOnOpen !== false) this.ping();

@@ -240,6 +240,34 @@ describe("rotation: the switch to a new connection", () => {
     client.close();
   });
 
+  test("a handler that calls reconnect() while the switch hands over: the rest of the switch stops, every channel is sent again", async () => {
+    let once = true;
+    const { client, ws, FakeWebSocket } = await rotatingClient({
+      handlers: {
+        note: () => {
+          if (once) {
+            once = false;
+            client.reconnect();
+          }
+        },
+      },
+    });
+    const next = await startSwitch(FakeWebSocket, ws);
+    next.receive(frame("note", { n: "no seq" })); // handed over at the switch
+    answerAll(next);
+    assert.equal(client.state, "reconnecting");
+    await advance(0);
+    const third = FakeWebSocket.last;
+    assert.equal(FakeWebSocket.instances.length, 3);
+    third.open();
+    third.receive(pongFrame("c3"));
+    assert.deepEqual(
+      requests(third, "subscribe").map((sent) => [sent.channel, sent.since]),
+      [["room:1", { epoch: EPOCH, seq: 131 }]],
+    );
+    client.close();
+  });
+
   test("a reconnect push during a switch is ignored; one on the new connection starts the next switch", async () => {
     const { client, ws, FakeWebSocket } = await rotatingClient();
     const next = await startSwitch(FakeWebSocket, ws);

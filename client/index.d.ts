@@ -17,7 +17,10 @@ export interface WspushMessage<T = unknown> {
   channel?: string;
   /** a reply: the `ref` of the request it answers */
   ref?: string;
-  /** position in the channel's history (namespaces that keep one) */
+  /**
+   * position in its stream: the channel's history (with `channel`, in namespaces that keep
+   * one) or the user's own stream (without `channel`, when user history is on)
+   */
   seq?: number;
 }
 
@@ -37,7 +40,8 @@ export type WspushErrorKind =
   | "token"
   | "handler"
   | "max_retries"
-  | "request";
+  | "request"
+  | "rotation";
 
 export interface WspushError {
   /**
@@ -52,7 +56,10 @@ export interface WspushError {
    * - `handler`: a handler threw (`error`, `frame`)
    * - `max_retries`: `maxRetries` retries in a row failed; state is `closed` until `reconnect()`
    * - `request`: a request the client made on its own (the presence query that keeps a member
-   *   list) got no reply in time (`code` `timeout`, `error`)
+   *   list, a stream's recovery: `hello`, `recover`, `subscribe` with `since`) got no reply in
+   *   time (`code` `timeout`, `error`); a recovery then hands over what it held
+   * - `rotation`: the switch to a new connection before the current one's cut failed
+   *   (`error`, `closeCode`, `frame`); the current connection is kept
    */
   kind: WspushErrorKind;
   message: string;
@@ -69,6 +76,29 @@ export interface WspushError {
   /** when the next attempt starts; absent when the client gives up */
   retryInMs?: number;
 }
+
+/** Where a stream stands: its epoch and the `seq` of its last message the client handed over. */
+export interface StreamPosition {
+  epoch: string;
+  seq: number;
+}
+
+/**
+ * A stream could not be recovered after a reconnect or a connection switch (its history no
+ * longer reaches back, or it was lost): messages may have been missed, reload what the app
+ * shows of it. Its messages after `seq` follow.
+ */
+export interface ResyncEvent {
+  /** `"user"` (the user's own messages) or a channel's name (`"room:42"`) */
+  stream: "user" | (string & {});
+  /** where the stream now stands; null when the channel keeps no history */
+  epoch: string | null;
+  seq: number | null;
+  /** the server's reason, or `no_history` when the channel keeps none */
+  reason?: string;
+}
+
+export type ResyncListener = (event: ResyncEvent) => void;
 
 export interface Snapshot {
   readonly state: ConnectionState;
@@ -89,6 +119,8 @@ export interface WspushClientSettings {
   handlers?: HandlerMap | (() => HandlerMap | null | undefined);
   onStateChange?: (state: ConnectionState, previous: ConnectionState) => void;
   onError?: (error: WspushError) => void;
+  /** a stream could not be recovered: reload its state (see `WspushClient.onResync`) */
+  onResync?: ResyncListener;
   /** ping interval while open; default 300000 (5 minutes); 0 disables */
   heartbeatMs?: number;
   /** replace the connection when a ping gets no pong in this time; default 10000; 0 disables */
@@ -111,12 +143,17 @@ export interface WspushClientSettings {
   dedupeSize?: number;
   /** each for this long; default 1800000 (30 minutes); 0: by count only */
   dedupeWindowMs?: number;
+  /**
+   * on a `reconnect` push, the switch to a new connection starts after a random delay of at
+   * most this, and at most half the time left before the cut; default 60000; 0: at once
+   */
+  rotationSpreadMs?: number;
   /** cut a backoff wait short on `online`, ping on `visibilitychange`; default true */
   watchNetwork?: boolean;
   /** WebSocket constructor; default the global one */
   WebSocket?: unknown;
   protocols?: string | string[];
-  /** source of the backoff delays, in [0, 1); default `Math.random` */
+  /** source of the random delays (backoff, rotation spread), in [0, 1); default `Math.random` */
   random?: () => number;
   /** event target for `online` (tests) */
   window?: EventTarget;
@@ -134,7 +171,8 @@ export type WspushClientOptions = WspushClientSettings &
 /**
  * The `code` of a failed request: the server's (`forbidden`, `invalid_channel`,
  * `unknown_namespace`, `too_many_channels`, `channel_full`, `not_subscribed`, `no_presence`,
- * `unknown_connection`, `bad_frame`, `unavailable`) or the client's own (`timeout`,
+ * `unknown_connection`, `bad_frame`, `unavailable`, `invalid_since`, `no_history`) or the
+ * client's own (`timeout`,
  * `not_open`, `disconnected`, `closed`, `unsubscribed`).
  */
 export type RequestErrorCode =
@@ -148,6 +186,8 @@ export type RequestErrorCode =
   | "unknown_connection"
   | "bad_frame"
   | "unavailable"
+  | "invalid_since"
+  | "no_history"
   | "timeout"
   | "not_open"
   | "disconnected"
@@ -165,11 +205,15 @@ export declare class WspushRequestError extends Error {
   readonly frame?: WspushMessage;
 }
 
-/** The server's `subscribed` data; `epoch` and `seq` for namespaces that keep history. */
+/**
+ * The server's `subscribed` data; `epoch` and `seq` for namespaces that keep history;
+ * `recovered` when the client asked for what it missed (after a reconnect).
+ */
 export interface SubscribedData {
   channel: string;
   epoch?: string;
   seq?: number;
+  recovered?: boolean;
 }
 
 export interface SubscribeOptions {
@@ -227,6 +271,7 @@ export declare const DEFAULT_MAX_RETRIES: number;
 export declare const DEFAULT_DEDUPE_SIZE: number;
 export declare const DEFAULT_DEDUPE_WINDOW_MS: number;
 export declare const DEFAULT_REQUEST_TIMEOUT_MS: number;
+export declare const DEFAULT_ROTATION_SPREAD_MS: number;
 export declare const CLIENT_RECONNECT_CODE: number;
 
 /** The backoff window after `failures` failures in a row; the wait is drawn in `[0, window)`. */
@@ -266,6 +311,11 @@ export declare class WspushClient {
   setHandlers(handlers: HandlerMap | (() => HandlerMap | null | undefined) | null | undefined): void;
   onStateChange(listener: (state: ConnectionState, previous: ConnectionState) => void): () => void;
   onError(listener: (error: WspushError) => void): () => void;
+  /**
+   * a stream (the user's, or a channel's) could not be recovered after a reconnect or a
+   * connection switch: reload its state; never for the first connection
+   */
+  onResync(listener: ResyncListener): () => void;
   /** object → JSON, string as is; false (nothing sent, nothing queued) unless open */
   send(frame: unknown): boolean;
   ping(): boolean;

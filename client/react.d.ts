@@ -4,6 +4,7 @@ import type {
   HandlerMap,
   MessageHandler,
   PresenceMember,
+  ResyncEvent,
   WspushRequestError,
   TokenProvider,
   WspushClient,
@@ -23,7 +24,7 @@ export type UseWspushOptions = Partial<WspushClientSettings> & {
 export interface UseWspushResult {
   state: ConnectionState;
   connectionId: string | null;
-  /** the last message received, pongs excluded */
+  /** the last message received, pongs and the `welcome`/`recovered` answers to the client's own requests excluded */
   lastMessage: WspushMessage | null;
   /** stable across renders; false unless open */
   send: (frame: unknown) => boolean;
@@ -68,3 +69,9 @@ export declare function usePresence<I = any>(
   name: string | null | undefined,
   options?: ChannelHookOptions,
 ): PresenceMember<I>[];
+
+/**
+ * While mounted, hear when a stream (`"user"` or a channel) could not be recovered after a
+ * reconnect or a connection switch: reload what the component shows of it.
+ */
+export declare function useResync(listener: (event: ResyncEvent) => void, options?: ChannelHookOptions): void;

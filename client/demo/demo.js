@@ -173,6 +173,11 @@ function connect() {
       const code = error.code ? ` ${error.code}` : "";
       logEvent(`${error.kind}${code}: ${error.message}`, "error");
     },
+    onResync: ({ stream, epoch, seq, reason }) => {
+      if (client !== created) return;
+      const why = reason ? ` (${reason})` : "";
+      logEvent(`resync ${stream}: missed messages could not be recovered${why}; now at ${epoch}/${seq}`, "error");
+    },
     handlers: {
       "*": (message) => {
         // replies to the page's own requests go to the event log, channel messages to the

@@ -12,7 +12,15 @@
  * Reconnects are spread so that thousands of clients losing their connections together
  * do not come back together: every wait is a random delay drawn afresh in a window that
  * doubles with each failure in a row, and failures are counted toward `maxRetries`, after
- * which the client stops and tells the app. Plain ES module, no build step.
+ * which the client stops and tells the app.
+ *
+ * Streams (the user's own messages, and each channel with history) carry a `seq`: the client
+ * remembers where each one stands and, on every new connection, asks for what it missed
+ * (`hello` + `recover`, `subscribe` with `since`), holding the stream's frames until the
+ * answer so that the app gets them in order, each once; when the history no longer reaches
+ * back, it tells the app to reload (`onResync`). Before API Gateway's 2-hour cut, wspush
+ * pushes `reconnect`: the client then opens the next connection while the current one keeps
+ * delivering, and switches once it has recovered. Plain ES module, no build step.
  */
 
 /** @typedef {"connecting" | "open" | "reconnecting" | "closed"} ConnectionState */
@@ -27,7 +35,8 @@
  * @property {number} [ts]
  * @property {string} [channel] the channel a channel message or presence event belongs to
  * @property {string} [ref] on a reply: the `ref` of the request it answers
- * @property {number} [seq] position in the channel's history (namespaces that keep one)
+ * @property {number} [seq] position in its stream: the channel's history (with `channel`, in
+ *   namespaces that keep one) or the user's own stream (without `channel`, when user history is on)
  */
 
 /**
@@ -54,9 +63,13 @@
  * - `"max_retries"`: `maxRetries` retries in a row failed; the client is now `closed`
  *   until `reconnect()` (`attempt`);
  * - `"request"`: a request the client made on its own (the presence query that keeps a
- *   member list) failed without an error frame: `code` `timeout` (`error`).
+ *   member list, a stream's recovery: `hello`, `recover`, `subscribe` with `since`) failed
+ *   without an error frame: `code` `timeout` (`error`); a recovery that fails this way, or
+ *   with an error frame, hands over what it held and gives up;
+ * - `"rotation"`: the switch to a new connection before the current one's cut failed
+ *   (`error`, `closeCode`, `frame`); the current connection is kept.
  * @typedef {object} WspushError
- * @property {"server" | "bad_frame" | "socket" | "connect_failed" | "pong_timeout" | "token" | "handler" | "max_retries" | "request"} kind
+ * @property {"server" | "bad_frame" | "socket" | "connect_failed" | "pong_timeout" | "token" | "handler" | "max_retries" | "request" | "rotation"} kind
  * @property {string} message
  * @property {string} [code] the `code` of a server error frame
  * @property {number} [closeCode] the WebSocket close code of a failed attempt
@@ -89,6 +102,7 @@
  *   (`"*"` for every message); a function is called at each dispatch, so it can return the latest map
  * @property {(state: ConnectionState, previous: ConnectionState) => void} [onStateChange]
  * @property {(error: WspushError) => void} [onError]
+ * @property {(event: ResyncEvent) => void} [onResync] a stream could not be recovered: reload its state
  * @property {number} [heartbeatMs] ping interval while open; default 5 minutes; 0 disables
  * @property {number} [pongTimeoutMs] replace the connection when a ping gets no pong within this; default 10 s; 0 disables
  * @property {number} [tokenTimeoutMs] a token provider that has not answered within this has failed; default 10 s; 0 disables
@@ -103,11 +117,14 @@
  *   and proves the route works); default true
  * @property {number} [dedupeSize] at most this many recent message ids are remembered; default 20,000; 0 disables
  * @property {number} [dedupeWindowMs] and each for this long; default 30 minutes; 0: by count only
+ * @property {number} [rotationSpreadMs] on a `reconnect` push, the switch to a new connection
+ *   starts after a random delay of at most this (and at most half the time left before the
+ *   cut); default 60 s; 0: at once
  * @property {boolean} [watchNetwork] in a browser, cut a backoff wait short when the network comes back
  *   and ping when the tab becomes visible again; default true
  * @property {any} [WebSocket] WebSocket constructor (tests, Node, React Native); default the global one
  * @property {string | string[]} [protocols] WebSocket sub-protocols
- * @property {() => number} [random] source of the backoff delays, in [0, 1); default `Math.random`
+ * @property {() => number} [random] source of the random delays (backoff, rotation spread), in [0, 1); default `Math.random`
  * @property {any} [window] event target for `online` (defaults to the global scope; for tests)
  * @property {any} [document] event target for `visibilitychange` (defaults to `document`; for tests)
  */
@@ -128,6 +145,8 @@ export const DEFAULT_DEDUPE_SIZE = 20_000;
 export const DEFAULT_DEDUPE_WINDOW_MS = 30 * 60 * 1000;
 /** How long a request (subscribe, presence, ...) waits for its reply once sent. */
 export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
+/** A `reconnect` push starts the switch to a new connection within this (spreads the herd). */
+export const DEFAULT_ROTATION_SPREAD_MS = 60_000;
 /** The presence query follows at most this many pages (100 members each). */
 const MAX_PRESENCE_PAGES = 1000;
 
@@ -299,6 +318,8 @@ export class WspushClient {
     this._errorListeners = new Set();
     /** @private @type {Set<(snapshot: Snapshot) => void>} */
     this._subscribers = new Set();
+    /** @private @type {Set<ResyncListener>} */
+    this._resyncListeners = new Set();
 
     /** @private */
     this._requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
@@ -310,6 +331,12 @@ export class WspushClient {
     this._pending = new Map();
     /** @private */
     this._refs = 0;
+    /** @private @type {StreamState} the user's own stream (when user history is on) */
+    this._user = { position: null, recovery: null };
+    /** @private */
+    this._rotationSpreadMs = options.rotationSpreadMs ?? DEFAULT_ROTATION_SPREAD_MS;
+    /** @private @type {Rotation | null} the switch to a new connection under way */
+    this._rotation = null;
 
     /**
      * Each attempt (token, handshake, socket) has a number; anything that belongs to an
@@ -640,6 +667,21 @@ export class WspushClient {
   }
 
   /**
+   * Hear when a stream could not be recovered after a reconnect or a connection switch:
+   * `{stream, epoch, seq, reason?}`, `stream` being `"user"` (the user's own messages) or a
+   * channel's name. Messages of that stream may have been missed: reload what the app shows
+   * of it. The stream's messages after `seq` follow. Never called for the first connection.
+   * @param {ResyncListener} listener
+   * @returns {() => void} unsubscribe
+   */
+  onResync(listener) {
+    this._resyncListeners.add(listener);
+    return () => {
+      this._resyncListeners.delete(listener);
+    };
+  }
+
+  /**
    * Send a frame: an object is sent as JSON, a string as it is. Returns false (and sends
    * nothing) unless the connection is open: nothing is queued while offline.
    * @param {unknown} frame
@@ -690,6 +732,7 @@ export class WspushClient {
     for (const unwatch of this._unwatch.splice(0)) unwatch();
     this._endChannels();
     this._abandon(code, reason);
+    this._dropRecovery(this._user);
     this._setState("closed");
   }
 
@@ -735,13 +778,10 @@ export class WspushClient {
    * @param {string | undefined} token
    */
   _openSocket(attemptId, token) {
-    const { url, userId, platform, query, protocols } = this._options;
-    const target = buildUrl(resolveUrl(url), { ...query, userId, platform, token });
-    const WebSocketClass = this._options.WebSocket ?? /** @type {any} */ (globalThis).WebSocket;
     /** @type {any} */
     let socket;
     try {
-      socket = protocols === undefined ? new WebSocketClass(target) : new WebSocketClass(target, protocols);
+      socket = this._newSocket(token);
     } catch (error) {
       this._fail({ kind: "connect_failed", message: `WebSocket could not be created: ${describe(error)}`, error });
       return;
@@ -781,6 +821,19 @@ export class WspushClient {
     });
   }
 
+  /**
+   * A WebSocket to the configured URL (throws what the constructor throws).
+   * @private
+   * @param {string | undefined} token
+   * @returns {any}
+   */
+  _newSocket(token) {
+    const { url, userId, platform, query, protocols } = this._options;
+    const target = buildUrl(resolveUrl(url), { ...query, userId, platform, token });
+    const WebSocketClass = this._options.WebSocket ?? /** @type {any} */ (globalThis).WebSocket;
+    return protocols === undefined ? new WebSocketClass(target) : new WebSocketClass(target, protocols);
+  }
+
   /** @private */
   _handleOpen() {
     this._opened = true;
@@ -796,6 +849,7 @@ export class WspushClient {
       this._heartbeatTimer = setInterval(() => this.ping(), this._heartbeatMs);
     }
     if (this._options.pingOnOpen !== false) this.ping();
+    this._sendHello();
     // the server forgot the subscriptions with the last connection: send them all again
     for (const entry of [...this._channels.values()]) this._sync(entry);
   }
@@ -918,6 +972,8 @@ export class WspushClient {
     this._clearTimer("_connectTimer");
     this._clearTimer("_heartbeatTimer");
     this._clearTimer("_pongTimer");
+    // a switch under way needs the current connection: it is given up with it
+    this._cancelRotation();
     this._setConnectionId(null);
     if (socket && code !== undefined) closeQuietly(socket, code, reason);
     this._channelsLost();
@@ -965,10 +1021,51 @@ export class WspushClient {
       this._report({ kind: "bad_frame", message: parsed.error, raw });
       return;
     }
-    const message = parsed.message;
+    this._receive(parsed.message);
+  }
+
+  /**
+   * A frame of a stream whose recovery is under way waits for its answer; any other is
+   * delivered now.
+   * @private
+   * @param {WspushMessage} message
+   * @param {boolean} [held] it came on the next connection during a switch
+   */
+  _receive(message, held = false) {
+    const stream = this._streamOf(message);
+    if (stream && stream.recovery) stream.recovery.frames.push(message);
+    else this._deliver(message, held);
+  }
+
+  /**
+   * The state of the stream a frame belongs to: frames with a `seq` and a `channel` belong to
+   * that channel's (while the app has it), with a `seq` and no `channel` to the user's.
+   * @private
+   * @param {WspushMessage} message
+   * @returns {StreamState | null}
+   */
+  _streamOf(message) {
+    if (typeof message.seq !== "number") return null;
+    if (typeof message.channel === "string") return this._channels.get(message.channel) ?? null;
+    return this._user;
+  }
+
+  /**
+   * Hand a frame to the app, unless its id was seen: replies settle their requests, the
+   * stream's position moves on, handlers run.
+   * @private
+   * @param {WspushMessage} message
+   * @param {boolean} [held] it came on the next connection during a switch
+   */
+  _deliver(message, held = false) {
     const id = message.id;
     if ((typeof id === "string" && id !== "") || typeof id === "number") {
       if (this._recent.seen(String(id))) return;
+    }
+    const stream = this._streamOf(message);
+    const position = stream?.position;
+    if (position && typeof message.seq === "number" && message.seq > position.seq) {
+      /** @type {StreamState} */ (stream).position = { epoch: position.epoch, seq: message.seq };
     }
 
     if (message.type === "pong") {
@@ -984,6 +1081,9 @@ export class WspushClient {
         message: typeof data.message === "string" ? data.message : "error frame from wspush",
         frame: message,
       });
+    } else if (message.type === "reconnect" && message.ref === undefined && !held) {
+      // (one that came during a switch, on either connection, is ignored)
+      this._planRotation(message);
     }
     this._dispatch(message, this._routeChannelFrame(message));
   }
@@ -1024,6 +1124,528 @@ export class WspushClient {
     }
   }
 
+  // ---- streams: positions and recovery -------------------------------------------
+
+  /**
+   * On every open: `hello`, which answers where the user stream stands. With an earlier
+   * position (a reconnect), the user stream's frames wait from now on for its recovery.
+   * @private
+   */
+  _sendHello() {
+    const user = this._user;
+    if (user.position && !user.recovery) user.recovery = { since: user.position, frames: [], timer: undefined };
+    const ref = this._nextRef();
+    this._pending.set(ref, { onReply: (reply) => this._welcomed(reply), onLost: () => {}, timer: undefined });
+    if (!this.send({ action: "hello", ref })) {
+      this._pending.delete(ref);
+      return;
+    }
+    this._armRecovery(user, "user", "hello");
+  }
+
+  /**
+   * @private
+   * @param {WspushMessage<any>} reply `welcome`, or an error (reported as every error frame is)
+   */
+  _welcomed(reply) {
+    const user = this._user;
+    if (reply.type === "error") {
+      this._abortRecovery(user);
+      return;
+    }
+    const stream = positionOf(reply.data && reply.data.stream);
+    if (!stream) {
+      // user history is off: there is no user stream to follow
+      this._abortRecovery(user);
+      user.position = null;
+      return;
+    }
+    const recovery = user.recovery;
+    if (!recovery) {
+      // the first connection (or a recovery already given up): start from here
+      if (!user.position) user.position = stream;
+      return;
+    }
+    const ref = this._nextRef();
+    this._pending.set(ref, { onReply: (answer) => this._userRecovered(answer), onLost: () => {}, timer: undefined });
+    if (!this.send({ action: "recover", since: { ...recovery.since }, ref })) {
+      this._pending.delete(ref);
+      return;
+    }
+    this._armRecovery(user, "user", "recover");
+  }
+
+  /**
+   * @private
+   * @param {WspushMessage<any>} reply `recovered`, or an error
+   */
+  _userRecovered(reply) {
+    if (reply.type === "error") {
+      this._abortRecovery(this._user);
+      if (reply.data && reply.data.code === "no_history") this._user.position = null;
+      return;
+    }
+    this._recovered("user", this._user, reply.data);
+  }
+
+  /**
+   * The server answered a recovery (`recovered`, or `subscribed` to a `since`): with
+   * `recovered: true` the held frames after `since` go to the app in seq order, each once;
+   * otherwise the app hears `onResync` first, then gets the held frames after the stream's
+   * new position.
+   * @private
+   * @param {string} name `"user"` or the channel
+   * @param {StreamState} stream
+   * @param {any} data the reply's data
+   */
+  _recovered(name, stream, data) {
+    const position = positionOf(data);
+    const recovery = this._takeRecovery(stream);
+    if (data && data.recovered === true) {
+      if (position) advance(stream, position);
+      if (recovery) this._deliverInOrder(recovery.frames, recovery.since.seq);
+      return;
+    }
+    stream.position = position;
+    /** @type {ResyncEvent} */
+    const event = { stream: name, epoch: position ? position.epoch : null, seq: position ? position.seq : null };
+    if (data && typeof data.reason === "string") event.reason = data.reason;
+    else if (!position) event.reason = "no_history";
+    this._emitResync(event);
+    if (recovery) this._deliverInOrder(recovery.frames, position ? position.seq : -Infinity);
+  }
+
+  /**
+   * A recovery that failed (an error reply, no reply in time, no history after all) must not
+   * hold the stream: what it holds goes to the app, in seq order.
+   * @private
+   * @param {StreamState} stream
+   */
+  _abortRecovery(stream) {
+    const recovery = this._takeRecovery(stream);
+    if (recovery) this._deliverInOrder(recovery.frames, recovery.since.seq);
+  }
+
+  /**
+   * @private
+   * @param {StreamState} stream
+   * @returns {Recovery | null}
+   */
+  _takeRecovery(stream) {
+    const recovery = stream.recovery;
+    if (!recovery) return null;
+    stream.recovery = null;
+    if (recovery.timer !== undefined) clearTimeout(recovery.timer);
+    return recovery;
+  }
+
+  /**
+   * One stream's frames after `floor`, in seq order, each once: a seq held twice (a replayed
+   * copy of a live frame) is one message, and a duplicate id is dropped on delivery.
+   * @private
+   * @param {WspushMessage[]} frames
+   * @param {number} floor
+   */
+  _deliverInOrder(frames, floor) {
+    const due = frames.filter((frame) => /** @type {number} */ (frame.seq) > floor);
+    due.sort((a, b) => /** @type {number} */ (a.seq) - /** @type {number} */ (b.seq));
+    let last = floor;
+    for (const frame of due) {
+      if (this._closed) return;
+      if (frame.seq === last) continue;
+      last = /** @type {number} */ (frame.seq);
+      this._deliver(frame);
+    }
+  }
+
+  /**
+   * Wait `requestTimeoutMs` for a recovery request's answer, then give the recovery up
+   * (the answer, when it comes late, still moves the position on).
+   * @private
+   * @param {StreamState} stream
+   * @param {string} name
+   * @param {string} action
+   */
+  _armRecovery(stream, name, action) {
+    const recovery = stream.recovery;
+    if (!recovery || this._requestTimeoutMs <= 0) return;
+    if (recovery.timer !== undefined) clearTimeout(recovery.timer);
+    const timeoutMs = this._requestTimeoutMs;
+    recovery.timer = setTimeout(() => {
+      recovery.timer = undefined;
+      if (stream.recovery !== recovery) return;
+      const channel = name === "user" ? undefined : name;
+      const error = new WspushRequestError("timeout", `no reply within ${timeoutMs} ms`, channel);
+      this._report({
+        kind: "request",
+        code: "timeout",
+        message: `${action} (recovery of ${name === "user" ? "the user stream" : name}): ${error.message}; delivering what arrived`,
+        error,
+      });
+      this._abortRecovery(stream);
+    }, timeoutMs);
+  }
+
+  /**
+   * The connection ended during a recovery: stop its timer, keep its frames (the next
+   * connection asks from the same place, and its answer decides).
+   * @private
+   * @param {StreamState} stream
+   */
+  _pauseRecovery(stream) {
+    const recovery = stream.recovery;
+    if (!recovery || recovery.timer === undefined) return;
+    clearTimeout(recovery.timer);
+    recovery.timer = undefined;
+  }
+
+  /**
+   * @private
+   * @param {StreamState} stream
+   */
+  _dropRecovery(stream) {
+    this._takeRecovery(stream);
+  }
+
+  /**
+   * @private
+   * @param {ResyncEvent} event
+   */
+  _emitResync(event) {
+    const listeners = [this._options.onResync, ...this._resyncListeners];
+    for (const listener of listeners) {
+      if (typeof listener !== "function") continue;
+      if (this._closed) return;
+      try {
+        listener({ ...event });
+      } catch (error) {
+        this._report({ kind: "handler", message: `resync listener for ${event.stream} threw: ${describe(error)}`, error });
+      }
+    }
+  }
+
+  // ---- rotation: the next connection before this one is cut -----------------------
+
+  /**
+   * A `reconnect` push: API Gateway cuts this connection at `data.before`. The switch starts
+   * after a random delay of at most `rotationSpreadMs` and half the time left, so that the
+   * clients told together do not all connect again together. Ignored while one is under way.
+   * @private
+   * @param {WspushMessage<any>} message
+   */
+  _planRotation(message) {
+    if (this._rotation || !this._isOpen()) return;
+    const before = message.data && typeof message.data === "object" ? message.data.before : undefined;
+    const left = typeof before === "number" && Number.isFinite(before) ? Math.max(0, (before - Date.now()) / 2) : Infinity;
+    const windowMs = Math.min(this._rotationSpreadMs, left);
+    const delay = windowMs > 0 ? Math.floor(this._random() * windowMs) : 0;
+    /** @type {Rotation} */
+    const rotation = {
+      timer: undefined,
+      socket: null,
+      openedAt: 0,
+      replies: new Map(),
+      welcome: null,
+      user: null,
+      channels: new Map(),
+      held: [],
+    };
+    this._rotation = rotation;
+    if (delay > 0) rotation.timer = setTimeout(() => this._rotate(rotation), delay);
+    else this._rotate(rotation);
+  }
+
+  /**
+   * Ask for a fresh token (when there is a provider), then open the next connection.
+   * @private
+   * @param {Rotation} rotation
+   */
+  _rotate(rotation) {
+    rotation.timer = undefined;
+    if (this._rotation !== rotation) return;
+    const { token } = this._options;
+    if (typeof token !== "function") {
+      this._openNext(rotation, token ?? undefined);
+      return;
+    }
+    if (this._tokenTimeoutMs > 0) {
+      rotation.timer = setTimeout(() => this._rotationFailed(rotation, "the token provider timed out"), this._tokenTimeoutMs);
+    }
+    Promise.resolve()
+      .then(() => token())
+      .then(
+        (value) => {
+          if (this._rotation !== rotation) return;
+          clearRotationTimer(rotation);
+          this._openNext(rotation, /** @type {string | null | undefined} */ (value) ?? undefined);
+        },
+        (error) => this._rotationFailed(rotation, `the token provider failed: ${describe(error)}`, { error }),
+      );
+  }
+
+  /**
+   * Open the next connection; the current one stays open and keeps delivering.
+   * @private
+   * @param {Rotation} rotation
+   * @param {string | undefined} token
+   */
+  _openNext(rotation, token) {
+    /** @type {any} */
+    let socket;
+    try {
+      socket = this._newSocket(token);
+    } catch (error) {
+      this._rotationFailed(rotation, `WebSocket could not be created: ${describe(error)}`, { error });
+      return;
+    }
+    rotation.socket = socket;
+    if (this._connectTimeoutMs > 0) {
+      const timeoutMs = this._connectTimeoutMs;
+      rotation.timer = setTimeout(() => this._rotationFailed(rotation, `not open within ${timeoutMs} ms`), timeoutMs);
+    }
+    // the socket's events are the next connection's until the switch, the current one's after it
+    const next = () => this._rotation === rotation && !this._closed;
+    const current = () => socket === this._socket && !this._closed;
+    socket.addEventListener("open", () => {
+      if (next()) this._nextOpened(rotation);
+    });
+    socket.addEventListener("message", (/** @type {any} */ event) => {
+      if (next()) this._nextFrame(rotation, event.data);
+      else if (current()) this._handleFrame(event.data);
+    });
+    socket.addEventListener("error", (/** @type {any} */ event) => {
+      if (!current()) return; // before the switch, the close that follows tells it
+      const message = event && event.message ? `WebSocket error: ${event.message}` : "WebSocket error";
+      this._report({ kind: "socket", message, event });
+    });
+    socket.addEventListener("close", (/** @type {any} */ event) => {
+      const code = event && typeof event.code === "number" ? event.code : undefined;
+      if (next()) this._rotationFailed(rotation, `it closed (close code ${code ?? "none"})`, { closeCode: code, event });
+      else if (current()) this._handleClose(event, undefined);
+    });
+  }
+
+  /**
+   * The next connection is open: `hello` (then `recover`), and a `subscribe` from where it
+   * stands for every channel the app wants. The switch waits for every answer, at most
+   * `requestTimeoutMs`.
+   * @private
+   * @param {Rotation} rotation
+   */
+  _nextOpened(rotation) {
+    clearRotationTimer(rotation);
+    rotation.openedAt = Date.now();
+    this._nextRequest(rotation, { action: "hello" }, (reply) => this._nextWelcomed(rotation, reply));
+    for (const entry of this._channels.values()) {
+      if (entry.registrations.size === 0 || this._rotation !== rotation) continue;
+      const since = entry.recovery ? entry.recovery.since : entry.position;
+      /** @type {{ since: StreamPosition | null, reply: WspushMessage<any> | null }} */
+      const subscription = { since, reply: null };
+      rotation.channels.set(entry.name, subscription);
+      /** @type {Record<string, unknown>} */
+      const frame = { action: "subscribe", channel: entry.name };
+      if (since) frame.since = { ...since };
+      this._nextRequest(rotation, frame, (reply) => {
+        subscription.reply = reply;
+        this._nextProgress(rotation);
+      });
+    }
+    if (this._rotation === rotation && this._requestTimeoutMs > 0) {
+      const timeoutMs = this._requestTimeoutMs;
+      rotation.timer = setTimeout(() => this._rotationFailed(rotation, `no reply within ${timeoutMs} ms`), timeoutMs);
+    }
+  }
+
+  /**
+   * @private
+   * @param {Rotation} rotation
+   * @param {Record<string, unknown>} frame
+   * @param {(reply: WspushMessage<any>) => void} onReply
+   */
+  _nextRequest(rotation, frame, onReply) {
+    const ref = this._nextRef();
+    rotation.replies.set(ref, onReply);
+    try {
+      rotation.socket.send(JSON.stringify({ ...frame, ref }));
+    } catch (error) {
+      this._rotationFailed(rotation, `a request could not be sent: ${describe(error)}`, { error });
+    }
+  }
+
+  /**
+   * @private
+   * @param {Rotation} rotation
+   * @param {WspushMessage<any>} reply
+   */
+  _nextWelcomed(rotation, reply) {
+    if (reply.type === "error") {
+      this._rotationFailed(rotation, `hello was answered with ${errorFromFrame(reply).code}`, { frame: reply });
+      return;
+    }
+    rotation.welcome = reply.data && typeof reply.data === "object" ? reply.data : {};
+    const user = this._user;
+    const since = user.recovery ? user.recovery.since : user.position;
+    if (since && positionOf(/** @type {Record<string, any>} */ (rotation.welcome).stream)) {
+      /** @type {{ since: StreamPosition, reply: WspushMessage<any> | null }} */
+      const recovery = { since, reply: null };
+      rotation.user = recovery;
+      this._nextRequest(rotation, { action: "recover", since: { ...since } }, (answer) => {
+        if (answer.type === "error") {
+          this._rotationFailed(rotation, `recover was answered with ${errorFromFrame(answer).code}`, { frame: answer });
+          return;
+        }
+        recovery.reply = answer;
+        this._nextProgress(rotation);
+      });
+    }
+    this._nextProgress(rotation);
+  }
+
+  /**
+   * A frame on the next connection: an answer it waits for is taken now; every frame is held
+   * for the switch.
+   * @private
+   * @param {Rotation} rotation
+   * @param {unknown} raw
+   */
+  _nextFrame(rotation, raw) {
+    const parsed = parseFrame(raw);
+    if ("error" in parsed) {
+      this._report({ kind: "bad_frame", message: parsed.error, raw });
+      return;
+    }
+    const message = parsed.message;
+    rotation.held.push(message);
+    const ref = message.ref;
+    const onReply = typeof ref === "string" ? rotation.replies.get(ref) : undefined;
+    if (ref !== undefined && onReply) {
+      rotation.replies.delete(ref);
+      onReply(message);
+    }
+  }
+
+  /**
+   * @private
+   * @param {Rotation} rotation
+   */
+  _nextProgress(rotation) {
+    if (this._rotation !== rotation || !rotation.welcome) return;
+    if (rotation.user && !rotation.user.reply) return;
+    for (const subscription of rotation.channels.values()) {
+      if (!subscription.reply) return;
+    }
+    this._switch(rotation);
+  }
+
+  /**
+   * Every answer is in: the next connection becomes the current one, and the state does
+   * not change. Requests still on their way on the old one end with it (its subscriptions
+   * are taken over); what the new one received goes to the app, each stream in seq order
+   * after what the old one delivered, each id once; the old one is closed with 1000, which
+   * is no disconnect.
+   * @private
+   * @param {Rotation} rotation
+   */
+  _switch(rotation) {
+    clearRotationTimer(rotation);
+    this._rotation = null;
+    const old = this._socket;
+    const welcome = rotation.welcome ?? {};
+    // member lists kept on the old connection are current: they are not read again
+    const membersKept = new Set();
+    for (const entry of this._channels.values()) {
+      if (entry.server === "subscribed" && entry.fetch === 0 && entry.members) membersKept.add(entry.name);
+    }
+    const pending = [...this._pending.values()];
+    this._pending.clear();
+    this._clearTimer("_pongTimer");
+    this._socket = rotation.socket;
+    this._opened = true;
+    this._confirmed = true;
+    this._openedAt = rotation.openedAt;
+    closeQuietly(old, 1000, "switched to a new connection");
+    this._setConnectionId(typeof welcome.connectionId === "string" ? welcome.connectionId : null);
+    for (const request of pending) {
+      if (request.timer !== undefined) clearTimeout(request.timer);
+      request.onLost("disconnected");
+    }
+    // what the server has is what the new connection has
+    this._pauseRecovery(this._user);
+    for (const entry of this._channels.values()) {
+      this._pauseRecovery(entry);
+      entry.server = "none";
+      entry.subscribed = null;
+      entry.fetch = 0;
+      entry.buffer = null;
+    }
+    // the streams it recovered hold its frames until its answers are applied below
+    const user = rotation.user;
+    if (user) {
+      this._user.recovery ??= { since: user.since, frames: [], timer: undefined };
+    } else {
+      const stream = positionOf(welcome.stream);
+      this._abortRecovery(this._user);
+      if (!stream) this._user.position = null;
+      else if (!this._user.position) this._user.position = stream;
+    }
+    for (const [name, subscription] of rotation.channels) {
+      const entry = this._channels.get(name);
+      if (entry && subscription.since && subscription.reply && subscription.reply.type !== "error") {
+        entry.recovery ??= { since: subscription.since, frames: [], timer: undefined };
+      }
+    }
+    // a handler may close the client or drop this connection (reconnect()): then stop here
+    const current = () => !this._closed && this._socket === rotation.socket;
+    for (const message of rotation.held) {
+      if (!current()) return;
+      this._receive(message, true);
+    }
+    if (user && user.reply && current()) this._recovered("user", this._user, user.reply.data);
+    for (const [name, subscription] of rotation.channels) {
+      if (!current()) return;
+      const reply = /** @type {WspushMessage<any>} */ (subscription.reply);
+      const entry = this._channels.get(name);
+      if (entry) {
+        this._subscribeAnswered(entry, reply, subscription.since, membersKept.has(name));
+      } else if (reply.type !== "error") {
+        // left during the switch: subscribed on the new connection, so left there
+        this._subscribeAnswered(this._entry(name), reply);
+      }
+    }
+    if (!current()) return;
+    // and those it did not subscribe (asked for during the switch) are sent now
+    for (const entry of [...this._channels.values()]) this._sync(entry);
+    if (this._options.pingOnOpen !== false) this.ping();
+  }
+
+  /**
+   * @private
+   * @param {Rotation} rotation
+   * @param {string} why
+   * @param {Partial<WspushError>} [details]
+   */
+  _rotationFailed(rotation, why, details = {}) {
+    if (this._rotation !== rotation) return;
+    this._cancelRotation();
+    this._report({
+      kind: "rotation",
+      message: `the switch to a new connection failed: ${why}; the current connection is kept`,
+      ...details,
+    });
+  }
+
+  /**
+   * Give up a switch planned or under way: its timer stops, its connection is closed.
+   * @private
+   */
+  _cancelRotation() {
+    const rotation = this._rotation;
+    if (!rotation) return;
+    this._rotation = null;
+    clearRotationTimer(rotation);
+    if (rotation.socket) closeQuietly(rotation.socket, 1000, "switch given up");
+  }
+
   // ---- channels -----------------------------------------------------------------
 
   /** @private */
@@ -1056,6 +1678,8 @@ export class WspushClient {
         members: null,
         fetch: 0,
         buffer: null,
+        position: null,
+        recovery: null,
       };
       this._channels.set(name, entry);
     }
@@ -1088,6 +1712,7 @@ export class WspushClient {
       return;
     }
     this._channels.delete(entry.name);
+    this._dropRecovery(entry);
     settleAll(entry.ready, unsubscribedError(entry.name));
     settleAll(entry.leaving);
     if (entry.members) {
@@ -1103,16 +1728,23 @@ export class WspushClient {
   _sendSubscribe(entry) {
     const ref = this._nextRef();
     entry.server = "subscribing";
+    /** @type {Record<string, unknown>} */
+    const frame = { action: "subscribe", channel: entry.name };
+    // subscribed before: ask for what was missed, and hold the channel's frames until the answer
+    if (entry.position && !entry.recovery) entry.recovery = { since: entry.position, frames: [], timer: undefined };
+    const since = entry.recovery ? entry.recovery.since : null;
+    if (since) frame.since = { ...since };
     this._pending.set(ref, {
-      onReply: (reply) => this._subscribeAnswered(entry, reply),
+      onReply: (reply) => this._subscribeAnswered(entry, reply, since),
       onLost: () => {},
       timer: undefined,
     });
-    if (!this.send({ action: "subscribe", channel: entry.name, ref })) {
+    if (!this.send({ ...frame, ref })) {
       this._pending.delete(ref);
       entry.server = "none";
       return;
     }
+    this._armRecovery(entry, entry.name, "subscribe");
     this._armWaiters(entry);
   }
 
@@ -1120,10 +1752,20 @@ export class WspushClient {
    * @private
    * @param {ChannelEntry} entry
    * @param {WspushMessage<any>} reply
+   * @param {StreamPosition | null} [since] what the request asked to recover from
+   * @param {boolean} [keepMembers] the member list is current (a connection switch): not read again
    */
-  _subscribeAnswered(entry, reply) {
+  _subscribeAnswered(entry, reply, since = null, keepMembers = false) {
     if (this._channels.get(entry.name) !== entry) return;
     if (reply.type === "error") {
+      this._abortRecovery(entry);
+      if (since && reply.data && reply.data.code === "invalid_since") {
+        // the position is what was refused, not the subscription: subscribe afresh
+        entry.position = null;
+        entry.server = "none";
+        this._sync(entry);
+        return;
+      }
       // refused: this subscription is over, for every part of the app that asked for it
       entry.server = "none";
       const error = errorFromFrame(reply, entry.name);
@@ -1144,10 +1786,15 @@ export class WspushClient {
     }
     entry.server = "subscribed";
     entry.subscribed = reply.data && typeof reply.data === "object" ? reply.data : { channel: entry.name };
+    if (!since) entry.position = positionOf(entry.subscribed);
     for (const registration of entry.registrations) this._settleWaiter(registration, undefined, entry.subscribed);
     settleAll(entry.ready);
-    if (this._presenceListeners.has(entry.name)) this._fetchMembers(entry);
+    if (this._presenceListeners.has(entry.name) && !(keepMembers && entry.members)) this._fetchMembers(entry);
     this._sync(entry);
+    if (!since || this._channels.get(entry.name) !== entry) return;
+    // a channel being left needs no resync: what it held goes as it came
+    if (entry.registrations.size === 0) this._abortRecovery(entry);
+    else this._recovered(entry.name, entry, entry.subscribed);
   }
 
   /**
@@ -1248,7 +1895,10 @@ export class WspushClient {
       if (request.timer !== undefined) clearTimeout(request.timer);
       request.onLost(this._closed ? "closed" : "disconnected");
     }
+    // a recovery keeps what it holds for the next connection, which asks from the same place
+    this._pauseRecovery(this._user);
     for (const entry of [...this._channels.values()]) {
+      this._pauseRecovery(entry);
       entry.server = "none";
       entry.subscribed = null;
       entry.fetch = 0;
@@ -1276,6 +1926,7 @@ export class WspushClient {
       settleAll(entry.ready, closed(entry.name));
       settleAll(entry.leaving);
       entry.members = null;
+      this._dropRecovery(entry);
     }
     this._channels.clear();
   }
@@ -1601,6 +2252,37 @@ function settleAll(list, error) {
   }
 }
 
+/** @param {Rotation} rotation */
+function clearRotationTimer(rotation) {
+  if (rotation.timer === undefined) return;
+  clearTimeout(rotation.timer);
+  rotation.timer = undefined;
+}
+
+/**
+ * `{epoch, seq}` when `value` holds a stream position (a `welcome`'s `stream`, a `recovered`
+ * or `subscribed` reply's data), else null.
+ * @param {any} value
+ * @returns {StreamPosition | null}
+ */
+function positionOf(value) {
+  if (!value || typeof value !== "object") return null;
+  const { epoch, seq } = value;
+  if (typeof epoch !== "string" || epoch === "" || !Number.isInteger(seq) || seq < 0) return null;
+  return { epoch, seq };
+}
+
+/**
+ * Move a stream's position to `position`, never back within one epoch.
+ * @param {StreamState} stream
+ * @param {StreamPosition} position
+ */
+function advance(stream, position) {
+  const current = stream.position;
+  if (current && current.epoch === position.epoch && current.seq > position.seq) return;
+  stream.position = position;
+}
+
 /**
  * Apply a join or leave to a member list; true when it changed it (a leave then carries the
  * member's `info`).
@@ -1685,6 +2367,55 @@ function applyPresence(members, change) {
  * @property {Map<string, PresenceMember> | null} members null until read
  * @property {number} fetch the member read under way (0: none)
  * @property {PresenceChange[] | null} buffer joins and leaves seen during that read
+ * @property {StreamPosition | null} position where the channel's stream stands (namespaces with history)
+ * @property {Recovery | null} recovery its recovery under way (a `subscribe` with `since`)
+ */
+
+/**
+ * Where a stream stands: its `epoch` and the `seq` of its last message the app got.
+ * @typedef {{ epoch: string, seq: number }} StreamPosition
+ */
+
+/**
+ * What `onResync` listeners receive: `stream` (`"user"` or a channel's name) could not be
+ * recovered; the app reloads what it shows of it. `epoch` and `seq` are where the stream now
+ * stands (null when the channel keeps no history); frames after that `seq` follow.
+ * @typedef {object} ResyncEvent
+ * @property {string} stream
+ * @property {string | null} epoch
+ * @property {number | null} seq
+ * @property {string} [reason] the server's, or `no_history` when the channel keeps none
+ */
+
+/** @typedef {(event: ResyncEvent) => void} ResyncListener */
+
+/**
+ * A stream's recovery under way: its frames wait here until the server's answer.
+ * @typedef {object} Recovery
+ * @property {StreamPosition} since what the client asked from
+ * @property {WspushMessage[]} frames the stream's frames received meanwhile, replayed and live
+ * @property {ReturnType<typeof setTimeout> | undefined} timer gives up waiting for the answer
+ */
+
+/**
+ * The user's own stream (or a channel: its entry has the same two fields).
+ * @typedef {object} StreamState
+ * @property {StreamPosition | null} position
+ * @property {Recovery | null} recovery
+ */
+
+/**
+ * A switch to a new connection before the current one is cut (a `reconnect` push).
+ * @typedef {object} Rotation
+ * @property {ReturnType<typeof setTimeout> | undefined} timer the spread delay, then the
+ *   token, handshake and replies timeouts, one after the other
+ * @property {any} socket the new connection, once made
+ * @property {number} openedAt
+ * @property {Map<string, (reply: WspushMessage<any>) => void>} replies awaited, by ref
+ * @property {Record<string, any> | null} welcome
+ * @property {{ since: StreamPosition, reply: WspushMessage<any> | null } | null} user its user-stream recovery
+ * @property {Map<string, { since: StreamPosition | null, reply: WspushMessage<any> | null }>} channels its subscriptions
+ * @property {WspushMessage[]} held every frame it received, handed over at the switch
  */
 
 /**

@@ -2,7 +2,8 @@
 /**
  * React binding for the wspush client: `useWspush(options, handlers)` holds a connection;
  * `WspushProvider` hands it to the components below, where `useChannel(name, handler)` and
- * `usePresence(name)` subscribe to channels for as long as they are mounted.
+ * `usePresence(name)` subscribe to channels for as long as they are mounted, and
+ * `useResync(listener)` hears when a stream could not be recovered.
  *
  * React (>= 18) is an optional peer dependency: only this module imports it.
  */
@@ -17,6 +18,7 @@ import { createWspushClient } from "./index.js";
 /** @typedef {import("./index.js").Snapshot} Snapshot */
 /** @typedef {import("./index.js").PresenceMember} PresenceMember */
 /** @typedef {import("./index.js").WspushRequestError} WspushRequestError */
+/** @typedef {import("./index.js").ResyncEvent} ResyncEvent */
 
 /**
  * @typedef {Partial<import("./index.js").WspushClientOptions> & { enabled?: boolean }} UseWspushOptions
@@ -28,10 +30,14 @@ import { createWspushClient } from "./index.js";
  * @typedef {object} UseWspushResult
  * @property {import("./index.js").ConnectionState} state
  * @property {string | null} connectionId
- * @property {WspushMessage | null} lastMessage the last message received (pongs excluded)
+ * @property {WspushMessage | null} lastMessage the last message received (pongs, and the
+ *   `welcome` and `recovered` answers to the client's own `hello` and `recover`, excluded)
  * @property {(frame: unknown) => boolean} send stable across renders; false unless open
  * @property {WspushClient | null} client
  */
+
+/** Frames the client asks for on its own, never `lastMessage`: its heartbeat and recovery. */
+const OWN_REPLIES = new Set(["pong", "welcome", "recovered"]);
 
 /** @type {Snapshot} */
 const CLOSED = Object.freeze({ state: "closed", connectionId: null });
@@ -43,12 +49,12 @@ const CONNECTING = Object.freeze({ state: "connecting", connectionId: null });
  *
  * The client is created when the component mounts and again only when `url`, `userId`,
  * `platform` or `enabled` change; it is closed on unmount. `handlers`, `options.handlers`
- * and the callbacks and token in `options` (`token`, `onError`, `onStateChange`) are read
+ * and the callbacks and token in `options` (`token`, `onError`, `onStateChange`, `onResync`) are read
  * from refs at the moment they are needed, so passing new ones on every render never
  * reconnects, and a token that arrives after the first render is used from the next
  * attempt on. Other options (timings, `WebSocket`, ...) are read when the client is created.
  * A client the hook closes (unmount, new `userId`, React StrictMode's trial mount) says
- * nothing more to `onStateChange` and `onError`.
+ * nothing more to `onStateChange`, `onError` and `onResync`.
  *
  * @param {UseWspushOptions} options
  * @param {HandlerMap} [handlers] handlers by message `type`, `"*"` for every message; they
@@ -91,6 +97,7 @@ export function useWspush(options, handlers) {
       token: _token,
       onError: _onError,
       onStateChange: _onStateChange,
+      onResync: _onResync,
       userId: _userId,
       ...rest
     } = optionsRef.current;
@@ -109,11 +116,14 @@ export function useWspush(options, handlers) {
       onStateChange: (state, previous) => {
         if (current) optionsRef.current.onStateChange?.(state, previous);
       },
+      onResync: (event) => {
+        if (current) optionsRef.current.onResync?.(event);
+      },
       handlers: () => mergeHandlers(resolveHandlers(optionsRef.current.handlers), handlersRef.current),
     });
     const unsubscribe = created.subscribe(setSnapshot);
     const unlisten = created.on("*", (message) => {
-      if (message.type !== "pong") setLastMessage(message);
+      if (!OWN_REPLIES.has(message.type)) setLastMessage(message);
     });
     clientRef.current = created;
     setClient(created);
@@ -289,4 +299,32 @@ export function usePresence(name, options = {}) {
   }, [client, name, enabled]);
 
   return members;
+}
+
+/**
+ * @typedef {object} ResyncHookOptions
+ * @property {WspushClient | null} [client] this client instead of the provider's
+ * @property {boolean} [enabled] false: do not listen
+ */
+
+/**
+ * Hear, while the component is mounted, when a stream could not be recovered after a
+ * reconnect or a connection switch (`{stream, epoch, seq, reason?}`, `stream` being `"user"`
+ * or a channel's name): messages may have been missed, reload what the component shows of
+ * it. `listener` is read through a ref: a new function on every render is fine.
+ * @param {(event: ResyncEvent) => void} listener
+ * @param {ResyncHookOptions} [options]
+ * @returns {void}
+ */
+export function useResync(listener, options = {}) {
+  const provided = useContext(WspushContext);
+  const client = options.client !== undefined ? options.client : provided;
+  const listenerRef = useRef(listener);
+  listenerRef.current = listener;
+  const enabled = options.enabled !== false && Boolean(client);
+
+  useEffect(() => {
+    if (!enabled || !client) return undefined;
+    return client.onResync((event) => listenerRef.current?.(event));
+  }, [client, enabled]);
 }

@@ -73,7 +73,8 @@ describe("connection", () => {
 
   test("the connection id comes from the pong answering the ping sent on open", async () => {
     const { client, ws } = await openClient({}, { pong: false });
-    assert.deepEqual(ws.frames, [{ action: "ping" }]);
+    // the ping, then the hello that asks where the user stream stands (see recovery.test.js)
+    assert.deepEqual(ws.frames.map((sent) => sent.action), ["ping", "hello"]);
     assert.equal(client.connectionId, null);
     ws.receive(pongFrame("abc="));
     assert.equal(client.connectionId, "abc=");
@@ -267,7 +268,7 @@ describe("connection", () => {
     FakeWebSocket.last.open();
     assert.equal(client.send({ action: "custom", n: 1 }), true);
     assert.equal(client.send("raw text"), true);
-    assert.deepEqual(FakeWebSocket.last.sent.slice(1), ['{"action":"custom","n":1}', "raw text"]);
+    assert.deepEqual(FakeWebSocket.last.sent.slice(2), ['{"action":"custom","n":1}', "raw text"]); // after ping and hello
     client.close();
   });
 

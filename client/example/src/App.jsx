@@ -24,9 +24,10 @@ export default function App({ userId }) {
       token: TOKEN_URL ? () => fetchToken(userId) : undefined,
     },
     {
-      // every pushed message, newest first; pongs are the client's own heartbeat
+      // every pushed message, newest first; pongs and replies (welcome, …) are the client's own
       "*": (message) => {
-        if (message.type !== "pong") setMessages((all) => [message, ...all].slice(0, 50));
+        if (message.type === "pong" || message.ref !== undefined) return;
+        setMessages((all) => [message, ...all].slice(0, 50));
       },
     },
   );

@@ -18,6 +18,7 @@ from tests.e2e.conftest import REPO, RunningStack
 
 SCRIPT = Path(__file__).parent / "browser" / "demo_page.mjs"
 CHANNEL_SCRIPT = Path(__file__).parent / "browser" / "demo_channel.mjs"
+RECOVERY_SCRIPT = Path(__file__).parent / "browser" / "recovery.mjs"
 STEP_SECONDS = 60
 
 
@@ -139,3 +140,34 @@ def _next_step(lines: queue.Queue[str | None], process: subprocess.Popen[str]) -
         seen.append(line)
         if line.startswith('{"step"'):
             return json.loads(line)
+
+
+def test_the_client_module_recovers_what_a_dropped_connection_missed(
+    local_stack: RunningStack,
+) -> None:
+    # Given Chromium, the local stack (room keeps 100 messages), and a page using the client
+    # module through a relay the script cuts and restores
+    chromium = shutil.which("chromium")
+    assert chromium, "Chromium is missing: `make test` installs Debian's chromium package"
+    env = {
+        **local_stack.env,
+        "DEMO_URL": local_stack.local.demo_url,
+        "WS_PORT": str(local_stack.local.websocket_port),
+        "LAMBDA_ENDPOINT": local_stack.local.lambda_endpoint,
+        "SEND_FUNCTION": local_stack.local.send_function_name,
+        "USER": unique("rita"),
+        "CHANNEL": f"room:{unique('r')}",
+        "CHROMIUM": chromium,
+    }
+    # When the script drops the connection while 20 messages go to the user and 20 to a
+    # channel, then again while more go to the channel than it keeps
+    result = subprocess.run(
+        ["node", str(RECOVERY_SCRIPT)], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=240,
+    )  # fmt: skip
+    # Then all 40 reached the app once and in order with both recoveries whole, and the
+    # second gap reached the app as a resync of that channel
+    assert result.returncode == 0, result.stdout + result.stderr
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["seen"] == 42
+    assert outcome["resync"]["stream"] == env["CHANNEL"]

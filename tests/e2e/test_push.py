@@ -43,7 +43,7 @@ def test_a_message_to_a_user_reaches_both_of_its_connections_and_nobody_else(
     # Then both of alice's apps receive the same frame, and bob nothing
     first, second = apps.alice_pc.receive(), apps.alice_mobile.receive()
     assert first == second
-    assert first == {**PAYLOAD, "id": "m-user", "ts": first["ts"]}
+    assert first == {**PAYLOAD, "id": "m-user", "ts": first["ts"], "seq": 1}
     assert apps.bob_pc.nothing_within(1.0)
 
 

@@ -155,6 +155,7 @@ def test_the_readmes_node_example_reaches_a_websocket_client(local_stack: Runnin
         "data": {"orderId": 7},
         "id": ran.stdout.strip(),
         "ts": frame["ts"],
+        "seq": 1,  # the first message of the user's own stream
     }
     assert_valid("frame", frame)
 

@@ -11,10 +11,8 @@ from wspush.channels import subscriptions
 from wspush.clock import Deadline, now_ms
 from wspush.contract import events, frames
 from wspush.observability import logger, metrics, tracer
+from wspush.routes.requests import REPLY_MARGIN_MS
 from wspush.settings import get_settings
-
-# A replay (subscribe with since) stops this long before the function's time limit.
-REPLY_MARGIN_MS = 1_000
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

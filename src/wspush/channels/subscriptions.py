@@ -13,13 +13,14 @@ from typing import Any
 from wspush.channels.access import authorize
 from wspush.channels.names import Channel, parse_channel
 from wspush.clock import Deadline
-from wspush.contract.frames import Request, error_reply, parse_request, reply
+from wspush.contract.frames import Request
 from wspush.contract.messages import NOT_KEPT, sqs_body
-from wspush.errors import ChannelRefused, QueueUnavailable, StorageUnavailable
+from wspush.errors import ChannelRefused, QueueUnavailable
 from wspush.fanout import queues
 from wspush.history import recovery
 from wspush.history.streams import Since, channel_stream
 from wspush.observability import logger, metrics
+from wspush.routes.requests import answer
 from wspush.settings import Namespace, Settings
 from wspush.store import channels as store
 from wspush.store import connections, history
@@ -37,27 +38,21 @@ def handle(
     deadline: Deadline | None = None,
 ) -> str:
     """The reply frame to one channel request (after a recovery's replay is posted)."""
-    ref: str | None = None
-    try:
-        request = parse_request(body, ACTIONS)
-        ref = request.ref
+
+    def work(request: Request) -> tuple[str, Any]:
         if request.action == "subscribe":
-            reply_type, data = subscribe(
-                connection_id, request, settings, now_ms=now_ms, deadline=deadline
-            )
-        else:
-            reply_type, data = _ROUTES[request.action](connection_id, request, settings)
-    except ChannelRefused as exc:
-        metrics.add_metric(name="ChannelRequestsRefused", unit="Count", value=1)
-        logger.info("channel request refused", connection_id=connection_id, code=exc.code)
-        return error_reply(exc.code, exc.message, now_ms=now_ms, ref=ref, channel=exc.channel)
-    except StorageUnavailable:
-        logger.exception("channel request failed", connection_id=connection_id)
-        metrics.add_metric(name="StorageErrors", unit="Count", value=1)
-        return error_reply(
-            "unavailable", "channels are unavailable, try again later", now_ms=now_ms, ref=ref
-        )
-    return reply(reply_type, data, now_ms=now_ms, ref=ref)
+            return subscribe(connection_id, request, settings, now_ms=now_ms, deadline=deadline)
+        return _ROUTES[request.action](connection_id, request, settings)
+
+    return answer(
+        connection_id,
+        body,
+        ACTIONS,
+        work,
+        now_ms=now_ms,
+        kind="channel",
+        unavailable="channels are unavailable, try again later",
+    )
 
 
 def subscribe(

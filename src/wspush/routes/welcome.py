@@ -13,11 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from wspush.clock import Deadline
-from wspush.contract.frames import Request, error_reply, parse_request, reply
-from wspush.errors import ChannelRefused, StorageUnavailable
+from wspush.contract.frames import Request
+from wspush.errors import ChannelRefused
 from wspush.history import recovery
 from wspush.history.streams import Since, user_stream
-from wspush.observability import logger, metrics
+from wspush.routes.requests import answer
 from wspush.settings import Settings
 from wspush.store import connections, history
 from wspush.store.connections import ConnectionRecord
@@ -34,26 +34,23 @@ def handle(
     deadline: Deadline | None = None,
 ) -> str:
     """The reply frame to a ``hello`` or ``recover`` (after a recovery's replay is posted)."""
-    ref: str | None = None
-    try:
-        request = parse_request(body, ACTIONS)
-        ref = request.ref
+
+    def work(request: Request) -> tuple[str, Any]:
         if request.action == "hello":
-            reply_type, data = "welcome", hello(connection_id, settings, now_ms=now_ms)
-        else:
-            reply_type = "recovered"
-            data = recover(connection_id, request, settings, now_ms=now_ms, deadline=deadline)
-    except ChannelRefused as exc:
-        metrics.add_metric(name="RequestsRefused", unit="Count", value=1)
-        logger.info("request refused", connection_id=connection_id, code=exc.code)
-        return error_reply(exc.code, exc.message, now_ms=now_ms, ref=ref)
-    except StorageUnavailable:
-        logger.exception("request failed", connection_id=connection_id)
-        metrics.add_metric(name="StorageErrors", unit="Count", value=1)
-        return error_reply(
-            "unavailable", "history is unavailable, try again later", now_ms=now_ms, ref=ref
+            return "welcome", hello(connection_id, settings, now_ms=now_ms)
+        return "recovered", recover(
+            connection_id, request, settings, now_ms=now_ms, deadline=deadline
         )
-    return reply(reply_type, data, now_ms=now_ms, ref=ref)
+
+    return answer(
+        connection_id,
+        body,
+        ACTIONS,
+        work,
+        now_ms=now_ms,
+        kind="stream",
+        unavailable="history is unavailable, try again later",
+    )
 
 
 def hello(connection_id: str, settings: Settings, *, now_ms: int) -> dict[str, Any]:

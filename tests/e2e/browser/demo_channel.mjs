@@ -4,19 +4,16 @@
 // client) and publishes the message; this script prints one JSON line per step it reached
 // ({"step": "joined" | "seen" | "done", …}) and the test acts on them.
 import assert from "node:assert/strict";
-import { chromium } from "playwright-core";
+import { launch } from "./stack.mjs";
 
-const { DEMO_URL, CHANNEL, PAGE_USER, OTHER_USER, MESSAGE_ID, CHROMIUM = "/usr/bin/chromium" } = process.env;
+const { DEMO_URL, CHANNEL, PAGE_USER, OTHER_USER, MESSAGE_ID } = process.env;
 const WAIT = { timeout: 20_000 };
 // the first connect and subscribe may meet cold Lambdas on a busy machine
 const FIRST_WAIT = { timeout: 60_000 };
 const step = (name, extra = {}) => console.log(JSON.stringify({ step: name, ...extra }));
 const member = (userId) => `#members li[data-user-id="${userId}"]`;
 
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 let page;
 try {
   page = await browser.newPage();

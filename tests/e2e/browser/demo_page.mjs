@@ -3,9 +3,9 @@
 // own, and receive again. Run by tests/e2e/test_browser.py, which starts the stack.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { chromium } from "playwright-core";
+import { launch } from "./stack.mjs";
 
-const { DEMO_URL, MANAGEMENT_ENDPOINT, WSPUSH_CLI, CHROMIUM = "/usr/bin/chromium" } = process.env;
+const { DEMO_URL, MANAGEMENT_ENDPOINT, WSPUSH_CLI } = process.env;
 const WAIT = { timeout: 20_000 };
 const user = `browser-${Date.now()}`;
 
@@ -21,18 +21,7 @@ const connectionIdChanged = (previous) =>
   document.querySelector("#connectionId").textContent !== "" &&
   document.querySelector("#connectionId").textContent !== previous;
 
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage();
   const states = [];

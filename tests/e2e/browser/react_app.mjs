@@ -4,24 +4,13 @@
 // builds and serves the app and starts the stack.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { chromium } from "playwright-core";
+import { launch } from "./stack.mjs";
 
-const { APP_URL, TOKEN_URL, WSPUSH_CLI, CHROMIUM = "/usr/bin/chromium" } = process.env;
+const { APP_URL, TOKEN_URL, WSPUSH_CLI } = process.env;
 const WAIT = { timeout: 20_000 };
 const user = `react-${Date.now()}`;
 
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage();
   // A page that throws (two copies of React: "Cannot read properties of null (reading

@@ -6,9 +6,9 @@
 // Run by tests/e2e/test_browser.py; prints one JSON line with what the app saw.
 import assert from "node:assert/strict";
 import net from "node:net";
-import { chromium } from "playwright-core";
+import { launch, send } from "./stack.mjs";
 
-const { DEMO_URL, WS_PORT, LAMBDA_ENDPOINT, SEND_FUNCTION, USER, CHANNEL, CHROMIUM = "/usr/bin/chromium" } = process.env;
+const { DEMO_URL, WS_PORT, USER, CHANNEL } = process.env;
 const WAIT = { timeout: 60_000, polling: 100 };
 const MISSED = 20; // each to the user and to the channel
 const CHANNEL_HISTORY = 100; // make dev's room namespace keeps this many
@@ -44,26 +44,13 @@ function relay(port) {
   );
 }
 
-/** Envelopes through the send Lambda, one invocation (delivered and kept when it answers). */
-async function send(envelopes) {
-  const response = await fetch(`${LAMBDA_ENDPOINT}/2015-03-31/functions/${SEND_FUNCTION}/invocations`, {
-    method: "POST",
-    body: JSON.stringify(envelopes),
-  });
-  const answers = await response.json();
-  assert.ok(Array.isArray(answers), JSON.stringify(answers));
-  for (const answer of answers) assert.equal(answer.error, undefined, JSON.stringify(answer));
-}
 
 const message = (target, id) => ({ ...target, id, payload: { type: "order.updated", data: { id } } });
 const toUser = (id) => message({ userId: USER }, id);
 const toChannel = (id) => message({ channel: CHANNEL }, id);
 
 const gateway = await relay(Number(WS_PORT));
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage();
   page.on("console", (entry) => console.error(`page: ${entry.text()}`));

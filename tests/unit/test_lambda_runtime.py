@@ -315,7 +315,8 @@ def test_make_dev_starts_python_functions_through_the_runtime_with_their_timeout
     timeouts = json.loads(env[TIMEOUTS_VARIABLE])
     assert timeouts["wspush-local-sender"] == 30
     assert timeouts["wspush-local-send"] == timeouts["wspush-local-connect"] == 10
-    assert len(timeouts) == 8
+    assert timeouts["wspush-local-rotation"] == 30
+    assert len(timeouts) == 9
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ the sweeper queues reconnect messages for the buckets due, once, for the sender 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +27,8 @@ from tests.support import drain, frames, sqs_event, sqs_record
 from wspush.clock import Deadline, now_ms
 from wspush.contract.events import QueryParameters
 from wspush.errors import QueueUnavailable, RotationIncomplete
-from wspush.fanout import queues
+from wspush.fanout import idempotency, queues
+from wspush.fanout.idempotency import AlreadyInProgress
 from wspush.rotation import buckets, sweeper
 from wspush.routes import handshake
 from wspush.settings import Settings, get_auth_settings, get_settings
@@ -300,3 +302,34 @@ def test_each_queued_bucket_is_remembered_in_the_processed_table() -> None:
     # One record per bucket the tick looked at, each completed
     assert len(items) == len(buckets.due(TICK, now_ms=TICK, settings=get_settings()))
     assert {item["status"]["S"] for item in items} == {"COMPLETED"}
+
+
+def test_buckets_left_when_the_time_ran_out_are_queued_by_the_next_tick() -> None:
+    # Given a due connection, and an invocation with no time left
+    open_connection("due", opened_for(DUE))
+    spent = Deadline(time.monotonic() - 1)
+    # When the tick runs, it starts no bucket, and says so without failing
+    report = sweeper.sweep(TICK, get_settings(), now_ms=TICK, deadline=spent)
+    assert report.queued == []
+    assert report.left[-1] == DUE
+    assert queued() == []
+    # Then the next tick catches up on it
+    assert DUE in tick(at=TICK + 60_000).queued
+    assert [m["connectionIds"] for m in queued()] == [["due"]]
+
+
+def test_a_bucket_another_invocation_is_queueing_is_left_to_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given every bucket claimed by another invocation (an overlapping tick)
+    open_connection("due", opened_for(DUE))
+
+    def claimed(*args: Any, **kwargs: Any) -> Any:
+        raise AlreadyInProgress("the message is being handled by another invocation")
+
+    monkeypatch.setattr(idempotency, "run_once", claimed)
+    # When this tick runs, it queues nothing and does not fail
+    report = tick()
+    assert report.busy[-1] == DUE
+    assert report.queued == []
+    assert queued() == []

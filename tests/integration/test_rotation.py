@@ -3,6 +3,7 @@ the sweeper queues reconnect messages for the buckets due, once, for the sender 
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from dataclasses import replace
@@ -21,10 +22,11 @@ from tests.conftest import (
     Emitted,
     FakeLambdaContext,
     load_event,
+    logged,
 )
 from tests.fakes.management_api import FakeManagementApi
 from tests.support import drain, frames, sqs_event, sqs_record
-from wspush.clock import Deadline, now_ms
+from wspush.clock import Deadline
 from wspush.contract.events import QueryParameters
 from wspush.errors import QueueUnavailable, RotationIncomplete
 from wspush.fanout import idempotency, queues
@@ -275,23 +277,43 @@ def test_a_bucket_that_could_not_be_queued_is_tried_again(
     assert [m["connectionIds"] for m in queued()] == [["missed"]]
 
 
-def test_the_handler_sweeps_the_bucket_of_its_events_time(
-    lambda_context: FakeLambdaContext, emitted_metrics: Any
+def test_the_handler_sweeps_the_buckets_due_at_its_events_time(
+    lambda_context: FakeLambdaContext,
+    emitted_metrics: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    log_output: io.StringIO,
 ) -> None:
-    # Given a connection whose cut is in the bucket due at the event's time (now)
-    now = now_ms()
+    # Given the schedule's event for noon, handled at noon + 2 s, and a connection cut in the
+    # bucket due then (10 minutes ahead)
+    monkeypatch.setattr(rotation, "now_ms", lambda: TICK + 2_000)
     event = load_event("scheduled.json")
-    event["time"] = datetime.fromtimestamp(now // 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    own = buckets.due(now // 1000 * 1000, now_ms=now, settings=get_settings())[-1]
-    open_connection("due", opened_for(own, 1))
-    # When the function is invoked with the schedule's event
+    event["time"] = datetime.fromtimestamp(NOON, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    open_connection("due", opened_for(DUE, 1))
+    # When the function is invoked with it
     answer = rotation.handler(event, lambda_context)
-    # Then it answers what it queued, and counts the connections asked to reconnect
-    assert answer["queued"][-1] == own
-    assert answer["connections"] == 1
+    # Then it queued its own bucket and the earlier ones still ahead (none remembered yet:
+    # empty), and answers what it did
+    assert answer == {
+        "queued": [NOON + 60 * minute for minute in range(1, 11)],
+        "earlier": [],
+        "busy": [],
+        "failed": [],
+        "left": [],
+        "connections": 1,
+        "messages": 1,
+    }
     assert [m["connectionIds"] for m in queued()] == [["due"]]
+    # And counts the connections asked, and logs each bucket it queued
     metrics: Emitted = emitted_metrics()
     assert metrics["ReconnectsQueued"] == ("Count", [1.0])
+    assert {
+        "level": "INFO",
+        "message": "rotation bucket queued",
+        "bucket": DUE,
+        "before": DUE * 1000,
+        "connections": 1,
+        "messages": 1,
+    } in logged(log_output)
 
 
 def test_each_queued_bucket_is_remembered_in_the_processed_table() -> None:

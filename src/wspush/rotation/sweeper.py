@@ -128,9 +128,7 @@ def _queue(bucket: int, settings: Settings) -> dict[str, Any]:
     total = 0
     payload = reconnect_payload(bucket)
     for shard in range(buckets.SHARDS):
-        ids = connections.due_for_rotation(
-            buckets.shard_key(bucket, shard), page_size=settings.page_size
-        )
+        ids = connections.due_for_rotation(buckets.shard_key(bucket, shard))
         total += len(ids)
         outgoing.extend(
             queues.Outgoing(

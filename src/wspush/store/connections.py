@@ -187,16 +187,13 @@ def for_user(
         raise StorageUnavailable("could not query the user's connections") from exc
 
 
-def due_for_rotation(key: str, *, page_size: int | None = None) -> list[str]:
+def due_for_rotation(key: str) -> list[str]:
     """The ids of the connections under one ``byRotation`` key, every page of them, sorted (so
     the same rows always make the same chunks). Rows whose connection closed are gone from the
     index with the row; the index holds no TTL, and needs none: a row's cut comes long before
     its TTL."""
     try:
-        return sorted(
-            item.connection_id
-            for item in ConnectionItem.by_rotation.query(key, page_size=page_size)
-        )
+        return sorted(item.connection_id for item in ConnectionItem.by_rotation.query(key))
     except PynamoDBException as exc:
         raise StorageUnavailable("could not query the connections due to rotate") from exc
 

@@ -206,7 +206,7 @@ def test_a_tick_catches_up_on_an_earlier_bucket_a_missed_tick_left() -> None:
     }
     assert before == {"due": DUE * 1000, "missed": (DUE - 60) * 1000}
     assert report.queued[-2:] == [DUE - 60, DUE]
-    assert report.connections == 2
+    assert (report.connections, report.messages) == (2, 2)
 
 
 def test_a_bucket_the_previous_tick_queued_is_not_queued_again() -> None:
@@ -253,7 +253,7 @@ def test_with_rotation_off_no_row_enters_the_index_and_a_tick_queues_nothing(
 
 
 def test_a_bucket_that_could_not_be_queued_is_tried_again(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, log_output: io.StringIO
 ) -> None:
     # Given connections due in two buckets, and a queue that refuses the first bucket's send
     open_connection("missed", opened_for(DUE - 60))
@@ -271,6 +271,12 @@ def test_a_bucket_that_could_not_be_queued_is_tried_again(
     with pytest.raises(RotationIncomplete, match=str(DUE - 60)):
         tick()
     assert [m["connectionIds"] for m in queued()] == [["due"]]
+    assert {
+        "level": "WARNING",
+        "message": "rotation bucket not queued",
+        "bucket": DUE - 60,
+        "error": "QueueUnavailable",
+    } in logged(log_output)
     # Then its retry (the same event) queues that bucket, which was not remembered as queued
     report = tick()
     assert report.queued == [DUE - 60]
@@ -316,14 +322,24 @@ def test_the_handler_sweeps_the_buckets_due_at_its_events_time(
     } in logged(log_output)
 
 
-def test_each_queued_bucket_is_remembered_in_the_processed_table() -> None:
+def test_each_queued_bucket_is_remembered_until_ticks_stop_catching_up_on_it() -> None:
+    # Given a processed-messages TTL shorter than a bucket stays due (lead and a bucket)
+    settings = replace(get_settings(), idempotency_ttl_seconds=60)
     open_connection("due", opened_for(DUE))
-    tick()
+    # When a tick queues its buckets
+    started = time.time()
+    tick(settings)
+    # Then each is recorded completed, for the lead and two buckets (720 s), and its claim
+    # while it was being queued lasted only as long as the invocation had left (30 s), so an
+    # invocation that dies leaves the bucket to the next tick, not for an hour
     table = boto3.client("dynamodb", region_name=REGION)
     items = table.scan(TableName=PROCESSED_TABLE)["Items"]
-    # One record per bucket the tick looked at, each completed
-    assert len(items) == len(buckets.due(TICK, now_ms=TICK, settings=get_settings()))
-    assert {item["status"]["S"] for item in items} == {"COMPLETED"}
+    assert len(items) == len(buckets.due(TICK, now_ms=TICK, settings=settings))
+    for item in items:
+        assert item["status"]["S"] == "COMPLETED"
+        assert started + 719 <= int(item["expiration"]["N"]) <= time.time() + 721
+        claim_ends = int(item["in_progress_expiration"]["N"]) / 1000
+        assert started + 29 <= claim_ends <= time.time() + 31
 
 
 def test_buckets_left_when_the_time_ran_out_are_queued_by_the_next_tick() -> None:

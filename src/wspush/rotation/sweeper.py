@@ -114,8 +114,8 @@ def sweep(
             report.earlier.append(bucket)
             continue
         report.queued.append(bucket)
-        report.connections += int(handled.answer.get("connections", 0))
-        report.messages += int(handled.answer.get("messages", 0))
+        report.connections += int(handled.answer["connections"])
+        report.messages += int(handled.answer["messages"])
     _count(report)
     if report.failed:
         raise RotationIncomplete(f"rotation buckets not queued: {report.failed}")
@@ -151,7 +151,7 @@ def _queue(bucket: int, settings: Settings) -> dict[str, Any]:
         connections=total,
         messages=len(outgoing),
     )
-    return {"bucket": bucket, "connections": total, "messages": len(outgoing)}
+    return {"connections": total, "messages": len(outgoing)}
 
 
 def _queued_before(response: Any, idempotent_data: DataRecord) -> Any:

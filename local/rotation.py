@@ -56,7 +56,8 @@ class LocalRotation:
         except (ValueError, SettingsError) as exc:
             named = ", ".join(f"{VARIABLES[field]}={value}" for field, value in given.items())
             raise SettingsError(
-                f"{exc} (make dev was given {named or 'no WSPUSH_LOCAL_*'})"
+                f"{exc}; make dev sets them from {', '.join(VARIABLES.values())} "
+                f"(given: {named or 'none'})"
             ) from exc
         return rotation
 

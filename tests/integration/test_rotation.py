@@ -209,17 +209,42 @@ def test_a_tick_catches_up_on_an_earlier_bucket_a_missed_tick_left() -> None:
     assert (report.connections, report.messages) == (2, 2)
 
 
-def test_a_bucket_the_previous_tick_queued_is_not_queued_again() -> None:
+def test_a_tick_after_a_missed_one_queues_both_buckets_and_says_so(
+    log_output: io.StringIO,
+) -> None:
+    # Given connections cut in this tick's bucket and the previous one's, whose tick was missed
+    # (the tick before that ran)
+    open_connection("missed", opened_for(DUE - 60))
+    open_connection("due", opened_for(DUE))
+    tick(at=TICK - 120_000)
+    assert queued() == []
+    # When this tick runs
+    report = tick()
+    # Then it queues both, and logs that it caught up
+    assert report.queued == [DUE - 60, DUE]
+    assert sorted(cid for m in queued() for cid in m["connectionIds"]) == ["due", "missed"]
+    assert {
+        "level": "INFO",
+        "message": "rotation caught up",
+        "buckets": [DUE - 60, DUE],
+    } in logged(log_output)
+
+
+def test_a_bucket_the_previous_tick_queued_is_not_queued_again(log_output: io.StringIO) -> None:
     # Given the previous tick queued its bucket
     open_connection("previous", opened_for(DUE - 60))
     tick(at=TICK - 60_000)
     assert [m["connectionIds"] for m in queued()] == [["previous"]]
     # When this tick runs
     open_connection("due", opened_for(DUE))
+    log_output.seek(0)
+    log_output.truncate()
     report = tick()
-    # Then only this tick's bucket is queued
+    # Then only this tick's bucket is queued, with nothing to catch up
     assert [m["connectionIds"] for m in queued()] == [["due"]]
     assert DUE - 60 in report.earlier
+    assert report.queued == [DUE]
+    assert "rotation caught up" not in [line["message"] for line in logged(log_output)]
 
 
 def test_a_shard_bigger_than_a_message_is_split_into_messages_of_the_same_id(
@@ -253,7 +278,7 @@ def test_with_rotation_off_no_row_enters_the_index_and_a_tick_queues_nothing(
 
 
 def test_a_bucket_that_could_not_be_queued_is_tried_again(
-    monkeypatch: pytest.MonkeyPatch, log_output: io.StringIO
+    monkeypatch: pytest.MonkeyPatch, log_output: io.StringIO, emitted_metrics: Any
 ) -> None:
     # Given connections due in two buckets, and a queue that refuses the first bucket's send
     open_connection("missed", opened_for(DUE - 60))
@@ -277,6 +302,8 @@ def test_a_bucket_that_could_not_be_queued_is_tried_again(
         "bucket": DUE - 60,
         "error": "QueueUnavailable",
     } in logged(log_output)
+    failures: Emitted = emitted_metrics()
+    assert failures["RotationBucketsFailed"] == ("Count", [1.0])
     # Then its retry (the same event) queues that bucket, which was not remembered as queued
     report = tick()
     assert report.queued == [DUE - 60]
@@ -342,7 +369,9 @@ def test_each_queued_bucket_is_remembered_until_ticks_stop_catching_up_on_it() -
         assert started + 29 <= claim_ends <= time.time() + 31
 
 
-def test_buckets_left_when_the_time_ran_out_are_queued_by_the_next_tick() -> None:
+def test_buckets_left_when_the_time_ran_out_are_queued_by_the_next_tick(
+    emitted_metrics: Any,
+) -> None:
     # Given a due connection, and an invocation with no time left
     open_connection("due", opened_for(DUE))
     spent = Deadline(time.monotonic() - 1)
@@ -351,6 +380,8 @@ def test_buckets_left_when_the_time_ran_out_are_queued_by_the_next_tick() -> Non
     assert report.queued == []
     assert report.left[-1] == DUE
     assert queued() == []
+    left: Emitted = emitted_metrics()
+    assert left["RotationBucketsLeft"] == ("Count", [float(len(report.left))])
     # Then the next tick catches up on it
     assert DUE in tick(at=TICK + 60_000).queued
     assert [m["connectionIds"] for m in queued()] == [["due"]]

@@ -5,7 +5,9 @@
 2. serverless-offline's WebSocket gateway running the project's handlers, each under the
    project's own Lambda runtime (``local/lambda_runtime.py``);
 3. a poller that drives the sender from the local queue like Lambda's event source mapping,
-   and one that drives the ``lifecycle`` function from the connections table's stream;
+   one that drives the ``lifecycle`` function from the connections table's stream, and a
+   ticker that runs the rotation sweeper as its schedule does (``local/rotation.py``: the
+   connection lifetime, the lead and the bucket can be made short, e.g. 60 s, to try it);
 4. a second moto server, in a process of its own, for EventBridge: a rule on its default bus
    sends wspush's events (``user.online`` / ``user.offline``) to a queue that ``wspush
    events`` reads (``local/events.py``);
@@ -44,10 +46,11 @@ from werkzeug.serving import make_server
 from local import lambda_runtime, moto_as_aws, stack
 from local.events import FeedTrimmer, create_event_feed
 from local.poller import QueuePoller, lambda_invoker
+from local.rotation import LocalRotation, RotationTicker
 from local.streams import StreamPoller
 from local.web import DemoServer
 from wspush.auth.tokens import mint
-from wspush.settings import Access, Namespace
+from wspush.settings import Access, Namespace, SettingsError
 from wspush.tools.local import (
     EVENT_BUS,
     HOST,
@@ -95,10 +98,18 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], deadline: float) 
     raise TimeoutError(f"nothing answered on {HOST}:{port} within {STARTUP_TIMEOUT_SECONDS} s")
 
 
-def offline_environment(local: LocalStack, auth: str) -> dict[str, str]:
+def offline_environment(
+    local: LocalStack, auth: str, rotation: LocalRotation | None = None
+) -> dict[str, str]:
     """What the handlers need to find moto and the local gateway instead of AWS, and to run
-    under the project's own Lambda runtime (local/lambda_runtime.py)."""
-    env = {**os.environ, **DUMMY_CREDENTIALS, **auth_environment(auth)}
+    under the project's own Lambda runtime (local/lambda_runtime.py); the connection lifetime
+    and rotation settings of this run (``local/rotation.py``)."""
+    env = {
+        **os.environ,
+        **DUMMY_CREDENTIALS,
+        **auth_environment(auth),
+        **(rotation or LocalRotation()).environment(),
+    }
     # serverless-offline would put $VIRTUAL_ENV/bin first on PATH, before local/bin.
     env.pop("VIRTUAL_ENV", None)
     path = (RUNTIME_SHIM_DIR, Path(sys.prefix) / "bin", env.get("PATH", ""))
@@ -157,12 +168,14 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def start_offline(local: LocalStack, auth: str, cleanup: ExitStack) -> subprocess.Popen[bytes]:
+def start_offline(
+    local: LocalStack, auth: str, rotation: LocalRotation, cleanup: ExitStack
+) -> subprocess.Popen[bytes]:
     # node itself, not npx: no wrapper process to outlive, so the parent-death signal lands.
     process = subprocess.Popen(  # noqa: S603 - a fixed command line
         ["node", str(SERVERLESS_CLI), "offline", "start", "--stage", STAGE],  # noqa: S607
         cwd=REPO,
-        env=offline_environment(local, auth),
+        env=offline_environment(local, auth, rotation),
         stdin=subprocess.DEVNULL,
         start_new_session=True,  # its own process group: node and every handler process
         preexec_fn=_die_with_parent if sys.platform == "linux" else None,
@@ -236,7 +249,7 @@ class MotoServer:
         self._server.server_close()
 
 
-def run(local: LocalStack, auth: str) -> None:
+def run(local: LocalStack, auth: str, rotation: LocalRotation) -> None:
     ensure_ports_free(local)
     os.environ.update(DUMMY_CREDENTIALS)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -280,7 +293,7 @@ def run(local: LocalStack, auth: str) -> None:
         cleanup.callback(trimmer.stop)
         mint_token = create_token_secret(local) if auth == "jwt" else None
 
-        offline = start_offline(local, auth, cleanup)
+        offline = start_offline(local, auth, rotation, cleanup)
         deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
         wait_for_port(local.websocket_port, offline, deadline)
         wait_for_port(local.lambda_port, offline, deadline)
@@ -305,6 +318,10 @@ def run(local: LocalStack, auth: str) -> None:
             parallel=source.get("parallelizationFactor", 1),
         ).start()
         cleanup.callback(stream_poller.stop)
+        ticker = RotationTicker(
+            lambda_invoker(lambda_client, f"wspush-{STAGE}-rotation"), rotation.bucket_seconds
+        ).start()
+        cleanup.callback(ticker.stop)
         demo = DemoServer(
             HOST,
             local.demo_port,
@@ -315,7 +332,7 @@ def run(local: LocalStack, auth: str) -> None:
         cleanup.callback(demo.stop)
 
         print(f"ready: {local.websocket_url}", flush=True)
-        print(examples(local, auth), flush=True)
+        print(examples(local, auth, rotation), flush=True)
         while offline.poll() is None:
             time.sleep(0.5)
         raise RuntimeError(f"serverless-offline exited with code {offline.returncode}")
@@ -343,7 +360,7 @@ def described_namespaces() -> str:
     return ", ".join(described)
 
 
-def examples(local: LocalStack, auth: str) -> str:
+def examples(local: LocalStack, auth: str, rotation: LocalRotation | None = None) -> str:
     """What ``make dev`` prints once the stack is ready: what runs where, and what to type."""
     cli = ".venv/bin/wspush"
     if auth == "jwt":
@@ -363,6 +380,7 @@ def examples(local: LocalStack, auth: str) -> str:
   presence    {cli} presence lobby:main   (who is in a presence channel, read from its table)
   events      {cli} events --follow       (user.online / user.offline, as they happen)
   namespaces  {described_namespaces()}
+  rotation    {(rotation or LocalRotation()).describe()}
   queue       {local.messages_queue_url}
   moto        {local.aws_endpoint}   (DynamoDB, SQS, SSM; EventBridge at {local.events_endpoint})
   Ctrl-C stops everything.
@@ -379,11 +397,11 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(signum, _stop)
     try:
-        run(LocalStack.from_env(), args.auth)
+        run(LocalStack.from_env(), args.auth, LocalRotation.from_env(os.environ))
     except Stopped as stopped:
         print(f"stopped ({stopped})", flush=True)
         return 0
-    except (RuntimeError, TimeoutError, OSError) as exc:
+    except (RuntimeError, TimeoutError, OSError, SettingsError) as exc:
         print(f"make dev failed: {exc}", file=sys.stderr, flush=True)
         return 1
     return 0

@@ -65,3 +65,12 @@ class QueueUnavailable(WspushError):
 
 class DeadlineReached(WspushError):
     """The invocation is about to run out of time; the work was not started."""
+
+
+class InvalidEvent(WspushError):
+    """A function's event is not what its trigger sends (e.g. a scheduled event's time)."""
+
+
+class RotationIncomplete(WspushError):
+    """Some buckets due for rotation could not be queued: the tick is tried again (Lambda's
+    retries of an asynchronous invocation), and later ticks catch up on them."""

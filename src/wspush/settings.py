@@ -345,6 +345,16 @@ class Settings:
                 "WSPUSH_ROTATION_LEAD_SECONDS must be less than WSPUSH_MAX_CONNECTION_SECONDS "
                 f"({self.rotation_lead_seconds} >= {self.max_connection_seconds})"
             )
+        if self.rotation_lead_seconds and (
+            self.rotation_lead_seconds + self.rotation_bucket_seconds >= self.max_connection_seconds
+        ):
+            # A connection's bucket is swept once, up to `lead` and a bucket before its cut:
+            # that must come after the connection opened, or it is missed.
+            raise SettingsError(
+                "WSPUSH_ROTATION_LEAD_SECONDS plus WSPUSH_ROTATION_BUCKET_SECONDS must be less "
+                f"than WSPUSH_MAX_CONNECTION_SECONDS ({self.rotation_lead_seconds} + "
+                f"{self.rotation_bucket_seconds} >= {self.max_connection_seconds})"
+            )
         if self.settle_reserve_ms > self.deadline_margin_ms:
             raise SettingsError(
                 "WSPUSH_SETTLE_RESERVE_MS must not exceed WSPUSH_DEADLINE_MARGIN_MS "

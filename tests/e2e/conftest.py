@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,13 +74,15 @@ def _port_open(port: int) -> bool:
 
 
 @contextmanager
-def running_stack(auth: str) -> Iterator[RunningStack]:
-    """The whole system running locally (`make dev AUTH=...`), ready once it says `ready:`."""
+def running_stack(auth: str, extra: Mapping[str, str] | None = None) -> Iterator[RunningStack]:
+    """The whole system running locally (`make dev AUTH=...`, with ``extra`` in its
+    environment), ready once it says `ready:`."""
     local = LocalStack(**{name: free_port() for name in PORT_VARIABLES})
     # The stack gets the environment a developer's shell has, not the test suite's settings.
     inherited = ("WSPUSH_", "AWS_", "LOCAL_", "POWERTOOLS_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(inherited)}
     env.update(local.port_variables())
+    env.update(extra or {})
     env["PYTHONUNBUFFERED"] = "1"
     process = subprocess.Popen(
         [sys.executable, "-m", "local.run", "--auth", auth],

@@ -64,7 +64,8 @@ def processed_record(stack: RunningStack, message_id: str) -> dict[str, Any]:
     )
     for page in pages:
         for item in page["Items"]:
-            if json.loads(item["data"]["S"]).get("id") == message_id:
+            # (a record still in progress, such as a rotation tick's, has no data yet)
+            if json.loads(item.get("data", {}).get("S", "{}")).get("id") == message_id:
                 return item
     raise AssertionError(f"no processed record for {message_id}")
 

@@ -128,8 +128,10 @@ def test_a_write_that_failed_late_leaves_no_row_behind(
     # Given a PutItem that lands but is reported failed (e.g. the response timed out)
     landed = connections.save
 
-    def save_then_fail(record: connections.ConnectionRecord, *, ttl_seconds: int) -> None:
-        landed(record, ttl_seconds=ttl_seconds)
+    def save_then_fail(
+        record: connections.ConnectionRecord, *, ttl_seconds: int, rotation: str | None
+    ) -> None:
+        landed(record, ttl_seconds=ttl_seconds, rotation=rotation)
         raise StorageUnavailable("timed out")
 
     monkeypatch.setattr(connections, "save", save_then_fail)

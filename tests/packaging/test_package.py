@@ -46,6 +46,7 @@ FUNCTIONS = {
     "channel": "handlers/channel.handler",
     "welcome": "handlers/welcome.handler",
     "lifecycle": "handlers/lifecycle.handler",
+    "rotation": "handlers/rotation.handler",
 }
 
 # The Lambda runtime's boto3 and everything it needs (top-level names in site-packages).
@@ -54,6 +55,7 @@ RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "
 # IAM grants as (action, resource) pairs; resources rendered by `render` below.
 TABLE = "${ConnectionsTable.Arn}"
 BY_USER_INDEX = "${ConnectionsTable.Arn}/index/byUser"
+BY_ROTATION_INDEX = "${ConnectionsTable.Arn}/index/byRotation"
 MESSAGES_QUEUE = "${MessagesQueue.Arn}"
 DEAD_LETTER_QUEUE = "${DeadLetterQueue.Arn}"
 POST_TO_CONNECTIONS = (
@@ -174,6 +176,17 @@ FUNCTION_GRANTS = {
         *TABLE_KEY_GRANTS,
         *QUEUE_PRESENCE_EVENTS,
         ("events:PutEvents", EVENT_BUS),
+    },
+    # Reads the connections due from the keys-only index (nothing else of the table),
+    # remembers the buckets it queued, and queues the reconnect messages.
+    "rotation": {
+        ("dynamodb:Query", BY_ROTATION_INDEX),
+        ("dynamodb:GetItem", PROCESSED),
+        ("dynamodb:PutItem", PROCESSED),
+        ("dynamodb:UpdateItem", PROCESSED),
+        ("dynamodb:DeleteItem", PROCESSED),
+        *TABLE_KEY_GRANTS,
+        *QUEUE_PRESENCE_EVENTS,
     },
 }
 
@@ -481,11 +494,16 @@ def test_connections_table(package: Package) -> None:
     attributes = {
         (a["AttributeName"], a["AttributeType"]) for a in properties["AttributeDefinitions"]
     }
-    assert attributes == {("connectionId", "S"), ("userId", "S")}
-    (index,) = properties["GlobalSecondaryIndexes"]
-    assert index["IndexName"] == "byUser"
-    assert index["KeySchema"] == [{"AttributeName": "userId", "KeyType": "HASH"}]
-    assert index["Projection"] == {"ProjectionType": "ALL"}
+    assert attributes == {("connectionId", "S"), ("userId", "S"), ("rotation", "S")}
+    by_user, by_rotation = properties["GlobalSecondaryIndexes"]
+    assert by_user["IndexName"] == "byUser"
+    assert by_user["KeySchema"] == [{"AttributeName": "userId", "KeyType": "HASH"}]
+    assert by_user["Projection"] == {"ProjectionType": "ALL"}
+    # Connection ids by the bucket and shard of their cut, for the rotation sweeper: keys only,
+    # so a ping (which updates lastSeenAt) never writes to it
+    assert by_rotation["IndexName"] == "byRotation"
+    assert by_rotation["KeySchema"] == [{"AttributeName": "rotation", "KeyType": "HASH"}]
+    assert by_rotation["Projection"] == {"ProjectionType": "KEYS_ONLY"}
     assert properties["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
     assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert properties["SSESpecification"] == ENCRYPTED_WITH_DATA_KEY
@@ -566,6 +584,34 @@ def mapping_of(package: Package, function: str) -> dict[str, Any]:
         if mapping["Properties"]["FunctionName"]["Fn::GetAtt"][0] == function
     )
     return properties  # type: ignore[no-any-return]
+
+
+def test_the_rotation_sweeper_runs_each_minute_on_eventbridges_schedule(package: Package) -> None:
+    # Given the packaged stack's EventBridge rules
+    ((rule_id, rule),) = package.of_type("AWS::Events::Rule").items()
+    properties = rule["Properties"]
+    # Then one rule, enabled, runs the rotation function every minute (one bucket), with
+    # EventBridge's own scheduled event (no input: the function reads the event's time)
+    assert properties["Name"] == f"{SERVICE}-{STAGE}-rotation"
+    assert properties["ScheduleExpression"] == "rate(1 minute)"
+    assert properties["State"] == "ENABLED"
+    (target,) = properties["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["RotationLambdaFunction", "Arn"]}
+    assert not {"Input", "InputPath", "InputTransformer"} & target.keys()
+    # And only that rule may invoke it
+    (permission,) = (
+        res["Properties"]
+        for res in package.of_type("AWS::Lambda::Permission").values()
+        if res["Properties"]["Principal"] == "events.amazonaws.com"
+    )
+    assert permission["FunctionName"] == {"Fn::GetAtt": ["RotationLambdaFunction", "Arn"]}
+    assert permission["SourceArn"] == {"Fn::GetAtt": [rule_id, "Arn"]}
+    # And every function knows the cut, the lead and the bucket: AWS's, and the lead's default
+    for name in FUNCTIONS:
+        variables = package.function(name)["Properties"]["Environment"]["Variables"]
+        assert variables["WSPUSH_MAX_CONNECTION_SECONDS"] == "7200"
+        assert variables["WSPUSH_ROTATION_LEAD_SECONDS"] == "600"
+        assert variables["WSPUSH_ROTATION_BUCKET_SECONDS"] == "60"
 
 
 def test_sender_reads_the_queue_in_batches_reporting_failures(package: Package) -> None:

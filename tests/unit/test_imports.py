@@ -21,18 +21,18 @@ ONLY_IN = {
     # Powertools' event data classes (30 modules in one import): the sender's batch needs them.
     "aws_lambda_powertools.utilities.data_classes": {"sender"},
     "aws_lambda_powertools.utilities.batch": {"sender"},
-    "aws_lambda_powertools.utilities.idempotency": {"send", "sender"},
+    "aws_lambda_powertools.utilities.idempotency": {"send", "sender", "rotation"},
     "asyncio": {"send", "sender"},
     "wspush.fanout.delivery": {"send", "sender"},
     "wspush.fanout.gateway": {"send", "sender"},
-    "wspush.fanout.queues": {"send", "sender"},
+    "wspush.fanout.queues": {"send", "sender", "rotation"},
     "jwt": {"connect"},
     "rsa": {"connect"},
     "wspush.auth.tokens": {"connect"},
     "ecdsa": set(),  # only once an ES algorithm is configured
-    "pynamodb": {"connect", "disconnect", "ping", "send", "sender"},
+    "pynamodb": {"connect", "disconnect", "ping", "send", "sender", "rotation"},
 }
-HANDLERS = ("connect", "disconnect", "ping", "default", "send", "sender")
+HANDLERS = ("connect", "disconnect", "ping", "default", "send", "sender", "rotation")
 
 LOADED = """
 import importlib, json, sys

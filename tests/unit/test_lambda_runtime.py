@@ -316,7 +316,8 @@ def test_make_dev_starts_python_functions_through_the_runtime_with_their_timeout
     assert timeouts["wspush-local-sender"] == 30
     assert timeouts["wspush-local-send"] == timeouts["wspush-local-connect"] == 10
     assert timeouts["wspush-local-welcome"] == timeouts["wspush-local-channel"] == 20
-    assert len(timeouts) == 9
+    assert timeouts["wspush-local-rotation"] == 30
+    assert len(timeouts) == 10
 
 
 @pytest.mark.parametrize(

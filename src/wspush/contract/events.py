@@ -1,4 +1,5 @@
-"""The API Gateway WebSocket route events the handlers read, as small typed values.
+"""The API Gateway WebSocket route events the handlers read, as small typed values (and the
+schedule's event the rotation sweeper reads).
 
 The routes read five fields of the event. Powertools' event data classes would serve, but
 importing one loads all 30 of its event modules, a large share of what a route's cold start
@@ -13,7 +14,10 @@ the query as empty.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from typing import Any, NamedTuple
+
+from wspush.errors import InvalidEvent
 
 
 class QueryParameters(Mapping[str, str]):
@@ -52,3 +56,25 @@ class RouteEvent(NamedTuple):
             body=event.get("body"),
             base64_encoded=bool(event.get("isBase64Encoded")),
         )
+
+
+class ScheduledEvent(NamedTuple):
+    """An EventBridge scheduled event: its id, and the time it was due (``time``, whole
+    seconds, UTC). A retry of the event carries the same time, so it redoes the same work."""
+
+    id: str
+    time_ms: int
+
+    @classmethod
+    def of(cls, event: Mapping[str, Any], *, now_ms: int) -> ScheduledEvent:
+        """An event without a ``time`` (invoked by hand) is due now."""
+        raw = event.get("time")
+        if raw is None:
+            return cls(str(event.get("id", "")), now_ms)
+        try:
+            when = datetime.fromisoformat(raw)
+        except (TypeError, ValueError) as exc:
+            raise InvalidEvent(f"the scheduled event's time is not a time: {raw!r}") from exc
+        if when.tzinfo is None:
+            raise InvalidEvent(f"the scheduled event's time has no time zone: {raw!r}")
+        return cls(str(event.get("id", "")), round(when.timestamp() * 1000))

@@ -26,6 +26,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
 )
+from aws_lambda_powertools.utilities.idempotency.hook import IdempotentHookFunction
 from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
@@ -92,8 +93,12 @@ def run_once(
     table_name: str,
     ttl_seconds: int,
     context: LambdaContext | None,
+    on_repeat: IdempotentHookFunction = _skipped,
 ) -> Handled:
     """``work()``'s answer, computed once per ``key`` within ``ttl_seconds``.
+
+    ``on_repeat(response, idempotent_data)`` gives the answer when an earlier run's is found
+    (by default: a duplicate message, logged and counted as one).
 
     Without a table (some tests, misconfigured stacks) every call does the work. A storage
     error before the work started is ``StorageUnavailable`` (nothing was done); one after it
@@ -103,7 +108,7 @@ def run_once(
         return Handled(work())
     config = IdempotencyConfig(
         expires_after_seconds=ttl_seconds,
-        response_hook=_skipped,
+        response_hook=on_repeat,
     )
     if context is not None:
         config.register_lambda_context(context)

@@ -13,6 +13,7 @@ from wspush.auth.tokens import verifier_for
 from wspush.contract.messages import MAX_PLATFORM_LENGTH, MAX_USER_ID_LENGTH
 from wspush.errors import BadHandshake, Forbidden, StorageUnavailable
 from wspush.observability import logger, metrics
+from wspush.rotation import buckets
 from wspush.settings import AuthMode, AuthSettings, Settings
 from wspush.store import connections
 from wspush.store.connections import ConnectionRecord
@@ -45,8 +46,10 @@ def open_connection(
         last_seen_at=now_ms,
         grants=grants,
     )
+    # Where the rotation sweeper will find it, shortly before API Gateway cuts it.
+    rotation = buckets.index_key(connection_id, record.connected_at, settings)
     try:
-        connections.save(record, ttl_seconds=settings.connection_ttl_seconds)
+        connections.save(record, ttl_seconds=settings.connection_ttl_seconds, rotation=rotation)
     except StorageUnavailable:
         # A write that timed out may still have landed: the refused connection must not linger.
         _forget_quietly(connection_id)

@@ -1,7 +1,9 @@
 """The connections table: the only module that talks to DynamoDB.
 
 One item per open WebSocket, keyed by API Gateway's ``connectionId``, with a GSI on
-``userId`` so a user's connections (``pc``, ``mobile``, ...) are found with one query.
+``userId`` so a user's connections (``pc``, ``mobile``, ...) are found with one query, and a
+sparse, keys-only GSI on ``rotation`` (the bucket and shard of the connection's cut) so the
+connections to ask to reconnect soon are found without reading the others.
 Every item carries a TTL; DynamoDB removes expired items late (up to days), so
 every read here skips them itself.
 """
@@ -19,7 +21,7 @@ from pynamodb.attributes import (
     UnicodeSetAttribute,
 )
 from pynamodb.exceptions import DeleteError, PynamoDBException, UpdateError
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
 from wspush.errors import StorageUnavailable
@@ -35,6 +37,17 @@ class _UserIndex(GlobalSecondaryIndex["ConnectionItem"]):
         projection = AllProjection()
 
     user_id = UnicodeAttribute(hash_key=True, attr_name="userId")
+
+
+class _RotationIndex(GlobalSecondaryIndex["ConnectionItem"]):
+    """Only connection ids: written once at $connect and once at the row's deletion (a ping's
+    update changes no attribute it holds, so it costs the index nothing)."""
+
+    class Meta:
+        index_name = "byRotation"
+        projection = KeysOnlyProjection()
+
+    rotation = UnicodeAttribute(hash_key=True, attr_name="rotation")
 
 
 class ConnectionItem(Model):
@@ -55,7 +68,11 @@ class ConnectionItem(Model):
     # (kept by wspush.store.channels, in the same transaction as each subscription).
     grants = UnicodeSetAttribute(null=True, attr_name="grants")
     channels = NumberAttribute(null=True, attr_name="channels")
+    # The bucket and shard of the connection's cut (wspush.rotation.buckets); absent when
+    # rotation is off, so the row stays out of the byRotation index.
+    rotation = UnicodeAttribute(null=True, attr_name="rotation")
     by_user = _UserIndex()
+    by_rotation = _RotationIndex()
 
 
 @dataclass(frozen=True)
@@ -70,10 +87,11 @@ class ConnectionRecord:
     grants: tuple[str, ...] = ()
 
 
-def save(record: ConnectionRecord, *, ttl_seconds: int) -> None:
+def save(record: ConnectionRecord, *, ttl_seconds: int, rotation: str | None = None) -> None:
     """Store a new connection in one PutItem: the row exists whole or not at all.
 
     Its TTL counts from ``connected_at``: API Gateway's 2-hour lifetime cap plus a margin.
+    ``rotation`` puts it in the ``byRotation`` index under that key (None: not at all).
     """
     item = ConnectionItem(
         record.connection_id,
@@ -83,6 +101,7 @@ def save(record: ConnectionRecord, *, ttl_seconds: int) -> None:
         last_seen_at=record.last_seen_at,
         ttl=_expiry(record.connected_at, ttl_seconds),
         grants=set(record.grants) or None,
+        rotation=rotation,
     )
     try:
         item.save()
@@ -166,6 +185,17 @@ def for_user(
                 yield _record(item)
     except PynamoDBException as exc:
         raise StorageUnavailable("could not query the user's connections") from exc
+
+
+def due_for_rotation(key: str) -> list[str]:
+    """The ids of the connections under one ``byRotation`` key, every page of them, sorted (so
+    the same rows always make the same chunks). Rows whose connection closed are gone from the
+    index with the row; the index holds no TTL, and needs none: a row's cut comes long before
+    its TTL."""
+    try:
+        return sorted(item.connection_id for item in ConnectionItem.by_rotation.query(key))
+    except PynamoDBException as exc:
+        raise StorageUnavailable("could not query the connections due to rotate") from exc
 
 
 def all_connections(

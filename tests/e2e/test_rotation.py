@@ -5,8 +5,12 @@ deleted as gone."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -15,7 +19,7 @@ from websockets.sync.client import connect
 
 from local.rotation import LocalRotation
 from tests.e2e.clients import WAIT_SECONDS, Client, stored_connection, unique
-from tests.e2e.conftest import RunningStack, running_stack
+from tests.e2e.conftest import REPO, RunningStack, running_stack
 from wspush.clock import now_ms
 from wspush.rotation import buckets
 
@@ -94,3 +98,37 @@ def test_a_row_whose_socket_is_gone_is_asked_too_and_deleted(short_lived: Runnin
         time.sleep(1)
     # Then its row is deleted as gone
     assert stored_connection(short_lived, connection_id) is None
+
+
+SWITCH_SCRIPT = Path(__file__).parent / "browser" / "rotation.mjs"
+
+
+def test_the_client_module_switches_connections_without_a_gap_or_a_duplicate(
+    short_lived: RunningStack,
+) -> None:
+    # Given Chromium and a page using the client module on the short-lived stack
+    chromium = shutil.which("chromium")
+    assert chromium, "Chromium is missing: `make test` installs Debian's chromium package"
+    env = {
+        **short_lived.env,
+        "DEMO_URL": short_lived.local.demo_url,
+        "WS_URL": short_lived.local.websocket_url,
+        "LAMBDA_ENDPOINT": short_lived.local.lambda_endpoint,
+        "SEND_FUNCTION": short_lived.local.send_function_name,
+        "USER": unique("sam"),
+        "CHANNEL": f"room:{unique('rot')}",
+        "LIFETIME_SECONDS": str(LIFETIME),
+        "CHROMIUM": chromium,
+    }
+    # When messages go to the user and to a channel all along, while the server asks the
+    # page's connection to reconnect
+    result = subprocess.run(
+        ["node", str(SWITCH_SCRIPT)], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=180,
+    )  # fmt: skip
+    # Then the page switched to a second connection and every message reached it once, in
+    # order, with the app open throughout (the script checks each of these)
+    assert result.returncode == 0, result.stdout + result.stderr
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(set(outcome["connections"])) == 2
+    assert outcome["messages"] > 10

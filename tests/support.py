@@ -41,6 +41,7 @@ def sqs_record(
 ) -> dict[str, Any]:
     record = load_event("sqs_record.json")
     record["messageId"] = str(uuid.uuid4())
+    record["attributes"]["SentTimestamp"] = str(now_ms())  # when SQS took it: now
     record["body"] = body if isinstance(body, str) else json.dumps(body)
     record["messageAttributes"] = {
         name: {

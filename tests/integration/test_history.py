@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -236,8 +237,13 @@ def test_a_message_delivered_again_by_sqs_keeps_its_seq(
     configure(WSPUSH_PROCESSED_TABLE_NAME="")
     # When SQS delivers it again
     sender.handler(sqs_event(record), lambda_context)
-    # Then alice's pc got it twice with the same id and seq (her client drops the second)
+    # Then alice's pc got it twice with the same id and seq (her client drops the second), the
+    # very bytes her stream keeps (ts included: when SQS took it, not when it was handled)
     assert [(f["id"], f["seq"]) for f in frames(alice, "a-pc")] == [("m-8", 1), ("m-8", 1)]
+    first, again = alice.received["a-pc"]
+    epoch = history.position("u:alice", now_ms=now_ms()).epoch
+    [kept] = history.read(Span("u:alice", epoch, 0, 1), now_ms=now_ms(), max_bytes=10**6) or []
+    assert first == again == kept.frame
 
 
 def test_a_user_list_gives_each_user_their_own_seq(
@@ -542,3 +548,94 @@ def test_recovery_reads_only_what_was_missed(
     missed = recovery.missed(stream, Since(head.epoch, 37), head, get_settings(), now_ms=now_ms())
     # Then they are exactly 38..40
     assert [k.seq for k in missed or []] == [38, 39, 40]
+
+
+def test_a_send_retried_after_a_failure_delivers_the_frame_its_stream_kept(
+    alice: FakeManagementApi, lambda_context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a send whose message was kept, then failed reading its recipients
+    from wspush.errors import StorageUnavailable
+    from wspush.fanout import delivery
+
+    real = delivery.resolve_targets
+
+    def unreadable(*args: Any, **kwargs: Any) -> Any:
+        raise StorageUnavailable("the table is throttled")
+
+    monkeypatch.setattr(delivery, "resolve_targets", unreadable)
+    failed = to_user("alice", "m-9", lambda_context)
+    assert failed["error"]["code"] == "storage_unavailable"
+    assert "same id" in failed["error"]["message"]
+    monkeypatch.setattr(delivery, "resolve_targets", real)
+    # When the service sends it again, later, with the same id
+    time.sleep(0.01)
+    assert to_user("alice", "m-9", lambda_context)["delivered"] == 1
+    # Then alice got the frame her stream kept the first time (its seq and its ts)
+    epoch = history.position("u:alice", now_ms=now_ms()).epoch
+    [kept] = history.read(Span("u:alice", epoch, 0, 1), now_ms=now_ms(), max_bytes=10**6) or []
+    assert alice.received["a-pc"] == [kept.frame]
+
+
+def test_a_message_narrowed_by_platform_or_exclusion_is_kept_in_no_stream(
+    alice: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given alice on pc and mobile, her pc's position
+    add_connection("a-mobile", "alice", "mobile")
+    since = route(welcome, "a-pc", lambda_context, action="hello")["data"]["stream"]
+    # When one message goes to her mobile only and one to all but her pc
+    for narrowed in ({"platform": "mobile"}, {"excludeConnectionIds": ["a-pc"]}):
+        envelope = {"userId": "alice", "payload": PAYLOAD, **narrowed}
+        assert send.handler(envelope, lambda_context)["delivered"] == 1
+    # Then the mobile got both without a seq, and her pc recovers nothing it was kept from
+    assert [f.get("seq") for f in frames(alice, "a-mobile")] == [None, None]
+    alice.reset()
+    reply = route(welcome, "a-pc", lambda_context, action="recover", since=since)
+    assert reply["data"] == {**since, "recovered": True}
+    assert frames(alice, "a-pc") == []
+
+
+def test_a_channel_is_read_for_fan_out_with_a_consistent_read(
+    alice: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given fan-out's reads of a channel watched
+    from wspush.store import channels
+
+    asked: list[dict[str, Any]] = []
+
+    def watch(params: dict[str, Any], **_: Any) -> None:
+        asked.append(params)
+
+    client = channels._raw_reads(REGION)
+    client.meta.events.register("provide-client-params.dynamodb.Query", watch)
+    try:
+        route(channel, "a-pc", lambda_context, action="subscribe", channel="room:7")
+        # When a message goes to the channel
+        send.handler({"channel": "room:7", "payload": PAYLOAD}, lambda_context)
+    finally:
+        client.meta.events.unregister("provide-client-params.dynamodb.Query", watch)
+    # Then its subscribers were read consistently: a subscription written a moment ago (a
+    # subscribe with since read the position right after) is seen
+    assert [params["ConsistentRead"] for params in asked] == [True]
+    assert [f["seq"] for f in frames(alice, "a-pc")] == [1]
+
+
+def test_a_subscription_whose_position_cannot_be_read_still_stands(
+    alice: FakeManagementApi, lambda_context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the history table unreadable
+    from wspush.errors import StorageUnavailable
+
+    def unreadable(*args: Any, **kwargs: Any) -> Any:
+        raise StorageUnavailable("throttled")
+
+    monkeypatch.setattr(history, "position", unreadable)
+    # When alice subscribes, and subscribes with since
+    plain = route(channel, "a-pc", lambda_context, action="subscribe", channel="room:8")
+    since = {"epoch": "e", "seq": 1}
+    recovering = route(
+        channel, "a-pc", lambda_context, action="subscribe", channel="room:8", since=since
+    )
+    # Then she is subscribed (the subscription was written), without a position, and told that
+    # nothing was recovered
+    assert plain["data"] == {"channel": "room:8"}
+    assert recovering["data"] == {"channel": "room:8", "recovered": False}

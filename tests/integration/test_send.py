@@ -427,7 +427,8 @@ def test_a_message_whose_table_is_unreadable_says_nothing_was_sent(
         "id": "m-9",
         "error": {
             "code": "storage_unavailable",
-            "message": "wspush's tables could not be used; nothing was sent",
+            "message": "wspush's tables could not be used; nothing was sent: send it again with"
+            " the same id",
             "field": None,
         },
     }

@@ -134,6 +134,23 @@ def test_a_service_s_message_has_no_wspush_attributes() -> None:
     assert queues.QueuedAttributes.of(record()) == queues.QueuedAttributes(0, 0, None, None, None)
 
 
+@pytest.mark.parametrize(
+    ("sent", "wspush_ts", "ts"),
+    [("1795867200000", None, 1795867200000), ("1795867200000", str(TS), TS), ("junk", None, None)],
+)
+def test_a_message_s_ts_is_when_sqs_took_it_unless_wspush_recorded_one(
+    sent: str, wspush_ts: str | None, ts: int | None
+) -> None:
+    # Given a record as SQS hands it over (again and again: SentTimestamp stays the same)
+    attributes = {"wspush-ts": wspush_ts} if wspush_ts else {}
+    raw = {**record(**attributes).raw_event, "attributes": {"SentTimestamp": sent}}
+    # Then its ts is wspush's own, else when SQS took it, else none (now)
+    assert queues.QueuedAttributes.of(SQSRecord(raw)).ts == ts
+    # And a copy put back carries it
+    if ts is not None:
+        assert queues.wspush_attributes(SQSRecord(raw))[queues.TIMESTAMP] == str(ts)
+
+
 def test_wspush_s_attributes_are_read_back_as_written() -> None:
     written = queues.requeued(
         {"id": "m"}, attempt=2, round_number=5, ts=TS, segment=(3, 8), after="c-9"

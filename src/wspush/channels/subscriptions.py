@@ -15,7 +15,7 @@ from wspush.channels.names import Channel, parse_channel
 from wspush.clock import Deadline
 from wspush.contract.frames import Request
 from wspush.contract.messages import NOT_KEPT, sqs_body
-from wspush.errors import ChannelRefused, QueueUnavailable
+from wspush.errors import ChannelRefused, QueueUnavailable, StorageUnavailable
 from wspush.fanout import queues
 from wspush.history import recovery
 from wspush.history.streams import Since, channel_stream
@@ -94,16 +94,21 @@ def subscribe(
     # this connection, one given this seq or an earlier one is in the replay (or both).
     data: dict[str, Any] = {"channel": name}
     stream = channel_stream(name, settings)
-    if stream is None:
-        if since is not None:
-            data["recovered"] = False  # the namespace keeps no history (any more)
-    elif since is None:
-        data.update(history.position(stream.key, now_ms=now_ms).as_dict())
-    else:
-        outcome = recovery.recover(
-            stream, since, connection_id, settings, now_ms=now_ms, deadline=deadline
-        )
-        data.update(outcome.as_dict())
+    try:
+        if stream is not None and since is None:
+            data.update(history.position(stream.key, now_ms=now_ms).as_dict())
+        elif stream is not None and since is not None:
+            outcome = recovery.recover(
+                stream, since, connection_id, settings, now_ms=now_ms, deadline=deadline
+            )
+            data.update(outcome.as_dict())
+    except StorageUnavailable:
+        # The subscription stands (and was announced): say so, without a position; a client
+        # that asked to recover is told it could not.
+        logger.exception("channel position not read", connection_id=connection_id, channel=name)
+        metrics.add_metric(name="StorageErrors", unit="Count", value=1)
+    if since is not None:
+        data.setdefault("recovered", False)  # no history (any more), or not readable now
     return "subscribed", data
 
 

@@ -77,12 +77,16 @@ class QueuedAttributes:
     def of(cls, record: SQSRecord) -> QueuedAttributes:
         """Read them from an SQS event record's ``messageAttributes``."""
         attributes = record.message_attributes
-        ts = _int_value(attributes[TIMESTAMP])
+        ts = _plausible_ts(_int_value(attributes[TIMESTAMP]))
+        if ts is None:
+            # A service's message: when SQS took it, the same however often SQS hands it over,
+            # so its frame (and the copy kept for recovery) is the same each time.
+            sent = (record.get("attributes") or {}).get("SentTimestamp")
+            ts = _plausible_ts(_int_or_none(sent))
         return cls(
             attempt=min(max(_int_value(attributes[ATTEMPT]) or 0, 0), _MAX_COUNT),
             round=min(max(_int_value(attributes[ROUND]) or 0, 0), _MAX_COUNT),
-            # Only a plausible epoch-milliseconds value reaches clients; junk means "now".
-            ts=ts if ts is not None and _EARLIEST_TS <= ts <= _LATEST_TS else None,
+            ts=ts,
             segment=_segment(attributes[SEGMENT]),
             after=_after(attributes[AFTER]),
             channel=_channel(attributes[CHANNEL]),
@@ -209,12 +213,29 @@ def put_back(
 
 
 def wspush_attributes(record: SQSRecord) -> dict[str, str]:
-    """The attributes wspush itself set on a queued record, as strings."""
-    return {
+    """The attributes wspush itself set on a queued record, as strings, and its timestamp
+    (a copy put back keeps the ``ts`` of the message it copies)."""
+    attributes = {
         name: str(value.get("stringValue"))
         for name, value in record.message_attributes.items()
         if name.startswith("wspush-") and value.get("stringValue") is not None
     }
+    ts = QueuedAttributes.of(record).ts
+    if ts is not None:
+        attributes[TIMESTAMP] = str(ts)
+    return attributes
+
+
+def _plausible_ts(ts: int | None) -> int | None:
+    """Only a plausible epoch-milliseconds value reaches clients; junk means "now"."""
+    return ts if ts is not None and _EARLIEST_TS <= ts <= _LATEST_TS else None
+
+
+def _int_or_none(raw: str | None) -> int | None:
+    try:
+        return int(raw) if raw is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _with_id(body: str, message_id: str) -> str:

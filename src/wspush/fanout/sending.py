@@ -159,8 +159,12 @@ def _send_one(
     except AlreadyInProgress:
         return _not_sent(message, "in_progress", "another invocation is sending this message")
     except StorageUnavailable:
+        # Nothing was posted, but the message may already hold its place in a stream: the
+        # same id, sent again, keeps that place (a new id would be a second message).
         return _not_sent(
-            message, "storage_unavailable", "wspush's tables could not be used; nothing was sent"
+            message,
+            "storage_unavailable",
+            "wspush's tables could not be used; nothing was sent: send it again with the same id",
         )
     if not handled.kept:
         # Sent, but not remembered: a retry with this id would be sent again.

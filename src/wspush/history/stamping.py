@@ -9,6 +9,7 @@ and a message re-queued after its place was given carries it along (``wspush-seq
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -33,8 +34,12 @@ class Stamped:
 
 
 def kept_in(message: Message, settings: Settings) -> list[tuple[str, Stream]]:
-    """The streams a message goes into: (user id or channel, stream)."""
+    """The streams a message goes into: (user id or channel, stream). A message narrowed by
+    ``platform`` or ``excludeConnectionIds`` goes into none: it is not for every connection
+    of its users or channel, and a replay must never bring it to one it left out."""
     target = message.target
+    if target.platforms is not None or target.exclude_connection_ids:
+        return []
     if target.channel is not None:
         stream = channel_stream(target.channel, settings)
         return [(target.channel, stream)] if stream is not None else []
@@ -65,20 +70,31 @@ def stamp(message: Message, settings: Settings, *, now_ms: int) -> Stamped:
     if not streams:
         return Stamped(message)
 
-    def place(stream: Stream) -> int:
+    def place(stream: Stream) -> history.Placed:
         return history.append(
             stream.key,
             message.id,
             lambda seq: with_seq(message.frame, seq),
             stream.history,
             now_ms=now_ms,
-        ).seq
+        )
 
     if len(streams) == 1 and (message.target.channel or len(message.target.user_ids) == 1):
-        seq = place(streams[0][1])
+        placed = place(streams[0][1])
         metrics.add_metric(name="MessagesKept", unit="Count", value=1)
-        return Stamped(replace(message, frame=with_seq(message.frame, seq), seq=seq))
+        return Stamped(_as_kept(message, placed))
     with ThreadPoolExecutor(max_workers=min(len(streams), _APPEND_WORKERS)) as pool:
-        seqs = list(pool.map(place, (stream for _, stream in streams)))
+        seqs = [placed.seq for placed in pool.map(place, (stream for _, stream in streams))]
     metrics.add_metric(name="MessagesKept", unit="Count", value=len(streams))
     return Stamped(message, {user: seq for (user, _), seq in zip(streams, seqs, strict=True)})
+
+
+def _as_kept(message: Message, placed: history.Placed) -> Message:
+    """The message as its stream keeps it: its seq, and the frame kept the first time it was
+    placed (a send retried later made a new ``ts``; the kept frame's wins, so a replay and
+    this delivery are the same bytes)."""
+    frame = with_seq(message.frame, placed.seq)
+    if placed.frame == frame:
+        return replace(message, frame=frame, seq=placed.seq)
+    ts = json.loads(placed.frame).get("ts", message.ts)
+    return replace(message, frame=placed.frame, seq=placed.seq, ts=ts)

@@ -348,6 +348,9 @@ def subscriber_page(
             "#t": "ttl",
         },
         "ExpressionAttributeValues": {":c": {"S": channel}, ":p": {"S": SUBSCRIPTION}},
+        # A subscription written a moment ago must be seen: a subscribe with `since` reads the
+        # channel's position after writing it, and counts on every later seq reaching it.
+        "ConsistentRead": True,
     }
     if limit is not None:
         request["Limit"] = limit

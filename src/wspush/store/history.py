@@ -75,6 +75,19 @@ class Position:
 
 
 @dataclass(frozen=True)
+class Placed:
+    """Where a message went in its stream, and the frame kept there (the one given the first
+    time, when the message was appended before: a replay and a redelivery must agree)."""
+
+    position: Position
+    frame: bytes
+
+    @property
+    def seq(self) -> int:
+        return self.position.seq
+
+
+@dataclass(frozen=True)
 class Kept:
     """One kept message, as a replay posts it."""
 
@@ -115,9 +128,9 @@ def append(
     history: History,
     *,
     now_ms: int,
-) -> Position:
+) -> Placed:
     """Give a message the stream's next ``seq`` and keep it (``frame_for(seq)``: the frame
-    its clients receive), or find the ``seq`` it was given before. The message's position."""
+    its clients receive), or find the ``seq`` (and the frame) it was given before."""
     kept_until = _at(now_ms) + timedelta(seconds=history.ttl_seconds)
     head_until = max(kept_until + timedelta(days=1), _at(now_ms) + HEAD_TTL)
     for attempt in range(_ATTEMPTS):
@@ -132,13 +145,14 @@ def append(
             else (HistoryItem.seq == head.seq) & (HistoryItem.epoch == head.epoch)
         )
         marker = HistoryItem(stream, MESSAGE_ID + message_id, epoch=epoch, seq=seq, ttl=kept_until)
+        frame = frame_for(seq)
         kept = HistoryItem(
             stream,
             message_key(seq),
             epoch=epoch,
             seq=seq,
             message_id=message_id,
-            frame=frame_for(seq).decode("utf-8"),
+            frame=frame.decode("utf-8"),
             ttl=kept_until,
         )
         try:
@@ -150,13 +164,13 @@ def append(
         except TransactWriteError as exc:
             reasons = _cancellation_codes(exc)
             if reasons and reasons[0] == _CONDITION_FAILED:
-                earlier = _read(stream, MESSAGE_ID + message_id)
-                if earlier is not None and earlier.seq is not None:
-                    return Position(str(earlier.epoch), int(earlier.seq))
+                earlier = _earlier(stream, message_id, frame_for)
+                if earlier is not None:
+                    return earlier
             continue  # the head moved (or the transaction collided): read it again
         except PynamoDBException as exc:
             raise StorageUnavailable("could not append to the stream") from exc
-        return Position(epoch, seq)
+        return Placed(Position(epoch, seq), frame)
     raise StorageUnavailable("the stream kept moving; try again")
 
 
@@ -194,6 +208,18 @@ def read(span: Span, *, now_ms: int, max_bytes: int) -> list[Kept] | None:
     except PynamoDBException as exc:
         raise StorageUnavailable("could not read the stream's history") from exc
     return found if expected == span.upto + 1 else None
+
+
+def _earlier(stream: str, message_id: str, frame_for: Callable[[int], bytes]) -> Placed | None:
+    """Where a message appended before went, and the frame kept for it (made again only if
+    that item's age passed and DynamoDB deleted it)."""
+    marker = _read(stream, MESSAGE_ID + message_id)
+    if marker is None or marker.seq is None:
+        return None
+    seq = int(marker.seq)
+    kept = _read(stream, message_key(seq))
+    frame = kept.frame.encode("utf-8") if kept is not None and kept.frame else frame_for(seq)
+    return Placed(Position(str(marker.epoch), seq), frame)
 
 
 def _head(stream: str) -> Position | None:

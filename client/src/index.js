@@ -332,7 +332,7 @@ export class WspushClient {
     /** @private */
     this._refs = 0;
     /** @private @type {StreamState} the user's own stream (when user history is on) */
-    this._user = { position: null, recovery: null };
+    this._user = { position: null, ahead: new Set(), recovery: null };
     /** @private */
     this._rotationSpreadMs = options.rotationSpreadMs ?? DEFAULT_ROTATION_SPREAD_MS;
     /** @private @type {Rotation | null} the switch to a new connection under way */
@@ -1058,14 +1058,13 @@ export class WspushClient {
    * @param {boolean} [held] it came on the next connection during a switch
    */
   _deliver(message, held = false) {
+    // a seq the stream already has (at or below its position, or received ahead of it) is a
+    // duplicate: a replayed copy of a live frame, or the same frame on both connections of a switch
+    const stream = this._streamOf(message);
+    if (stream && !takeSeq(stream, /** @type {number} */ (message.seq))) return;
     const id = message.id;
     if ((typeof id === "string" && id !== "") || typeof id === "number") {
       if (this._recent.seen(String(id))) return;
-    }
-    const stream = this._streamOf(message);
-    const position = stream?.position;
-    if (position && typeof message.seq === "number" && message.seq > position.seq) {
-      /** @type {StreamState} */ (stream).position = { epoch: position.epoch, seq: message.seq };
     }
 
     if (message.type === "pong") {
@@ -1157,13 +1156,13 @@ export class WspushClient {
     if (!stream) {
       // user history is off: there is no user stream to follow
       this._abortRecovery(user);
-      user.position = null;
+      setPosition(user, null);
       return;
     }
     const recovery = user.recovery;
     if (!recovery) {
       // the first connection (or a recovery already given up): start from here
-      if (!user.position) user.position = stream;
+      if (!user.position) setPosition(user, stream);
       return;
     }
     const ref = this._nextRef();
@@ -1182,7 +1181,7 @@ export class WspushClient {
   _userRecovered(reply) {
     if (reply.type === "error") {
       this._abortRecovery(this._user);
-      if (reply.data && reply.data.code === "no_history") this._user.position = null;
+      if (reply.data && reply.data.code === "no_history") setPosition(this._user, null);
       return;
     }
     this._recovered("user", this._user, reply.data);
@@ -1202,11 +1201,13 @@ export class WspushClient {
     const position = positionOf(data);
     const recovery = this._takeRecovery(stream);
     if (data && data.recovered === true) {
-      if (position) advance(stream, position);
+      // the replayed frames move the position on one seq at a time, then it stands where the
+      // server says (each seq up to there was replayed)
       if (recovery) this._deliverInOrder(recovery.frames, recovery.since.seq);
+      if (position && !this._closed) advance(stream, position);
       return;
     }
-    stream.position = position;
+    setPosition(stream, position);
     /** @type {ResyncEvent} */
     const event = { stream: name, epoch: position ? position.epoch : null, seq: position ? position.seq : null };
     if (data && typeof data.reason === "string") event.reason = data.reason;
@@ -1585,8 +1586,8 @@ export class WspushClient {
     } else {
       const stream = positionOf(welcome.stream);
       this._abortRecovery(this._user);
-      if (!stream) this._user.position = null;
-      else if (!this._user.position) this._user.position = stream;
+      if (!stream) setPosition(this._user, null);
+      else if (!this._user.position) setPosition(this._user, stream);
     }
     for (const [name, subscription] of rotation.channels) {
       const entry = this._channels.get(name);
@@ -1679,6 +1680,7 @@ export class WspushClient {
         fetch: 0,
         buffer: null,
         position: null,
+        ahead: new Set(),
         recovery: null,
       };
       this._channels.set(name, entry);
@@ -1761,7 +1763,7 @@ export class WspushClient {
       this._abortRecovery(entry);
       if (since && reply.data && reply.data.code === "invalid_since") {
         // the position is what was refused, not the subscription: subscribe afresh
-        entry.position = null;
+        setPosition(entry, null);
         entry.server = "none";
         this._sync(entry);
         return;
@@ -1786,7 +1788,7 @@ export class WspushClient {
     }
     entry.server = "subscribed";
     entry.subscribed = reply.data && typeof reply.data === "object" ? reply.data : { channel: entry.name };
-    if (!since) entry.position = positionOf(entry.subscribed);
+    if (!since) setPosition(entry, positionOf(entry.subscribed));
     for (const registration of entry.registrations) this._settleWaiter(registration, undefined, entry.subscribed);
     settleAll(entry.ready);
     if (this._presenceListeners.has(entry.name) && !(keepMembers && entry.members)) this._fetchMembers(entry);
@@ -2273,6 +2275,12 @@ function positionOf(value) {
 }
 
 /**
+ * At most this many seqs received ahead of a stream's position are remembered (a replay
+ * reaches back 500 frames at most); beyond that the lowest is forgotten.
+ */
+const MAX_AHEAD = 1000;
+
+/**
  * Move a stream's position to `position`, never back within one epoch.
  * @param {StreamState} stream
  * @param {StreamPosition} position
@@ -2280,7 +2288,62 @@ function positionOf(value) {
 function advance(stream, position) {
   const current = stream.position;
   if (current && current.epoch === position.epoch && current.seq > position.seq) return;
+  setPosition(stream, position);
+}
+
+/**
+ * Set a stream's position (from `welcome`, `recovered` or `subscribed`): a new epoch (or no
+ * position) forgets the seqs received ahead; within the same epoch, those at or below it are
+ * forgotten and those that follow it on without a gap move it on.
+ * @param {StreamState} stream
+ * @param {StreamPosition | null} position
+ */
+function setPosition(stream, position) {
+  const current = stream.position;
+  // seqs received while there was no position are of the epoch that comes first
+  if (!position || (current && current.epoch !== position.epoch)) stream.ahead.clear();
   stream.position = position;
+  if (!position) return;
+  for (const seq of stream.ahead) {
+    if (seq <= position.seq) stream.ahead.delete(seq);
+  }
+  catchUp(stream);
+}
+
+/**
+ * The position moves on through the seqs received ahead that follow it without a gap.
+ * @param {StreamState} stream
+ */
+function catchUp(stream) {
+  const position = /** @type {StreamPosition} */ (stream.position);
+  let seq = position.seq;
+  while (stream.ahead.delete(seq + 1)) seq += 1;
+  if (seq !== position.seq) stream.position = { epoch: position.epoch, seq };
+}
+
+/**
+ * A stream frame's `seq` on its way to the app: false when the stream already has it (at or
+ * below its position, or received ahead of it). Otherwise the position moves on when `seq`
+ * is the next one (and through those held ahead that follow); a `seq` past a gap is
+ * remembered ahead, and the position waits for the gap (a live frame can come late: the
+ * server posts it again after a throttle), so that a recovery asks from the end of the
+ * unbroken run.
+ * @param {StreamState} stream
+ * @param {number} seq
+ * @returns {boolean}
+ */
+function takeSeq(stream, seq) {
+  const position = stream.position;
+  if (position && seq <= position.seq) return false;
+  if (stream.ahead.has(seq)) return false;
+  if (position && seq === position.seq + 1) {
+    stream.position = { epoch: position.epoch, seq };
+    catchUp(stream);
+    return true;
+  }
+  stream.ahead.add(seq);
+  if (stream.ahead.size > MAX_AHEAD) stream.ahead.delete(Math.min(...stream.ahead));
+  return true;
 }
 
 /**
@@ -2368,11 +2431,13 @@ function applyPresence(members, change) {
  * @property {number} fetch the member read under way (0: none)
  * @property {PresenceChange[] | null} buffer joins and leaves seen during that read
  * @property {StreamPosition | null} position where the channel's stream stands (namespaces with history)
+ * @property {Set<number>} ahead seqs received past a gap after `position`
  * @property {Recovery | null} recovery its recovery under way (a `subscribe` with `since`)
  */
 
 /**
- * Where a stream stands: its `epoch` and the `seq` of its last message the app got.
+ * Where a stream stands: its `epoch` and the `seq` up to which the app got every message
+ * (the end of the unbroken run: a later one may have come ahead of a missing one).
  * @typedef {{ epoch: string, seq: number }} StreamPosition
  */
 
@@ -2398,9 +2463,10 @@ function applyPresence(members, change) {
  */
 
 /**
- * The user's own stream (or a channel: its entry has the same two fields).
+ * The user's own stream (or a channel: its entry has the same three fields).
  * @typedef {object} StreamState
  * @property {StreamPosition | null} position
+ * @property {Set<number>} ahead seqs the app got past a gap after `position` (not handed over again)
  * @property {Recovery | null} recovery
  */
 

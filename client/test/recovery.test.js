@@ -146,6 +146,61 @@ describe("the user stream", () => {
     client.close();
   });
 
+  for (const dedupeSize of [undefined, 0]) {
+    test(`a live frame past a gap leaves the position at the end of the unbroken run; the recovery fills the gap, the frame ahead is not handed over again (dedupeSize ${dedupeSize ?? "default"})`, async () => {
+      const { client, ws, got, resyncs, FakeWebSocket } = await recordingClient({ dedupeSize });
+      welcome(ws, { epoch: EPOCH, seq: 5 });
+      ws.receive(userMessage(7)); // 6 comes later: the server posts it again after a throttle
+      ws.receive(userMessage(9));
+      assert.deepEqual(got, ["user 7", "user 9"], "frames past a gap are handed over at once");
+      const next = await reconnect(FakeWebSocket); // 6 and 8 are lost with the old connection
+      welcome(next, { epoch: EPOCH, seq: 9 });
+      assert.deepEqual(lastRequest(next, "recover").since, { epoch: EPOCH, seq: 5 });
+      for (const seq of [6, 7, 8, 9]) next.receive(userMessage(seq)); // the replay
+      answer(next, "recover", "recovered", { epoch: EPOCH, seq: 9, recovered: true });
+      assert.deepEqual(got, ["user 7", "user 9", "user 6", "user 8"]);
+      next.receive(userMessage(7)); // a late copy
+      next.receive(userMessage(10));
+      assert.deepEqual(got.slice(4), ["user 10"]);
+      assert.deepEqual(resyncs, []);
+      const third = await reconnect(FakeWebSocket);
+      welcome(third, { epoch: EPOCH, seq: 10 });
+      assert.deepEqual(lastRequest(third, "recover").since, { epoch: EPOCH, seq: 10 });
+      client.close();
+    });
+  }
+
+  test("a late live frame that fills the gap moves the position over the frames received ahead", async () => {
+    const { client, ws, got, FakeWebSocket } = await recordingClient({ dedupeSize: 0 });
+    welcome(ws, { epoch: EPOCH, seq: 5 });
+    ws.receive(userMessage(7));
+    ws.receive(userMessage(8));
+    ws.receive(userMessage(6));
+    ws.receive(userMessage(8)); // a copy
+    ws.receive(userMessage(5)); // at the position
+    assert.deepEqual(got, ["user 7", "user 8", "user 6"]);
+    const next = await reconnect(FakeWebSocket);
+    welcome(next, { epoch: EPOCH, seq: 8 });
+    assert.deepEqual(lastRequest(next, "recover").since, { epoch: EPOCH, seq: 8 });
+    client.close();
+  });
+
+  test("a new epoch forgets the seqs received ahead: the new stream's frames with those seqs are handed over", async () => {
+    const { client, ws, got, resyncs, FakeWebSocket } = await recordingClient({ dedupeSize: 0 });
+    welcome(ws, { epoch: EPOCH, seq: 5 });
+    ws.receive(userMessage(7));
+    const next = await reconnect(FakeWebSocket);
+    welcome(next, { epoch: "1111111111111111", seq: 0 });
+    answer(next, "recover", "recovered", { epoch: "1111111111111111", seq: 0, recovered: false });
+    assert.deepEqual(resyncs, [{ stream: "user", epoch: "1111111111111111", seq: 0 }]);
+    for (const seq of [1, 2, 3, 4, 5, 6, 7]) next.receive(userMessage(seq));
+    assert.deepEqual(got, ["user 7", "user 1", "user 2", "user 3", "user 4", "user 5", "user 6", "user 7"]);
+    const third = await reconnect(FakeWebSocket);
+    welcome(third, { epoch: "1111111111111111", seq: 7 });
+    assert.deepEqual(lastRequest(third, "recover").since, { epoch: "1111111111111111", seq: 7 });
+    client.close();
+  });
+
   test("recovered: false → onResync with the new position, then the frames after it", async () => {
     const listened = [];
     const { client, ws, got, resyncs, FakeWebSocket } = await recordingClient();
@@ -331,6 +386,21 @@ describe("channel streams", () => {
     const request = lastRequest(next, "subscribe");
     assert.equal(request.channel, "room:1");
     assert.deepEqual(request.since, { epoch: EPOCH, seq: 132 });
+    client.close();
+  });
+
+  test("a channel frame past a gap: the resubscribe asks from before the gap; the frame ahead is not handed over again", async () => {
+    const { client, ws, got, FakeWebSocket } = await subscribedClient(131, { dedupeSize: 0 });
+    got.length = 0;
+    ws.receive(channelMessage("room:1", 133));
+    const next = await reconnect(FakeWebSocket);
+    welcome(next);
+    answer(next, "recover", "recovered", { epoch: EPOCH, seq: 0, recovered: true });
+    assert.deepEqual(lastRequest(next, "subscribe").since, { epoch: EPOCH, seq: 131 });
+    next.receive(channelMessage("room:1", 132));
+    next.receive(channelMessage("room:1", 133));
+    subscribed(next, "room:1", { epoch: EPOCH, seq: 133, recovered: true });
+    assert.deepEqual(got, ["room:1 133", "room:1 132"]);
     client.close();
   });
 

@@ -178,6 +178,24 @@ describe("rotation: the switch to a new connection", () => {
     client.close();
   });
 
+  test("with de-duplication off (dedupeSize: 0), a seq on both connections still reaches the app once", async () => {
+    const { client, ws, got, FakeWebSocket } = await rotatingClient({ dedupeSize: 0 });
+    const next = await startSwitch(FakeWebSocket, ws);
+    welcome(next, { epoch: EPOCH, seq: 5 }, "c-new"); // recover since 5 is sent
+    ws.receive(userMessage(6)); // the old connection still delivers 6
+    ws.receive(userMessage(8)); // and 8, ahead of 7
+    next.receive(userMessage(6)); // the new one: live (stamped after its head was read)
+    next.receive(userMessage(7));
+    next.receive(userMessage(8));
+    answer(next, "recover", "recovered", { epoch: EPOCH, seq: 5, recovered: true });
+    subscribed(next, "room:1", { epoch: EPOCH, seq: 131, recovered: true });
+    assert.equal(ws.closeCalls.length, 1, "switched");
+    next.receive(userMessage(8));
+    next.receive(userMessage(9));
+    assert.deepEqual(got, ["user 6", "user 8", "user 7", "user 9"]);
+    client.close();
+  });
+
   test("recovered: false on the new connection: onResync at the switch, then the frames after the new position", async () => {
     const { client, ws, got, resyncs, FakeWebSocket } = await rotatingClient();
     const next = await startSwitch(FakeWebSocket, ws);

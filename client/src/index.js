@@ -113,6 +113,9 @@
  * @property {number} [maxRetries] failed retries in a row before giving up (state `closed`); default 10
  * @property {number} [requestTimeoutMs] a request (subscribe, unsubscribe, presence, `request()`)
  *   whose reply has not come this long after it was sent fails with code `timeout`; default 10 s; 0 disables
+ * @property {number} [recoveryTimeoutMs] a recovery (`hello` after a reconnect, `recover`, a
+ *   `subscribe` with `since`, the answers a switch waits for) given up when its answer has not
+ *   come this long after it was sent; default 30 s; 0 disables
  * @property {boolean} [pingOnOpen] send a ping right after each open (learns the connection id
  *   and proves the route works); default true
  * @property {number} [dedupeSize] at most this many recent message ids are remembered; default 20,000; 0 disables
@@ -145,6 +148,12 @@ export const DEFAULT_DEDUPE_SIZE = 20_000;
 export const DEFAULT_DEDUPE_WINDOW_MS = 30 * 60 * 1000;
 /** How long a request (subscribe, presence, ...) waits for its reply once sent. */
 export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
+/**
+ * How long a recovery (`hello` after a reconnect, `recover`, `subscribe` with `since`, the
+ * answers of a switch) waits: a replay of 500 messages, posted one at a time, takes some 11 s;
+ * API Gateway gives the server's answer 29 s at most.
+ */
+export const DEFAULT_RECOVERY_TIMEOUT_MS = 30_000;
 /** A `reconnect` push starts the switch to a new connection within this (spreads the herd). */
 export const DEFAULT_ROTATION_SPREAD_MS = 60_000;
 /** The presence query follows at most this many pages (100 members each). */
@@ -323,6 +332,8 @@ export class WspushClient {
 
     /** @private */
     this._requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+    /** @private */
+    this._recoveryTimeoutMs = options.recoveryTimeoutMs ?? DEFAULT_RECOVERY_TIMEOUT_MS;
     /** @private @type {Map<string, ChannelEntry>} channels wanted by the app, or being left */
     this._channels = new Map();
     /** @private @type {Map<string, Set<PresenceListener>>} */
@@ -1260,8 +1271,8 @@ export class WspushClient {
   }
 
   /**
-   * Wait `requestTimeoutMs` for a recovery request's answer, then give the recovery up
-   * (the answer, when it comes late, still moves the position on).
+   * Wait `recoveryTimeoutMs` for a recovery request's answer (a replay takes a while), then
+   * give the recovery up (the answer, when it comes late, still moves the position on).
    * @private
    * @param {StreamState} stream
    * @param {string} name
@@ -1269,9 +1280,9 @@ export class WspushClient {
    */
   _armRecovery(stream, name, action) {
     const recovery = stream.recovery;
-    if (!recovery || this._requestTimeoutMs <= 0) return;
+    if (!recovery || this._recoveryTimeoutMs <= 0) return;
     if (recovery.timer !== undefined) clearTimeout(recovery.timer);
-    const timeoutMs = this._requestTimeoutMs;
+    const timeoutMs = this._recoveryTimeoutMs;
     recovery.timer = setTimeout(() => {
       recovery.timer = undefined;
       if (stream.recovery !== recovery) return;
@@ -1429,7 +1440,7 @@ export class WspushClient {
   /**
    * The next connection is open: `hello` (then `recover`), and a `subscribe` from where it
    * stands for every channel the app wants. The switch waits for every answer, at most
-   * `requestTimeoutMs`.
+   * `recoveryTimeoutMs` when a stream is recovered (else `requestTimeoutMs`).
    * @private
    * @param {Rotation} rotation
    */
@@ -1437,6 +1448,7 @@ export class WspushClient {
     clearRotationTimer(rotation);
     rotation.openedAt = Date.now();
     this._nextRequest(rotation, { action: "hello" }, (reply) => this._nextWelcomed(rotation, reply));
+    let recovers = Boolean(this._user.recovery || this._user.position);
     for (const entry of this._channels.values()) {
       if (entry.registrations.size === 0 || this._rotation !== rotation) continue;
       const since = entry.recovery ? entry.recovery.since : entry.position;
@@ -1446,13 +1458,14 @@ export class WspushClient {
       /** @type {Record<string, unknown>} */
       const frame = { action: "subscribe", channel: entry.name };
       if (since) frame.since = { ...since };
+      if (since) recovers = true;
       this._nextRequest(rotation, frame, (reply) => {
         subscription.reply = reply;
         this._nextProgress(rotation);
       });
     }
-    if (this._rotation === rotation && this._requestTimeoutMs > 0) {
-      const timeoutMs = this._requestTimeoutMs;
+    const timeoutMs = recovers ? this._recoveryTimeoutMs : this._requestTimeoutMs;
+    if (this._rotation === rotation && timeoutMs > 0) {
       rotation.timer = setTimeout(() => this._rotationFailed(rotation, `no reply within ${timeoutMs} ms`), timeoutMs);
     }
   }
@@ -1867,14 +1880,15 @@ export class WspushClient {
 
   /**
    * Start the reply timeout of the subscribe promises waiting on a request now on its way
-   * (waiting for a connection to open has no timeout: the connection loop reports that).
+   * (`recoveryTimeoutMs` for a request with `since`; waiting for a connection to open has no
+   * timeout: the connection loop reports that).
    * The subscription itself stays: a late reply still completes it.
    * @private
    * @param {ChannelEntry} entry
    */
   _armWaiters(entry) {
-    if (entry.server !== "subscribing" || this._requestTimeoutMs <= 0) return;
-    const timeoutMs = this._requestTimeoutMs;
+    const timeoutMs = entry.recovery ? this._recoveryTimeoutMs : this._requestTimeoutMs;
+    if (entry.server !== "subscribing" || timeoutMs <= 0) return;
     for (const registration of entry.registrations) {
       const waiter = registration.waiter;
       if (!waiter || waiter.timer !== undefined) continue;

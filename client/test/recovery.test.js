@@ -5,6 +5,7 @@
 // holding the stream.
 import { afterEach, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { DEFAULT_REQUEST_TIMEOUT_MS } from "@wspush/client";
 import { advance, frame, openClient, pongFrame, restoreTimers, useFakeTimers } from "./helpers.js";
 
 const EPOCH = "0f1e2d3c4b5a6978";
@@ -298,8 +299,8 @@ describe("the user stream", () => {
     client.close();
   });
 
-  test("a recover with no answer in requestTimeoutMs: held frames go, a timeout is reported; a late answer still counts", async () => {
-    const { client, ws, got, resyncs, events, FakeWebSocket } = await recordingClient({ requestTimeoutMs: 2000 });
+  test("a recover with no answer in recoveryTimeoutMs: held frames go, a timeout is reported; a late answer still counts", async () => {
+    const { client, ws, got, resyncs, events, FakeWebSocket } = await recordingClient({ recoveryTimeoutMs: 2000 });
     welcome(ws, { epoch: EPOCH, seq: 5 });
     const next = await reconnect(FakeWebSocket);
     welcome(next, { epoch: EPOCH, seq: 9 });
@@ -320,8 +321,49 @@ describe("the user stream", () => {
     client.close();
   });
 
+  test("a recovery waits recoveryTimeoutMs (30 s), not requestTimeoutMs: a 500-message replay (some 11 s) comes in order", async () => {
+    const { client, ws, got, resyncs, events, FakeWebSocket } = await recordingClient();
+    welcome(ws, { epoch: EPOCH, seq: 5 });
+    const next = await reconnect(FakeWebSocket);
+    await advance(DEFAULT_REQUEST_TIMEOUT_MS); // the welcome comes late (a cold start)
+    welcome(next, { epoch: EPOCH, seq: 505 });
+    next.receive(userMessage(506)); // live
+    for (let seq = 6; seq <= 505; seq += 1) {
+      next.receive(userMessage(seq));
+      await advance(20); // the server posts one frame at a time
+    }
+    assert.deepEqual(events.errors, [], "no timeout");
+    assert.deepEqual(got, [], "held until recovered");
+    answer(next, "recover", "recovered", { epoch: EPOCH, seq: 505, recovered: true });
+    assert.equal(got.length, 501);
+    assert.deepEqual(got, Array.from({ length: 501 }, (_, i) => `user ${i + 6}`));
+    assert.deepEqual(resyncs, []);
+    client.close();
+  });
+
+  test("a channel's subscribe with since waits recoveryTimeoutMs too, and so does its subscribe() promise", async () => {
+    const { client, ws, events, FakeWebSocket } = await recordingClient({ requestTimeoutMs: 1000, recoveryTimeoutMs: 5000 });
+    welcome(ws, { epoch: EPOCH, seq: 0 });
+    const first = client.subscribe("room:1", () => {});
+    subscribed(ws, "room:1", { epoch: EPOCH, seq: 131 });
+    await first;
+    const next = await reconnect(FakeWebSocket);
+    welcome(next, { epoch: EPOCH, seq: 0 });
+    answer(next, "recover", "recovered", { epoch: EPOCH, seq: 0, recovered: true });
+    const again = client.subscribe("room:1", () => {}); // waits on the subscribe under way
+    let settled = false;
+    again.then(() => (settled = true), () => (settled = true));
+    await advance(4999);
+    assert.equal(settled, false);
+    assert.deepEqual(events.errors, []);
+    await advance(1);
+    assert.equal(events.errors.at(-1).code, "timeout");
+    await assert.rejects(again, { code: "timeout" });
+    client.close();
+  });
+
   test("a hello with no answer in time does not hold the stream either", async () => {
-    const { client, ws, got, events, FakeWebSocket } = await recordingClient({ requestTimeoutMs: 2000 });
+    const { client, ws, got, events, FakeWebSocket } = await recordingClient({ recoveryTimeoutMs: 2000 });
     welcome(ws, { epoch: EPOCH, seq: 5 });
     const next = await reconnect(FakeWebSocket);
     next.receive(userMessage(6));
@@ -509,7 +551,7 @@ describe("channel streams", () => {
   });
 
   test("a subscribe with since and no answer in time: held frames go and a timeout is reported; a late answer completes it", async () => {
-    const { client, got, resyncs, events, FakeWebSocket } = await subscribedClient(131, { requestTimeoutMs: 3000 });
+    const { client, got, resyncs, events, FakeWebSocket } = await subscribedClient(131, { recoveryTimeoutMs: 3000 });
     got.length = 0;
     const next = await reconnect(FakeWebSocket);
     next.receive(channelMessage("room:1", 133));

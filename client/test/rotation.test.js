@@ -377,9 +377,9 @@ describe("rotation: a switch that does not happen", () => {
     client.close();
   });
 
-  test("a new connection that does not open in connectTimeoutMs, or does not answer in requestTimeoutMs, is given up", async () => {
+  test("a new connection that does not open in connectTimeoutMs, or does not answer in recoveryTimeoutMs, is given up", async () => {
     for (const step of ["handshake", "answers"]) {
-      const { client, ws, events, FakeWebSocket } = await rotatingClient({ connectTimeoutMs: 2000, requestTimeoutMs: 3000 });
+      const { client, ws, events, FakeWebSocket } = await rotatingClient({ connectTimeoutMs: 2000, requestTimeoutMs: 1000, recoveryTimeoutMs: 3000 });
       ws.receive(reconnectPush());
       await advance(0);
       const next = FakeWebSocket.last;
@@ -398,6 +398,20 @@ describe("rotation: a switch that does not happen", () => {
       assert.equal(client.state, "open", step);
       client.close();
     }
+  });
+
+  test("the switch waits for a long replay (recoveryTimeoutMs, 30 s, not requestTimeoutMs)", async () => {
+    const { client, ws, got, events, FakeWebSocket } = await rotatingClient();
+    const next = await startSwitch(FakeWebSocket, ws);
+    welcome(next, { epoch: EPOCH, seq: 5 }, "c-new");
+    subscribed(next, "room:1", { epoch: EPOCH, seq: 131, recovered: true });
+    await advance(11 * SECOND); // a 500-message replay
+    answer(next, "recover", "recovered", { epoch: EPOCH, seq: 5, recovered: true });
+    assert.deepEqual(events.errors, []);
+    assert.deepEqual(ws.closeCalls.map((call) => call.code), [1000], "switched");
+    next.receive(userMessage(6));
+    assert.deepEqual(got, ["user 6"]);
+    client.close();
   });
 
   test("hello or recover refused on the new connection: the switch is given up", async () => {

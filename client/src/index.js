@@ -1170,11 +1170,17 @@ export class WspushClient {
       setPosition(user, null);
       return;
     }
-    const recovery = user.recovery;
+    let recovery = user.recovery;
     if (!recovery) {
-      // the first connection (or a recovery already given up): start from here
-      if (!user.position) setPosition(user, stream);
-      return;
+      // the first connection: start from here
+      if (!user.position) {
+        setPosition(user, stream);
+        return;
+      }
+      // a hello given up (no answer in time) whose welcome came late: what was missed is still
+      // asked for, from the end of the unbroken run (what was held went to the app already)
+      recovery = { since: user.position, frames: [], timer: undefined };
+      user.recovery = recovery;
     }
     const ref = this._nextRef();
     this._pending.set(ref, { onReply: (answer) => this._userRecovered(answer), onLost: () => {}, timer: undefined });

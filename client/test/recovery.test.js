@@ -373,6 +373,39 @@ describe("the user stream", () => {
     client.close();
   });
 
+  test("a hello given up (no answer in time) whose welcome comes late still recovers what was missed", async () => {
+    const { client, ws, got, resyncs, events, FakeWebSocket } = await recordingClient({ recoveryTimeoutMs: 5000, dedupeSize: 0 });
+    welcome(ws, { epoch: EPOCH, seq: 5 });
+    const next = await reconnect(FakeWebSocket); // 6..9 were sent while away
+    next.receive(userMessage(10)); // live, held for the recovery
+    await advance(5000); // the welcome route is slow: the hello is given up
+    assert.match(events.errors.at(-1).message, /hello/);
+    assert.deepEqual(got, ["user 10"]);
+    welcome(next, { epoch: EPOCH, seq: 10 });
+    assert.deepEqual(lastRequest(next, "recover").since, { epoch: EPOCH, seq: 5 });
+    next.receive(userMessage(11)); // live: held again until recovered
+    for (const seq of [6, 7, 8, 9, 10]) next.receive(userMessage(seq)); // the replay
+    assert.deepEqual(got, ["user 10"]);
+    answer(next, "recover", "recovered", { epoch: EPOCH, seq: 10, recovered: true });
+    assert.deepEqual(got, ["user 10", "user 6", "user 7", "user 8", "user 9", "user 11"]);
+    assert.deepEqual(resyncs, []);
+    const third = await reconnect(FakeWebSocket);
+    welcome(third, { epoch: EPOCH, seq: 11 });
+    assert.deepEqual(lastRequest(third, "recover").since, { epoch: EPOCH, seq: 11 });
+    client.close();
+  });
+
+  test("a late welcome whose recover is answered recovered: false calls onResync", async () => {
+    const { client, ws, resyncs, FakeWebSocket } = await recordingClient({ recoveryTimeoutMs: 5000 });
+    welcome(ws, { epoch: EPOCH, seq: 5 });
+    const next = await reconnect(FakeWebSocket);
+    await advance(5000);
+    welcome(next, { epoch: EPOCH, seq: 900 });
+    answer(next, "recover", "recovered", { epoch: EPOCH, seq: 900, recovered: false, reason: "too_far" });
+    assert.deepEqual(resyncs, [{ stream: "user", epoch: EPOCH, seq: 900, reason: "too_far" }]);
+    client.close();
+  });
+
   test("a connection lost during a recovery: the next one asks from the same place; nothing is lost or doubled", async () => {
     const { client, ws, got, FakeWebSocket } = await recordingClient();
     welcome(ws, { epoch: EPOCH, seq: 5 });

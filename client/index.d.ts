@@ -77,7 +77,10 @@ export interface WspushError {
   retryInMs?: number;
 }
 
-/** Where a stream stands: its epoch and the `seq` of its last message the client handed over. */
+/**
+ * Where a stream stands: its epoch and the `seq` up to which the client handed over every message
+ * (the end of the unbroken run: a later one may have come ahead of a missing one).
+ */
 export interface StreamPosition {
   epoch: string;
   seq: number;

@@ -77,7 +77,10 @@ export interface WspushError {
   retryInMs?: number;
 }
 
-/** Where a stream stands: its epoch and the `seq` of its last message the client handed over. */
+/**
+ * Where a stream stands: its epoch and the `seq` up to which the client handed over every message
+ * (the end of the unbroken run: a later one may have come ahead of a missing one).
+ */
 export interface StreamPosition {
   epoch: string;
   seq: number;
@@ -137,6 +140,12 @@ export interface WspushClientSettings {
   maxRetries?: number;
   /** a request (subscribe, unsubscribe, presence, `request()`) with no reply this long after it was sent fails with `timeout`; default 10000; 0 disables */
   requestTimeoutMs?: number;
+  /**
+   * a recovery (`hello` after a reconnect, `recover`, a `subscribe` with `since`, the answers a
+   * switch waits for) with no answer this long after it was sent is given up (a replay of 500
+   * messages takes some 11 s); default 30000; 0 disables
+   */
+  recoveryTimeoutMs?: number;
   /** default true */
   pingOnOpen?: boolean;
   /** at most this many recent message ids are remembered; default 20000; 0 disables de-duplication */
@@ -271,6 +280,7 @@ export declare const DEFAULT_MAX_RETRIES: number;
 export declare const DEFAULT_DEDUPE_SIZE: number;
 export declare const DEFAULT_DEDUPE_WINDOW_MS: number;
 export declare const DEFAULT_REQUEST_TIMEOUT_MS: number;
+export declare const DEFAULT_RECOVERY_TIMEOUT_MS: number;
 export declare const DEFAULT_ROTATION_SPREAD_MS: number;
 export declare const CLIENT_RECONNECT_CODE: number;
 

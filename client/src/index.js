@@ -113,6 +113,9 @@
  * @property {number} [maxRetries] failed retries in a row before giving up (state `closed`); default 10
  * @property {number} [requestTimeoutMs] a request (subscribe, unsubscribe, presence, `request()`)
  *   whose reply has not come this long after it was sent fails with code `timeout`; default 10 s; 0 disables
+ * @property {number} [recoveryTimeoutMs] a recovery (`hello` after a reconnect, `recover`, a
+ *   `subscribe` with `since`, the answers a switch waits for) given up when its answer has not
+ *   come this long after it was sent; default 30 s; 0 disables
  * @property {boolean} [pingOnOpen] send a ping right after each open (learns the connection id
  *   and proves the route works); default true
  * @property {number} [dedupeSize] at most this many recent message ids are remembered; default 20,000; 0 disables
@@ -145,6 +148,12 @@ export const DEFAULT_DEDUPE_SIZE = 20_000;
 export const DEFAULT_DEDUPE_WINDOW_MS = 30 * 60 * 1000;
 /** How long a request (subscribe, presence, ...) waits for its reply once sent. */
 export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
+/**
+ * How long a recovery (`hello` after a reconnect, `recover`, `subscribe` with `since`, the
+ * answers of a switch) waits: a replay of 500 messages, posted one at a time, takes some 11 s;
+ * API Gateway gives the server's answer 29 s at most.
+ */
+export const DEFAULT_RECOVERY_TIMEOUT_MS = 30_000;
 /** A `reconnect` push starts the switch to a new connection within this (spreads the herd). */
 export const DEFAULT_ROTATION_SPREAD_MS = 60_000;
 /** The presence query follows at most this many pages (100 members each). */
@@ -323,6 +332,8 @@ export class WspushClient {
 
     /** @private */
     this._requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+    /** @private */
+    this._recoveryTimeoutMs = options.recoveryTimeoutMs ?? DEFAULT_RECOVERY_TIMEOUT_MS;
     /** @private @type {Map<string, ChannelEntry>} channels wanted by the app, or being left */
     this._channels = new Map();
     /** @private @type {Map<string, Set<PresenceListener>>} */
@@ -332,7 +343,7 @@ export class WspushClient {
     /** @private */
     this._refs = 0;
     /** @private @type {StreamState} the user's own stream (when user history is on) */
-    this._user = { position: null, recovery: null };
+    this._user = { position: null, ahead: new Set(), recovery: null };
     /** @private */
     this._rotationSpreadMs = options.rotationSpreadMs ?? DEFAULT_ROTATION_SPREAD_MS;
     /** @private @type {Rotation | null} the switch to a new connection under way */
@@ -1058,14 +1069,13 @@ export class WspushClient {
    * @param {boolean} [held] it came on the next connection during a switch
    */
   _deliver(message, held = false) {
+    // a seq the stream already has (at or below its position, or received ahead of it) is a
+    // duplicate: a replayed copy of a live frame, or the same frame on both connections of a switch
+    const stream = this._streamOf(message);
+    if (stream && !takeSeq(stream, /** @type {number} */ (message.seq))) return;
     const id = message.id;
     if ((typeof id === "string" && id !== "") || typeof id === "number") {
       if (this._recent.seen(String(id))) return;
-    }
-    const stream = this._streamOf(message);
-    const position = stream?.position;
-    if (position && typeof message.seq === "number" && message.seq > position.seq) {
-      /** @type {StreamState} */ (stream).position = { epoch: position.epoch, seq: message.seq };
     }
 
     if (message.type === "pong") {
@@ -1157,14 +1167,20 @@ export class WspushClient {
     if (!stream) {
       // user history is off: there is no user stream to follow
       this._abortRecovery(user);
-      user.position = null;
+      setPosition(user, null);
       return;
     }
-    const recovery = user.recovery;
+    let recovery = user.recovery;
     if (!recovery) {
-      // the first connection (or a recovery already given up): start from here
-      if (!user.position) user.position = stream;
-      return;
+      // the first connection: start from here
+      if (!user.position) {
+        setPosition(user, stream);
+        return;
+      }
+      // a hello given up (no answer in time) whose welcome came late: what was missed is still
+      // asked for, from the end of the unbroken run (what was held went to the app already)
+      recovery = { since: user.position, frames: [], timer: undefined };
+      user.recovery = recovery;
     }
     const ref = this._nextRef();
     this._pending.set(ref, { onReply: (answer) => this._userRecovered(answer), onLost: () => {}, timer: undefined });
@@ -1182,7 +1198,7 @@ export class WspushClient {
   _userRecovered(reply) {
     if (reply.type === "error") {
       this._abortRecovery(this._user);
-      if (reply.data && reply.data.code === "no_history") this._user.position = null;
+      if (reply.data && reply.data.code === "no_history") setPosition(this._user, null);
       return;
     }
     this._recovered("user", this._user, reply.data);
@@ -1202,11 +1218,13 @@ export class WspushClient {
     const position = positionOf(data);
     const recovery = this._takeRecovery(stream);
     if (data && data.recovered === true) {
-      if (position) advance(stream, position);
+      // the replayed frames move the position on one seq at a time, then it stands where the
+      // server says (each seq up to there was replayed)
       if (recovery) this._deliverInOrder(recovery.frames, recovery.since.seq);
+      if (position && !this._closed) advance(stream, position);
       return;
     }
-    stream.position = position;
+    setPosition(stream, position);
     /** @type {ResyncEvent} */
     const event = { stream: name, epoch: position ? position.epoch : null, seq: position ? position.seq : null };
     if (data && typeof data.reason === "string") event.reason = data.reason;
@@ -1259,8 +1277,8 @@ export class WspushClient {
   }
 
   /**
-   * Wait `requestTimeoutMs` for a recovery request's answer, then give the recovery up
-   * (the answer, when it comes late, still moves the position on).
+   * Wait `recoveryTimeoutMs` for a recovery request's answer (a replay takes a while), then
+   * give the recovery up (the answer, when it comes late, still moves the position on).
    * @private
    * @param {StreamState} stream
    * @param {string} name
@@ -1268,9 +1286,9 @@ export class WspushClient {
    */
   _armRecovery(stream, name, action) {
     const recovery = stream.recovery;
-    if (!recovery || this._requestTimeoutMs <= 0) return;
+    if (!recovery || this._recoveryTimeoutMs <= 0) return;
     if (recovery.timer !== undefined) clearTimeout(recovery.timer);
-    const timeoutMs = this._requestTimeoutMs;
+    const timeoutMs = this._recoveryTimeoutMs;
     recovery.timer = setTimeout(() => {
       recovery.timer = undefined;
       if (stream.recovery !== recovery) return;
@@ -1428,7 +1446,7 @@ export class WspushClient {
   /**
    * The next connection is open: `hello` (then `recover`), and a `subscribe` from where it
    * stands for every channel the app wants. The switch waits for every answer, at most
-   * `requestTimeoutMs`.
+   * `recoveryTimeoutMs` when a stream is recovered (else `requestTimeoutMs`).
    * @private
    * @param {Rotation} rotation
    */
@@ -1436,6 +1454,7 @@ export class WspushClient {
     clearRotationTimer(rotation);
     rotation.openedAt = Date.now();
     this._nextRequest(rotation, { action: "hello" }, (reply) => this._nextWelcomed(rotation, reply));
+    let recovers = Boolean(this._user.recovery || this._user.position);
     for (const entry of this._channels.values()) {
       if (entry.registrations.size === 0 || this._rotation !== rotation) continue;
       const since = entry.recovery ? entry.recovery.since : entry.position;
@@ -1445,13 +1464,14 @@ export class WspushClient {
       /** @type {Record<string, unknown>} */
       const frame = { action: "subscribe", channel: entry.name };
       if (since) frame.since = { ...since };
+      if (since) recovers = true;
       this._nextRequest(rotation, frame, (reply) => {
         subscription.reply = reply;
         this._nextProgress(rotation);
       });
     }
-    if (this._rotation === rotation && this._requestTimeoutMs > 0) {
-      const timeoutMs = this._requestTimeoutMs;
+    const timeoutMs = recovers ? this._recoveryTimeoutMs : this._requestTimeoutMs;
+    if (this._rotation === rotation && timeoutMs > 0) {
       rotation.timer = setTimeout(() => this._rotationFailed(rotation, `no reply within ${timeoutMs} ms`), timeoutMs);
     }
   }
@@ -1585,8 +1605,8 @@ export class WspushClient {
     } else {
       const stream = positionOf(welcome.stream);
       this._abortRecovery(this._user);
-      if (!stream) this._user.position = null;
-      else if (!this._user.position) this._user.position = stream;
+      if (!stream) setPosition(this._user, null);
+      else if (!this._user.position) setPosition(this._user, stream);
     }
     for (const [name, subscription] of rotation.channels) {
       const entry = this._channels.get(name);
@@ -1679,6 +1699,7 @@ export class WspushClient {
         fetch: 0,
         buffer: null,
         position: null,
+        ahead: new Set(),
         recovery: null,
       };
       this._channels.set(name, entry);
@@ -1761,7 +1782,7 @@ export class WspushClient {
       this._abortRecovery(entry);
       if (since && reply.data && reply.data.code === "invalid_since") {
         // the position is what was refused, not the subscription: subscribe afresh
-        entry.position = null;
+        setPosition(entry, null);
         entry.server = "none";
         this._sync(entry);
         return;
@@ -1786,7 +1807,7 @@ export class WspushClient {
     }
     entry.server = "subscribed";
     entry.subscribed = reply.data && typeof reply.data === "object" ? reply.data : { channel: entry.name };
-    if (!since) entry.position = positionOf(entry.subscribed);
+    if (!since) setPosition(entry, positionOf(entry.subscribed));
     for (const registration of entry.registrations) this._settleWaiter(registration, undefined, entry.subscribed);
     settleAll(entry.ready);
     if (this._presenceListeners.has(entry.name) && !(keepMembers && entry.members)) this._fetchMembers(entry);
@@ -1865,14 +1886,15 @@ export class WspushClient {
 
   /**
    * Start the reply timeout of the subscribe promises waiting on a request now on its way
-   * (waiting for a connection to open has no timeout: the connection loop reports that).
+   * (`recoveryTimeoutMs` for a request with `since`; waiting for a connection to open has no
+   * timeout: the connection loop reports that).
    * The subscription itself stays: a late reply still completes it.
    * @private
    * @param {ChannelEntry} entry
    */
   _armWaiters(entry) {
-    if (entry.server !== "subscribing" || this._requestTimeoutMs <= 0) return;
-    const timeoutMs = this._requestTimeoutMs;
+    const timeoutMs = entry.recovery ? this._recoveryTimeoutMs : this._requestTimeoutMs;
+    if (entry.server !== "subscribing" || timeoutMs <= 0) return;
     for (const registration of entry.registrations) {
       const waiter = registration.waiter;
       if (!waiter || waiter.timer !== undefined) continue;
@@ -2273,6 +2295,12 @@ function positionOf(value) {
 }
 
 /**
+ * At most this many seqs received ahead of a stream's position are remembered (a replay
+ * reaches back 500 frames at most); beyond that the lowest is forgotten.
+ */
+const MAX_AHEAD = 1000;
+
+/**
  * Move a stream's position to `position`, never back within one epoch.
  * @param {StreamState} stream
  * @param {StreamPosition} position
@@ -2280,7 +2308,62 @@ function positionOf(value) {
 function advance(stream, position) {
   const current = stream.position;
   if (current && current.epoch === position.epoch && current.seq > position.seq) return;
+  setPosition(stream, position);
+}
+
+/**
+ * Set a stream's position (from `welcome`, `recovered` or `subscribed`): a new epoch (or no
+ * position) forgets the seqs received ahead; within the same epoch, those at or below it are
+ * forgotten and those that follow it on without a gap move it on.
+ * @param {StreamState} stream
+ * @param {StreamPosition | null} position
+ */
+function setPosition(stream, position) {
+  const current = stream.position;
+  // seqs received while there was no position are of the epoch that comes first
+  if (!position || (current && current.epoch !== position.epoch)) stream.ahead.clear();
   stream.position = position;
+  if (!position) return;
+  for (const seq of stream.ahead) {
+    if (seq <= position.seq) stream.ahead.delete(seq);
+  }
+  catchUp(stream);
+}
+
+/**
+ * The position moves on through the seqs received ahead that follow it without a gap.
+ * @param {StreamState} stream
+ */
+function catchUp(stream) {
+  const position = /** @type {StreamPosition} */ (stream.position);
+  let seq = position.seq;
+  while (stream.ahead.delete(seq + 1)) seq += 1;
+  if (seq !== position.seq) stream.position = { epoch: position.epoch, seq };
+}
+
+/**
+ * A stream frame's `seq` on its way to the app: false when the stream already has it (at or
+ * below its position, or received ahead of it). Otherwise the position moves on when `seq`
+ * is the next one (and through those held ahead that follow); a `seq` past a gap is
+ * remembered ahead, and the position waits for the gap (a live frame can come late: the
+ * server posts it again after a throttle), so that a recovery asks from the end of the
+ * unbroken run.
+ * @param {StreamState} stream
+ * @param {number} seq
+ * @returns {boolean}
+ */
+function takeSeq(stream, seq) {
+  const position = stream.position;
+  if (position && seq <= position.seq) return false;
+  if (stream.ahead.has(seq)) return false;
+  if (position && seq === position.seq + 1) {
+    stream.position = { epoch: position.epoch, seq };
+    catchUp(stream);
+    return true;
+  }
+  stream.ahead.add(seq);
+  if (stream.ahead.size > MAX_AHEAD) stream.ahead.delete(Math.min(...stream.ahead));
+  return true;
 }
 
 /**
@@ -2368,11 +2451,13 @@ function applyPresence(members, change) {
  * @property {number} fetch the member read under way (0: none)
  * @property {PresenceChange[] | null} buffer joins and leaves seen during that read
  * @property {StreamPosition | null} position where the channel's stream stands (namespaces with history)
+ * @property {Set<number>} ahead seqs received past a gap after `position`
  * @property {Recovery | null} recovery its recovery under way (a `subscribe` with `since`)
  */
 
 /**
- * Where a stream stands: its `epoch` and the `seq` of its last message the app got.
+ * Where a stream stands: its `epoch` and the `seq` up to which the app got every message
+ * (the end of the unbroken run: a later one may have come ahead of a missing one).
  * @typedef {{ epoch: string, seq: number }} StreamPosition
  */
 
@@ -2398,9 +2483,10 @@ function applyPresence(members, change) {
  */
 
 /**
- * The user's own stream (or a channel: its entry has the same two fields).
+ * The user's own stream (or a channel: its entry has the same three fields).
  * @typedef {object} StreamState
  * @property {StreamPosition | null} position
+ * @property {Set<number>} ahead seqs the app got past a gap after `position` (not handed over again)
  * @property {Recovery | null} recovery
  */
 

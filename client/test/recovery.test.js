@@ -5,6 +5,7 @@
 // holding the stream.
 import { afterEach, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { DEFAULT_REQUEST_TIMEOUT_MS } from "@wspush/client";
 import { advance, frame, openClient, pongFrame, restoreTimers, useFakeTimers } from "./helpers.js";
 
 const EPOCH = "0f1e2d3c4b5a6978";
@@ -146,6 +147,61 @@ describe("the user stream", () => {
     client.close();
   });
 
+  for (const dedupeSize of [undefined, 0]) {
+    test(`a live frame past a gap leaves the position at the end of the unbroken run; the recovery fills the gap, the frame ahead is not handed over again (dedupeSize ${dedupeSize ?? "default"})`, async () => {
+      const { client, ws, got, resyncs, FakeWebSocket } = await recordingClient({ dedupeSize });
+      welcome(ws, { epoch: EPOCH, seq: 5 });
+      ws.receive(userMessage(7)); // 6 comes later: the server posts it again after a throttle
+      ws.receive(userMessage(9));
+      assert.deepEqual(got, ["user 7", "user 9"], "frames past a gap are handed over at once");
+      const next = await reconnect(FakeWebSocket); // 6 and 8 are lost with the old connection
+      welcome(next, { epoch: EPOCH, seq: 9 });
+      assert.deepEqual(lastRequest(next, "recover").since, { epoch: EPOCH, seq: 5 });
+      for (const seq of [6, 7, 8, 9]) next.receive(userMessage(seq)); // the replay
+      answer(next, "recover", "recovered", { epoch: EPOCH, seq: 9, recovered: true });
+      assert.deepEqual(got, ["user 7", "user 9", "user 6", "user 8"]);
+      next.receive(userMessage(7)); // a late copy
+      next.receive(userMessage(10));
+      assert.deepEqual(got.slice(4), ["user 10"]);
+      assert.deepEqual(resyncs, []);
+      const third = await reconnect(FakeWebSocket);
+      welcome(third, { epoch: EPOCH, seq: 10 });
+      assert.deepEqual(lastRequest(third, "recover").since, { epoch: EPOCH, seq: 10 });
+      client.close();
+    });
+  }
+
+  test("a late live frame that fills the gap moves the position over the frames received ahead", async () => {
+    const { client, ws, got, FakeWebSocket } = await recordingClient({ dedupeSize: 0 });
+    welcome(ws, { epoch: EPOCH, seq: 5 });
+    ws.receive(userMessage(7));
+    ws.receive(userMessage(8));
+    ws.receive(userMessage(6));
+    ws.receive(userMessage(8)); // a copy
+    ws.receive(userMessage(5)); // at the position
+    assert.deepEqual(got, ["user 7", "user 8", "user 6"]);
+    const next = await reconnect(FakeWebSocket);
+    welcome(next, { epoch: EPOCH, seq: 8 });
+    assert.deepEqual(lastRequest(next, "recover").since, { epoch: EPOCH, seq: 8 });
+    client.close();
+  });
+
+  test("a new epoch forgets the seqs received ahead: the new stream's frames with those seqs are handed over", async () => {
+    const { client, ws, got, resyncs, FakeWebSocket } = await recordingClient({ dedupeSize: 0 });
+    welcome(ws, { epoch: EPOCH, seq: 5 });
+    ws.receive(userMessage(7));
+    const next = await reconnect(FakeWebSocket);
+    welcome(next, { epoch: "1111111111111111", seq: 0 });
+    answer(next, "recover", "recovered", { epoch: "1111111111111111", seq: 0, recovered: false });
+    assert.deepEqual(resyncs, [{ stream: "user", epoch: "1111111111111111", seq: 0 }]);
+    for (const seq of [1, 2, 3, 4, 5, 6, 7]) next.receive(userMessage(seq));
+    assert.deepEqual(got, ["user 7", "user 1", "user 2", "user 3", "user 4", "user 5", "user 6", "user 7"]);
+    const third = await reconnect(FakeWebSocket);
+    welcome(third, { epoch: "1111111111111111", seq: 7 });
+    assert.deepEqual(lastRequest(third, "recover").since, { epoch: "1111111111111111", seq: 7 });
+    client.close();
+  });
+
   test("recovered: false → onResync with the new position, then the frames after it", async () => {
     const listened = [];
     const { client, ws, got, resyncs, FakeWebSocket } = await recordingClient();
@@ -243,8 +299,8 @@ describe("the user stream", () => {
     client.close();
   });
 
-  test("a recover with no answer in requestTimeoutMs: held frames go, a timeout is reported; a late answer still counts", async () => {
-    const { client, ws, got, resyncs, events, FakeWebSocket } = await recordingClient({ requestTimeoutMs: 2000 });
+  test("a recover with no answer in recoveryTimeoutMs: held frames go, a timeout is reported; a late answer still counts", async () => {
+    const { client, ws, got, resyncs, events, FakeWebSocket } = await recordingClient({ recoveryTimeoutMs: 2000 });
     welcome(ws, { epoch: EPOCH, seq: 5 });
     const next = await reconnect(FakeWebSocket);
     welcome(next, { epoch: EPOCH, seq: 9 });
@@ -265,14 +321,88 @@ describe("the user stream", () => {
     client.close();
   });
 
+  test("a recovery waits recoveryTimeoutMs (30 s), not requestTimeoutMs: a 500-message replay (some 11 s) comes in order", async () => {
+    const { client, ws, got, resyncs, events, FakeWebSocket } = await recordingClient();
+    welcome(ws, { epoch: EPOCH, seq: 5 });
+    const next = await reconnect(FakeWebSocket);
+    await advance(DEFAULT_REQUEST_TIMEOUT_MS); // the welcome comes late (a cold start)
+    welcome(next, { epoch: EPOCH, seq: 505 });
+    next.receive(userMessage(506)); // live
+    for (let seq = 6; seq <= 505; seq += 1) {
+      next.receive(userMessage(seq));
+      await advance(20); // the server posts one frame at a time
+    }
+    assert.deepEqual(events.errors, [], "no timeout");
+    assert.deepEqual(got, [], "held until recovered");
+    answer(next, "recover", "recovered", { epoch: EPOCH, seq: 505, recovered: true });
+    assert.equal(got.length, 501);
+    assert.deepEqual(got, Array.from({ length: 501 }, (_, i) => `user ${i + 6}`));
+    assert.deepEqual(resyncs, []);
+    client.close();
+  });
+
+  test("a channel's subscribe with since waits recoveryTimeoutMs too, and so does its subscribe() promise", async () => {
+    const { client, ws, events, FakeWebSocket } = await recordingClient({ requestTimeoutMs: 1000, recoveryTimeoutMs: 5000 });
+    welcome(ws, { epoch: EPOCH, seq: 0 });
+    const first = client.subscribe("room:1", () => {});
+    subscribed(ws, "room:1", { epoch: EPOCH, seq: 131 });
+    await first;
+    const next = await reconnect(FakeWebSocket);
+    welcome(next, { epoch: EPOCH, seq: 0 });
+    answer(next, "recover", "recovered", { epoch: EPOCH, seq: 0, recovered: true });
+    const again = client.subscribe("room:1", () => {}); // waits on the subscribe under way
+    let settled = false;
+    again.then(() => (settled = true), () => (settled = true));
+    await advance(4999);
+    assert.equal(settled, false);
+    assert.deepEqual(events.errors, []);
+    await advance(1);
+    assert.equal(events.errors.at(-1).code, "timeout");
+    await assert.rejects(again, { code: "timeout" });
+    client.close();
+  });
+
   test("a hello with no answer in time does not hold the stream either", async () => {
-    const { client, ws, got, events, FakeWebSocket } = await recordingClient({ requestTimeoutMs: 2000 });
+    const { client, ws, got, events, FakeWebSocket } = await recordingClient({ recoveryTimeoutMs: 2000 });
     welcome(ws, { epoch: EPOCH, seq: 5 });
     const next = await reconnect(FakeWebSocket);
     next.receive(userMessage(6));
     await advance(2000);
     assert.deepEqual(got, ["user 6"]);
     assert.match(events.errors.at(-1).message, /hello/);
+    client.close();
+  });
+
+  test("a hello given up (no answer in time) whose welcome comes late still recovers what was missed", async () => {
+    const { client, ws, got, resyncs, events, FakeWebSocket } = await recordingClient({ recoveryTimeoutMs: 5000, dedupeSize: 0 });
+    welcome(ws, { epoch: EPOCH, seq: 5 });
+    const next = await reconnect(FakeWebSocket); // 6..9 were sent while away
+    next.receive(userMessage(10)); // live, held for the recovery
+    await advance(5000); // the welcome route is slow: the hello is given up
+    assert.match(events.errors.at(-1).message, /hello/);
+    assert.deepEqual(got, ["user 10"]);
+    welcome(next, { epoch: EPOCH, seq: 10 });
+    assert.deepEqual(lastRequest(next, "recover").since, { epoch: EPOCH, seq: 5 });
+    next.receive(userMessage(11)); // live: held again until recovered
+    for (const seq of [6, 7, 8, 9, 10]) next.receive(userMessage(seq)); // the replay
+    assert.deepEqual(got, ["user 10"]);
+    answer(next, "recover", "recovered", { epoch: EPOCH, seq: 10, recovered: true });
+    assert.deepEqual(got, ["user 10", "user 6", "user 7", "user 8", "user 9", "user 11"]);
+    assert.deepEqual(resyncs, []);
+    const third = await reconnect(FakeWebSocket);
+    welcome(third, { epoch: EPOCH, seq: 11 });
+    assert.deepEqual(lastRequest(third, "recover").since, { epoch: EPOCH, seq: 11 });
+    client.close();
+  });
+
+  test("a late welcome whose recover is answered recovered: false calls onResync", async () => {
+    const { client, ws, resyncs, FakeWebSocket } = await recordingClient({ recoveryTimeoutMs: 5000 });
+    welcome(ws, { epoch: EPOCH, seq: 5 });
+    const next = await reconnect(FakeWebSocket);
+    await advance(5000);
+    welcome(next, { epoch: EPOCH, seq: 900 });
+    answer(next, "recover", "recovered", { epoch: EPOCH, seq: 900, recovered: false, reason: "too_far" });
+    assert.deepEqual(resyncs, [{ stream: "user", epoch: EPOCH, seq: 900, reason: "too_far" }]);
     client.close();
   });
 
@@ -331,6 +461,21 @@ describe("channel streams", () => {
     const request = lastRequest(next, "subscribe");
     assert.equal(request.channel, "room:1");
     assert.deepEqual(request.since, { epoch: EPOCH, seq: 132 });
+    client.close();
+  });
+
+  test("a channel frame past a gap: the resubscribe asks from before the gap; the frame ahead is not handed over again", async () => {
+    const { client, ws, got, FakeWebSocket } = await subscribedClient(131, { dedupeSize: 0 });
+    got.length = 0;
+    ws.receive(channelMessage("room:1", 133));
+    const next = await reconnect(FakeWebSocket);
+    welcome(next);
+    answer(next, "recover", "recovered", { epoch: EPOCH, seq: 0, recovered: true });
+    assert.deepEqual(lastRequest(next, "subscribe").since, { epoch: EPOCH, seq: 131 });
+    next.receive(channelMessage("room:1", 132));
+    next.receive(channelMessage("room:1", 133));
+    subscribed(next, "room:1", { epoch: EPOCH, seq: 133, recovered: true });
+    assert.deepEqual(got, ["room:1 133", "room:1 132"]);
     client.close();
   });
 
@@ -439,7 +584,7 @@ describe("channel streams", () => {
   });
 
   test("a subscribe with since and no answer in time: held frames go and a timeout is reported; a late answer completes it", async () => {
-    const { client, got, resyncs, events, FakeWebSocket } = await subscribedClient(131, { requestTimeoutMs: 3000 });
+    const { client, got, resyncs, events, FakeWebSocket } = await subscribedClient(131, { recoveryTimeoutMs: 3000 });
     got.length = 0;
     const next = await reconnect(FakeWebSocket);
     next.receive(channelMessage("room:1", 133));

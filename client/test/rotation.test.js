@@ -178,6 +178,24 @@ describe("rotation: the switch to a new connection", () => {
     client.close();
   });
 
+  test("with de-duplication off (dedupeSize: 0), a seq on both connections still reaches the app once", async () => {
+    const { client, ws, got, FakeWebSocket } = await rotatingClient({ dedupeSize: 0 });
+    const next = await startSwitch(FakeWebSocket, ws);
+    welcome(next, { epoch: EPOCH, seq: 5 }, "c-new"); // recover since 5 is sent
+    ws.receive(userMessage(6)); // the old connection still delivers 6
+    ws.receive(userMessage(8)); // and 8, ahead of 7
+    next.receive(userMessage(6)); // the new one: live (stamped after its head was read)
+    next.receive(userMessage(7));
+    next.receive(userMessage(8));
+    answer(next, "recover", "recovered", { epoch: EPOCH, seq: 5, recovered: true });
+    subscribed(next, "room:1", { epoch: EPOCH, seq: 131, recovered: true });
+    assert.equal(ws.closeCalls.length, 1, "switched");
+    next.receive(userMessage(8));
+    next.receive(userMessage(9));
+    assert.deepEqual(got, ["user 6", "user 8", "user 7", "user 9"]);
+    client.close();
+  });
+
   test("recovered: false on the new connection: onResync at the switch, then the frames after the new position", async () => {
     const { client, ws, got, resyncs, FakeWebSocket } = await rotatingClient();
     const next = await startSwitch(FakeWebSocket, ws);
@@ -359,9 +377,9 @@ describe("rotation: a switch that does not happen", () => {
     client.close();
   });
 
-  test("a new connection that does not open in connectTimeoutMs, or does not answer in requestTimeoutMs, is given up", async () => {
+  test("a new connection that does not open in connectTimeoutMs, or does not answer in recoveryTimeoutMs, is given up", async () => {
     for (const step of ["handshake", "answers"]) {
-      const { client, ws, events, FakeWebSocket } = await rotatingClient({ connectTimeoutMs: 2000, requestTimeoutMs: 3000 });
+      const { client, ws, events, FakeWebSocket } = await rotatingClient({ connectTimeoutMs: 2000, requestTimeoutMs: 1000, recoveryTimeoutMs: 3000 });
       ws.receive(reconnectPush());
       await advance(0);
       const next = FakeWebSocket.last;
@@ -380,6 +398,20 @@ describe("rotation: a switch that does not happen", () => {
       assert.equal(client.state, "open", step);
       client.close();
     }
+  });
+
+  test("the switch waits for a long replay (recoveryTimeoutMs, 30 s, not requestTimeoutMs)", async () => {
+    const { client, ws, got, events, FakeWebSocket } = await rotatingClient();
+    const next = await startSwitch(FakeWebSocket, ws);
+    welcome(next, { epoch: EPOCH, seq: 5 }, "c-new");
+    subscribed(next, "room:1", { epoch: EPOCH, seq: 131, recovered: true });
+    await advance(11 * SECOND); // a 500-message replay
+    answer(next, "recover", "recovered", { epoch: EPOCH, seq: 5, recovered: true });
+    assert.deepEqual(events.errors, []);
+    assert.deepEqual(ws.closeCalls.map((call) => call.code), [1000], "switched");
+    next.receive(userMessage(6));
+    assert.deepEqual(got, ["user 6"]);
+    client.close();
   });
 
   test("hello or recover refused on the new connection: the switch is given up", async () => {

@@ -4,6 +4,7 @@
 // types must refuse.
 import { useState } from "react";
 import {
+  DEFAULT_RECOVERY_TIMEOUT_MS,
   DEFAULT_ROTATION_SPREAD_MS,
   createWspushClient,
   type ResyncEvent,
@@ -23,6 +24,7 @@ export function plainJavaScript(): void {
     url: "wss://abc123.execute-api.eu-west-1.amazonaws.com/prod",
     userId: "u-42",
     rotationSpreadMs: DEFAULT_ROTATION_SPREAD_MS / 2,
+    recoveryTimeoutMs: DEFAULT_RECOVERY_TIMEOUT_MS,
     onResync: ({ stream, epoch, seq, reason }: ResyncEvent) => {
       console.log(epoch?.length, seq?.toFixed(), reason);
       if (stream === "user") void reloadOrders();

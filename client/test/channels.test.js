@@ -4,19 +4,7 @@
 import { afterEach, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { WspushRequestError } from "@wspush/client";
-import { advance, flush, frame, openClient, pongFrame, restoreTimers, startClient, useFakeTimers } from "./helpers.js";
-
-/** The requests a socket carried for one action (ping excluded). */
-function requests(ws, action) {
-  return ws.frames.filter((sent) => sent.action === action);
-}
-
-/** The last request of `action` on `ws`. */
-function lastRequest(ws, action) {
-  const sent = requests(ws, action);
-  assert.ok(sent.length > 0, `no ${action} request sent; sent: ${JSON.stringify(ws.frames)}`);
-  return sent.at(-1);
-}
+import { advance, flush, frame, lastRequest, openClient, pongFrame, requests, restoreTimers, startClient, useFakeTimers } from "./helpers.js";
 
 /** The server's answer to `request`: a frame of `type` echoing its ref. */
 function answer(ws, request, type, data) {

@@ -1,4 +1,5 @@
 // Shared set-up for the client tests: fake timers, a fake WebSocket, and a client wired to both.
+import assert from "node:assert/strict";
 import { mock } from "node:test";
 import { createWspushClient } from "@wspush/client";
 import { makeFakeWebSocket } from "./fake-websocket.js";
@@ -80,4 +81,21 @@ export function pongFrame(connectionId, id = `pong-${(counter += 1)}`) {
 
 export function frame(type, data, id = `msg-${(counter += 1)}`) {
   return { type, data, id, ts: 1795867200000 };
+}
+
+/** The requests a socket carried for one action. */
+export function requests(ws, action) {
+  return ws.frames.filter((sent) => sent.action === action);
+}
+
+/** The last request of `action` on `ws` (it must have been sent). */
+export function lastRequest(ws, action) {
+  const sent = requests(ws, action);
+  assert.ok(sent.length > 0, `no ${action} request sent; sent: ${JSON.stringify(ws.frames)}`);
+  return sent.at(-1);
+}
+
+/** The server's answer to the last `action` request on `ws`: a frame of `type` echoing its ref. */
+export function answerLast(ws, action, type, data) {
+  ws.receive({ ...frame(type, data), ref: lastRequest(ws, action).ref });
 }

@@ -6,28 +6,12 @@
 import { afterEach, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { DEFAULT_REQUEST_TIMEOUT_MS } from "@wspush/client";
-import { advance, frame, openClient, pongFrame, restoreTimers, useFakeTimers } from "./helpers.js";
+import { advance, answerLast, frame, lastRequest, openClient, pongFrame, requests, restoreTimers, useFakeTimers } from "./helpers.js";
 
 const EPOCH = "0f1e2d3c4b5a6978";
 
-/** The requests a socket carried for one action. */
-function requests(ws, action) {
-  return ws.frames.filter((sent) => sent.action === action);
-}
-
-function lastRequest(ws, action) {
-  const sent = requests(ws, action);
-  assert.ok(sent.length > 0, `no ${action} request sent; sent: ${JSON.stringify(ws.frames)}`);
-  return sent.at(-1);
-}
-
-/** The server's answer to the last `action` request on `ws`. */
-function answer(ws, action, type, data) {
-  ws.receive({ ...frame(type, data), ref: lastRequest(ws, action).ref });
-}
-
 function welcome(ws, stream = { epoch: EPOCH, seq: 0 }) {
-  answer(ws, "hello", "welcome", { connectionId: "c", userId: "u-42", connectedAt: 1, expiresAt: 2, stream });
+  answerLast(ws, "hello", "welcome", { connectionId: "c", userId: "u-42", connectedAt: 1, expiresAt: 2, stream });
 }
 
 function subscribed(ws, channel, data = {}) {
@@ -120,7 +104,7 @@ describe("the user stream", () => {
     next.receive(frame("note", { n: "no seq" })); // not part of the stream: not held
     assert.deepEqual(got, ["user no seq"], "the stream is held until recovered");
 
-    answer(next, "recover", "recovered", { epoch: EPOCH, seq: 10, recovered: true });
+    answerLast(next, "recover", "recovered", { epoch: EPOCH, seq: 10, recovered: true });
     assert.deepEqual(got, ["user no seq", "user 8", "user 9", "user 10", "user 11"]);
     next.receive(userMessage(12));
     next.receive(userMessage(11));
@@ -142,7 +126,7 @@ describe("the user stream", () => {
     next.receive(userMessage(7)); // live
     next.receive(userMessage(6)); // replayed
     next.receive(userMessage(7)); // replayed copy of the live one
-    answer(next, "recover", "recovered", { epoch: EPOCH, seq: 7, recovered: true });
+    answerLast(next, "recover", "recovered", { epoch: EPOCH, seq: 7, recovered: true });
     assert.deepEqual(got, ["user 6", "user 7"]);
     client.close();
   });
@@ -158,7 +142,7 @@ describe("the user stream", () => {
       welcome(next, { epoch: EPOCH, seq: 9 });
       assert.deepEqual(lastRequest(next, "recover").since, { epoch: EPOCH, seq: 5 });
       for (const seq of [6, 7, 8, 9]) next.receive(userMessage(seq)); // the replay
-      answer(next, "recover", "recovered", { epoch: EPOCH, seq: 9, recovered: true });
+      answerLast(next, "recover", "recovered", { epoch: EPOCH, seq: 9, recovered: true });
       assert.deepEqual(got, ["user 7", "user 9", "user 6", "user 8"]);
       next.receive(userMessage(7)); // a late copy
       next.receive(userMessage(10));
@@ -192,7 +176,7 @@ describe("the user stream", () => {
     ws.receive(userMessage(7));
     const next = await reconnect(FakeWebSocket);
     welcome(next, { epoch: "1111111111111111", seq: 0 });
-    answer(next, "recover", "recovered", { epoch: "1111111111111111", seq: 0, recovered: false });
+    answerLast(next, "recover", "recovered", { epoch: "1111111111111111", seq: 0, recovered: false });
     assert.deepEqual(resyncs, [{ stream: "user", epoch: "1111111111111111", seq: 0 }]);
     for (const seq of [1, 2, 3, 4, 5, 6, 7]) next.receive(userMessage(seq));
     assert.deepEqual(got, ["user 7", "user 1", "user 2", "user 3", "user 4", "user 5", "user 6", "user 7"]);
@@ -215,7 +199,7 @@ describe("the user stream", () => {
     next.receive(userMessage(40)); // covered by the reload
     next.receive(userMessage(42));
     next.receive(userMessage(41));
-    answer(next, "recover", "recovered", { epoch: "ffffffffffffffff", seq: 40, recovered: false });
+    answerLast(next, "recover", "recovered", { epoch: "ffffffffffffffff", seq: 40, recovered: false });
     const expected = { stream: "user", epoch: "ffffffffffffffff", seq: 40 };
     assert.deepEqual(resyncs, [expected]);
     assert.deepEqual(listened, [expected], "the option and onResync() listeners both hear it");
@@ -226,7 +210,7 @@ describe("the user stream", () => {
     const third = await reconnect(FakeWebSocket);
     welcome(third, { epoch: "ffffffffffffffff", seq: 42 });
     assert.deepEqual(lastRequest(third, "recover").since, { epoch: "ffffffffffffffff", seq: 42 });
-    answer(third, "recover", "recovered", { epoch: "ffffffffffffffff", seq: 80, recovered: false });
+    answerLast(third, "recover", "recovered", { epoch: "ffffffffffffffff", seq: 80, recovered: false });
     assert.equal(resyncs.length, 2);
     assert.equal(listened.length, 1);
     client.close();
@@ -241,7 +225,7 @@ describe("the user stream", () => {
     const next = await reconnect(FakeWebSocket);
     welcome(next);
     next.receive(userMessage(1));
-    answer(next, "recover", "recovered", { epoch: EPOCH, seq: 0, recovered: false });
+    answerLast(next, "recover", "recovered", { epoch: EPOCH, seq: 0, recovered: false });
     assert.equal(resyncs.length, 1);
     assert.ok(events.errors.some((e) => e.kind === "handler" && /reload failed/.test(e.message)));
     assert.deepEqual(got, ["user 1"]);
@@ -273,7 +257,7 @@ describe("the user stream", () => {
       next.receive(userMessage(8));
       next.receive(userMessage(6));
       next.receive(userMessage(5));
-      answer(next, "recover", "error", { code, message: `${code}!` });
+      answerLast(next, "recover", "error", { code, message: `${code}!` });
       assert.deepEqual(got, ["user 6", "user 8"], code);
       assert.deepEqual(
         events.errors.map((e) => [e.kind, e.code]),
@@ -292,7 +276,7 @@ describe("the user stream", () => {
     const next = await reconnect(FakeWebSocket);
     next.receive(userMessage(7));
     next.receive(userMessage(6));
-    answer(next, "hello", "error", { code: "unavailable", message: "try later" });
+    answerLast(next, "hello", "error", { code: "unavailable", message: "try later" });
     assert.deepEqual(got, ["user 6", "user 7"]);
     assert.deepEqual(requests(next, "recover"), []);
     assert.equal(events.errors.at(-1).code, "unavailable");
@@ -316,7 +300,7 @@ describe("the user stream", () => {
     next.receive(userMessage(8));
     assert.equal(got.at(-1), "user 8", "live frames flow");
     // the late answer: recovered false still tells the app
-    answer(next, "recover", "recovered", { epoch: EPOCH, seq: 3, recovered: false });
+    answerLast(next, "recover", "recovered", { epoch: EPOCH, seq: 3, recovered: false });
     assert.deepEqual(resyncs, [{ stream: "user", epoch: EPOCH, seq: 3 }]);
     client.close();
   });
@@ -334,7 +318,7 @@ describe("the user stream", () => {
     }
     assert.deepEqual(events.errors, [], "no timeout");
     assert.deepEqual(got, [], "held until recovered");
-    answer(next, "recover", "recovered", { epoch: EPOCH, seq: 505, recovered: true });
+    answerLast(next, "recover", "recovered", { epoch: EPOCH, seq: 505, recovered: true });
     assert.equal(got.length, 501);
     assert.deepEqual(got, Array.from({ length: 501 }, (_, i) => `user ${i + 6}`));
     assert.deepEqual(resyncs, []);
@@ -349,7 +333,7 @@ describe("the user stream", () => {
     await first;
     const next = await reconnect(FakeWebSocket);
     welcome(next, { epoch: EPOCH, seq: 0 });
-    answer(next, "recover", "recovered", { epoch: EPOCH, seq: 0, recovered: true });
+    answerLast(next, "recover", "recovered", { epoch: EPOCH, seq: 0, recovered: true });
     const again = client.subscribe("room:1", () => {}); // waits on the subscribe under way
     let settled = false;
     again.then(() => (settled = true), () => (settled = true));
@@ -386,7 +370,7 @@ describe("the user stream", () => {
     next.receive(userMessage(11)); // live: held again until recovered
     for (const seq of [6, 7, 8, 9, 10]) next.receive(userMessage(seq)); // the replay
     assert.deepEqual(got, ["user 10"]);
-    answer(next, "recover", "recovered", { epoch: EPOCH, seq: 10, recovered: true });
+    answerLast(next, "recover", "recovered", { epoch: EPOCH, seq: 10, recovered: true });
     assert.deepEqual(got, ["user 10", "user 6", "user 7", "user 8", "user 9", "user 11"]);
     assert.deepEqual(resyncs, []);
     const third = await reconnect(FakeWebSocket);
@@ -401,7 +385,7 @@ describe("the user stream", () => {
     const next = await reconnect(FakeWebSocket);
     await advance(5000);
     welcome(next, { epoch: EPOCH, seq: 900 });
-    answer(next, "recover", "recovered", { epoch: EPOCH, seq: 900, recovered: false, reason: "too_far" });
+    answerLast(next, "recover", "recovered", { epoch: EPOCH, seq: 900, recovered: false, reason: "too_far" });
     assert.deepEqual(resyncs, [{ stream: "user", epoch: EPOCH, seq: 900, reason: "too_far" }]);
     client.close();
   });
@@ -418,7 +402,7 @@ describe("the user stream", () => {
     third.receive(userMessage(6));
     third.receive(userMessage(7));
     third.receive(userMessage(8));
-    answer(third, "recover", "recovered", { epoch: EPOCH, seq: 8, recovered: true });
+    answerLast(third, "recover", "recovered", { epoch: EPOCH, seq: 8, recovered: true });
     assert.deepEqual(got, ["user 6", "user 7", "user 8"]);
     client.close();
   });
@@ -470,7 +454,7 @@ describe("channel streams", () => {
     ws.receive(channelMessage("room:1", 133));
     const next = await reconnect(FakeWebSocket);
     welcome(next);
-    answer(next, "recover", "recovered", { epoch: EPOCH, seq: 0, recovered: true });
+    answerLast(next, "recover", "recovered", { epoch: EPOCH, seq: 0, recovered: true });
     assert.deepEqual(lastRequest(next, "subscribe").since, { epoch: EPOCH, seq: 131 });
     next.receive(channelMessage("room:1", 132));
     next.receive(channelMessage("room:1", 133));
@@ -498,7 +482,7 @@ describe("channel streams", () => {
 
     const next = await reconnect(FakeWebSocket);
     welcome(next);
-    answer(next, "recover", "recovered", { epoch: EPOCH, seq: 0, recovered: true });
+    answerLast(next, "recover", "recovered", { epoch: EPOCH, seq: 0, recovered: true });
     next.receive(channelMessage("room:1", 134)); // live
     next.receive(channelMessage("room:1", 132)); // replayed
     next.receive(channelMessage("room:2", 1)); // another channel: room:2 is recovering too

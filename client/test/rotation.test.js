@@ -8,29 +8,15 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { DEFAULT_ROTATION_SPREAD_MS } from "@wspush/client";
-import { advance, frame, openClient, pongFrame, restoreTimers, useFakeTimers } from "./helpers.js";
+import { advance, answerLast, frame, lastRequest, openClient, pongFrame, requests, restoreTimers, useFakeTimers } from "./helpers.js";
 
 const EPOCH = "0f1e2d3c4b5a6978";
 const SECOND = 1000;
 const MINUTE = 60 * SECOND;
 const HOUR = 60 * MINUTE;
 
-function requests(ws, action) {
-  return ws.frames.filter((sent) => sent.action === action);
-}
-
-function lastRequest(ws, action) {
-  const sent = requests(ws, action);
-  assert.ok(sent.length > 0, `no ${action} request sent; sent: ${JSON.stringify(ws.frames)}`);
-  return sent.at(-1);
-}
-
-function answer(ws, action, type, data) {
-  ws.receive({ ...frame(type, data), ref: lastRequest(ws, action).ref });
-}
-
 function welcome(ws, stream, connectionId = "c-old") {
-  answer(ws, "hello", "welcome", { connectionId, userId: "u-42", connectedAt: 1, expiresAt: 2, stream });
+  answerLast(ws, "hello", "welcome", { connectionId, userId: "u-42", connectedAt: 1, expiresAt: 2, stream });
 }
 
 function subscribed(ws, channel, data = {}) {
@@ -90,7 +76,7 @@ async function startSwitch(FakeWebSocket, ws) {
 /** Answer the next connection's hello, recover and subscribe: the switch happens. */
 function answerAll(next, { userSeq = 5, roomSeq = 131 } = {}) {
   welcome(next, { epoch: EPOCH, seq: userSeq }, "c-new");
-  answer(next, "recover", "recovered", { epoch: EPOCH, seq: userSeq, recovered: true });
+  answerLast(next, "recover", "recovered", { epoch: EPOCH, seq: userSeq, recovered: true });
   subscribed(next, "room:1", { epoch: EPOCH, seq: roomSeq, recovered: true });
 }
 
@@ -115,7 +101,7 @@ describe("rotation: the switch to a new connection", () => {
     assert.deepEqual(got, ["user 6"]);
     welcome(next, { epoch: EPOCH, seq: 6 }, "c-new");
     assert.deepEqual(lastRequest(next, "recover").since, { epoch: EPOCH, seq: 6 }, "from where the old one stands");
-    answer(next, "recover", "recovered", { epoch: EPOCH, seq: 6, recovered: true });
+    answerLast(next, "recover", "recovered", { epoch: EPOCH, seq: 6, recovered: true });
     assert.deepEqual(ws.closeCalls, [], "the old one stays until every answer is in");
     subscribed(next, "room:1", { epoch: EPOCH, seq: 131, recovered: true });
 
@@ -164,7 +150,7 @@ describe("rotation: the switch to a new connection", () => {
     next.receive(channelMessage("room:1", 135)); // live
     next.receive(channelMessage("room:1", 132)); // replayed
     next.receive(channelMessage("room:1", 134)); // replayed
-    answer(next, "recover", "recovered", { epoch: EPOCH, seq: 9, recovered: true });
+    answerLast(next, "recover", "recovered", { epoch: EPOCH, seq: 9, recovered: true });
     subscribed(next, "room:1", { epoch: EPOCH, seq: 134, recovered: true });
     ws.receive(userMessage(11)); // the old one after the switch: not heard
     next.receive(userMessage(11));
@@ -187,7 +173,7 @@ describe("rotation: the switch to a new connection", () => {
     next.receive(userMessage(6)); // the new one: live (stamped after its head was read)
     next.receive(userMessage(7));
     next.receive(userMessage(8));
-    answer(next, "recover", "recovered", { epoch: EPOCH, seq: 5, recovered: true });
+    answerLast(next, "recover", "recovered", { epoch: EPOCH, seq: 5, recovered: true });
     subscribed(next, "room:1", { epoch: EPOCH, seq: 131, recovered: true });
     assert.equal(ws.closeCalls.length, 1, "switched");
     next.receive(userMessage(8));
@@ -201,7 +187,7 @@ describe("rotation: the switch to a new connection", () => {
     const next = await startSwitch(FakeWebSocket, ws);
     welcome(next, { epoch: "ffffffffffffffff", seq: 3 }, "c-new");
     next.receive(userMessage(4));
-    answer(next, "recover", "recovered", { epoch: "ffffffffffffffff", seq: 3, recovered: false });
+    answerLast(next, "recover", "recovered", { epoch: "ffffffffffffffff", seq: 3, recovered: false });
     assert.deepEqual(resyncs, [], "not before the switch");
     subscribed(next, "room:1", { epoch: EPOCH, seq: 131, recovered: true });
     assert.deepEqual(resyncs, [{ stream: "user", epoch: "ffffffffffffffff", seq: 3 }]);
@@ -241,7 +227,7 @@ describe("rotation: the switch to a new connection", () => {
     const { client, ws, FakeWebSocket } = await rotatingClient();
     const seen = [];
     client.onPresence("room:1", (event) => seen.push(event.type));
-    answer(ws, "presence", "presence", { channel: "room:1", count: 1, members: [{ userId: "u1", info: null, connections: 1 }], next: null });
+    answerLast(ws, "presence", "presence", { channel: "room:1", count: 1, members: [{ userId: "u1", info: null, connections: 1 }], next: null });
     await advance(0);
     assert.deepEqual(seen, ["sync"]);
     const next = await startSwitch(FakeWebSocket, ws);
@@ -406,7 +392,7 @@ describe("rotation: a switch that does not happen", () => {
     welcome(next, { epoch: EPOCH, seq: 5 }, "c-new");
     subscribed(next, "room:1", { epoch: EPOCH, seq: 131, recovered: true });
     await advance(11 * SECOND); // a 500-message replay
-    answer(next, "recover", "recovered", { epoch: EPOCH, seq: 5, recovered: true });
+    answerLast(next, "recover", "recovered", { epoch: EPOCH, seq: 5, recovered: true });
     assert.deepEqual(events.errors, []);
     assert.deepEqual(ws.closeCalls.map((call) => call.code), [1000], "switched");
     next.receive(userMessage(6));
@@ -419,7 +405,7 @@ describe("rotation: a switch that does not happen", () => {
       const { client, ws, events, FakeWebSocket } = await rotatingClient();
       const next = await startSwitch(FakeWebSocket, ws);
       if (action === "recover") welcome(next, { epoch: EPOCH, seq: 5 }, "c-new");
-      answer(next, action, "error", { code: "unavailable", message: "later" });
+      answerLast(next, action, "error", { code: "unavailable", message: "later" });
       const error = events.errors.at(-1);
       assert.deepEqual([error.kind, error.frame.data.code], ["rotation", "unavailable"], action);
       assert.equal(next.closeCalls.length, 1, action);

@@ -3,10 +3,11 @@ Lambdas, hello / recover, subscribe with since, and replay bounds."""
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -15,7 +16,15 @@ import pytest
 from pynamodb.exceptions import TransactWriteError
 
 from handlers import channel, send, sender, welcome
-from tests.conftest import HISTORY_TABLE, QUEUE_URL, REGION, FakeLambdaContext, load_event
+from tests.conftest import (
+    HISTORY_TABLE,
+    QUEUE_URL,
+    REGION,
+    Emitted,
+    FakeLambdaContext,
+    load_event,
+    logged,
+)
 from tests.contract import assert_valid
 from tests.fakes.management_api import FakeManagementApi, Reply
 from tests.support import (
@@ -413,21 +422,6 @@ def test_a_replay_past_its_bound_is_not_started(
     assert frames(alice, "a-pc") == []
 
 
-def test_a_replay_cut_short_says_false(
-    alice: FakeManagementApi, lambda_context: FakeLambdaContext
-) -> None:
-    # Given 3 missed messages and a connection that refuses the second post for good
-    since = route(welcome, "a-pc", lambda_context, action="hello")["data"]["stream"]
-    for n in range(3):
-        to_user("alice", f"m-{n}", lambda_context)
-    alice.reset()
-    alice.script("a-pc", Reply.aws(200), Reply.aws(403))
-    # When alice recovers
-    reply = route(welcome, "a-pc", lambda_context, action="recover", since=since)
-    # Then the reply does not claim a whole recovery
-    assert reply["data"]["recovered"] is False
-
-
 @pytest.mark.parametrize(
     "since",
     [None, "5", {"epoch": "e"}, {"epoch": "", "seq": 1}, {"epoch": "e", "seq": -1},
@@ -639,3 +633,138 @@ def test_a_subscription_whose_position_cannot_be_read_still_stands(
     # nothing was recovered
     assert plain["data"] == {"channel": "room:8"}
     assert recovering["data"] == {"channel": "room:8", "recovered": False}
+
+
+# --- what recovery logs and counts, its retries and its deadline ------------------------
+
+
+def recover_alice(
+    alice: FakeManagementApi, context: FakeLambdaContext, missed: int
+) -> dict[str, Any]:
+    """Alice's position, ``missed`` messages to her, then her recovery's reply data."""
+    since = route(welcome, "a-pc", context, action="hello")["data"]["stream"]
+    for n in range(missed):
+        to_user("alice", f"m-{n}", context)
+    alice.reset()
+    data: dict[str, Any] = route(welcome, "a-pc", context, action="recover", since=since)["data"]
+    return data
+
+
+def test_a_whole_recovery_is_logged_and_counted(
+    alice: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    emitted_metrics: Callable[[], Emitted],
+    log_output: io.StringIO,
+) -> None:
+    data = recover_alice(alice, lambda_context, missed=2)
+    assert data["recovered"] is True
+    assert {"level": "INFO", "message": "recovered", "connection_id": "a-pc", "replayed": 2} in (
+        logged(log_output)
+    )
+    emitted = emitted_metrics()
+    assert emitted["RecoveredMessages"] == ("Count", [2.0])
+    assert emitted["Recoveries"] == ("Count", [1.0])
+    assert "RecoveriesCut" not in emitted
+    assert "RecoveriesMissed" not in emitted
+
+
+def test_a_recovery_the_history_cannot_serve_is_logged_and_counted(
+    alice: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    emitted_metrics: Callable[[], Emitted],
+    log_output: io.StringIO,
+) -> None:
+    reply = route(welcome, "a-pc", lambda_context, action="recover", since={"epoch": "x", "seq": 0})
+    assert reply["data"]["recovered"] is False
+    assert {
+        "level": "INFO",
+        "message": "history does not reach back",
+        "connection_id": "a-pc",
+        "missed": True,
+    } in logged(log_output)
+    emitted = emitted_metrics()
+    assert emitted["RecoveriesMissed"] == ("Count", [1.0])
+    assert "Recoveries" not in emitted
+    assert "RecoveredMessages" not in emitted
+
+
+def test_a_replay_cut_short_is_logged_and_counted(
+    alice: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    emitted_metrics: Callable[[], Emitted],
+    log_output: io.StringIO,
+) -> None:
+    # Given 3 missed messages and a connection that refuses the second post for good
+    since = route(welcome, "a-pc", lambda_context, action="hello")["data"]["stream"]
+    for n in range(3):
+        to_user("alice", f"m-{n}", lambda_context)
+    alice.reset()
+    alice.script("a-pc", Reply.aws(200), Reply.aws(403))
+    emitted_metrics()  # (the sends' own metrics)
+    log_output.truncate(0)
+    log_output.seek(0)
+    reply = route(welcome, "a-pc", lambda_context, action="recover", since=since)
+    assert reply["data"]["recovered"] is False
+    assert {
+        "level": "WARNING",
+        "message": "replay cut short",
+        "connection_id": "a-pc",
+        "posted": 1,
+        "missed": 3,
+    } in logged(log_output)
+    emitted = emitted_metrics()
+    assert emitted["RecoveredMessages"] == ("Count", [1.0])
+    assert emitted["RecoveriesCut"] == ("Count", [1.0])
+    assert "Recoveries" not in emitted
+
+
+def test_a_throttled_replay_post_is_retried_in_place(
+    alice: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given two missed messages, the first post of each throttled once
+    since = route(welcome, "a-pc", lambda_context, action="hello")["data"]["stream"]
+    for n in range(2):
+        to_user("alice", f"m-{n}", lambda_context)
+    alice.reset()
+    alice.script("a-pc", Reply.aws(429), Reply.aws(200), Reply.aws(429))
+    # When alice recovers
+    reply = route(welcome, "a-pc", lambda_context, action="recover", since=since)
+    # Then each was retried until it went, in order, and the recovery is whole
+    assert reply["data"]["recovered"] is True
+    assert [f["id"] for f in frames(alice, "a-pc")] == ["m-0", "m-1"]
+    assert alice.calls["a-pc"] == 4
+
+
+def test_a_replay_stops_at_the_deadline_and_says_false(
+    alice: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given missed messages, and an invocation with no time left
+    from wspush.clock import Deadline
+
+    since_data = route(welcome, "a-pc", lambda_context, action="hello")["data"]["stream"]
+    to_user("alice", "m-0", lambda_context)
+    alice.reset()
+    stream = Stream("u:alice", get_settings().user_history or KEEP)
+    since = Since(since_data["epoch"], since_data["seq"])
+    # When the replay runs past its deadline
+    outcome = recovery.recover(
+        stream, since, "a-pc", get_settings(), now_ms=now_ms(), deadline=Deadline(0.0)
+    )
+    # Then nothing was posted, and it does not claim a whole recovery
+    assert (outcome.recovered, outcome.replayed) == (False, 0)
+    assert frames(alice, "a-pc") == []
+
+
+@pytest.mark.parametrize(
+    ("since", "message"),
+    [
+        (3, 'since must be {"epoch": "...", "seq": n}'),
+        ({"epoch": 1, "seq": 1}, "since.epoch must be a string of 1-64 characters"),
+        ({"epoch": "e", "seq": -1}, "since.seq must be a whole number, 0 or more"),
+    ],
+)
+def test_invalid_since_says_what_is_wrong(
+    alice: FakeManagementApi, lambda_context: FakeLambdaContext, since: Any, message: str
+) -> None:
+    reply = route(welcome, "a-pc", lambda_context, action="recover", since=since)
+    assert reply["data"] == {"code": "invalid_since", "message": message}

@@ -25,8 +25,6 @@ added or removed changes nothing, so a redelivered event is harmless.
 from __future__ import annotations
 
 import json
-import random
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,7 +40,6 @@ from pynamodb.attributes import (
     TTLAttribute,
     UnicodeAttribute,
 )
-from pynamodb.connection import Connection
 from pynamodb.exceptions import (
     DeleteError,
     PynamoDBException,
@@ -57,7 +54,12 @@ from pynamodb.transactions import TransactWrite
 from wspush.errors import ChannelRefused, StorageUnavailable
 from wspush.settings import get_settings
 from wspush.store import connections
-from wspush.store.connections import ConnectionItem, ConnectionRecord
+from wspush.store.connections import (
+    ConnectionItem,
+    ConnectionRecord,
+    pause_before_retry,
+    transaction_connection,
+)
 from wspush.store.presence import (
     MEMBER,
     META,
@@ -140,7 +142,9 @@ def subscribe(
     cid = record.connection_id
     count = ConnectionItem.channels
     for attempt in range(_ATTEMPTS):
-        _pause(attempt)
+        pause_before_retry(
+            attempt, base_seconds=_PAUSE_BASE_SECONDS, cap_seconds=_PAUSE_CAP_SECONDS
+        )
         member = _read(channel, MEMBER + record.user_id) if presence else None
         if member is not None and cid in (member.connections or set()):
             return False  # subscribed already: one transaction wrote both
@@ -193,7 +197,9 @@ def unsubscribe(
     presence ends), or None if there was none. ``connection_open`` is false when the
     connection's row is gone (its subscriptions are ending with it)."""
     for attempt in range(_ATTEMPTS):
-        _pause(attempt)
+        pause_before_retry(
+            attempt, base_seconds=_PAUSE_BASE_SECONDS, cap_seconds=_PAUSE_CAP_SECONDS
+        )
         item = _read(channel, SUBSCRIPTION + connection_id)
         if item is None or item.user_id is None:
             return None
@@ -222,13 +228,6 @@ def unsubscribe(
             continue
         return ended, last
     raise StorageUnavailable("the channel's members kept changing; try again")
-
-
-def _pause(attempt: int) -> None:
-    """Nothing before the first attempt; then full jitter over a doubling, capped window."""
-    if attempt:
-        ceiling = min(_PAUSE_CAP_SECONDS, _PAUSE_BASE_SECONDS * 2**attempt)
-        time.sleep(random.uniform(0, ceiling))  # noqa: S311 - jitter, not security
 
 
 def _join(
@@ -512,7 +511,7 @@ def _commit(writes: list[_Write]) -> None:
     given, why it failed (PynamoDB sends deletes, then puts, then updates)."""
     order = sorted(range(len(writes)), key=lambda index: writes[index].kind)
     try:
-        with TransactWrite(connection=_connection()) as transaction:
+        with TransactWrite(connection=transaction_connection()) as transaction:
             for index in order:
                 write = writes[index]
                 if write.kind == _DELETE:
@@ -541,18 +540,6 @@ def _read(channel: str, key: str, *, consistent: bool = True) -> _ChannelItem | 
         return None
     except PynamoDBException as exc:
         raise StorageUnavailable("could not read the channels table") from exc
-
-
-@cache
-def _connection() -> Connection:
-    """The client a transaction spanning both tables is written with."""
-    meta: Any = _ChannelItem.Meta
-    return Connection(
-        region=meta.region,
-        connect_timeout_seconds=meta.connect_timeout_seconds,
-        read_timeout_seconds=meta.read_timeout_seconds,
-        max_retry_attempts=meta.max_retry_attempts,
-    )
 
 
 def _is_live(item: _ChannelItem, now_ms: int) -> bool:

@@ -10,9 +10,12 @@ every read here skips them itself.
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 
 from pynamodb.attributes import (
     NumberAttribute,
@@ -20,6 +23,7 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     UnicodeSetAttribute,
 )
+from pynamodb.connection import Connection
 from pynamodb.exceptions import DeleteError, PynamoDBException, UpdateError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
@@ -289,3 +293,24 @@ def _record(item: ConnectionItem) -> ConnectionRecord:
         last_seen_at=int(item.last_seen_at),
         grants=tuple(sorted(item.grants or ())),
     )
+
+
+@cache
+def transaction_connection() -> Connection:
+    """The client transactions are written with (the tables' region, timeouts and retries):
+    a subscription with its connection's channel count, a stream's message with its head."""
+    meta = ConnectionItem.Meta
+    return Connection(
+        region=meta.region,
+        connect_timeout_seconds=meta.connect_timeout_seconds,
+        read_timeout_seconds=meta.read_timeout_seconds,
+        max_retry_attempts=meta.max_retry_attempts,
+    )
+
+
+def pause_before_retry(attempt: int, base_seconds: float, cap_seconds: float) -> None:
+    """Before a conditional write that lost to another writer is tried again: nothing before
+    the first attempt, then full jitter over a doubling, capped window."""
+    if attempt:
+        ceiling = min(cap_seconds, base_seconds * 2**attempt)
+        time.sleep(random.uniform(0, ceiling))  # noqa: S311 - jitter, not security

@@ -18,24 +18,20 @@ new epoch, which tells recovering clients their history is gone.
 
 from __future__ import annotations
 
-import random
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cache
 from typing import Any
 
 from pynamodb.attributes import NumberAttribute, TTLAttribute, UnicodeAttribute
-from pynamodb.connection import Connection
 from pynamodb.exceptions import PutError, PynamoDBException, TransactWriteError
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
 from wspush.errors import StorageUnavailable
 from wspush.settings import History, get_settings
-from wspush.store.connections import ConnectionItem
+from wspush.store.connections import ConnectionItem, pause_before_retry, transaction_connection
 
 HEAD = "#head"
 MESSAGE = "s#"
@@ -134,7 +130,9 @@ def append(
     kept_until = _at(now_ms) + timedelta(seconds=history.ttl_seconds)
     head_until = max(kept_until + timedelta(days=1), _at(now_ms) + HEAD_TTL)
     for attempt in range(_ATTEMPTS):
-        _pause(attempt)
+        pause_before_retry(
+            attempt, base_seconds=_PAUSE_BASE_SECONDS, cap_seconds=_PAUSE_CAP_SECONDS
+        )
         head = _head(stream)
         epoch = head.epoch if head is not None else new_epoch()
         seq = head.seq + 1 if head is not None else 1
@@ -157,7 +155,7 @@ def append(
         )
         try:
             # One transaction, conditions in this order: the id is new, the head is as read.
-            with TransactWrite(connection=_connection()) as transaction:
+            with TransactWrite(connection=transaction_connection()) as transaction:
                 transaction.save(marker, condition=HistoryItem.key.does_not_exist())
                 transaction.save(moved, condition=head_condition)
                 transaction.save(kept)
@@ -244,23 +242,5 @@ def _cancellation_codes(exc: TransactWriteError) -> list[str | None]:
     return [reason.code if reason else None for reason in exc.cancellation_reasons]
 
 
-def _pause(attempt: int) -> None:
-    """Nothing before the first attempt; then full jitter over a doubling, capped window."""
-    if attempt:
-        ceiling = min(_PAUSE_CAP_SECONDS, _PAUSE_BASE_SECONDS * 2**attempt)
-        time.sleep(random.uniform(0, ceiling))  # noqa: S311 - jitter, not security
-
-
 def _at(now_ms: int) -> datetime:
     return datetime.fromtimestamp(now_ms / 1000, tz=UTC)
-
-
-@cache
-def _connection() -> Connection:
-    meta: Any = HistoryItem.Meta
-    return Connection(
-        region=meta.region,
-        connect_timeout_seconds=meta.connect_timeout_seconds,
-        read_timeout_seconds=meta.read_timeout_seconds,
-        max_retry_attempts=meta.max_retry_attempts,
-    )

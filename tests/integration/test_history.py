@@ -314,22 +314,50 @@ def test_the_rest_of_a_big_channel_carries_the_seq_on(
     assert history.position("c:room:big", now_ms=now_ms()).seq == 1
 
 
+def payload_short_of_the_limit_by(room: int) -> dict[str, Any]:
+    """A payload whose frame (id ``m-room``) is ``room`` bytes short of the frame limit."""
+    from wspush.contract.messages import MAX_CLIENT_FRAME_BYTES
+
+    frame_without_data = len('{"type":"t","data":"","id":"m-room","ts":1796000000000}')
+    return {"type": "t", "data": "x" * (MAX_CLIENT_FRAME_BYTES - frame_without_data - room)}
+
+
 def test_a_message_kept_for_recovery_must_leave_room_for_its_seq(
     lambda_context: FakeLambdaContext,
 ) -> None:
     # Given a payload whose frame is 10 bytes short of the limit: too little room for a seq
-    from wspush.contract.messages import MAX_CLIENT_FRAME_BYTES
+    from wspush.contract.messages import MAX_CLIENT_FRAME_BYTES, SEQ_ROOM
 
-    frame_without_data = len('{"type":"t","data":"","id":"m-room","ts":1796000000000}')
-    data = "x" * (MAX_CLIENT_FRAME_BYTES - frame_without_data - 10)
-    payload = {"type": "t", "data": data}
+    payload = payload_short_of_the_limit_by(10)
     # When it goes to a user (kept) and to a connection (not kept)
     kept = send.handler({"userId": "bob", "id": "m-room", "payload": payload}, lambda_context)
     direct = send.handler({"connectionId": "b", "id": "m-room", "payload": payload}, lambda_context)
-    # Then the kept one is refused, saying why; the other is sent
-    assert kept["error"]["code"] == "payload_too_large"
-    assert "seq" in kept["error"]["message"]
+    # Then the kept one is refused, saying why and by how much; the other is sent
+    assert kept["error"] == {
+        "code": "payload_too_large",
+        "message": f"payload is {MAX_CLIENT_FRAME_BYTES - 10} bytes once serialized; a message"
+        f" kept for recovery may be at most {MAX_CLIENT_FRAME_BYTES - SEQ_ROOM} bytes (its"
+        " frame also carries its seq)",
+        "field": "payload",
+    }
     assert "error" not in direct
+
+
+def test_a_kept_message_with_exactly_room_for_its_seq_is_sent(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given bob connected, and a payload whose frame leaves exactly room for the longest seq
+    from wspush.contract.messages import MAX_CLIENT_FRAME_BYTES, SEQ_ROOM
+
+    add_connection("b-pc", "bob")
+    payload = payload_short_of_the_limit_by(SEQ_ROOM)
+    # When it goes to bob
+    answer = send.handler({"userId": "bob", "id": "m-room", "payload": payload}, lambda_context)
+    # Then it is kept and delivered, its frame within the limit
+    assert "error" not in answer
+    (frame,) = management_api.received["b-pc"]
+    assert json.loads(frame)["seq"] == 1
+    assert len(frame) <= MAX_CLIENT_FRAME_BYTES
 
 
 # --- hello, recover, subscribe with since ------------------------------------------------
@@ -383,6 +411,7 @@ def test_recover_posts_what_was_missed_in_order_then_replies(
         ({"epoch": "another", "seq": 1}, "another epoch"),
         ({"epoch": None, "seq": 9}, "ahead of the stream"),
         ({"epoch": None, "seq": 0}, "older than the 3 kept"),
+        ({"epoch": None, "seq": 1}, "the oldest it missed (2) is no longer kept"),
     ],
 )
 def test_recover_says_false_and_posts_nothing_when_history_does_not_reach(
@@ -404,6 +433,41 @@ def test_recover_says_false_and_posts_nothing_when_history_does_not_reach(
     # Then nothing is posted, and the reply says false with the stream's position
     assert frames(alice, "a-pc") == [], why
     assert reply["data"] == {"epoch": epoch, "seq": 5, "recovered": False}
+
+
+def test_recover_from_the_oldest_position_kept_replays_all_it_keeps(
+    alice: FakeManagementApi, lambda_context: FakeLambdaContext, configure: Any
+) -> None:
+    # Given a user stream that keeps 3 messages, holding 5 (seqs 3-5 kept)
+    configure(WSPUSH_USER_HISTORY='{"size": 3, "ttlSeconds": 3600}')
+    for n in range(5):
+        to_user("alice", f"m-{n}", lambda_context)
+    epoch = history.position("u:alice", now_ms=now_ms()).epoch
+    alice.reset()
+    # When alice recovers from seq 2: she missed exactly the 3 kept
+    since = {"epoch": epoch, "seq": 2}
+    reply = route(welcome, "a-pc", lambda_context, action="recover", since=since)
+    # Then all 3 are posted, and she is whole
+    assert [f["seq"] for f in frames(alice, "a-pc")] == [3, 4, 5]
+    assert reply["data"] == {"epoch": epoch, "seq": 5, "recovered": True}
+
+
+def test_a_replay_of_exactly_its_bound_is_whole(
+    alice: FakeManagementApi, lambda_context: FakeLambdaContext, configure: Any
+) -> None:
+    # Given alice at seq 3, then 5 messages missed, and a replay bound of 5
+    for n in range(3):
+        to_user("alice", f"seen-{n}", lambda_context)
+    since = route(welcome, "a-pc", lambda_context, action="hello")["data"]["stream"]
+    for n in range(5):
+        to_user("alice", f"m-{n}", lambda_context)
+    alice.reset()
+    configure(WSPUSH_MAX_REPLAY_MESSAGES="5")
+    # When alice recovers
+    reply = route(welcome, "a-pc", lambda_context, action="recover", since=since)
+    # Then all 5 are replayed: the bound counts what was missed, not the position
+    assert reply["data"]["recovered"] is True
+    assert [f["seq"] for f in frames(alice, "a-pc")] == [4, 5, 6, 7, 8]
 
 
 def test_a_replay_past_its_bound_is_not_started(
@@ -668,6 +732,23 @@ def test_a_whole_recovery_is_logged_and_counted(
     assert "RecoveriesMissed" not in emitted
 
 
+def test_a_recovery_with_nothing_missed_posts_nothing_and_counts_none(
+    alice: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    emitted_metrics: Callable[[], Emitted],
+    log_output: io.StringIO,
+) -> None:
+    data = recover_alice(alice, lambda_context, missed=0)
+    assert data["recovered"] is True
+    assert frames(alice, "a-pc") == []
+    assert {"level": "INFO", "message": "recovered", "connection_id": "a-pc", "replayed": 0} in (
+        logged(log_output)
+    )
+    emitted = emitted_metrics()
+    assert emitted["RecoveredMessages"] == ("Count", [0.0])
+    assert emitted["Recoveries"] == ("Count", [1.0])
+
+
 def test_a_recovery_the_history_cannot_serve_is_logged_and_counted(
     alice: FakeManagementApi,
     lambda_context: FakeLambdaContext,
@@ -735,6 +816,32 @@ def test_a_throttled_replay_post_is_retried_in_place(
     assert alice.calls["a-pc"] == 4
 
 
+def test_replay_retries_wait_longer_each_time_then_give_up(
+    alice: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given one missed message whose every post is throttled, and the waits between them seen
+    since = route(welcome, "a-pc", lambda_context, action="hello")["data"]["stream"]
+    to_user("alice", "m-0", lambda_context)
+    alice.reset()
+    attempts = get_settings().max_post_attempts
+    alice.script("a-pc", *[Reply.aws(429)] * attempts)
+    waits: list[int] = []
+
+    def backoff(attempt: int, *_: Any) -> float:
+        waits.append(attempt)
+        return 0.0
+
+    monkeypatch.setattr(recovery, "backoff_seconds", backoff)
+    # When alice recovers
+    reply = route(welcome, "a-pc", lambda_context, action="recover", since=since)
+    # Then it was tried as often as posts are, each wait the next of the backoff, then given up
+    assert alice.calls["a-pc"] == attempts
+    assert waits == list(range(attempts - 1))
+    assert reply["data"]["recovered"] is False
+
+
 def test_a_replay_stops_at_the_deadline_and_says_false(
     alice: FakeManagementApi, lambda_context: FakeLambdaContext
 ) -> None:
@@ -751,7 +858,7 @@ def test_a_replay_stops_at_the_deadline_and_says_false(
         stream, since, "a-pc", get_settings(), now_ms=now_ms(), deadline=Deadline(0.0)
     )
     # Then nothing was posted, and it does not claim a whole recovery
-    assert (outcome.recovered, outcome.replayed) == (False, 0)
+    assert outcome.recovered is False
     assert frames(alice, "a-pc") == []
 
 

@@ -31,7 +31,6 @@ class Outcome:
 
     position: Position
     recovered: bool
-    replayed: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return {**self.position.as_dict(), "recovered": self.recovered}
@@ -76,10 +75,10 @@ def recover(
         logger.warning(
             "replay cut short", connection_id=connection_id, posted=posted, missed=len(frames)
         )
-        return Outcome(head, recovered=False, replayed=posted)
+        return Outcome(head, recovered=False)
     metrics.add_metric(name="Recoveries", unit="Count", value=1)
     logger.info("recovered", connection_id=connection_id, replayed=posted)
-    return Outcome(head, recovered=True, replayed=posted)
+    return Outcome(head, recovered=True)
 
 
 def post_in_order(

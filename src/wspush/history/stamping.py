@@ -79,7 +79,7 @@ def stamp(message: Message, settings: Settings, *, now_ms: int) -> Stamped:
             now_ms=now_ms,
         )
 
-    if len(streams) == 1 and (message.target.channel or len(message.target.user_ids) == 1):
+    if len(streams) == 1:  # a channel, or one user: the frame itself carries the seq
         placed = place(streams[0][1])
         metrics.add_metric(name="MessagesKept", unit="Count", value=1)
         return Stamped(_as_kept(message, placed))

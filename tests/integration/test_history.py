@@ -586,10 +586,13 @@ def drain_into_sender(context: FakeLambdaContext) -> None:
         assert sender.handler(sqs_event(*records), context)["batchItemFailures"] == []
 
 
+@pytest.mark.parametrize("since", [3, {"epoch": 1, "seq": 1}, {"epoch": "e", "seq": -1}])
 def test_subscribe_with_a_malformed_since_is_refused_naming_the_channel(
-    alice: FakeManagementApi, lambda_context: FakeLambdaContext
+    alice: FakeManagementApi, lambda_context: FakeLambdaContext, since: Any
 ) -> None:
-    reply = route(channel, "a-pc", lambda_context, action="subscribe", channel="room:1", since=3)
+    reply = route(
+        channel, "a-pc", lambda_context, action="subscribe", channel="room:1", since=since
+    )
     assert reply["data"]["code"] == "invalid_since"
     assert reply["data"]["channel"] == "room:1"
 
@@ -860,6 +863,18 @@ def test_a_replay_stops_at_the_deadline_and_says_false(
     # Then nothing was posted, and it does not claim a whole recovery
     assert outcome.recovered is False
     assert frames(alice, "a-pc") == []
+
+
+def test_an_epoch_of_the_longest_length_is_a_position(
+    alice: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # When alice recovers from a position in an epoch of 64 characters (not this stream's)
+    reply = route(
+        welcome, "a-pc", lambda_context, action="recover", since={"epoch": "e" * 64, "seq": 0}
+    )
+    # Then it is read as a position: another epoch, so not recovered, but not refused
+    assert reply["type"] == "recovered"
+    assert reply["data"]["recovered"] is False
 
 
 @pytest.mark.parametrize(

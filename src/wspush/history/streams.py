@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from wspush.channels.names import parse_channel
 from wspush.errors import ChannelRefused
 from wspush.settings import History, Settings
 
@@ -35,7 +36,7 @@ def user_stream(user_id: str, settings: Settings) -> Stream | None:
 
 def channel_stream(channel: str, settings: Settings) -> Stream | None:
     """The channel's stream, or None when its namespace keeps no history."""
-    namespace = settings.namespace(channel.partition(":")[0])
+    namespace = settings.namespace(parse_channel(channel).namespace)
     if namespace is None or namespace.history is None or not settings.history_table_name:
         return None
     return Stream(CHANNEL_PREFIX + channel, namespace.history)

@@ -541,17 +541,3 @@ def _read(channel: str, key: str, *, consistent: bool = True) -> _ChannelItem | 
     except PynamoDBException as exc:
         raise StorageUnavailable("could not read the channels table") from exc
 
-
-def _is_live(item: _ChannelItem, now_ms: int) -> bool:
-    return item.ttl is None or item.ttl.timestamp() * 1000 > now_ms
-
-
-def _subscriber(item: _ChannelItem) -> ConnectionRecord:
-    connected = int(item.connected_at or 0)
-    return ConnectionRecord(
-        connection_id=item.connection_id or "",
-        user_id=item.user_id or "",
-        platform=item.platform or "",
-        connected_at=connected,
-        last_seen_at=connected,
-    )

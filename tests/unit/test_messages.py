@@ -348,15 +348,32 @@ def test_sqs_batches_hold_at_most_one_mebibyte_in_all() -> None:
     assert list(sqs_batches([], lambda size: size)) == []
 
 
-def test_a_body_that_is_not_json_says_so() -> None:
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ('{"userId": "u",}', "Illegal trailing comma before end of object at character 14"),
+        ('{"userId": "u"', "Expecting ',' delimiter at character 14"),
+        ("", "Expecting value at character 0"),
+        ('{"data": NaN}', "NaN is not a JSON number"),
+        ('{"data": -Infinity}', "-Infinity is not a JSON number"),
+        (b'{"data": "\xff"}', "it is not UTF-8 text"),
+        ('{"data": ' + "7" * 5_000 + "}", "a number has too many digits"),
+        ("[" * 100_000, "it is nested too deeply"),
+    ],
+)
+def test_a_body_that_is_not_json_says_where_without_quoting_it(body: str | bytes, why: str) -> None:
     with pytest.raises(InvalidMessage) as caught:
-        parse_json("[" * 100_000)
+        parse_json(body)
     assert caught.value.as_dict() == {
         "code": "invalid_json",
-        "message": "message body is not valid JSON",
+        "message": f"message body is not valid JSON: {why}",
         "field": None,
     }
-    assert parse_json(b'{"a": [1, 2.5, "\\u00e9"]}') == {"a": [1, 2.5, "é"]}
+
+
+def test_a_json_body_is_read_from_text_or_utf8_bytes() -> None:
+    assert parse_json(b'{"a": [1, 2.5, "\\u00e9", "\xc3\xa9"]}') == {"a": [1, 2.5, "é", "é"]}
+    assert parse_json('{"a": null}') == {"a": None}
 
 
 def test_the_frame_is_compact_json_in_utf8_with_its_fields_in_order() -> None:

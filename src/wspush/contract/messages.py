@@ -79,11 +79,21 @@ class Message:
 
 
 def parse_json(body: str | bytes) -> Any:
-    """Parse a raw body; a body that is not JSON is an ``InvalidMessage``."""
+    """Parse a raw body; a body that is not JSON is an ``InvalidMessage`` saying where it
+    stops being JSON (never quoting the body)."""
     try:
         return json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        raise InvalidMessage("invalid_json", "message body is not valid JSON") from exc
+    except json.JSONDecodeError as exc:
+        why = f"{exc.msg} at character {exc.pos}"
+    except _NotANumber as exc:
+        why = f"{exc.constant} is not a JSON number"
+    except UnicodeDecodeError:
+        why = "it is not UTF-8 text"
+    except ValueError:  # an integer past Python's limit of 4,300 digits
+        why = "a number has too many digits"
+    except RecursionError:
+        why = "it is nested too deeply"
+    raise InvalidMessage("invalid_json", f"message body is not valid JSON: {why}")
 
 
 def parse_message(
@@ -233,8 +243,17 @@ def to_envelope(message: Message, connection_ids: list[str]) -> dict[str, Any]:
     }
 
 
+class _NotANumber(ValueError):
+    """``NaN``, ``Infinity`` or ``-Infinity``: Python's json reads them, JSON has no such
+    numbers (and a client's JSON.parse would refuse the frame)."""
+
+    def __init__(self, constant: str) -> None:
+        super().__init__(constant)
+        self.constant = constant
+
+
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+    raise _NotANumber(name)
 
 
 def _message_id(value: Any, default: str | None) -> str:

@@ -540,4 +540,3 @@ def _read(channel: str, key: str, *, consistent: bool = True) -> _ChannelItem | 
         return None
     except PynamoDBException as exc:
         raise StorageUnavailable("could not read the channels table") from exc
-

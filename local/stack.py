@@ -8,6 +8,8 @@ here too.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import re
 from pathlib import Path
@@ -40,7 +42,14 @@ _TemplateLoader.add_multi_constructor("!", _intrinsic)
 
 
 def _configuration(stage: str) -> dict[str, Any]:
+    """serverless.yml for ``stage``: the file is read every time (an edit shows at once), parsed
+    once per content (every test's tables come from it); callers get their own copy."""
     text = SERVERLESS_YML.read_text().replace("${sls:stage}", stage)
+    return copy.deepcopy(_parsed(text))
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed(text: str) -> dict[str, Any]:
     loader = _TemplateLoader  # a SafeLoader subclass
     config: dict[str, Any] = yaml.load(text, Loader=loader)  # noqa: S506
     return config

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from tests.fakes import SHUTDOWN_POLL_SECONDS
+
 ISSUER = "https://issuer.example.test/"
 AUDIENCE = "wspush-test"
 
@@ -112,7 +114,9 @@ class JwksServer:
 
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._http.daemon_threads = True
-        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._http.serve_forever, args=(SHUTDOWN_POLL_SECONDS,), daemon=True
+        )
 
     @property
     def url(self) -> str:

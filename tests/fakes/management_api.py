@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from local.tls import Authority
+from tests.fakes import SHUTDOWN_POLL_SECONDS
 
 MAX_FRAME_BYTES = 131_072
 
@@ -151,7 +152,9 @@ class FakeManagementApi:
         self.posts: list[Post] = []
         self._server = _Server(("127.0.0.1", 0), self._handler_class())
         self._server.tls = tls.server_context() if tls else None
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(SHUTDOWN_POLL_SECONDS,), daemon=True
+        )
 
     @property
     def url(self) -> str:

@@ -15,7 +15,7 @@ from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
 from handlers import channel, lifecycle, sender
-from tests.conftest import QUEUE_URL, REGION, TABLE, FakeLambdaContext, load_event
+from tests.conftest import QUEUE_URL, REGION, TABLE, FakeLambdaContext, load_event, logged
 from tests.contract import assert_valid
 from tests.fakes.management_api import FakeManagementApi
 from tests.support import PAYLOAD, add_connection, drain, frames, sqs_event, sqs_record
@@ -550,3 +550,104 @@ def test_an_authorizer_that_does_not_allow_refuses(
     # Then she is refused: the authorizer fails closed
     assert subscribe("a-1", "secret:plans", lambda_context)["data"]["code"] == "forbidden"
     assert store.channels_of("a-1") == []
+
+
+def raw_answer(payload: bytes) -> dict[str, Any]:
+    return {"StatusCode": 200, "Payload": StreamingBody(io.BytesIO(payload), len(payload))}
+
+
+REFUSED = "the channel authorizer refused the subscription"
+FAILED = "the channel authorizer failed"
+SILENT = "the channel authorizer did not answer"
+
+
+@pytest.mark.parametrize(
+    ("reply", "message", "log"),
+    [
+        (answer({"allow": False}), REFUSED, None),
+        (answer({"allow": "yes"}), REFUSED, None),
+        (
+            answer({"errorType": "Exception"}, function_error="Unhandled"),
+            FAILED,
+            {"message": "channel authorizer failed", "function_error": "Unhandled"},
+        ),
+        (
+            answer(["allow"]),
+            FAILED,
+            {"message": "channel authorizer failed"},
+        ),
+        (raw_answer(b""), FAILED, {"message": "channel authorizer failed"}),
+        (
+            raw_answer(b"{"),
+            SILENT,
+            {"message": "channel authorizer unavailable", "error": "JSONDecodeError"},
+        ),
+        (None, SILENT, {"message": "channel authorizer unavailable", "error": "ServiceException"}),
+    ],
+    ids=["deny", "not-true", "function-error", "not-an-object", "empty", "not-json", "service"],
+)
+def test_an_authorizer_refusal_says_which_and_only_failures_are_logged_and_counted(
+    lambda_context: FakeLambdaContext,
+    authorizer: Stubber,
+    emitted_metrics: Any,
+    log_output: io.StringIO,
+    reply: dict[str, Any] | None,
+    message: str,
+    log: dict[str, Any] | None,
+) -> None:
+    # Given an authorizer that refuses, fails or cannot be reached
+    add_connection("a-1", "alice")
+    if reply is None:
+        authorizer.add_client_error("invoke", "ServiceException", http_status_code=500)
+    else:
+        authorizer.add_response("invoke", reply)
+    # When alice subscribes to a restricted channel
+    answered = subscribe("a-1", "secret:plans", lambda_context)
+    # Then the refusal names the channel and says which it was
+    assert answered["data"] == {"code": "forbidden", "message": message, "channel": "secret:plans"}
+    # And a failure (not a refusal) is logged as a warning and counted
+    warnings = [
+        {k: v for k, v in line.items() if k != "level"}
+        for line in logged(log_output)
+        if line["level"] == "WARNING"
+    ]
+    assert warnings == ([log] if log else [])
+    emitted = emitted_metrics()
+    if log:
+        assert emitted["AuthorizerErrors"] == ("Count", [1.0])
+    else:
+        assert "AuthorizerErrors" not in emitted
+
+
+@pytest.mark.parametrize(("length", "shown"), [(1_024, True), (1_025, False)])
+def test_member_info_of_up_to_a_kibibyte_of_compact_json_shows_in_presence(
+    lambda_context: FakeLambdaContext,
+    authorizer: Stubber,
+    log_output: io.StringIO,
+    length: int,
+    shown: bool,
+) -> None:
+    # Given an authorizer allowing alice with info of ``length`` bytes as compact JSON
+    info = {"name": "n" * (length - len('{"name":""}'))}
+    add_connection("a-1", "alice")
+    authorizer.add_response("invoke", answer({"allow": True, "info": info}))
+    # When she subscribes
+    assert subscribe("a-1", "secret:plans", lambda_context)["type"] == "subscribed"
+    # Then presence shows the info only if it is within the limit; a larger one is dropped,
+    # saying so, and she is still a member
+    data = request("a-1", lambda_context, action="presence", channel="secret:plans")["data"]
+    (member,) = data["members"]
+    assert member.get("info") == (info if shown else None)
+    dropped = {"level": "WARNING", "message": "channel authorizer's member info dropped: too large"}
+    assert (dropped in logged(log_output)) is not shown
+
+
+def test_the_authorizer_is_asked_once_within_the_routes_time() -> None:
+    # When wspush makes its client for an authorizer timeout of 1.5 s
+    client = access._lambda("eu-west-1", 1_500)
+    # Then the client connects and reads within that time, and tries once
+    config = client.meta.config
+    assert (config.connect_timeout, config.read_timeout) == (1.5, 1.5)
+    assert config.retries == {"mode": "standard", "total_max_attempts": 1}
+    assert client.meta.region_name == "eu-west-1"
+    assert access._lambda("eu-west-1", 1_500) is client  # made once per process

@@ -136,6 +136,24 @@ def test_a_chunked_answer_ends_after_its_trailers() -> None:
     assert (response.status, response.keep_alive, end) == (429, True, len(CHUNKED))
 
 
+def test_a_chunked_body_is_measured_by_its_sizes_not_by_blank_lines_in_it() -> None:
+    # Given chunks whose data holds blank lines, one of 26 bytes (size 1a) and one of 16 (10)
+    body = (
+        b"4\r\n\r\n\r\n\r\n"
+        + b"1a\r\n"
+        + b"\r\n" * 13
+        + b"\r\n10;x=y\r\n"
+        + b"a" * 16
+        + b"\r\n0\r\n\r\n"
+    )
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+    # Then the answer ends after the last chunk and the empty line, and not before
+    parsed = parse_response(bytearray(answer + b"HTTP/1.1"), eof=False)
+    assert parsed is not None
+    assert parsed[1] == len(answer)
+    assert parse_response(bytearray(answer[:-2]), eof=False) is None
+
+
 def test_an_answer_without_length_runs_to_the_end_of_the_connection() -> None:
     answer = bytearray(b"HTTP/1.1 500 Oops\r\n\r\nbody")
     assert parse_response(answer, eof=False) is None

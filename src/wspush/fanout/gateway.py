@@ -331,20 +331,20 @@ def parse_response(
 
 
 def _chunked_end(buffer: bytearray, position: int) -> int | None:
+    """Where a chunked body starting at ``position`` ends, or None while it is incomplete
+    (``find`` from past the end of the buffer finds nothing)."""
     while True:
         line_end = buffer.find(b"\r\n", position)
-        if line_end < 0:
+        if line_end == -1:
             return None
         size = int(bytes(buffer[position:line_end]).split(b";")[0], 16)
         position = line_end + 2
         if size == 0:
             break
         position += size + 2
-        if position > len(buffer):
-            return None
     while True:  # trailer lines, then an empty line
         line_end = buffer.find(b"\r\n", position)
-        if line_end < 0:
+        if line_end == -1:
             return None
         empty = line_end == position
         position = line_end + 2

@@ -197,6 +197,175 @@ def test_a_read_refuses_a_span_it_does_not_hold_whole() -> None:
     assert history.read(Span("u:alice", epoch, 2, 5), now_ms=now, max_bytes=999) is None
 
 
+NOW = 1_796_000_000_000  # ms
+
+
+def stored(stream: str, key: str) -> dict[str, Any]:
+    """One history item as DynamoDB holds it (attribute -> plain value)."""
+    item = boto3.client("dynamodb", region_name=REGION).get_item(
+        TableName=HISTORY_TABLE, Key={"stream": {"S": stream}, "key": {"S": key}}
+    )["Item"]
+    return {name: next(iter(value.values())) for name, value in item.items()}
+
+
+@pytest.mark.parametrize(
+    ("ttl_seconds", "head_days"),
+    [(3_600, 30), (40 * 86_400, 41)],
+    ids=["head-kept-a-month", "head-outlives-a-longer-history-by-a-day"],
+)
+def test_an_append_writes_the_head_the_message_and_its_id_with_their_ages(
+    ttl_seconds: int, head_days: int
+) -> None:
+    # When a message is appended to a stream keeping messages for ``ttl_seconds``
+    placed = history.append(
+        "u:alice", "m-1", lambda seq: b'{"seq":%d}' % seq,
+        History(size=10, ttl_seconds=ttl_seconds), now_ms=NOW,
+    )  # fmt: skip
+    # Then the message keeps its frame, id, epoch and seq until its age passes
+    epoch = placed.position.epoch
+    kept_until = str(NOW // 1000 + ttl_seconds)
+    assert stored("u:alice", "s#00000000000000000001") == {
+        "stream": "u:alice", "key": "s#00000000000000000001", "epoch": epoch, "seq": "1",
+        "id": "m-1", "frame": '{"seq":1}', "ttl": kept_until,
+    }  # fmt: skip
+    # And its id says where it went, as long as the message is kept
+    assert stored("u:alice", "i#m-1") == {
+        "stream": "u:alice", "key": "i#m-1", "epoch": epoch, "seq": "1", "ttl": kept_until,
+    }  # fmt: skip
+    # And the head outlives them: a month, or a day past the messages' age if that is longer
+    assert stored("u:alice", "#head") == {
+        "stream": "u:alice", "key": "#head", "epoch": epoch, "seq": "1",
+        "ttl": str(NOW // 1000 + head_days * 86_400),
+    }  # fmt: skip
+    assert placed == history.Placed(history.Position(epoch, 1), b'{"seq":1}')
+    assert len(epoch) == 16
+    assert int(epoch, 16) >= 0
+
+
+def test_a_stream_started_by_reading_its_position_has_a_head_for_a_month() -> None:
+    start = history.position("c:room:1", now_ms=NOW)
+    assert stored("c:room:1", "#head") == {
+        "stream": "c:room:1", "key": "#head", "epoch": start.epoch, "seq": "0",
+        "ttl": str(NOW // 1000 + 30 * 86_400),
+    }  # fmt: skip
+    assert start.seq == 0
+    assert len(start.epoch) == 16
+
+
+def test_a_message_handled_again_after_its_frame_expired_gets_it_made_again() -> None:
+    # Given a message appended, whose kept frame DynamoDB has since deleted (its age passed)
+    append("u:alice", "m-1")
+    boto3.client("dynamodb", region_name=REGION).delete_item(
+        TableName=HISTORY_TABLE,
+        Key={"stream": {"S": "u:alice"}, "key": {"S": history.message_key(1)}},
+    )
+    # When it is appended again
+    placed = history.append("u:alice", "m-1", lambda seq: b"again %d" % seq, KEEP, now_ms=now_ms())
+    # Then it keeps its seq, with the frame made again for it
+    assert (placed.seq, placed.frame) == (1, b"again 1")
+
+
+def test_a_position_read_while_another_starts_the_stream_is_theirs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a stream another caller started just after this one found no head
+    theirs = history.position("u:alice", now_ms=NOW)
+    real_head = history._head
+    missed = [True]
+
+    def head(stream: str) -> history.Position | None:
+        return None if missed and missed.pop() else real_head(stream)
+
+    monkeypatch.setattr(history, "_head", head)
+    # When this one starts it too
+    # Then its conditional write fails, and it reads and returns their head
+    assert history.position("u:alice", now_ms=NOW) == theirs
+
+
+def test_a_head_that_cannot_be_read_or_written_is_storage_unavailable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a head that exists but every read misses it
+    history.position("u:alice", now_ms=NOW)
+    monkeypatch.setattr(history, "_head", lambda stream: None)
+    with pytest.raises(history.StorageUnavailable, match=r"^the stream's head could not be read$"):
+        history.position("u:alice", now_ms=NOW)
+
+
+def test_an_append_that_keeps_losing_the_race_gives_up_after_twelve_tries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a stream whose head every append reads as it was before it moved
+    append("u:alice", "m-1")
+    stale = history._head("u:alice")
+    append("u:alice", "m-2")
+    monkeypatch.setattr(history, "_head", lambda stream: stale)
+    pauses: list[tuple[int, float, float]] = []
+
+    def pause(attempt: int, *, base_seconds: float, cap_seconds: float) -> None:
+        pauses.append((attempt, base_seconds, cap_seconds))
+
+    monkeypatch.setattr(history, "pause_before_retry", pause)
+    # When a third message is appended
+    with pytest.raises(history.StorageUnavailable, match=r"^the stream kept moving; try again$"):
+        append("u:alice", "m-3")
+    # Then it tried 12 times, pausing (jittered, 5 ms doubling to 200 ms) before each retry
+    assert pauses == [(attempt, 0.005, 0.2) for attempt in range(12)]
+    monkeypatch.undo()
+    assert history.position("u:alice", now_ms=now_ms()).seq == 2
+
+
+@pytest.mark.parametrize(
+    ("operations", "call", "message"),
+    [
+        (("GetItem",), "position", "could not read the stream"),
+        (("PutItem",), "position", "could not start the stream"),
+        (("GetItem",), "append", "could not read the stream"),
+        (("Query",), "read", "could not read the stream's history"),
+    ],
+)
+def test_history_storage_failures_say_what_failed(
+    monkeypatch: pytest.MonkeyPatch, operations: tuple[str, ...], call: str, message: str
+) -> None:
+    from tests.fakes.dynamodb import DynamoDBFaults, without_retry_backoff
+
+    # Given the history table failing these operations (after botocore's retries)
+    epoch = history.position("u:bob", now_ms=NOW).epoch
+    without_retry_backoff(monkeypatch)
+    DynamoDBFaults().install(monkeypatch).fail(*operations, table=HISTORY_TABLE)
+    calls: dict[str, Callable[[], object]] = {
+        "position": lambda: history.position("u:alice", now_ms=NOW),
+        "append": lambda: append("u:alice", "m-1"),
+        "read": lambda: history.read(Span("u:bob", epoch, 0, 1), now_ms=NOW, max_bytes=99),
+    }
+    # Then the call raises StorageUnavailable saying what could not be done
+    with pytest.raises(history.StorageUnavailable, match=f"^{message}$"):
+        calls[call]()
+
+
+def test_a_replay_of_exactly_its_byte_bound_is_read() -> None:
+    # Given a stream of 3 messages
+    for n in range(3):
+        append("u:alice", f"m-{n}")
+    epoch = history.position("u:alice", now_ms=now_ms()).epoch
+    span = Span("u:alice", epoch, 0, 3)
+    size = sum(len(k.frame) for k in history.read(span, now_ms=now_ms(), max_bytes=10**6) or [])
+    # Then a bound of exactly their size reads them, one byte less does not
+    assert len(history.read(span, now_ms=now_ms(), max_bytes=size) or []) == 3
+    assert history.read(span, now_ms=now_ms(), max_bytes=size - 1) is None
+
+
+def test_an_empty_span_is_not_asked_of_dynamodb(monkeypatch: pytest.MonkeyPatch) -> None:
+    # (DynamoDB refuses a BETWEEN whose lower bound is above its upper one; moto answers it)
+    from tests.fakes.dynamodb import DynamoDBFaults
+
+    append("u:alice", "m-1")
+    epoch = history.position("u:alice", now_ms=now_ms()).epoch
+    dynamodb = DynamoDBFaults().install(monkeypatch)
+    assert history.read(Span("u:alice", epoch, 1, 1), now_ms=now_ms(), max_bytes=0) == []
+    assert dynamodb.calls["Query"] == 0
+
+
 # --- seq through the send and sender Lambdas ---------------------------------------------
 
 

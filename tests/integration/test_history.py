@@ -674,19 +674,89 @@ def test_a_malformed_since_gets_invalid_since(
 
 
 def test_recover_without_user_history_says_so(
-    alice: FakeManagementApi, lambda_context: FakeLambdaContext, configure: Any
+    alice: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    configure: Any,
+    emitted_metrics: Callable[[], Emitted],
+    log_output: io.StringIO,
 ) -> None:
     # Given user history off
     configure(WSPUSH_USER_HISTORY="off")
-    # Then hello shows no stream, and recover is refused with no_history
+    # Then hello shows no stream, and recover is refused with no_history, saying why
     assert route(welcome, "a-pc", lambda_context, action="hello")["data"]["stream"] is None
-    reply = route(welcome, "a-pc", lambda_context, action="recover", since={"epoch": "e", "seq": 0})
-    assert reply["data"]["code"] == "no_history"
+    reply = route(
+        welcome, "a-pc", lambda_context, action="recover", since={"epoch": "e", "seq": 0}, ref="r"
+    )
+    assert reply["data"] == {
+        "code": "no_history",
+        "message": "user history is off: there is nothing to recover",
+    }
+    assert reply["ref"] == "r"
+    # And the refusal is logged with its code and counted
+    assert {
+        "level": "INFO",
+        "message": "stream request refused",
+        "connection_id": "a-pc",
+        "code": "no_history",
+    } in logged(log_output)
+    assert emitted_metrics()["StreamRequestsRefused"] == ("Count", [1.0])
 
 
-def test_hello_from_an_unknown_connection_is_refused(lambda_context: FakeLambdaContext) -> None:
-    reply = route(welcome, "nobody", lambda_context, action="hello")
-    assert reply["data"]["code"] == "unknown_connection"
+@pytest.mark.parametrize("action", ["hello", "recover"])
+def test_a_request_from_an_unknown_connection_is_refused(
+    lambda_context: FakeLambdaContext, action: str
+) -> None:
+    reply = route(welcome, "nobody", lambda_context, action=action, since={"epoch": "e", "seq": 0})
+    assert reply["data"] == {"code": "unknown_connection", "message": "this connection is not open"}
+
+
+def test_a_history_that_cannot_be_read_answers_unavailable(
+    alice: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    emitted_metrics: Callable[[], Emitted],
+    log_output: io.StringIO,
+) -> None:
+    # Given a history table that fails every read
+    from tests.fakes.dynamodb import DynamoDBFaults, without_retry_backoff
+
+    without_retry_backoff(monkeypatch)
+    DynamoDBFaults().install(monkeypatch).fail("GetItem", table=HISTORY_TABLE)
+    # When alice says hello
+    reply = route(welcome, "a-pc", lambda_context, action="hello", ref="h")
+    # Then she is told to try again later, the failure logged and counted
+    assert reply["type"] == "error"
+    assert reply["data"] == {
+        "code": "unavailable",
+        "message": "history is unavailable, try again later",
+    }
+    assert reply["ref"] == "h"
+    failed = [line for line in logged(log_output) if line["message"] == "stream request failed"]
+    assert [(line["level"], line["connection_id"]) for line in failed] == [("ERROR", "a-pc")]
+    assert emitted_metrics()["StorageErrors"] == ("Count", [1.0])
+
+
+def test_a_replay_stops_short_of_the_functions_time_limit(
+    alice: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given a missed message, and an invocation with less time left than a reply needs
+    since = route(welcome, "a-pc", lambda_context, action="hello")["data"]["stream"]
+    to_user("alice", "m-0", lambda_context)
+    alice.reset()
+    lambda_context.remaining_ms = 999
+    # When alice recovers
+    reply = route(welcome, "a-pc", lambda_context, action="recover", since=since)
+    # Then nothing is posted and the reply says so, in time
+    assert reply["data"]["recovered"] is False
+    assert frames(alice, "a-pc") == []
+
+
+def test_hello_says_when_the_connection_will_be_cut(
+    alice: FakeManagementApi, lambda_context: FakeLambdaContext, configure: Any
+) -> None:
+    configure(WSPUSH_MAX_CONNECTION_SECONDS="900")
+    data = route(welcome, "a-pc", lambda_context, action="hello")["data"]
+    assert data["expiresAt"] - data["connectedAt"] == 900_000
 
 
 def test_subscribe_with_since_replays_the_channel_then_answers(

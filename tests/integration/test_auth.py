@@ -11,7 +11,7 @@ import boto3
 import pytest
 
 from handlers import connect
-from tests.conftest import REGION, FakeLambdaContext, load_event
+from tests.conftest import REGION, FakeLambdaContext, load_event, logged
 from tests.fakes.jwks import AUDIENCE, ISSUER, JwksServer, SigningKey
 from tests.support import stored_ids
 from wspush.auth import tokens as auth
@@ -133,7 +133,7 @@ def test_an_unavailable_jwks_fails_closed_within_the_timeout(
 
 
 def test_a_jwks_redirect_to_another_origin_is_refused(
-    lambda_context: FakeLambdaContext, with_jwks: JwksServer
+    lambda_context: FakeLambdaContext, with_jwks: JwksServer, log_output: io.StringIO
 ) -> None:
     # Given the JWKS URL redirects to another server (another origin) that serves other keys
     elsewhere = JwksServer(SigningKey.rsa("attacker")).start()
@@ -145,6 +145,13 @@ def test_a_jwks_redirect_to_another_origin_is_refused(
         assert response["statusCode"] == 503
         assert elsewhere.requests == 0
         assert stored_ids() == set()
+        # And the log says why
+        assert {
+            "level": "WARNING",
+            "message": "could not fetch the JWKS",
+            "error": "URLError",
+            "reason": "redirect to another origin refused",
+        } in logged(log_output)
     finally:
         elsewhere.stop()
 

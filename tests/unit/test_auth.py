@@ -5,16 +5,20 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import io
 import json
 import subprocess
 import sys
 import time
+import urllib.error
+from email.message import Message
 from typing import Any
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from tests.conftest import logged
 from tests.fakes.jwks import AUDIENCE, ISSUER, SigningKey, sign
 from wspush.auth import secrets
 from wspush.auth import tokens as auth
@@ -92,10 +96,28 @@ def test_the_user_claim_is_configurable_and_audience_may_be_a_list() -> None:
     assert check.user_id(token) == "a@example.test"
 
 
-def test_a_forged_signature_is_refused() -> None:
+@pytest.mark.parametrize(
+    ("key", "impostor"),
+    [(RSA_KEY, SigningKey.rsa("rsa-1")), (EC_KEY, SigningKey.ec("ec-1"))],
+    ids=["RS256", "ES256"],
+)
+def test_a_forged_signature_is_refused(key: SigningKey, impostor: SigningKey) -> None:
     # Given a token signed by a key that claims the issuer's kid
-    impostor = SigningKey.rsa("rsa-1")
-    assert "signature" in refused(verifier(FakeFetch(RSA_KEY)), impostor.token())
+    # Then it is refused: its signature (of the right length) does not verify
+    check = verifier(FakeFetch(key))
+    assert refused(check, impostor.token()) == "the token's signature does not verify"
+
+
+@pytest.mark.parametrize("key", [RSA_KEY, EC_KEY], ids=["RS256", "ES256"])
+def test_a_token_whose_claims_were_changed_after_signing_is_refused(key: SigningKey) -> None:
+    # Given a token of the issuer's, its subject changed after it was signed
+    header, _, signature = key.token(sub="alice").split(".")
+    other = key.token(sub="mallory").split(".")[1]
+    # Then it is refused
+    check = verifier(FakeFetch(key))
+    assert (
+        refused(check, f"{header}.{other}.{signature}") == "the token's signature does not verify"
+    )
 
 
 def test_alg_none_is_refused() -> None:
@@ -560,6 +582,35 @@ def test_a_jwks_whose_keys_are_not_objects_is_unavailable_not_a_crash() -> None:
 
         with pytest.raises(AuthUnavailable):
             verifier(Fetch()).user_id(RSA_KEY.token())
+
+
+@pytest.mark.parametrize(
+    ("error", "logged_as"),
+    [
+        (
+            urllib.error.HTTPError("https://i/jwks", 500, "Internal Server Error", Message(), None),
+            {"error": "HTTPError", "reason": "Internal Server Error"},
+        ),
+        (
+            urllib.error.URLError(ConnectionRefusedError(111, "Connection refused")),
+            {"error": "URLError", "reason": "[Errno 111] Connection refused"},
+        ),
+        (ValueError("not JSON"), {"error": "ValueError"}),
+    ],
+    ids=["http-error", "unreachable", "not-json"],
+)
+def test_a_failed_jwks_fetch_is_logged_with_its_kind_and_reason(
+    error: Exception, logged_as: dict[str, str], log_output: io.StringIO
+) -> None:
+    # Given a JWKS endpoint failing this way
+    fetch = FakeFetch(RSA_KEY)
+    fetch.error = error
+    # When a token is checked
+    with pytest.raises(AuthUnavailable):
+        verifier(fetch).user_id(RSA_KEY.token())
+    # Then the warning names the kind of failure and, for HTTP and network errors, its reason
+    warning = {"level": "WARNING", "message": "could not fetch the JWKS", **logged_as}
+    assert warning in logged(log_output)
 
 
 def test_a_redirect_keeps_its_origin_only_with_the_same_scheme_host_and_port() -> None:

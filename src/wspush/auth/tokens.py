@@ -174,15 +174,14 @@ class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
         newurl: str,
     ) -> urllib.request.Request | None:
         if _origin(newurl) != _origin(req.full_url):
-            raise urllib.error.HTTPError(
-                req.full_url, code, "JWKS redirect to another origin refused", headers, fp
-            )
+            raise urllib.error.URLError("redirect to another origin refused")
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    """Scheme, host and port (``urlsplit`` gives scheme and host in lower case)."""
     parts = urlsplit(url)
-    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+    return parts.scheme, parts.hostname, parts.port
 
 
 _opener = urllib.request.build_opener(_SameOriginRedirects)
@@ -259,7 +258,9 @@ class Jwks:
         try:
             keys = _parse_jwks(self._fetch(self._url, self._timeout))
         except (OSError, urllib.error.URLError, ValueError, KeyError, TypeError) as exc:
-            logger.warning("could not fetch the JWKS", error=type(exc).__name__)
+            # (an HTTP error's or a refused redirect's reason; a socket error's is its errno's)
+            reason = str(exc.reason) if isinstance(exc, urllib.error.URLError) else None
+            logger.warning("could not fetch the JWKS", error=type(exc).__name__, reason=reason)
             if keep_on_failure:
                 return
             raise AuthUnavailable("the token issuer's keys could not be fetched") from exc

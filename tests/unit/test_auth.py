@@ -639,3 +639,14 @@ def test_claims_that_are_not_an_object_are_refused() -> None:
     signature = hmac.new(SECRET.encode(), header + b"." + payload, hashlib.sha256).digest()
     token = (header + b"." + payload + b"." + _b64(signature)).decode()
     assert refused(hmac_verifier(), token) == "the token's claims are not an object"
+
+
+@pytest.mark.parametrize("name", ["RS256", "ES256"])
+def test_the_verifying_algorithms_never_sign_nor_handle_jwk_documents(name: str) -> None:
+    algorithm = auth._ALGORITHMS[name]()
+    with pytest.raises(NotImplementedError, match="only verifies"):
+        algorithm.sign(b"message", None)
+    with pytest.raises(NotImplementedError):
+        algorithm.to_jwk(None)
+    with pytest.raises(NotImplementedError):
+        algorithm.from_jwk("{}")

@@ -379,12 +379,12 @@ def test_gone_rows_are_forgotten_only_while_the_invocation_has_time(table: list[
     # Given 100 gone connections and an invocation already within its last half second
     clock = Clock()
     gone = [f"g-{i}" for i in range(100)]
-    deadline = Deadline(-1.0, clock, cut=-1.0, end=delivery.FORGET_RESERVE_SECONDS)
+    deadline = Deadline(-1.0, clock, cut=-1.0, end=0.5)
     # When the clean-up runs, nothing is deleted (the rows expire through their TTL)
     assert delivery.forget_gone(gone, deadline=deadline) == 0
     assert table == []
-    # And with time to spare, every row is deleted, 25 to a batch
-    assert delivery.forget_gone(gone, deadline=Deadline(-1.0, clock, end=10.0)) == 100
+    # And with more than half a second to spare, every row is deleted, 25 to a batch
+    assert delivery.forget_gone(gone, deadline=Deadline(-1.0, clock, end=1.4)) == 100
     assert sorted(table) == sorted(gone)
 
 

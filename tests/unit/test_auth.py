@@ -448,6 +448,12 @@ def test_a_token_without_kid_uses_the_only_signing_key_and_never_an_encryption_k
     assert "key the issuer does not publish" in refused(verifier(Fetch(RSA_KEY)), enc_token)
 
 
+def test_a_minted_token_carries_the_channels_it_grants() -> None:
+    token = mint(SECRET, "u-9", issuer=ISSUER, audience=AUDIENCE, channels=["room:1", "ops:*"])
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["channels"] == ["room:1", "ops:*"]
+
+
 def test_a_minted_token_carries_exactly_its_claims() -> None:
     token = mint(SECRET, "u-9", issuer=ISSUER, audience=AUDIENCE, ttl_seconds=60, now=1_000.5)
     assert jwt.get_unverified_header(token)["alg"] == "HS256"

@@ -146,7 +146,7 @@ class SecretKey:
         with self._lock:
             if self._secret is None:
                 try:
-                    value = self._load().encode("utf-8")
+                    value = self._load().encode()  # UTF-8
                 except secrets.SecretUnavailable as exc:
                     raise AuthUnavailable("the token secret could not be read") from exc
                 if len(value) < MIN_SECRET_BYTES:

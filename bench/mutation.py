@@ -245,10 +245,33 @@ def main(argv: list[str] | None = None) -> int:
         f"{'all complete files':<28} {mutants:>7} {total['killed']:>6} {total['survived']:>5}"
         f" {total['timeouts']:>4} {summary['score']!s:>5}%"
     )
+    # Over every mutant run so far, complete files or not. mutmut runs the mutants whose
+    # tests are quickest first, so a partial run is not a random sample of the rest.
+    ran = Counter[str]()
+    for path in core_files():
+        entry = entries.get(path, {})
+        ran.update({k: entry.get(k, 0) for k in ("mutants", "killed", "survived", "timeouts")})
+        ran["not_run"] += entry.get("not_run", 0) if path in entries else 0
+    run_count = ran["mutants"] - ran["not_run"]
+    so_far = {
+        "core_mutants": ran["mutants"],
+        "run": run_count,
+        "killed": ran["killed"],
+        "survived": ran["survived"],
+        "timeouts": ran["timeouts"],
+        "score": round(100 * (ran["killed"] + ran["timeouts"]) / run_count, 1)
+        if run_count
+        else None,
+    }
+    print(
+        f"{'every mutant run so far':<28} {run_count:>7} {ran['killed']:>6} {ran['survived']:>5}"
+        f" {ran['timeouts']:>4} {so_far['score']!s:>5}%  (of {ran['mutants']} in files run)"
+    )
     document = {
         "tool": "mutmut 3.8.1 over tests/unit and tests/integration ([tool.mutmut])",
         "score": "(killed + timeouts) / mutants; survived includes equivalent mutants",
         "total": summary,
+        "run_so_far": so_far,
         "last_run": run or previous.get("last_run"),
         "files": {p: entries[p] for p in core_files() if p in entries},
     }

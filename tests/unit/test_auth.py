@@ -499,6 +499,7 @@ def test_why_a_key_is_not_usable_is_kept_as_the_cause() -> None:
     )
     off = {**EC_KEY.jwk(), "y": EC_KEY.jwk()["x"]}
     assert cause(off, "ES256") == "the key is not a point of its curve"
+    assert cause({**EC_KEY.jwk(), "x": 7}, "ES256") == "JWK member is not a string"
 
 
 def test_the_verifying_algorithms_take_only_their_own_keys_and_never_sign() -> None:
@@ -601,21 +602,34 @@ def test_a_jwks_whose_keys_are_not_objects_is_unavailable_not_a_crash() -> None:
             urllib.error.URLError(ConnectionRefusedError(111, "Connection refused")),
             {"error": "URLError", "reason": "[Errno 111] Connection refused"},
         ),
-        (ValueError("not JSON"), {"error": "ValueError"}),
+        (TimeoutError("JWKS fetch took too long"), {"error": "TimeoutError"}),
+        (
+            b"<html>",
+            {"error": "JSONDecodeError", "reason": "Expecting value: line 1 column 1 (char 0)"},
+        ),
+        (b'{"key": []}', {"error": "KeyError", "reason": "'keys'"}),
+        (b'{"keys": {}}', {"error": "TypeError", "reason": "keys is not a list of objects"}),
+        (b'{"keys": [1]}', {"error": "TypeError", "reason": "keys is not a list of objects"}),
     ],
-    ids=["http-error", "unreachable", "not-json"],
+    ids=["http-error", "unreachable", "timeout", "not-json", "no-keys", "keys-object", "key-int"],
 )
 def test_a_failed_jwks_fetch_is_logged_with_its_kind_and_reason(
-    error: Exception, logged_as: dict[str, str], log_output: io.StringIO
+    error: Exception | bytes, logged_as: dict[str, str], log_output: io.StringIO
 ) -> None:
-    # Given a JWKS endpoint failing this way
-    fetch = FakeFetch(RSA_KEY)
-    fetch.error = error
+    # Given a JWKS endpoint failing this way, or answering a document that is not a JWKS
+    class Fetch(FakeFetch):
+        def __call__(self, url: str, timeout: float) -> bytes:
+            if isinstance(error, bytes):
+                return error
+            raise error
+
+    fetch = Fetch(RSA_KEY)
     # When a token is checked
     with pytest.raises(AuthUnavailable):
         verifier(fetch).user_id(RSA_KEY.token())
-    # Then the warning names the kind of failure and, for HTTP and network errors, its reason
-    warning = {"level": "WARNING", "message": "could not fetch the JWKS", **logged_as}
+    # Then the warning names the kind of failure and its reason (never the document)
+    reason = {"reason": "JWKS fetch took too long"} if isinstance(error, TimeoutError) else {}
+    warning = {"level": "WARNING", "message": "could not fetch the JWKS", **reason, **logged_as}
     assert warning in logged(log_output)
 
 
@@ -648,10 +662,8 @@ def test_claims_that_are_not_an_object_are_refused() -> None:
 
 
 @pytest.mark.parametrize("name", ["RS256", "ES256"])
-def test_the_verifying_algorithms_never_sign_nor_handle_jwk_documents(name: str) -> None:
+def test_the_verifying_algorithms_handle_no_jwk_documents(name: str) -> None:
     algorithm = auth._ALGORITHMS[name]()
-    with pytest.raises(NotImplementedError, match="only verifies"):
-        algorithm.sign(b"message", None)
     with pytest.raises(NotImplementedError):
         algorithm.to_jwk(None)
     with pytest.raises(NotImplementedError):

@@ -258,9 +258,10 @@ class Jwks:
         try:
             keys = _parse_jwks(self._fetch(self._url, self._timeout))
         except (OSError, urllib.error.URLError, ValueError, KeyError, TypeError) as exc:
-            # (an HTTP error's or a refused redirect's reason; a socket error's is its errno's)
-            reason = str(exc.reason) if isinstance(exc, urllib.error.URLError) else None
-            logger.warning("could not fetch the JWKS", error=type(exc).__name__, reason=reason)
+            # An HTTP error's, a refused redirect's or a socket error's reason, or what was
+            # wrong with the document (never its content).
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            logger.warning("could not fetch the JWKS", error=type(exc).__name__, reason=str(reason))
             if keep_on_failure:
                 return
             raise AuthUnavailable("the token issuer's keys could not be fetched") from exc
@@ -294,7 +295,9 @@ def _is_ip(host: str) -> bool:
 def _b64int(value: Any) -> int:
     if not isinstance(value, str):
         raise TypeError("JWK member is not a string")
-    return int.from_bytes(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)), "big")
+    # base64url without padding: two "=" are all any length needs, and the decoder stops at
+    # the first one it does not need. (Big-endian is ``from_bytes``' default.)
+    return int.from_bytes(base64.urlsafe_b64decode(value + "=="))
 
 
 def _public_key(jwk: Mapping[str, Any], alg: str) -> Any:

@@ -56,7 +56,7 @@ class _PartlySent(Exception):
     """A direct send whose retryable failures must not be remembered as done."""
 
     def __init__(self, answer: dict[str, Any]) -> None:
-        super().__init__("some recipients may still be reached")
+        super().__init__()
         self.answer = answer
 
 

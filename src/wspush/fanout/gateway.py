@@ -217,8 +217,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.BaseTransport | None = None
         self._buffer = bytearray()
         self._answer: asyncio.Future[Response] | None = None
-        self._head_only = False
-        self._eof = False
+        self._head_only: bool  # set with each request
         self._usable = True
 
     @property
@@ -227,7 +226,6 @@ class Connection(asyncio.Protocol):
         return self._usable and transport is not None and not transport.is_closing()
 
     def close(self) -> None:
-        self._usable = False
         if self.transport is not None:
             self.transport.close()
 
@@ -261,27 +259,25 @@ class Connection(asyncio.Protocol):
         self._parse(answer)
 
     def eof_received(self) -> bool | None:
-        self._eof = True
         self._usable = False
         if self._answer is not None and not self._answer.done():
-            self._parse(self._answer)
+            self._parse(self._answer, eof=True)
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._eof = True
         self._usable = False
         if self._answer is not None and not self._answer.done():
-            self._parse(self._answer)
+            self._parse(self._answer, eof=True)
 
-    def _parse(self, answer: asyncio.Future[Response]) -> None:
+    def _parse(self, answer: asyncio.Future[Response], *, eof: bool = False) -> None:
         try:
-            parsed = parse_response(self._buffer, eof=self._eof, head_only=self._head_only)
+            parsed = parse_response(self._buffer, eof=eof, head_only=self._head_only)
         except ValueError as exc:
             self.close()
             answer.set_exception(exc)
             return
         if parsed is None:
-            if self._eof:
+            if eof:
                 answer.set_exception(EOFError("the connection closed before a whole answer"))
             return
         response, end = parsed

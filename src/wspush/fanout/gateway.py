@@ -149,7 +149,7 @@ class Proxy:
                 f" runs end to end through a CONNECT tunnel), not {scheme}://"
             )
         if not separator:
-            url = "http:" + url if url.startswith("//") else "http://" + url
+            url = "//" + url.removeprefix("//")
         parts = urlsplit(url)
         try:
             port = parts.port or 80
@@ -399,7 +399,7 @@ class Gateway:
         self._idle: list[Connection] = []
         self._waiting: deque[asyncio.Future[Connection | None]] = deque()
         self._handshakes = 0
-        self._progress_at = 0.0  # when a connection was last given back or opened
+        self._progress_at = self._loop.time()  # when a connection was last given back or opened
         # For measurements and tests: connections opened, the most handshakes in progress at
         # once, the longest a successful one took from its start, and the longest a post
         # waited for its turn.
@@ -428,7 +428,7 @@ class Gateway:
         self._loop.close()
 
     async def post(self, connection_id: str, data: bytes) -> PostResult:
-        path = f"{self._base_path}/@connections/{quote(connection_id, safe='-._~')}"
+        path = f"{self._base_path}/@connections/{quote(connection_id, safe='')}"
         request = self._request(path, data)
         try:
             connection = await self._connection()
@@ -456,7 +456,7 @@ class Gateway:
         self._give_back(connection)
         if 200 <= response.status < 300:
             return PostResult(PostOutcome.DELIVERED, response.status)
-        code = response.headers.get("x-amzn-errortype", "").split(":", 1)[0] or None
+        code = response.headers.get("x-amzn-errortype", "").partition(":")[0] or None
         return PostResult(classify(response.status, code), response.status, code)
 
     async def _connection(self) -> Connection:
@@ -483,13 +483,13 @@ class Gateway:
         def check() -> None:
             if turn.done():
                 return
-            since = max(started, self._progress_at)
-            if self._loop.time() - since >= self._connect_timeout:
+            deadline = max(started, self._progress_at) + self._connect_timeout
+            if self._loop.time() >= deadline:
                 turn.set_exception(PoolTimeout())
             else:
-                expiry[0] = self._loop.call_at(since + self._connect_timeout, check)
+                expiry[0] = self._loop.call_at(deadline, check)
 
-        expiry = [self._loop.call_at(started + self._connect_timeout, check)]
+        expiry = [self._loop.call_soon(check)]
         try:
             return await turn
         except asyncio.CancelledError:
@@ -549,11 +549,7 @@ class Gateway:
         proxy = self._proxy
         if proxy is None:
             _, connection = await loop.create_connection(
-                Connection,
-                self._host,
-                self._port,
-                ssl=self._ssl,
-                server_hostname=self._host if self._ssl else None,
+                Connection, self._host, self._port, ssl=self._ssl
             )
             return connection
         _, connection = await loop.create_connection(Connection, proxy.host, proxy.port)
@@ -583,10 +579,9 @@ class Gateway:
         transport = connection.transport
         if not connection.reusable or not isinstance(transport, asyncio.Transport):
             raise ProxyRefused("the proxy closed the tunnel, or sent more than its answer")
-        tls = await self._loop.start_tls(transport, connection, context, server_hostname=host)
-        if tls is None:
-            raise ConnectionResetError("the tunnel closed during the TLS handshake")
-        connection.transport = tls
+        connection.transport = await self._loop.start_tls(
+            transport, connection, context, server_hostname=host
+        )
 
     def _request(self, path: str, data: bytes) -> bytes:
         """The request's bytes, signed like boto3 signs it (SigV4, service execute-api)."""

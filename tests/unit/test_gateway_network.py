@@ -84,6 +84,7 @@ def test_the_proxy_a_post_takes_is_the_one_boto3_would_take(
         ("//proxy.internal:3128", "proxy.internal", 3128),
         ("http://proxy.internal", "proxy.internal", 80),
         ("HTTP://[fd00::1]:3128", "fd00::1", 3128),
+        ("http://proxy.internal:3128/?via=https://elsewhere", "proxy.internal", 3128),
     ],
 )
 def test_proxy_urls_are_read_as_botocore_reads_them(url: str, host: str, port: int) -> None:

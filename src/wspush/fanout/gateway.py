@@ -479,17 +479,19 @@ class Gateway:
         turn: asyncio.Future[Connection | None] = self._loop.create_future()
         self._waiting.append(turn)
         started = self._loop.time()
+        expiry: asyncio.Handle  # the next check of this wait
 
         def check() -> None:
+            nonlocal expiry
             if turn.done():
                 return
             deadline = max(started, self._progress_at) + self._connect_timeout
             if self._loop.time() >= deadline:
                 turn.set_exception(PoolTimeout())
             else:
-                expiry[0] = self._loop.call_at(deadline, check)
+                expiry = self._loop.call_at(deadline, check)
 
-        expiry = [self._loop.call_soon(check)]
+        expiry = self._loop.call_soon(check)
         try:
             return await turn
         except asyncio.CancelledError:
@@ -503,7 +505,7 @@ class Gateway:
                     self._wake_one()
             raise
         finally:
-            expiry[0].cancel()
+            expiry.cancel()
             self.longest_wait = max(self.longest_wait, self._loop.time() - started)
 
     def _give_back(self, connection: Connection) -> None:

@@ -211,7 +211,12 @@ def test_a_connect_answer_has_no_body() -> None:
 
 @pytest.mark.parametrize(
     "answer",
-    [b"SSH-2.0-OpenSSH\r\n\r\n", b"HTTP/1.1 abc\r\n\r\n", b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n"],
+    [
+        b"SSH-2.0-OpenSSH\r\n\r\n",
+        b"HTTP/1.1 abc\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
+        b"\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",  # an empty head first
+    ],
 )
 def test_what_is_not_http_is_an_error(answer: bytes) -> None:
     with pytest.raises(ValueError, match=r"HTTP|header"):

@@ -4,6 +4,7 @@ and over TLS (as API Gateway's endpoint is), with a certificate authority made f
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import socket
 import ssl
 import threading
@@ -17,6 +18,8 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from cryptography import x509
+from cryptography.x509.name import _ASN1Type
 
 from local.tls import Authority
 from wspush.fanout import gateway as gateway_module
@@ -202,6 +205,15 @@ def test_a_post_is_exactly_the_request_api_gateway_expects(
     assert sigv4_signature_holds(server.scheme, server.requests[0])
 
 
+def test_a_new_gateway_has_opened_nothing_and_waited_for_nothing(
+    server: RawServer, closed_gateways: list[Gateway], trusted: Network
+) -> None:
+    gateway = gateway_for(server, closed_gateways, trusted)
+    assert (gateway.opened, gateway.peak_handshakes) == (0, 0)
+    assert (gateway.slowest_handshake, gateway.longest_wait) == (0.0, 0.0)
+    assert server.connections == 0
+
+
 def test_posts_share_a_kept_alive_connection(
     server: RawServer, closed_gateways: list[Gateway], trusted: Network
 ) -> None:
@@ -223,6 +235,8 @@ def test_posts_share_a_kept_alive_connection(
          b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", PostOutcome.THROTTLED,
          "429 LimitExceededException"),
         (b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n", PostOutcome.TOO_LARGE, "413"),
+        (b"HTTP/1.1 400 Bad Request\r\nx-amzn-ErrorType: TooManyRequestsException:a:b\r\n"
+         b"Content-Length: 0\r\n\r\n", PostOutcome.THROTTLED, "400 TooManyRequestsException"),
     ],
 )  # fmt: skip
 def test_answers_are_classified_and_the_connection_is_kept(
@@ -247,6 +261,7 @@ def test_answers_are_classified_and_the_connection_is_kept(
     [
         b"HTTP/1.1 301 Moved Permanently\r\nLocation: https://x/\r\nContent-Length: 0\r\n\r\n",
         b"HTTP/1.1 304 Not Modified\r\n\r\n",
+        b"HTTP/1.1 300 Multiple Choices\r\nContent-Length: 0\r\n\r\n",
     ],
 )
 def test_a_3xx_answer_is_a_retryable_error_never_a_delivery(
@@ -258,8 +273,8 @@ def test_a_3xx_answer_is_a_retryable_error_never_a_delivery(
     # When a post is made
     result = gateway.run(gateway.post("c-1", b"{}"))
     # Then it is not delivered: an error that a retry may fix, named by its status
-    assert (result.outcome, result.retryable) == (PostOutcome.ERROR, True)
-    assert result.reason == response[9:12].decode()
+    assert result == PostResult(PostOutcome.ERROR, int(response[9:12]))
+    assert result.retryable
     # And the answer was read whole: the next post reuses the connection
     assert gateway.run(gateway.post("c-2", b"{}")).outcome is PostOutcome.DELIVERED
     assert server.connections == 1
@@ -294,11 +309,8 @@ def test_an_answer_later_than_the_read_timeout_is_a_retryable_error_on_a_closed_
     # When a post is made
     result = gateway.run(gateway.post("c-1", b"{}"))
     # Then it is a read timeout, which a retry may fix, and the connection is not reused
-    assert (result.outcome, result.reason, result.retryable) == (
-        PostOutcome.ERROR,
-        "ReadTimeoutError",
-        True,
-    )
+    assert result == PostResult(PostOutcome.ERROR, None, "ReadTimeoutError")
+    assert result.retryable
     server.latency = 0.0
     assert gateway.run(gateway.post("c-2", b"{}")).outcome is PostOutcome.DELIVERED
     assert server.connections == 2
@@ -310,11 +322,8 @@ def test_an_answer_that_is_not_http_closes_the_connection(
     server.responses = [b"SSH-2.0-OpenSSH\r\n\r\n"]
     gateway = gateway_for(server, closed_gateways, trusted)
     result = gateway.run(gateway.post("c-1", b"{}"))
-    assert (result.outcome, result.reason, result.retryable) == (
-        PostOutcome.ERROR,
-        "ConnectionClosedError",
-        True,
-    )
+    assert result == PostResult(PostOutcome.ERROR, None, "ConnectionClosedError")
+    assert result.retryable
     assert gateway.run(gateway.post("c-2", b"{}")).outcome is PostOutcome.DELIVERED
     assert server.connections == 2
 
@@ -322,11 +331,16 @@ def test_an_answer_that_is_not_http_closes_the_connection(
 def test_the_stage_path_is_kept_with_or_without_a_trailing_slash(
     server: RawServer, closed_gateways: list[Gateway], trusted: Network
 ) -> None:
-    for url in (server.url + "/", f"{server.scheme}://127.0.0.1:{server.port}"):
+    origin = f"{server.scheme}://127.0.0.1:{server.port}"
+    for url in (server.url + "/", origin, origin + "/betaX/"):
         gateway = gateway_for(server, closed_gateways, trusted, url=url)
         assert gateway.run(gateway.post("c", b"{}")).outcome is PostOutcome.DELIVERED
     lines = [parse_request(raw)[0] for raw in server.requests]
-    assert lines == ["POST /prod/@connections/c HTTP/1.1", "POST /@connections/c HTTP/1.1"]
+    assert lines == [
+        "POST /prod/@connections/c HTTP/1.1",
+        "POST /@connections/c HTTP/1.1",
+        "POST /betaX/@connections/c HTTP/1.1",
+    ]
 
 
 @pytest.mark.parametrize("url", ["ftp://example.test/prod", "http:///prod", "example.test"])
@@ -390,11 +404,8 @@ def test_a_refused_connection_is_a_retryable_error(closed_gateways: list[Gateway
     gateway = Gateway("http://127.0.0.1:9/prod", region=REGION, max_connections=1)
     closed_gateways.append(gateway)
     result = gateway.run(gateway.post("c-1", b"{}"))
-    assert (result.outcome, result.reason, result.retryable) == (
-        PostOutcome.ERROR,
-        "EndpointConnectionError",
-        True,
-    )
+    assert result == PostResult(PostOutcome.ERROR, None, "EndpointConnectionError")
+    assert result.retryable
 
 
 @pytest.fixture
@@ -420,11 +431,8 @@ def test_an_endpoint_that_never_accepts_is_a_connect_timeout(
     started = time.monotonic()
     result = gateway.run(gateway.post("c-1", b"{}"))
     elapsed = time.monotonic() - started
-    assert (result.outcome, result.reason, result.retryable) == (
-        PostOutcome.ERROR,
-        "ConnectTimeoutError",
-        True,
-    )
+    assert result == PostResult(PostOutcome.ERROR, None, "ConnectTimeoutError")
+    assert result.retryable
     assert 0.2 <= elapsed < 1.0
 
 
@@ -441,7 +449,7 @@ def test_tls_fails_against_an_authority_the_client_does_not_trust(
     # When a post is made without the CA bundle
     result = gateway.run(gateway.post("c-1", b"{}"))
     # Then it fails as it would on AWS with a wrong trust store, before any request is sent
-    assert (result.outcome, result.reason) == (PostOutcome.ERROR, "SSLError")
+    assert result == PostResult(PostOutcome.ERROR, None, "SSLError")
     assert tls_server.requests == []
 
 
@@ -459,7 +467,7 @@ def test_tls_checks_the_endpoint_name_against_the_certificate(
     # When a post goes there
     result = gateway.run(gateway.post("c-1", b"{}"))
     # Then the certificate does not match it
-    assert (result.outcome, result.reason) == (PostOutcome.ERROR, "SSLError")
+    assert result == PostResult(PostOutcome.ERROR, None, "SSLError")
     assert elsewhere_server.requests == []
 
 
@@ -575,13 +583,15 @@ def test_a_post_waits_past_the_connect_timeout_while_the_pool_keeps_moving(
     closed_gateways.append(gateway)
     try:
         # When a cold gateway makes 8 posts at once
+        started = time.monotonic()
         results = post_all(gateway, [f"c-{i}" for i in range(8)])
+        elapsed = time.monotonic() - started
     finally:
         server.close()
     # Then some waited longer than the connect timeout for a connection, and none gave up:
     # a connection came back or was opened at least every 150 ms
     assert [r.reason for r in results if r.outcome is not PostOutcome.DELIVERED] == []
-    assert gateway.longest_wait > 0.3
+    assert 0.3 < gateway.longest_wait < elapsed
 
 
 def test_posts_waiting_on_a_pool_where_nothing_moves_give_up_after_the_connect_timeout(
@@ -603,7 +613,10 @@ def test_posts_waiting_on_a_pool_where_nothing_moves_give_up_after_the_connect_t
     # Then the one handshake times out and the posts waiting behind it give up with it,
     # instead of trying one after another
     reasons = [r.reason for r in results]
-    assert set(reasons) == {"ConnectTimeoutError", "PoolTimeoutError"}
+    assert set(results) == {
+        PostResult(PostOutcome.ERROR, None, "ConnectTimeoutError"),
+        PostResult(PostOutcome.ERROR, None, "PoolTimeoutError"),
+    }
     assert reasons.count("PoolTimeoutError") >= 2
     assert all(r.retryable for r in results)
     assert elapsed < 0.6
@@ -627,3 +640,77 @@ def test_a_warm_pool_keeps_every_post_in_flight(
     assert gateway.peak_handshakes == 2
     assert gateway.opened == server.connections == 16
     assert server.max_in_flight == 16
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "port", "tls"),
+    [
+        ("https://abc123.execute-api.eu-west-1.amazonaws.com/prod", 443, True),
+        ("http://abc123.execute-api.eu-west-1.amazonaws.com/prod", 80, False),
+    ],
+)
+def test_an_endpoint_without_a_port_is_reached_on_its_scheme_s_port(
+    monkeypatch: pytest.MonkeyPatch,
+    closed_gateways: list[Gateway],
+    endpoint: str,
+    port: int,
+    tls: bool,
+) -> None:
+    # Given an endpoint URL without a port, and a network that records where posts connect
+    dialled: list[tuple[str, int, bool, str | None]] = []
+
+    async def refused(
+        self: asyncio.AbstractEventLoop, factory: object, host: str, port: int, **kwargs: object
+    ) -> None:
+        ssl_context = kwargs.get("ssl")
+        dialled.append((host, port, ssl_context is not None, kwargs.get("server_hostname")))
+        raise ConnectionRefusedError
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "create_connection", refused)
+    gateway = Gateway(endpoint, region=REGION, max_connections=1)
+    closed_gateways.append(gateway)
+    # When a post is made
+    result = gateway.run(gateway.post("c-1", b"{}"))
+    # Then it connected to the scheme's port, with TLS for https
+    assert dialled == [("abc123.execute-api.eu-west-1.amazonaws.com", port, tls, None)]
+    assert result == PostResult(PostOutcome.ERROR, None, "EndpointConnectionError")
+
+
+def hashed_directory(ca_bundle: Path, directory: Path) -> Path:
+    """The root certificate in a directory as ``openssl rehash`` writes it: named by the
+    hash of its subject (SHA-1 of the name's canonical encoding, lower-cased UTF8Strings)."""
+    root = x509.load_pem_x509_certificate(ca_bundle.read_bytes())
+    canonical = x509.Name(
+        [
+            x509.RelativeDistinguishedName(
+                [
+                    x509.NameAttribute(
+                        attribute.oid,
+                        " ".join(str(attribute.value).lower().split()),
+                        _ASN1Type.UTF8String,
+                    )
+                    for attribute in rdn
+                ]
+            )
+            for rdn in root.subject.rdns
+        ]
+    ).public_bytes()
+    header = 2 + (canonical[1] & 0x7F if canonical[1] & 0x80 else 0)  # the outer SEQUENCE
+    digest = hashlib.sha1(canonical[header:], usedforsecurity=False).digest()
+    directory.mkdir()
+    (directory / f"{int.from_bytes(digest[:4], 'little'):08x}.0").write_bytes(
+        ca_bundle.read_bytes()
+    )
+    return directory
+
+
+def test_a_ca_bundle_may_be_a_directory_of_hashed_certificates(
+    tls_server: RawServer, closed_gateways: list[Gateway], tls_authority: Authority, tmp_path: Path
+) -> None:
+    # Given AWS_CA_BUNDLE naming a directory that holds the endpoint's root, as rehash names it
+    directory = hashed_directory(tls_authority.ca_bundle, tmp_path / "certs")
+    gateway = gateway_for(tls_server, closed_gateways, Network(ca_bundle=str(directory)))
+    # When a post is made
+    result = gateway.run(gateway.post("c-1", b"{}"))
+    # Then the endpoint is trusted
+    assert result == PostResult(PostOutcome.DELIVERED, 200)

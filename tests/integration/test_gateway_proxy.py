@@ -5,6 +5,8 @@ and NO_PROXY hosts directly."""
 from __future__ import annotations
 
 import base64
+import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -182,3 +184,96 @@ def test_a_proxy_that_cannot_be_used_is_refused_when_the_gateway_is_made(
             max_connections=1,
             network=Network(https_proxy=proxy_url),
         )
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "network", "variable"),
+    [
+        (
+            "https://abc.execute-api.eu-west-1.amazonaws.com",
+            Network(https_proxy="socks5://p"),
+            "HTTPS",
+        ),
+        ("http://127.0.0.1:3001", Network(http_proxy="socks5://p"), "HTTP"),
+    ],
+)
+def test_a_proxy_that_cannot_be_used_is_named_by_its_variable(
+    endpoint: str, network: Network, variable: str
+) -> None:
+    with pytest.raises(SettingsError) as refused:
+        Gateway(endpoint, region=REGION, max_connections=1, network=network)
+    assert str(refused.value).startswith(f"{variable}_PROXY: only http:// proxies")
+
+
+@pytest.fixture
+def ipv6_server(tls_authority: Authority) -> Iterator[RawServer]:
+    yield from serve_in_thread(RawServer("https", "::1"), tls_authority.server_context())
+
+
+def test_an_ipv6_endpoint_is_named_in_brackets_in_the_connect_request(
+    proxy: FakeProxy, ipv6_server: RawServer, tls_authority: Authority, made: list[Gateway]
+) -> None:
+    # Given an endpoint at an IPv6 address, reached through a proxy
+    network = Network(ca_bundle=str(tls_authority.ca_bundle), https_proxy=proxy.url)
+    url = f"https://[::1]:{ipv6_server.port}/prod"
+    # When posts are made
+    results = post_twice(url, network, made)
+    # Then the tunnel is asked for with the address in brackets, and TLS checks the address
+    assert [r.outcome for r in results] == [PostOutcome.DELIVERED] * 2
+    (connect,) = proxy.requests
+    assert connect.line == f"CONNECT [::1]:{ipv6_server.port} HTTP/1.1"
+    assert connect.headers["host"] == f"[::1]:{ipv6_server.port}"
+
+
+@pytest.fixture
+def proxy_answering(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A proxy that answers every CONNECT with the given bytes (then closes, when they are
+    empty): the URL to reach it."""
+    answer: bytes = request.param
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # closed
+            received = b""
+            while b"\r\n\r\n" not in received and (data := client.recv(4096)):
+                received += data
+            client.sendall(answer)
+            if answer:
+                held.append(client)
+            else:
+                client.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+    for client in held:
+        client.close()
+
+
+@pytest.mark.parametrize(
+    "proxy_answering",
+    [
+        b"HTTP/1.1 300 Multiple Choices\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n",
+        b"SSH-2.0-OpenSSH\r\n\r\n",
+        b"",  # closed without an answer
+        b"HTTP/1.1 200 Connection established\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",
+    ],
+    ids=["300", "502", "not-http", "closed", "more-than-its-answer"],
+    indirect=True,
+)
+def test_a_tunnel_not_cleanly_opened_is_a_retryable_proxy_error(
+    proxy_answering: str, tls_authority: Authority, made: list[Gateway]
+) -> None:
+    # Given a proxy that does not answer CONNECT with a 2xx and nothing more
+    network = Network(ca_bundle=str(tls_authority.ca_bundle), https_proxy=proxy_answering)
+    # When posts are made through it
+    results = post_twice("https://127.0.0.1:1/prod", network, made)
+    # Then none goes into a tunnel: each is a proxy error, which a retry may fix
+    assert results == [PostResult(PostOutcome.ERROR, None, "ProxyConnectionError")] * 2
+    assert all(r.retryable for r in results)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from botocore.utils import get_environ_proxies
 
-from wspush.fanout.gateway import Network, Proxy, parse_response, proxy_for
+from wspush.fanout.gateway import Connection, Network, Proxy, Response, parse_response, proxy_for
 from wspush.settings import Settings, SettingsError
 
 PROXY_VARIABLES = (
@@ -81,6 +84,7 @@ def test_the_proxy_a_post_takes_is_the_one_boto3_would_take(
         ("//proxy.internal:3128", "proxy.internal", 3128),
         ("http://proxy.internal", "proxy.internal", 80),
         ("HTTP://[fd00::1]:3128", "fd00::1", 3128),
+        ("http://proxy.internal:3128/?via=https://elsewhere", "proxy.internal", 3128),
     ],
 )
 def test_proxy_urls_are_read_as_botocore_reads_them(url: str, host: str, port: int) -> None:
@@ -99,6 +103,27 @@ def test_proxy_urls_are_read_as_botocore_reads_them(url: str, host: str, port: i
 )
 def test_proxy_credentials_become_basic_authorization(url: str, authorization: str) -> None:
     assert Proxy.parse(url, "HTTPS_PROXY").authorization == authorization
+
+
+def test_every_network_setting_reaches_the_gateway() -> None:
+    # Given settings naming a CA bundle, both proxies, NO_PROXY and a handshake limit
+    env = {
+        "AWS_CA_BUNDLE": "/opt/ca.pem",
+        "HTTPS_PROXY": "http://secure:3128",
+        "HTTP_PROXY": "http://plain:3128",
+        "NO_PROXY": "internal.test",
+        "WSPUSH_MAX_HANDSHAKES": "3",
+    }
+    # When the gateway's network is read from them
+    network = Network.from_settings(settings_from(env))
+    # Then it holds each of them
+    assert network == Network(
+        ca_bundle="/opt/ca.pem",
+        https_proxy="http://secure:3128",
+        http_proxy="http://plain:3128",
+        no_proxy="internal.test",
+        max_handshakes=3,
+    )
 
 
 def test_the_ca_bundle_is_aws_ca_bundle_else_requests_ca_bundle() -> None:
@@ -186,7 +211,12 @@ def test_a_connect_answer_has_no_body() -> None:
 
 @pytest.mark.parametrize(
     "answer",
-    [b"SSH-2.0-OpenSSH\r\n\r\n", b"HTTP/1.1 abc\r\n\r\n", b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n"],
+    [
+        b"SSH-2.0-OpenSSH\r\n\r\n",
+        b"HTTP/1.1 abc\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
+        b"\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",  # an empty head first
+    ],
 )
 def test_what_is_not_http_is_an_error(answer: bytes) -> None:
     with pytest.raises(ValueError, match=r"HTTP|header"):
@@ -246,3 +276,177 @@ def test_chunks_are_counted_in_hex_and_each_is_read_whole() -> None:
 
 def test_connection_close_is_read_whatever_its_case() -> None:
     assert parsed(b"HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 0\r\n\r\n")[2] is False
+
+
+class FakeTransport(asyncio.Transport):
+    """What a connection writes, and whether it closed its transport."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+REQUEST = b"POST /prod/@connections/c HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
+
+
+def made_connection() -> tuple[Connection, FakeTransport]:
+    connection, transport = Connection(), FakeTransport()
+    connection.connection_made(transport)
+    return connection, transport
+
+
+def answered(
+    connection: Connection, *events: Callable[[], object], head_only: bool = False
+) -> Coroutine[Any, Any, Response]:
+    """Send a request on ``connection``, then let ``events`` (bytes or an end) happen."""
+
+    async def exchange() -> Response:
+        pending = asyncio.ensure_future(connection.exchange(REQUEST, 5, head_only=head_only))
+        await asyncio.sleep(0)
+        for event in events:
+            event()
+        return await pending
+
+    return exchange()
+
+
+def ending(connection: Connection, end: str) -> Callable[[], object]:
+    """The endpoint ending the connection: an EOF, or the connection lost outright."""
+    if end == "eof_received":
+        return connection.eof_received
+    return lambda: connection.connection_lost(None)
+
+
+def test_a_connection_not_yet_made_is_not_reusable() -> None:
+    connection = Connection()
+    assert connection.reusable is False
+    connection.close()
+    assert connection.reusable is False
+
+
+def test_an_answer_that_arrives_in_pieces_is_read_whole() -> None:
+    # Given a request sent on a connection
+    connection, transport = made_connection()
+    pieces = (b"HTTP/1.1 200 OK\r\nContent-Le", b"ngth: 2\r\n\r\n{", b"}")
+    # When its answer arrives in three pieces
+    response = asyncio.run(
+        answered(
+            connection, *(lambda piece=piece: connection.data_received(piece) for piece in pieces)
+        )
+    )
+    # Then it is one answer, the request went out as it was, and the connection stays usable
+    assert response == Response(200, {"content-length": "2"}, keep_alive=True)
+    assert transport.written == REQUEST
+    assert connection.reusable
+    assert not transport.closed
+
+
+@pytest.mark.parametrize("when", ["before-any-request", "after-an-answer"])
+def test_bytes_nobody_asked_for_spoil_the_connection(when: str) -> None:
+    # Given a connection that is idle, new or after an answer
+    connection, transport = made_connection()
+    if when == "after-an-answer":
+        asyncio.run(answered(connection, lambda: connection.data_received(OK_HEAD + b"{}")))
+    # When bytes arrive on it
+    connection.data_received(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
+    # Then it is closed and never used again
+    assert transport.closed
+    assert not connection.reusable
+
+
+def test_a_closed_connection_refuses_a_request() -> None:
+    connection, transport = made_connection()
+    connection.close()
+    with pytest.raises(ConnectionResetError) as refused:
+        asyncio.run(connection.exchange(REQUEST, 5))
+    assert str(refused.value) == "the connection is closed"
+    assert transport.written == b""
+
+
+@pytest.mark.parametrize("end", ["eof_received", "connection_lost"])
+def test_an_answer_without_length_ends_with_the_connection(end: str) -> None:
+    # Given an answer without a length, its body still arriving
+    connection, _ = made_connection()
+    closing = ending(connection, end)
+    # When the endpoint ends the connection
+    response = asyncio.run(
+        answered(
+            connection, lambda: connection.data_received(b"HTTP/1.1 500 Oops\r\n\r\nbo"), closing
+        )
+    )
+    # Then the answer is whole, and the connection is not used again
+    assert (response.status, response.keep_alive) == (500, False)
+    assert not connection.reusable
+
+
+@pytest.mark.parametrize("end", ["eof_received", "connection_lost"])
+def test_a_connection_that_ends_before_a_whole_answer_is_an_error(end: str) -> None:
+    connection, _ = made_connection()
+    closing = ending(connection, end)
+    with pytest.raises(EOFError) as cut:
+        asyncio.run(answered(connection, lambda: connection.data_received(OK_HEAD + b"{"), closing))
+    assert str(cut.value) == "the connection closed before a whole answer"
+    assert not connection.reusable
+
+
+@pytest.mark.parametrize("end", ["eof_received", "connection_lost"])
+def test_an_idle_connection_the_endpoint_ends_is_not_used_again(end: str) -> None:
+    # Given an idle connection whose transport has not closed yet
+    connection, transport = made_connection()
+    # When the endpoint ends it
+    if end == "eof_received":
+        assert connection.eof_received() is None  # asyncio then closes the transport
+    else:
+        connection.connection_lost(None)
+    # Then it is not reusable, even before the transport says it is closing
+    assert not transport.closed
+    assert connection.reusable is False
+
+
+def test_an_answer_with_connection_close_closes_the_connection() -> None:
+    connection, transport = made_connection()
+    answer = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    response = asyncio.run(answered(connection, lambda: connection.data_received(answer)))
+    assert (response.status, response.keep_alive) == (200, False)
+    assert transport.closed
+
+
+def test_a_proxy_s_http_1_0_answer_to_connect_keeps_the_tunnel_open() -> None:
+    # Given a CONNECT sent to a proxy that answers in HTTP/1.0 (not keep-alive, no body)
+    connection, transport = made_connection()
+    answer = b"HTTP/1.0 200 Connection established\r\n\r\n"
+    # When its answer arrives
+    response = asyncio.run(
+        answered(connection, lambda: connection.data_received(answer), head_only=True)
+    )
+    # Then the tunnel stays open for TLS to run in it
+    assert response.status == 200
+    assert not transport.closed
+    assert connection.reusable
+
+
+def test_bytes_after_an_answer_in_the_same_read_spoil_the_connection() -> None:
+    connection, transport = made_connection()
+    response = asyncio.run(
+        answered(connection, lambda: connection.data_received(OK_HEAD + b"{}HTTP/1.1"))
+    )
+    assert response.status == 200
+    assert transport.closed
+    assert not connection.reusable
+
+
+def test_an_answer_that_is_not_http_is_an_error_and_closes_the_connection() -> None:
+    connection, transport = made_connection()
+    with pytest.raises(ValueError, match=r"not an HTTP/1\.x answer"):
+        asyncio.run(answered(connection, lambda: connection.data_received(b"SSH-2.0\r\n\r\n")))
+    assert transport.closed

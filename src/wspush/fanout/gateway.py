@@ -149,7 +149,7 @@ class Proxy:
                 f" runs end to end through a CONNECT tunnel), not {scheme}://"
             )
         if not separator:
-            url = "http:" + url if url.startswith("//") else "http://" + url
+            url = "//" + url.removeprefix("//")
         parts = urlsplit(url)
         try:
             port = parts.port or 80
@@ -217,8 +217,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.BaseTransport | None = None
         self._buffer = bytearray()
         self._answer: asyncio.Future[Response] | None = None
-        self._head_only = False
-        self._eof = False
+        self._head_only: bool  # set with each request
         self._usable = True
 
     @property
@@ -227,7 +226,6 @@ class Connection(asyncio.Protocol):
         return self._usable and transport is not None and not transport.is_closing()
 
     def close(self) -> None:
-        self._usable = False
         if self.transport is not None:
             self.transport.close()
 
@@ -261,27 +259,25 @@ class Connection(asyncio.Protocol):
         self._parse(answer)
 
     def eof_received(self) -> bool | None:
-        self._eof = True
         self._usable = False
         if self._answer is not None and not self._answer.done():
-            self._parse(self._answer)
+            self._parse(self._answer, eof=True)
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._eof = True
         self._usable = False
         if self._answer is not None and not self._answer.done():
-            self._parse(self._answer)
+            self._parse(self._answer, eof=True)
 
-    def _parse(self, answer: asyncio.Future[Response]) -> None:
+    def _parse(self, answer: asyncio.Future[Response], *, eof: bool = False) -> None:
         try:
-            parsed = parse_response(self._buffer, eof=self._eof, head_only=self._head_only)
+            parsed = parse_response(self._buffer, eof=eof, head_only=self._head_only)
         except ValueError as exc:
             self.close()
             answer.set_exception(exc)
             return
         if parsed is None:
-            if self._eof:
+            if eof:
                 answer.set_exception(EOFError("the connection closed before a whole answer"))
             return
         response, end = parsed
@@ -403,7 +399,7 @@ class Gateway:
         self._idle: list[Connection] = []
         self._waiting: deque[asyncio.Future[Connection | None]] = deque()
         self._handshakes = 0
-        self._progress_at = 0.0  # when a connection was last given back or opened
+        self._progress_at = self._loop.time()  # when a connection was last given back or opened
         # For measurements and tests: connections opened, the most handshakes in progress at
         # once, the longest a successful one took from its start, and the longest a post
         # waited for its turn.
@@ -432,7 +428,7 @@ class Gateway:
         self._loop.close()
 
     async def post(self, connection_id: str, data: bytes) -> PostResult:
-        path = f"{self._base_path}/@connections/{quote(connection_id, safe='-._~')}"
+        path = f"{self._base_path}/@connections/{quote(connection_id, safe='')}"
         request = self._request(path, data)
         try:
             connection = await self._connection()
@@ -460,7 +456,7 @@ class Gateway:
         self._give_back(connection)
         if 200 <= response.status < 300:
             return PostResult(PostOutcome.DELIVERED, response.status)
-        code = response.headers.get("x-amzn-errortype", "").split(":", 1)[0] or None
+        code = response.headers.get("x-amzn-errortype", "").partition(":")[0] or None
         return PostResult(classify(response.status, code), response.status, code)
 
     async def _connection(self) -> Connection:
@@ -483,17 +479,19 @@ class Gateway:
         turn: asyncio.Future[Connection | None] = self._loop.create_future()
         self._waiting.append(turn)
         started = self._loop.time()
+        expiry: asyncio.Handle  # the next check of this wait
 
         def check() -> None:
+            nonlocal expiry
             if turn.done():
                 return
-            since = max(started, self._progress_at)
-            if self._loop.time() - since >= self._connect_timeout:
+            deadline = max(started, self._progress_at) + self._connect_timeout
+            if self._loop.time() >= deadline:
                 turn.set_exception(PoolTimeout())
             else:
-                expiry[0] = self._loop.call_at(since + self._connect_timeout, check)
+                expiry = self._loop.call_at(deadline, check)
 
-        expiry = [self._loop.call_at(started + self._connect_timeout, check)]
+        expiry = self._loop.call_soon(check)
         try:
             return await turn
         except asyncio.CancelledError:
@@ -507,7 +505,7 @@ class Gateway:
                     self._wake_one()
             raise
         finally:
-            expiry[0].cancel()
+            expiry.cancel()
             self.longest_wait = max(self.longest_wait, self._loop.time() - started)
 
     def _give_back(self, connection: Connection) -> None:
@@ -553,11 +551,7 @@ class Gateway:
         proxy = self._proxy
         if proxy is None:
             _, connection = await loop.create_connection(
-                Connection,
-                self._host,
-                self._port,
-                ssl=self._ssl,
-                server_hostname=self._host if self._ssl else None,
+                Connection, self._host, self._port, ssl=self._ssl
             )
             return connection
         _, connection = await loop.create_connection(Connection, proxy.host, proxy.port)
@@ -587,10 +581,9 @@ class Gateway:
         transport = connection.transport
         if not connection.reusable or not isinstance(transport, asyncio.Transport):
             raise ProxyRefused("the proxy closed the tunnel, or sent more than its answer")
-        tls = await self._loop.start_tls(transport, connection, context, server_hostname=host)
-        if tls is None:
-            raise ConnectionResetError("the tunnel closed during the TLS handshake")
-        connection.transport = tls
+        connection.transport = await self._loop.start_tls(
+            transport, connection, context, server_hostname=host
+        )
 
     def _request(self, path: str, data: bytes) -> bytes:
         """The request's bytes, signed like boto3 signs it (SigV4, service execute-api)."""

@@ -261,8 +261,32 @@ def test_a_message_handled_again_after_its_frame_expired_gets_it_made_again() ->
     )
     # When it is appended again
     placed = history.append("u:alice", "m-1", lambda seq: b"again %d" % seq, KEEP, now_ms=now_ms())
-    # Then it keeps its seq, with the frame made again for it
-    assert (placed.seq, placed.frame) == (1, b"again 1")
+    # Then it keeps its place, with the frame made again for it
+    epoch = history.position("u:alice", now_ms=now_ms()).epoch
+    assert placed == history.Placed(history.Position(epoch, 1), b"again 1")
+
+
+def test_a_message_whose_id_is_found_only_on_a_second_look_keeps_its_seq(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a message appended, and a first read of its id that misses it (as if its marker
+    # were not there yet when read)
+    append("u:alice", "m-1")
+    real_read = history._read
+    missed = [True]
+
+    def read(stream: str, key: str) -> history.HistoryItem | None:
+        if key == "i#m-1" and missed:
+            missed.pop()
+            return None
+        return real_read(stream, key)
+
+    monkeypatch.setattr(history, "_read", read)
+    # When it is appended again
+    placed = history.append("u:alice", "m-1", lambda seq: b"x", KEEP, now_ms=now_ms())
+    # Then the refused transaction is tried again, and the second look finds its place
+    assert (placed.seq, json.loads(placed.frame)["id"]) == (1, "m-1")
+    assert history.position("u:alice", now_ms=now_ms()).seq == 1
 
 
 def test_a_position_read_while_another_starts_the_stream_is_theirs(

@@ -216,7 +216,7 @@ def _earlier(stream: str, message_id: str, frame_for: Callable[[int], bytes]) ->
         return None
     seq = int(marker.seq)
     kept = _read(stream, message_key(seq))
-    frame = kept.frame.encode("utf-8") if kept is not None and kept.frame else frame_for(seq)
+    frame = kept.frame.encode() if kept is not None and kept.frame else frame_for(seq)
     return Placed(Position(str(marker.epoch), seq), frame)
 
 

@@ -153,11 +153,51 @@ def test_a_message_s_ts_is_when_sqs_took_it_unless_wspush_recorded_one(
 
 def test_wspush_s_attributes_are_read_back_as_written() -> None:
     written = queues.requeued(
-        {"id": "m"}, attempt=2, round_number=5, ts=TS, segment=(3, 8), after="c-9"
+        {"id": "m"},
+        attempt=2,
+        round_number=5,
+        ts=TS,
+        segment=(3, 8),
+        after="c-9",
+        channel="room:42",
+        seq=17,
     )
+    assert written.attributes == {
+        "wspush-attempt": "2",
+        "wspush-round": "5",
+        "wspush-ts": str(TS),
+        "wspush-channel": "room:42",
+        "wspush-seq": "17",
+        "wspush-segment": "3/8",
+        "wspush-after": "c-9",
+    }
     assert queues.QueuedAttributes.of(record(**written.attributes)) == queues.QueuedAttributes(
-        attempt=2, round=5, ts=TS, segment=(3, 8), after="c-9"
+        attempt=2, round=5, ts=TS, segment=(3, 8), after="c-9", channel="room:42", seq=17
     )
+
+
+@pytest.mark.parametrize(
+    ("raw", "channel"), [("room:42", "room:42"), ("room", None), ("", None), (None, None)]
+)
+def test_a_channel_is_read_only_when_it_is_a_channel_s_name(
+    raw: str | None, channel: str | None
+) -> None:
+    assert read(wspush_channel=raw).channel == channel
+
+
+@pytest.mark.parametrize(
+    ("raw", "seq"),
+    [
+        ("0", 0),
+        ("17", 17),
+        ("99999999999999999999", 10**20 - 1),
+        ("100000000000000000000", None),
+        ("-1", None),
+        ("x", None),
+    ],
+)
+def test_a_seq_is_read_only_when_it_is_a_place_in_a_stream(raw: str, seq: int | None) -> None:
+    assert read(wspush_seq=raw).seq == seq
 
 
 @pytest.mark.parametrize(
@@ -331,3 +371,72 @@ def test_sqs_calls_give_up_quickly_and_retry_in_standard_mode() -> None:
     assert (config.connect_timeout, config.read_timeout) == (2, 5)
     assert config.retries["mode"] == "standard"
     assert queues._client(REGION).meta.region_name == REGION
+
+
+def test_a_share_carries_where_its_scan_starts_and_its_place_in_its_stream(sqs: Stubber) -> None:
+    # Given a channel's share that starts after connection c-9, of a message kept at seq 4
+    envelope = {"channel": "room:42", "id": "m-1", "payload": {"type": "t", "data": {}}}
+    share = queues.Share(envelope, after="c-9", seq=4)
+    attributes = {
+        "wspush-attempt": "1",
+        "wspush-round": "2",
+        "wspush-ts": str(TS),
+        "wspush-seq": "4",
+        "wspush-after": "c-9",
+    }
+    sqs.add_response(
+        "send_message_batch",
+        {"Successful": sent("0"), "Failed": []},
+        {
+            "QueueUrl": QUEUE_URL,
+            "Entries": [
+                {
+                    "Id": "0",
+                    "MessageBody": queues.sqs_body(envelope),
+                    "DelaySeconds": 0,
+                    "MessageAttributes": {
+                        name: {"DataType": "String", "StringValue": value}
+                        for name, value in attributes.items()
+                    },
+                }
+            ],
+        },
+    )
+    # When it is queued, then SQS gets both
+    queues.queue_shares(QUEUE_URL, [share], region=REGION, attempt=1, round_number=2, ts=TS)
+
+
+@pytest.mark.parametrize(("delay", "sent_delay"), [(0, 0), (30, 30), (900, 900), (901, 900)])
+def test_a_message_put_back_is_a_copy_with_its_id_attributes_and_a_bounded_delay(
+    sqs: Stubber, delay: int, sent_delay: int
+) -> None:
+    # Given a message without an id of its own, and wspush's attributes on it
+    attributes = {"wspush-attempt": "1", "wspush-ts": str(TS)}
+    sqs.add_response(
+        "send_message_batch",
+        {"Successful": sent("0"), "Failed": []},
+        {
+            "QueueUrl": QUEUE_URL,
+            "Entries": [
+                {
+                    "Id": "0",
+                    "MessageBody": '{"id":"sqs-1","userId":"u"}',
+                    "DelaySeconds": sent_delay,
+                    "MessageAttributes": {
+                        name: {"DataType": "String", "StringValue": value}
+                        for name, value in attributes.items()
+                    },
+                }
+            ],
+        },
+    )
+    # When it is put back, then its copy has its first SQS id, its attributes and the delay
+    # SQS allows
+    queues.put_back(
+        QUEUE_URL,
+        '{"userId":"u"}',
+        attributes,
+        message_id="sqs-1",
+        region=REGION,
+        delay_seconds=delay,
+    )

@@ -440,3 +440,123 @@ def test_a_message_put_back_is_a_copy_with_its_id_attributes_and_a_bounded_delay
         region=REGION,
         delay_seconds=delay,
     )
+
+
+def outgoing_entry(position: int, message: queues.Outgoing) -> dict[str, Any]:
+    return {
+        "Id": str(position),
+        "MessageBody": message.body,
+        "DelaySeconds": message.delay_seconds,
+        "MessageAttributes": {
+            name: {"DataType": "String", "StringValue": value}
+            for name, value in message.attributes.items()
+        },
+    }
+
+
+def test_eleven_messages_take_two_calls(sqs: Stubber) -> None:
+    # Given eleven messages
+    messages = [queues.Outgoing(f'{{"n":{n}}}', {}) for n in range(11)]
+    # Then the first ten go in one call and the eleventh in a second one
+    sqs.add_response(
+        "send_message_batch",
+        {"Successful": sent(*map(str, range(10))), "Failed": []},
+        {"QueueUrl": QUEUE_URL, "Entries": [outgoing_entry(n, messages[n]) for n in range(10)]},
+    )
+    sqs.add_response(
+        "send_message_batch",
+        {"Successful": sent("0"), "Failed": []},
+        {"QueueUrl": QUEUE_URL, "Entries": [outgoing_entry(0, messages[10])]},
+    )
+    queues.send_all(QUEUE_URL, messages, region=REGION)
+
+
+def test_a_batch_counts_its_messages_attributes_toward_its_mebibyte(sqs: Stubber) -> None:
+    # Given two messages whose bodies fit one call together, but not with their attributes
+    attributes = {"wspush-attempt": "1"}
+    body = "x" * (MAX_SQS_MESSAGE_BYTES // 2 - 5)
+    messages = [queues.Outgoing(body, attributes), queues.Outgoing(body, attributes)]
+    # Then each goes in its own call
+    for message in messages:
+        sqs.add_response(
+            "send_message_batch",
+            {"Successful": sent("0"), "Failed": []},
+            {"QueueUrl": QUEUE_URL, "Entries": [outgoing_entry(0, message)]},
+        )
+    queues.send_all(QUEUE_URL, messages, region=REGION)
+
+
+def test_a_failed_call_names_every_code_sqs_gave(sqs: Stubber) -> None:
+    # Given SQS refuses two shares, each for its own reason
+    refused = [
+        {"Id": "0", "SenderFault": True, "Code": "InvalidParameterValue"},
+        {"Id": "2", "SenderFault": True, "Code": "BatchEntryIdsNotDistinct"},
+    ]
+    sqs.add_response("send_message_batch", {"Successful": sent("1"), "Failed": refused})
+    # Then the error counts them and lists both codes, in order
+    with pytest.raises(QueueUnavailable) as caught:
+        queue_shares()
+    assert str(caught.value) == (
+        "2 of 3 messages were not queued (BatchEntryIdsNotDistinct, InvalidParameterValue)"
+    )
+
+
+def test_entries_are_sent_again_after_jittered_pauses_that_double(
+    sqs: Stubber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given four attempts with a base pause of 50 ms, and SQS failing an entry three times
+    monkeypatch.setattr(queues, "BATCH_ENTRY_ATTEMPTS", 4)
+    monkeypatch.setattr(queues, "_BATCH_RETRY_BASE_SECONDS", 0.05)
+    drawn: list[tuple[float, float]] = []
+    slept: list[float] = []
+
+    def longest(low: float, high: float) -> float:
+        drawn.append((low, high))
+        return high
+
+    monkeypatch.setattr(queues.random, "uniform", longest)
+    monkeypatch.setattr(queues.time, "sleep", slept.append)
+    sqs.add_response("send_message_batch", {"Successful": sent("0", "2"), "Failed": failed("1")})
+    sqs.add_response("send_message_batch", {"Successful": [], "Failed": failed("0")})
+    sqs.add_response("send_message_batch", {"Successful": [], "Failed": failed("0")})
+    sqs.add_response("send_message_batch", {"Successful": sent("0"), "Failed": []})
+    # When the shares are queued
+    queue_shares()
+    # Then each pause is drawn between none and twice the one before
+    assert drawn == [(0, 0.1), (0, 0.2), (0, 0.4)]
+    assert slept == [0.1, 0.2, 0.4]
+
+
+def test_a_dead_letter_is_sent_with_its_reasons_to_the_queue_given(sqs: Stubber) -> None:
+    # Given an undeliverable message and why
+    letter = queues.DeadLetter("invalid_field", "userId must be a non-empty string", "userId")
+    reasons = {
+        "wspush-error-code": "invalid_field",
+        "wspush-error-reason": "userId must be a non-empty string",
+        "wspush-error-field": "userId",
+    }
+    sqs.add_response(
+        "send_message_batch",
+        {"Successful": sent("0"), "Failed": []},
+        {
+            "QueueUrl": QUEUE_URL,
+            "Entries": [outgoing_entry(0, queues.Outgoing('{"userId":""}', reasons))],
+        },
+    )
+    # When it is dead-lettered, then the dead-letter queue gets the body and its reasons
+    queues.dead_letter(QUEUE_URL, '{"userId":""}', letter, region=REGION)
+
+
+def test_a_dead_letter_without_field_or_failures_too_large_drops_its_reason() -> None:
+    # Given a letter with only a code and a reason, and a body leaving room for the code only
+    letter = queues.DeadLetter("code", "reason")
+    room = len(queues.ERROR_CODE) + len("String") + len("code")
+    # When it is made
+    outgoing = queues.dead_lettered("x" * (MAX_SQS_MESSAGE_BYTES - room), letter)
+    # Then only its reason is left out
+    assert outgoing.attributes == {queues.ERROR_CODE: "code"}
+
+
+def test_a_message_put_back_with_an_id_of_its_own_is_kept_byte_for_byte() -> None:
+    body = '{ "userId": "u", "id": "m" }'
+    assert queues._with_id(body, "sqs-1") == body

@@ -560,3 +560,18 @@ def test_a_dead_letter_without_field_or_failures_too_large_drops_its_reason() ->
 def test_a_message_put_back_with_an_id_of_its_own_is_kept_byte_for_byte() -> None:
     body = '{ "userId": "u", "id": "m" }'
     assert queues._with_id(body, "sqs-1") == body
+
+
+def test_a_batch_counts_its_bodies_in_utf8_bytes(sqs: Stubber) -> None:
+    # Given two bodies (put back as a service wrote them) that fit one call in characters,
+    # not in bytes
+    body = "é" * (MAX_SQS_MESSAGE_BYTES // 3)
+    messages = [queues.Outgoing(body, {}), queues.Outgoing(body, {})]
+    # Then each goes in its own call
+    for message in messages:
+        sqs.add_response(
+            "send_message_batch",
+            {"Successful": sent("0"), "Failed": []},
+            {"QueueUrl": QUEUE_URL, "Entries": [outgoing_entry(0, message)]},
+        )
+    queues.send_all(QUEUE_URL, messages, region=REGION)

@@ -287,7 +287,9 @@ def send_all(queue_url: str, messages: Sequence[Outgoing], *, region: str) -> No
     whole calls). Raises ``QueueUnavailable`` if a message still is not sent, or at once when
     SQS says an entry itself is wrong.
     """
-    for batch in sqs_batches(messages, lambda m: len(m.body) + _attributes_size(m.attributes)):
+    for batch in sqs_batches(
+        messages, lambda m: len(m.body.encode()) + _attributes_size(m.attributes)
+    ):
         pending = batch
         for attempt_number in itertools.count(1):  # the last attempt raises
             failed = _send_batch(queue_url, pending, region=region)

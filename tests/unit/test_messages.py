@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 
+from wspush.contract import messages
 from wspush.contract.messages import (
     MAX_CLIENT_FRAME_BYTES,
     MAX_SQS_MESSAGE_BYTES,
+    NOT_KEPT,
     Target,
     encode_frame,
     parse_json,
@@ -17,6 +19,7 @@ from wspush.contract.messages import (
     sqs_batches,
     sqs_body,
     to_envelope,
+    with_seq,
     with_target,
 )
 from wspush.errors import InvalidMessage
@@ -248,6 +251,18 @@ def test_requeued_message_keeps_its_original_timestamp() -> None:
         ),
         ({"userId": "u", "payload": PAYLOAD, "": 1}, "unknown_field", '""', "unknown field '\"\"'"),
         (
+            {"channel": "room", "payload": PAYLOAD},
+            "invalid_channel",
+            "channel",
+            "a channel is named namespace:name, e.g. room:42",
+        ),
+        (
+            {"channel": 42, "payload": PAYLOAD},
+            "invalid_channel",
+            "channel",
+            "channel must be a non-empty string",
+        ),
+        (
             {"userId": "u", "payload": {"type": "t", "data": float("inf")}},
             "invalid_payload",
             "payload.data",
@@ -276,7 +291,11 @@ def test_a_list_that_may_be_empty_is_not_asked_to_be_non_empty() -> None:
 
 @pytest.mark.parametrize("envelope", [None, [], "text", 3])
 def test_non_object_envelope_is_rejected(envelope: Any) -> None:
-    assert invalid(envelope).code == "invalid_envelope"
+    assert invalid(envelope).as_dict() == {
+        "code": "invalid_envelope",
+        "message": "message must be a JSON object",
+        "field": None,
+    }
 
 
 def frame_size(data: str) -> int:
@@ -329,8 +348,11 @@ def test_a_lone_surrogate_is_rejected_not_crashed_on() -> None:
     # Given JSON text escaping half of a surrogate pair (valid JSON, not valid Unicode)
     envelope = parse_json('{"userId": "u", "payload": {"type": "t", "data": "\\ud800"}}')
     # When it is validated, then it is an invalid payload
-    error = invalid(envelope)
-    assert (error.code, error.field) == ("invalid_payload", "payload")
+    assert invalid(envelope).as_dict() == {
+        "code": "invalid_payload",
+        "message": "payload holds text that is not valid Unicode",
+        "field": "payload",
+    }
 
 
 def test_sqs_batches_hold_at_most_ten_messages() -> None:
@@ -492,3 +514,77 @@ def test_of_several_unknown_fields_the_first_in_order_is_named_whole_up_to_64_ch
     assert invalid({"userId": "u", "payload": {**PAYLOAD, "z": 1, "b": 2}}).field == "payload.b"
     assert invalid({"userId": "u", "k" * 64: 1, "payload": PAYLOAD}).field == "k" * 64
     assert invalid({"userId": "u", "\u00e9\t": 1, "payload": PAYLOAD}).field == "\u00e9\\t"
+
+
+def test_a_channel_s_message_names_its_channel_in_its_target_and_its_frame() -> None:
+    # Given an envelope for a channel
+    envelope = {"channel": "room:42", "id": "m", "payload": PAYLOAD}
+    # When it is validated
+    message = parse_message(envelope, now_ms=NOW)
+    # Then its target is the channel, and subscribers see which channel it came through
+    assert message.target == Target(channel="room:42")
+    assert message.channel == "room:42"
+    assert json.loads(message.frame)["channel"] == "room:42"
+    # And a channel given for a re-queued copy does not replace the envelope's own
+    assert parse_message(envelope, now_ms=NOW, channel="room:7").channel == "room:42"
+
+
+def test_a_copy_requeued_by_connection_id_keeps_its_channel_seq_and_ts() -> None:
+    # Given a channel's message kept at seq 7, sent again to some of its subscribers
+    envelope = {"connectionIds": ["c-1"], "id": "m", "payload": PAYLOAD}
+    # When it is validated with what the queue recorded
+    message = parse_message(envelope, now_ms=NOW, ts=NOW - 5, channel="room:42", seq=7)
+    # Then the message and its frame carry them all
+    assert (message.ts, message.channel, message.seq) == (NOW - 5, "room:42", 7)
+    assert message.frame == (
+        b'{"type":"order.updated","data":{"orderId":7},"id":"m","ts":%d,'
+        b'"channel":"room:42","seq":7}' % (NOW - 5)
+    )
+
+
+def test_a_frame_carries_its_channel_seq_and_extra_fields_after_the_four_of_every_frame() -> None:
+    frame = encode_frame(
+        "t", 1, message_id="m", ts=NOW, channel="room:42", seq=3, extra={"ref": "r-1"}
+    )
+    assert (
+        frame
+        == b'{"type":"t","data":1,"id":"m","ts":%d,"channel":"room:42","seq":3,"ref":"r-1"}' % (NOW)
+    )
+    # And a message kept in no stream has no seq
+    assert encode_frame("t", 1, message_id="m", ts=NOW, seq=NOT_KEPT) == (
+        b'{"type":"t","data":1,"id":"m","ts":%d}' % NOW
+    )
+
+
+def test_a_seq_added_to_a_frame_gives_the_frame_encoded_with_that_seq() -> None:
+    # Given a frame made once for a message
+    frame = encode_frame("t", {"a": "é"}, message_id="m", ts=NOW, channel="room:42")
+    # When a seq is added to it, then it is the frame encode_frame makes with that seq
+    assert with_seq(frame, 12) == encode_frame(
+        "t", {"a": "é"}, message_id="m", ts=NOW, channel="room:42", seq=12
+    )
+
+
+def test_a_batch_after_a_full_one_counts_its_bytes_from_zero() -> None:
+    # Given a message of the whole limit, then two halves that fill a batch exactly
+    half = MAX_SQS_MESSAGE_BYTES // 2
+    sizes = [MAX_SQS_MESSAGE_BYTES, half, half]
+    # Then the halves go together in the second batch
+    assert list(sqs_batches(sizes, lambda size: size)) == [[MAX_SQS_MESSAGE_BYTES], [half, half]]
+
+
+def test_connection_ids_and_user_ids_are_each_held_to_their_own_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a user id limit shorter than the connection id limit
+    monkeypatch.setattr(messages, "MAX_USER_ID_LENGTH", 4)
+    # Then a connection id longer than a user id may be is accepted, as target or list
+    parse_message({"connectionId": "c" * 5, "payload": PAYLOAD}, now_ms=NOW)
+    parse_message({"connectionIds": ["c" * 5], "payload": PAYLOAD}, now_ms=NOW)
+    # And a user id that long is refused
+    assert invalid({"userId": "u" * 5, "payload": PAYLOAD}).message == (
+        "userId is longer than 4 characters"
+    )
+    assert invalid({"userIds": ["u" * 5], "payload": PAYLOAD}).message == (
+        "userIds[0] is longer than 4 characters"
+    )

@@ -153,11 +153,51 @@ def test_a_message_s_ts_is_when_sqs_took_it_unless_wspush_recorded_one(
 
 def test_wspush_s_attributes_are_read_back_as_written() -> None:
     written = queues.requeued(
-        {"id": "m"}, attempt=2, round_number=5, ts=TS, segment=(3, 8), after="c-9"
+        {"id": "m"},
+        attempt=2,
+        round_number=5,
+        ts=TS,
+        segment=(3, 8),
+        after="c-9",
+        channel="room:42",
+        seq=17,
     )
+    assert written.attributes == {
+        "wspush-attempt": "2",
+        "wspush-round": "5",
+        "wspush-ts": str(TS),
+        "wspush-channel": "room:42",
+        "wspush-seq": "17",
+        "wspush-segment": "3/8",
+        "wspush-after": "c-9",
+    }
     assert queues.QueuedAttributes.of(record(**written.attributes)) == queues.QueuedAttributes(
-        attempt=2, round=5, ts=TS, segment=(3, 8), after="c-9"
+        attempt=2, round=5, ts=TS, segment=(3, 8), after="c-9", channel="room:42", seq=17
     )
+
+
+@pytest.mark.parametrize(
+    ("raw", "channel"), [("room:42", "room:42"), ("room", None), ("", None), (None, None)]
+)
+def test_a_channel_is_read_only_when_it_is_a_channel_s_name(
+    raw: str | None, channel: str | None
+) -> None:
+    assert read(wspush_channel=raw).channel == channel
+
+
+@pytest.mark.parametrize(
+    ("raw", "seq"),
+    [
+        ("0", 0),
+        ("17", 17),
+        ("99999999999999999999", 10**20 - 1),
+        ("100000000000000000000", None),
+        ("-1", None),
+        ("x", None),
+    ],
+)
+def test_a_seq_is_read_only_when_it_is_a_place_in_a_stream(raw: str, seq: int | None) -> None:
+    assert read(wspush_seq=raw).seq == seq
 
 
 @pytest.mark.parametrize(
@@ -331,3 +371,207 @@ def test_sqs_calls_give_up_quickly_and_retry_in_standard_mode() -> None:
     assert (config.connect_timeout, config.read_timeout) == (2, 5)
     assert config.retries["mode"] == "standard"
     assert queues._client(REGION).meta.region_name == REGION
+
+
+def test_a_share_carries_where_its_scan_starts_and_its_place_in_its_stream(sqs: Stubber) -> None:
+    # Given a channel's share that starts after connection c-9, of a message kept at seq 4
+    envelope = {"channel": "room:42", "id": "m-1", "payload": {"type": "t", "data": {}}}
+    share = queues.Share(envelope, after="c-9", seq=4)
+    attributes = {
+        "wspush-attempt": "1",
+        "wspush-round": "2",
+        "wspush-ts": str(TS),
+        "wspush-seq": "4",
+        "wspush-after": "c-9",
+    }
+    sqs.add_response(
+        "send_message_batch",
+        {"Successful": sent("0"), "Failed": []},
+        {
+            "QueueUrl": QUEUE_URL,
+            "Entries": [
+                {
+                    "Id": "0",
+                    "MessageBody": queues.sqs_body(envelope),
+                    "DelaySeconds": 0,
+                    "MessageAttributes": {
+                        name: {"DataType": "String", "StringValue": value}
+                        for name, value in attributes.items()
+                    },
+                }
+            ],
+        },
+    )
+    # When it is queued, then SQS gets both
+    queues.queue_shares(QUEUE_URL, [share], region=REGION, attempt=1, round_number=2, ts=TS)
+
+
+@pytest.mark.parametrize(("delay", "sent_delay"), [(0, 0), (30, 30), (900, 900), (901, 900)])
+def test_a_message_put_back_is_a_copy_with_its_id_attributes_and_a_bounded_delay(
+    sqs: Stubber, delay: int, sent_delay: int
+) -> None:
+    # Given a message without an id of its own, and wspush's attributes on it
+    attributes = {"wspush-attempt": "1", "wspush-ts": str(TS)}
+    sqs.add_response(
+        "send_message_batch",
+        {"Successful": sent("0"), "Failed": []},
+        {
+            "QueueUrl": QUEUE_URL,
+            "Entries": [
+                {
+                    "Id": "0",
+                    "MessageBody": '{"id":"sqs-1","userId":"u"}',
+                    "DelaySeconds": sent_delay,
+                    "MessageAttributes": {
+                        name: {"DataType": "String", "StringValue": value}
+                        for name, value in attributes.items()
+                    },
+                }
+            ],
+        },
+    )
+    # When it is put back, then its copy has its first SQS id, its attributes and the delay
+    # SQS allows
+    queues.put_back(
+        QUEUE_URL,
+        '{"userId":"u"}',
+        attributes,
+        message_id="sqs-1",
+        region=REGION,
+        delay_seconds=delay,
+    )
+
+
+def outgoing_entry(position: int, message: queues.Outgoing) -> dict[str, Any]:
+    return {
+        "Id": str(position),
+        "MessageBody": message.body,
+        "DelaySeconds": message.delay_seconds,
+        "MessageAttributes": {
+            name: {"DataType": "String", "StringValue": value}
+            for name, value in message.attributes.items()
+        },
+    }
+
+
+def test_eleven_messages_take_two_calls(sqs: Stubber) -> None:
+    # Given eleven messages
+    messages = [queues.Outgoing(f'{{"n":{n}}}', {}) for n in range(11)]
+    # Then the first ten go in one call and the eleventh in a second one
+    sqs.add_response(
+        "send_message_batch",
+        {"Successful": sent(*map(str, range(10))), "Failed": []},
+        {"QueueUrl": QUEUE_URL, "Entries": [outgoing_entry(n, messages[n]) for n in range(10)]},
+    )
+    sqs.add_response(
+        "send_message_batch",
+        {"Successful": sent("0"), "Failed": []},
+        {"QueueUrl": QUEUE_URL, "Entries": [outgoing_entry(0, messages[10])]},
+    )
+    queues.send_all(QUEUE_URL, messages, region=REGION)
+
+
+def test_a_batch_counts_its_messages_attributes_toward_its_mebibyte(sqs: Stubber) -> None:
+    # Given two messages whose bodies fit one call together, but not with their attributes
+    attributes = {"wspush-attempt": "1"}
+    body = "x" * (MAX_SQS_MESSAGE_BYTES // 2 - 5)
+    messages = [queues.Outgoing(body, attributes), queues.Outgoing(body, attributes)]
+    # Then each goes in its own call
+    for message in messages:
+        sqs.add_response(
+            "send_message_batch",
+            {"Successful": sent("0"), "Failed": []},
+            {"QueueUrl": QUEUE_URL, "Entries": [outgoing_entry(0, message)]},
+        )
+    queues.send_all(QUEUE_URL, messages, region=REGION)
+
+
+def test_a_failed_call_names_every_code_sqs_gave(sqs: Stubber) -> None:
+    # Given SQS refuses two shares, each for its own reason
+    refused = [
+        {"Id": "0", "SenderFault": True, "Code": "InvalidParameterValue"},
+        {"Id": "2", "SenderFault": True, "Code": "BatchEntryIdsNotDistinct"},
+    ]
+    sqs.add_response("send_message_batch", {"Successful": sent("1"), "Failed": refused})
+    # Then the error counts them and lists both codes, in order
+    with pytest.raises(QueueUnavailable) as caught:
+        queue_shares()
+    assert str(caught.value) == (
+        "2 of 3 messages were not queued (BatchEntryIdsNotDistinct, InvalidParameterValue)"
+    )
+
+
+def test_entries_are_sent_again_after_jittered_pauses_that_double(
+    sqs: Stubber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given four attempts with a base pause of 50 ms, and SQS failing an entry three times
+    monkeypatch.setattr(queues, "BATCH_ENTRY_ATTEMPTS", 4)
+    monkeypatch.setattr(queues, "_BATCH_RETRY_BASE_SECONDS", 0.05)
+    drawn: list[tuple[float, float]] = []
+    slept: list[float] = []
+
+    def longest(low: float, high: float) -> float:
+        drawn.append((low, high))
+        return high
+
+    monkeypatch.setattr(queues.random, "uniform", longest)
+    monkeypatch.setattr(queues.time, "sleep", slept.append)
+    sqs.add_response("send_message_batch", {"Successful": sent("0", "2"), "Failed": failed("1")})
+    sqs.add_response("send_message_batch", {"Successful": [], "Failed": failed("0")})
+    sqs.add_response("send_message_batch", {"Successful": [], "Failed": failed("0")})
+    sqs.add_response("send_message_batch", {"Successful": sent("0"), "Failed": []})
+    # When the shares are queued
+    queue_shares()
+    # Then each pause is drawn between none and twice the one before
+    assert drawn == [(0, 0.1), (0, 0.2), (0, 0.4)]
+    assert slept == [0.1, 0.2, 0.4]
+
+
+def test_a_dead_letter_is_sent_with_its_reasons_to_the_queue_given(sqs: Stubber) -> None:
+    # Given an undeliverable message and why
+    letter = queues.DeadLetter("invalid_field", "userId must be a non-empty string", "userId")
+    reasons = {
+        "wspush-error-code": "invalid_field",
+        "wspush-error-reason": "userId must be a non-empty string",
+        "wspush-error-field": "userId",
+    }
+    sqs.add_response(
+        "send_message_batch",
+        {"Successful": sent("0"), "Failed": []},
+        {
+            "QueueUrl": QUEUE_URL,
+            "Entries": [outgoing_entry(0, queues.Outgoing('{"userId":""}', reasons))],
+        },
+    )
+    # When it is dead-lettered, then the dead-letter queue gets the body and its reasons
+    queues.dead_letter(QUEUE_URL, '{"userId":""}', letter, region=REGION)
+
+
+def test_a_dead_letter_without_field_or_failures_too_large_drops_its_reason() -> None:
+    # Given a letter with only a code and a reason, and a body leaving room for the code only
+    letter = queues.DeadLetter("code", "reason")
+    room = len(queues.ERROR_CODE) + len("String") + len("code")
+    # When it is made
+    outgoing = queues.dead_lettered("x" * (MAX_SQS_MESSAGE_BYTES - room), letter)
+    # Then only its reason is left out
+    assert outgoing.attributes == {queues.ERROR_CODE: "code"}
+
+
+def test_a_message_put_back_with_an_id_of_its_own_is_kept_byte_for_byte() -> None:
+    body = '{ "userId": "u", "id": "m" }'
+    assert queues._with_id(body, "sqs-1") == body
+
+
+def test_a_batch_counts_its_bodies_in_utf8_bytes(sqs: Stubber) -> None:
+    # Given two bodies (put back as a service wrote them) that fit one call in characters,
+    # not in bytes
+    body = "é" * (MAX_SQS_MESSAGE_BYTES // 3)
+    messages = [queues.Outgoing(body, {}), queues.Outgoing(body, {})]
+    # Then each goes in its own call
+    for message in messages:
+        sqs.add_response(
+            "send_message_batch",
+            {"Successful": sent("0"), "Failed": []},
+            {"QueueUrl": QUEUE_URL, "Entries": [outgoing_entry(0, message)]},
+        )
+    queues.send_all(QUEUE_URL, messages, region=REGION)

@@ -86,7 +86,7 @@ def parse_json(body: str | bytes) -> Any:
     except json.JSONDecodeError as exc:
         why = f"{exc.msg} at character {exc.pos}"
     except _NotANumber as exc:
-        why = f"{exc.constant} is not a JSON number"
+        why = f"{exc} is not a JSON number"
     except UnicodeDecodeError:
         why = "it is not UTF-8 text"
     except ValueError:  # an integer past Python's limit of 4,300 digits
@@ -178,7 +178,7 @@ def encode_frame(
             "invalid_payload", "payload.data is not serializable as JSON", "payload.data"
         ) from exc
     try:
-        return text.encode("utf-8")
+        return text.encode()
     except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from "\ud800" in the JSON
         raise InvalidMessage(
             "invalid_payload", "payload holds text that is not valid Unicode", "payload"
@@ -211,9 +211,10 @@ def with_target(message: Message, **target: Any) -> dict[str, Any]:
 
 
 def sqs_body(envelope: Any) -> str:
-    """An envelope as an SQS message body: compact JSON, non-ASCII escaped (SQS refuses some
-    characters JSON strings may carry, such as NUL or U+FFFE)."""
-    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    """An envelope as an SQS message body: compact JSON, non-ASCII escaped as ``json.dumps``
+    does by default (SQS refuses some characters JSON strings may carry, such as NUL or
+    U+FFFE)."""
+    return json.dumps(envelope, separators=(",", ":"), allow_nan=False)
 
 
 def sqs_batches[T](items: Iterable[T], size: Callable[[T], int]) -> Iterator[list[T]]:
@@ -245,11 +246,8 @@ def to_envelope(message: Message, connection_ids: list[str]) -> dict[str, Any]:
 
 class _NotANumber(ValueError):
     """``NaN``, ``Infinity`` or ``-Infinity``: Python's json reads them, JSON has no such
-    numbers (and a client's JSON.parse would refuse the frame)."""
-
-    def __init__(self, constant: str) -> None:
-        super().__init__(constant)
-        self.constant = constant
+    numbers (and a client's JSON.parse would refuse the frame); the error's text is the
+    constant."""
 
 
 def _reject_constant(name: str) -> Any:
@@ -363,7 +361,7 @@ def _require_string(value: Any, field: str, max_length: int) -> None:
 def _is_unicode(value: str) -> bool:
     """False for a lone surrogate, e.g. from "\\ud800" in the JSON text."""
     try:
-        value.encode("utf-8")
+        value.encode()
     except UnicodeEncodeError:
         return False
     return True

@@ -10,6 +10,7 @@ SendMessageBatch call, so settling a big fan-out stays a handful of calls.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import time
@@ -231,9 +232,10 @@ def _plausible_ts(ts: int | None) -> int | None:
     return ts if ts is not None and _EARLIEST_TS <= ts <= _LATEST_TS else None
 
 
-def _int_or_none(raw: str | None) -> int | None:
+def _int_or_none(raw: Any) -> int | None:
+    """An integer from text; None for no text (``int(None)`` is a TypeError) or junk."""
     try:
-        return int(raw) if raw is not None else None
+        return int(raw)
     except (TypeError, ValueError):
         return None
 
@@ -285,9 +287,11 @@ def send_all(queue_url: str, messages: Sequence[Outgoing], *, region: str) -> No
     whole calls). Raises ``QueueUnavailable`` if a message still is not sent, or at once when
     SQS says an entry itself is wrong.
     """
-    for batch in sqs_batches(messages, lambda m: len(m.body) + _attributes_size(m.attributes)):
+    for batch in sqs_batches(
+        messages, lambda m: len(m.body.encode()) + _attributes_size(m.attributes)
+    ):
         pending = batch
-        for attempt_number in range(1, BATCH_ENTRY_ATTEMPTS + 1):
+        for attempt_number in itertools.count(1):  # the last attempt raises
             failed = _send_batch(queue_url, pending, region=region)
             if not failed:
                 break
@@ -336,8 +340,8 @@ def _send_batch(queue_url: str, batch: Sequence[Outgoing], *, region: str) -> li
     return [
         _BatchFailure(
             position=int(failed["Id"]),
-            code=str(failed.get("Code", "unknown")),
-            sender_fault=bool(failed.get("SenderFault", True)),
+            code=str(failed["Code"]),  # Code and SenderFault: always there (required)
+            sender_fault=bool(failed["SenderFault"]),
         )
         for failed in answer.get("Failed", [])
     ]
@@ -377,8 +381,4 @@ def _seq(attribute: SQSMessageAttribute | None) -> int | None:
 
 
 def _int_value(attribute: SQSMessageAttribute | None) -> int | None:
-    raw = attribute.get("stringValue") if attribute is not None else None
-    try:
-        return int(raw) if raw is not None else None
-    except (TypeError, ValueError):
-        return None
+    return _int_or_none(attribute.get("stringValue") if attribute is not None else None)

@@ -146,8 +146,6 @@ def subscribe(
             attempt, base_seconds=_PAUSE_BASE_SECONDS, cap_seconds=_PAUSE_CAP_SECONDS
         )
         member = _read(channel, MEMBER + record.user_id) if presence else None
-        if member is not None and cid in (member.connections or set()):
-            return False  # subscribed already: one transaction wrote both
         writes = [
             _Write(
                 ConnectionItem(cid),
@@ -503,7 +501,7 @@ class _Cancelled(Exception):
         self.codes = codes
 
     def failed(self, index: int) -> bool:
-        return index < len(self.codes) and self.codes[index] == _CONDITION_FAILED
+        return self.codes[index] == _CONDITION_FAILED
 
 
 def _commit(writes: list[_Write]) -> None:
@@ -528,8 +526,6 @@ def _commit(writes: list[_Write]) -> None:
             for position, reason in zip(order, exc.cancellation_reasons, strict=False):
                 codes[position] = reason.code if reason else None
             raise _Cancelled(codes) from exc
-        raise StorageUnavailable("could not write the subscription") from exc
-    except PynamoDBException as exc:
         raise StorageUnavailable("could not write the subscription") from exc
 
 

@@ -361,16 +361,15 @@ def subscriber_page(
     except (BotoCoreError, ClientError) as exc:
         raise StorageUnavailable("could not query the channel's subscribers") from exc
     records = []
-    for item in answer.get(_RAW_ITEMS, ()):
-        ttl = item.get("ttl")
-        if ttl is not None and float(ttl["N"]) * 1000 <= now_ms:
+    for item in answer[_RAW_ITEMS]:  # each as ``subscribe`` wrote it: every attribute is there
+        if float(item["ttl"]["N"]) * 1000 <= now_ms:
             continue  # expired: DynamoDB deletes it late
-        connected = int(item["connectedAt"]["N"]) if "connectedAt" in item else 0
+        connected = int(item["connectedAt"]["N"])
         records.append(
             ConnectionRecord(
                 connection_id=item["key"]["S"][len(SUBSCRIPTION) :],
                 user_id="",
-                platform=item.get("platform", {}).get("S", ""),
+                platform=item["platform"]["S"],
                 connected_at=connected,
                 last_seen_at=connected,
             )

@@ -11,7 +11,7 @@ from typing import Any
 import boto3
 import pytest
 
-from handlers import channel
+from handlers import channel, send
 from tests.conftest import (
     CHANNELS_TABLE,
     HISTORY_TABLE,
@@ -23,20 +23,22 @@ from tests.conftest import (
     logged,
 )
 from tests.fakes.dynamodb import DynamoDBFaults, without_retry_backoff
-from tests.support import attributes_of, drain
+from tests.fakes.management_api import FakeManagementApi
+from tests.support import PAYLOAD, attributes_of, drain
 from wspush.settings import get_settings
 from wspush.store import connections
 
 pytestmark = pytest.mark.usefixtures("users")
 
 
-def request(connection_id: str, **frame: Any) -> dict[str, Any]:
-    """Send one channel frame as API Gateway would; the reply frame the client receives."""
+def request(connection_id: str, *, remaining_ms: int = 30_000, **frame: Any) -> dict[str, Any]:
+    """Send one channel frame as API Gateway would, to an invocation with ``remaining_ms``
+    left; the reply frame the client receives."""
     event = load_event("ws_message.json")
     event["requestContext"]["connectionId"] = connection_id
     event["requestContext"]["routeKey"] = frame["action"]
     event["body"] = json.dumps(frame)
-    response = channel.handler(event, FakeLambdaContext())
+    response = channel.handler(event, FakeLambdaContext(remaining_ms=remaining_ms))
     assert response["statusCode"] == 200
     reply: dict[str, Any] = json.loads(response["body"])
     return reply
@@ -303,3 +305,28 @@ def test_a_channels_table_that_cannot_be_written_answers_unavailable(
         {"code": "unavailable", "message": "channels are unavailable, try again later"},
         "s",
     )
+
+
+@pytest.mark.parametrize(("remaining_ms", "replayed"), [(30_000, ["m-1"]), (900, [])])
+def test_a_subscribe_with_since_replays_only_within_the_invocations_time(
+    remaining_ms: int, replayed: list[str], management_api: FakeManagementApi
+) -> None:
+    # Given bob subscribed to room:1 at its position, then away while a message went
+    first = request("b-pc", action="subscribe", channel="room:1")["data"]
+    request("b-pc", action="unsubscribe", channel="room:1")
+    send.handler({"channel": "room:1", "id": "m-1", "payload": PAYLOAD}, FakeLambdaContext())
+    # When he subscribes again from there, in an invocation with time for the replay, or
+    # with less than the reply's margin (1 s) left
+    since = {"epoch": first["epoch"], "seq": first["seq"]}
+    reply = request(
+        "b-pc", remaining_ms=remaining_ms, action="subscribe", channel="room:1", since=since
+    )
+    # Then the missed message is replayed only when there was time, and the reply says so
+    posted = [json.loads(body)["id"] for body in management_api.received.get("b-pc", [])]
+    assert posted == replayed
+    assert reply["data"] == {
+        "channel": "room:1",
+        "epoch": first["epoch"],
+        "seq": 1,
+        "recovered": bool(replayed),
+    }

@@ -399,6 +399,7 @@ def test_two_connections_leaving_at_once_end_the_presence_once(
     assert ended == (store.Subscription("lobby:1", "alice", True), True)
     assert item("lobby:1", "u#alice") is None
     assert store.members("lobby:1", limit=10).count == 0
+    assert channel_count("a-pc") == channel_count("a-mobile") == "0"
 
 
 def test_a_last_leave_racing_a_join_is_not_the_last(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -414,6 +415,7 @@ def test_a_last_leave_racing_a_join_is_not_the_last(monkeypatch: pytest.MonkeyPa
     assert ended == (store.Subscription("lobby:1", "alice", True), False)
     assert member_connections("lobby:1", "alice") == {"a-mobile"}
     assert store.members("lobby:1", limit=10).count == 1
+    assert channel_count("a-pc") == "0"
 
 
 def test_a_leave_whose_member_keeps_changing_gives_up_after_ten_attempts(

@@ -496,7 +496,7 @@ class _Write:
 
 class _Cancelled(Exception):
     def __init__(self, codes: list[str | None]) -> None:
-        super().__init__("transaction cancelled")
+        super().__init__()
         self.codes = codes
 
     def failed(self, index: int) -> bool:

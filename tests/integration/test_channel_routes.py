@@ -17,6 +17,7 @@ from tests.conftest import (
     HISTORY_TABLE,
     QUEUE_URL,
     REGION,
+    TABLE,
     Emitted,
     FakeLambdaContext,
     load_event,
@@ -184,6 +185,11 @@ def test_a_first_join_and_a_last_leave_are_queued_as_presence_events_kept_in_no_
         "payload": {"type": "presence.leave", "data": {"channel": "lobby:1", "userId": "bob"}},
     }
     assert join_attributes == leave_attributes == {"wspush-seq": "0"}
+    # And his connection counts no channel any more
+    row = boto3.client("dynamodb", region_name=REGION).get_item(
+        TableName=TABLE, Key={"connectionId": {"S": "b-pc"}}
+    )["Item"]
+    assert row["channels"] == {"N": "0"}
     # And the unsubscribe is logged and counted
     assert lines(log_output, "unsubscribed") == [
         {

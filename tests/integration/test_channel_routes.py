@@ -26,6 +26,7 @@ from tests.conftest import (
 from tests.fakes.dynamodb import DynamoDBFaults, without_retry_backoff
 from tests.fakes.management_api import FakeManagementApi
 from tests.support import PAYLOAD, attributes_of, drain
+from wspush.channels import subscriptions
 from wspush.settings import get_settings
 from wspush.store import connections
 
@@ -236,6 +237,23 @@ def test_presence_shows_each_member_whole_and_where_the_next_page_starts() -> No
         ],
         "next": None,
     }
+
+
+def test_presence_answers_pages_of_its_page_size_each_saying_where_the_next_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given pages of one member, and alice and bob in lobby:1
+    monkeypatch.setattr(subscriptions, "MEMBERS_PER_PAGE", 1)
+    for cid in ("a-pc", "b-pc"):
+        request(cid, action="subscribe", channel="lobby:1")
+    # When bob asks who is there, then for the page after the first
+    first = request("b-pc", action="presence", channel="lobby:1")["data"]
+    second = request("b-pc", action="presence", channel="lobby:1", after=first["next"])["data"]
+    # Then each page holds one member and the count of all; the last says none follow
+    assert [(m["userId"], first["count"]) for m in first["members"]] == [("alice", 2)]
+    assert first["next"] == "alice"
+    assert [(m["userId"], second["count"]) for m in second["members"]] == [("bob", 2)]
+    assert second["next"] is None
 
 
 def test_a_presence_event_the_queue_does_not_take_is_logged_and_counted(

@@ -29,6 +29,7 @@ _HANDLER_METHODS = {
     "Query": "query",
     "Scan": "scan",
     "BatchGetItem": "batch_get_item",
+    "TransactWriteItems": "transact_write_items",
 }
 _TYPE_PREFIX = "com.amazonaws.dynamodb.v20120810#"
 

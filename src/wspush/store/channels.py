@@ -146,8 +146,6 @@ def subscribe(
             attempt, base_seconds=_PAUSE_BASE_SECONDS, cap_seconds=_PAUSE_CAP_SECONDS
         )
         member = _read(channel, MEMBER + record.user_id) if presence else None
-        if member is not None and cid in (member.connections or set()):
-            return False  # subscribed already: one transaction wrote both
         writes = [
             _Write(
                 ConnectionItem(cid),
@@ -363,16 +361,15 @@ def subscriber_page(
     except (BotoCoreError, ClientError) as exc:
         raise StorageUnavailable("could not query the channel's subscribers") from exc
     records = []
-    for item in answer.get(_RAW_ITEMS, ()):
-        ttl = item.get("ttl")
-        if ttl is not None and float(ttl["N"]) * 1000 <= now_ms:
+    for item in answer[_RAW_ITEMS]:  # each as ``subscribe`` wrote it: every attribute is there
+        if float(item["ttl"]["N"]) * 1000 <= now_ms:
             continue  # expired: DynamoDB deletes it late
-        connected = int(item["connectedAt"]["N"]) if "connectedAt" in item else 0
+        connected = int(item["connectedAt"]["N"])
         records.append(
             ConnectionRecord(
                 connection_id=item["key"]["S"][len(SUBSCRIPTION) :],
                 user_id="",
-                platform=item.get("platform", {}).get("S", ""),
+                platform=item["platform"]["S"],
                 connected_at=connected,
                 last_seen_at=connected,
             )
@@ -499,11 +496,11 @@ class _Write:
 
 class _Cancelled(Exception):
     def __init__(self, codes: list[str | None]) -> None:
-        super().__init__("transaction cancelled")
+        super().__init__()
         self.codes = codes
 
     def failed(self, index: int) -> bool:
-        return index < len(self.codes) and self.codes[index] == _CONDITION_FAILED
+        return self.codes[index] == _CONDITION_FAILED
 
 
 def _commit(writes: list[_Write]) -> None:
@@ -528,8 +525,6 @@ def _commit(writes: list[_Write]) -> None:
             for position, reason in zip(order, exc.cancellation_reasons, strict=False):
                 codes[position] = reason.code if reason else None
             raise _Cancelled(codes) from exc
-        raise StorageUnavailable("could not write the subscription") from exc
-    except PynamoDBException as exc:
         raise StorageUnavailable("could not write the subscription") from exc
 
 

@@ -216,6 +216,8 @@ def test_a_connect_answer_has_no_body() -> None:
         b"HTTP/1.1 abc\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
         b"\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",  # an empty head first
+        b"HTTP/1.1 2000 OK\r\n\r\n",  # a status of four digits
+        b"HTTP/1.1 20 OK\r\n\r\n",
     ],
 )
 def test_what_is_not_http_is_an_error(answer: bytes) -> None:

@@ -301,9 +301,10 @@ def parse_response(
         return None
     status_line, *lines = bytes(buffer[:head_end]).decode("latin-1").split("\r\n")
     version, _, rest = status_line.partition(" ")
-    if not version.startswith("HTTP/1.") or not rest[:3].isdigit():
+    code = rest.partition(" ")[0]
+    if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
         raise ValueError("not an HTTP/1.x answer")
-    status = int(rest[:3])
+    status = int(code)
     headers: dict[str, str] = {}
     for line in lines:
         name, colon, value = line.partition(":")

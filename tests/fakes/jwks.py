@@ -77,12 +77,15 @@ class JwksServer:
         self.delay = 0.0
         self.drip = 0.0  # seconds between 50-byte pieces of the answer
         self.down = False
+        self.size: int | None = None  # pad the document with whitespace to this many bytes
         self.requests = 0
+        self.accepted: list[str | None] = []  # each request's Accept header
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 server.requests += 1
+                server.accepted.append(self.headers.get("Accept"))
                 if server.redirect_to and self.path == urlsplit(server.url).path:
                     self.send_response(302)
                     self.send_header("Location", server.redirect_to)
@@ -97,6 +100,8 @@ class JwksServer:
                     self.end_headers()
                     return
                 body = json.dumps({"keys": [k.jwk() for k in server.keys]}).encode()
+                if server.size is not None:
+                    body = body.ljust(server.size, b" ")
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

@@ -235,3 +235,20 @@ def test_tokens_never_reach_the_logs(
     for token in (good, forged):
         assert token not in logs
         assert token.split(".")[2] not in logs
+
+
+@pytest.mark.parametrize(("size", "read"), [(512 * 1024, True), (512 * 1024 + 1, False)])
+def test_a_jwks_document_of_up_to_512_kib_is_read(
+    with_jwks: JwksServer, size: int, read: bool
+) -> None:
+    # Given a JWKS document of ``size`` bytes
+    with_jwks.size = size
+    # When it is fetched
+    # Then it is read whole up to the limit, and refused past it
+    if read:
+        assert len(auth._http_get(with_jwks.url, 5.0)) == size
+    else:
+        with pytest.raises(ValueError, match=r"^JWKS document too large$"):
+            auth._http_get(with_jwks.url, 5.0)
+    # And the request asked for JSON
+    assert with_jwks.accepted == ["application/json"]

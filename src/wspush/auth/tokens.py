@@ -363,7 +363,7 @@ class JwtVerifier:
             kid = header.get("kid")
             if not isinstance(alg, str) or alg not in self._settings.algorithms:
                 raise Unauthenticated("the token's algorithm is not allowed")
-            key = self._keys.key_for(alg, kid if isinstance(kid, str) else None)
+            key = self._keys.key_for(alg, kid)  # (PyJWT refuses a kid that is not a string)
             decoded = self._jws.decode_complete(
                 token, key=key, algorithms=sorted(self._settings.algorithms)
             )

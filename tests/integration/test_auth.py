@@ -112,9 +112,20 @@ def test_a_bad_token_is_refused_with_401_and_nothing_is_stored(
     assert stored_ids() == set()
 
 
-@pytest.mark.parametrize("trouble", ["down", "slow", "drip"])
+@pytest.mark.parametrize(
+    ("trouble", "why"),
+    [
+        ("down", {"error": "HTTPError", "reason": "Service Unavailable"}),
+        ("slow", {"error": "TimeoutError", "reason": "timed out"}),
+        ("drip", {"error": "TimeoutError", "reason": "JWKS fetch took too long"}),
+    ],
+)
 def test_an_unavailable_jwks_fails_closed_within_the_timeout(
-    lambda_context: FakeLambdaContext, with_jwks: JwksServer, trouble: str
+    lambda_context: FakeLambdaContext,
+    with_jwks: JwksServer,
+    log_output: io.StringIO,
+    trouble: str,
+    why: dict[str, str],
 ) -> None:
     # Given the issuer's JWKS endpoint answers 503, after 2 s, or drip by drip (timeout 300 ms)
     if trouble == "down":
@@ -130,6 +141,8 @@ def test_an_unavailable_jwks_fails_closed_within_the_timeout(
     assert response["statusCode"] == 503
     assert time.monotonic() - started < 1.5
     assert stored_ids() == set()
+    # And the log says what went wrong
+    assert {"level": "WARNING", "message": "could not fetch the JWKS", **why} in logged(log_output)
 
 
 def test_a_jwks_redirect_to_another_origin_is_refused(

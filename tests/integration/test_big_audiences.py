@@ -7,6 +7,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -20,6 +21,7 @@ from tests.support import PAYLOAD, add_connection, attributes_of, drain, sqs_eve
 from wspush.errors import StorageUnavailable
 from wspush.fanout import queues
 from wspush.settings import get_settings
+from wspush.store import channels as channels_store
 from wspush.store import connections
 
 pytestmark = pytest.mark.usefixtures("aws")
@@ -319,4 +321,32 @@ def test_a_segment_with_more_than_a_page_hands_on_the_rest_and_says_so(
         "message_id": "m-seg",
         "segment": 0,
         "total_segments": 1,
+    } in logged(log_output)
+
+
+def test_a_channel_with_more_than_a_page_hands_on_the_rest_and_says_so(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext, log_output: io.StringIO
+) -> None:
+    # Given 25 subscribers of a channel (pages of 10)
+    expires = datetime.now(UTC) + timedelta(hours=1)
+    for cid in crowd(25):
+        record = connections.get(cid)
+        assert record is not None
+        channels_store.subscribe(record, "room:big", expires=expires, max_channels=5, presence=None)
+    # When the sender takes a message to the channel
+    message = sqs_record({"channel": "room:big", "id": "m-chan", "payload": PAYLOAD})
+    assert run([message], lambda_context) == []
+    # Then it posts one page and queues the rest of the channel, from where that page ended,
+    # keeping the message's place in the channel's stream, and says so
+    [rest] = drain(QUEUE_URL)
+    assert json.loads(rest["body"])["channel"] == "room:big"
+    attributes = attributes_of(rest)
+    assert attributes[queues.SEQ] == "1"
+    assert attributes[queues.AFTER] in {f"c-{index:03d}" for index in range(25)}
+    assert len(management_api.calls) == 10
+    assert {
+        "level": "INFO",
+        "message": "channel continues",
+        "message_id": "m-chan",
+        "after_page": 10,
     } in logged(log_output)

@@ -563,7 +563,16 @@ def test_reads_are_asked_for_with_the_page_size_segment_and_time_given(
 
 def test_an_audience_read_from_rows_keeps_when_each_opened() -> None:
     rows = [ConnectionRecord("a", "u", "pc", 5, 9), ConnectionRecord("b", "u", "web", 6, 9)]
-    assert Audience.of(rows) == Audience(["a", "b"], {"a": 5, "b": 6})
+    assert Audience.of(rows, Target(broadcast=True)) == Audience(["a", "b"], {"a": 5, "b": 6})
     assert Audience.of(rows, Target(user_ids=("u",), platforms=frozenset({"web"}))) == Audience(
         ["b"], {"b": 6}
     )
+
+
+def test_an_audience_of_users_gives_each_connection_its_user_s_seq() -> None:
+    # Given rows of two users, and the seq the message took in one user's stream
+    rows = [ConnectionRecord("a", "u", "pc", 5, 9), ConnectionRecord("b", "v", "web", 6, 9)]
+    # When the audience is read for both users
+    audience = Audience.of(rows, Target(user_ids=("u", "v")), {"u": 4})
+    # Then only that user's connection carries a seq of its own
+    assert audience == Audience(["a", "b"], {"a": 5, "b": 6}, {"a": 4})

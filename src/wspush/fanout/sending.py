@@ -241,7 +241,7 @@ def _process(
     if queued.segment is not None and message.target.broadcast:
         share = replace(message.target, segment=queued.segment, after=queued.after)
         message = replace(message, target=share)
-    elif queued.after is not None and message.target.channel is not None:
+    elif message.target.channel is not None:
         message = replace(message, target=replace(message.target, after=queued.after))
     logger.append_keys(message_id=message.id)
 

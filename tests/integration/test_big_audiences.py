@@ -350,3 +350,32 @@ def test_a_channel_with_more_than_a_page_hands_on_the_rest_and_says_so(
         "message_id": "m-chan",
         "after_page": 10,
     } in logged(log_output)
+
+
+@pytest.mark.parametrize(
+    ("envelope", "reader", "read"),
+    [
+        ({"channel": "room:big"}, channels_store, "subscriber_page"),
+        ({"broadcast": True}, connections, "scan_page"),
+    ],
+    ids=["channel", "broadcast"],
+)
+def test_a_page_that_cannot_be_read_leaves_the_message_to_sqs_and_names_it(
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    log_output: io.StringIO,
+    envelope: dict[str, Any],
+    reader: Any,
+    read: str,
+) -> None:
+    # Given a page of recipients that cannot be read
+    def unavailable(*args: Any, **kwargs: Any) -> Any:
+        raise StorageUnavailable("throttled")
+
+    monkeypatch.setattr(reader, read, unavailable)
+    record = sqs_record({**envelope, "id": "m-unread", "payload": PAYLOAD})
+    # When the sender takes the message, SQS is asked to deliver it again
+    assert run([record], lambda_context) == [record["messageId"]]
+    # And the failed read is logged with the message's id
+    [line] = [line for line in logged(log_output) if line["message"] == "could not resolve targets"]
+    assert (line["level"], line["message_id"]) == ("ERROR", "m-unread")

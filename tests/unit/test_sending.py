@@ -6,13 +6,14 @@ from __future__ import annotations
 import io
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import pytest
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from tests.conftest import logged
+from tests.conftest import Emitted, logged
 from wspush.clock import Deadline
 from wspush.contract.messages import parse_message
 from wspush.fanout import idempotency, queues, sending
@@ -223,3 +224,28 @@ def test_a_message_not_started_before_the_deadline_is_put_back_at_once(
     record = queued_record({"userId": "u", "payload": {"type": "t", "data": 1}})
     sending.process_queued(record, SETTINGS, deadline=Deadline(-1.0, lambda: 0.0))
     assert [call[-1] for call in put_back] == [0]
+
+
+def test_settling_counts_and_logs_what_was_requeued_and_dead_lettered(
+    sent: dict[str, list[Outgoing]],
+    emitted_metrics: Callable[[], Emitted],
+    log_output: io.StringIO,
+) -> None:
+    # Given one recipient not reached, two to retry and one refused for good
+    settle(
+        [
+            Failure("a", "deadline", retryable=True, attempted=False),
+            Failure("b", "429", retryable=True),
+            Failure("c", "500", retryable=True),
+            Failure("d", "403", retryable=False),
+        ]
+    )
+    # Then each kind of re-queued recipient is counted on its own, and the dead-lettered one
+    assert emitted_metrics() == {
+        "Requeued": ("Count", [1.0, 2.0]),
+        "DeadLettered": ("Count", [1.0]),
+    }
+    assert logged(log_output) == [
+        {"level": "INFO", "message": "requeued recipients", "untried": 1, "retried": 2},
+        {"level": "WARNING", "message": "dead-lettered failed recipients", "recipients": 1},
+    ]

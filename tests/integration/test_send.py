@@ -432,3 +432,19 @@ def test_a_message_whose_table_is_unreadable_says_nothing_was_sent(
             "field": None,
         },
     }
+
+
+def test_a_message_to_a_channel_of_no_declared_namespace_is_refused_naming_it(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # When a message goes to a channel whose namespace is not declared
+    result = invoke({"channel": "nowhere:1", "payload": PAYLOAD}, lambda_context)
+    # Then it is refused, the namespace named, and nothing is posted
+    assert result == {
+        "error": {
+            "code": "unknown_namespace",
+            "message": "no namespace 'nowhere' is declared",
+            "field": "channel",
+        }
+    }
+    assert not management_api.received

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from wspush.channels.names import parse_channel
 from wspush.clock import Deadline, HasRemainingTime, now_ms
 from wspush.contract.messages import (
     MAX_MESSAGES_PER_SEND,
@@ -362,12 +363,12 @@ def _declared(message: Message, settings: Settings) -> Message:
     """A channel's message must name a declared namespace (nobody can subscribe elsewhere),
     and a message that will be kept must leave room in its frame for its ``seq``."""
     channel = message.target.channel
-    if channel is not None and settings.namespace(channel.partition(":")[0]) is None:
-        raise InvalidMessage(
-            "unknown_namespace",
-            f"no namespace {channel.partition(':')[0]!r} is declared",
-            "channel",
-        )
+    if channel is not None:
+        namespace = parse_channel(channel).namespace
+        if settings.namespace(namespace) is None:
+            raise InvalidMessage(
+                "unknown_namespace", f"no namespace {namespace!r} is declared", "channel"
+            )
     stamping.check_room(message, settings)
     return message
 

@@ -380,12 +380,13 @@ def _stamp(message: Message, settings: Settings) -> stamping.Stamped:
 def _segments(message: Message, settings: Settings) -> list[queues.Share]:
     """A broadcast's scan segments: at least ``broadcast_segments``, more when DynamoDB's
     (possibly stale) item count says the table holds more than that many pages."""
+    total = settings.broadcast_segments
     try:
-        count = connections.approximate_count()
+        pages = -(-connections.approximate_count() // settings.connections_per_segment)
     except StorageUnavailable:
         logger.warning("could not read the table's item count", message_id=message.id)
-        count = 0
-    total = max(settings.broadcast_segments, -(-count // settings.connections_per_segment))
+    else:
+        total = max(total, pages)
     total = min(total, queues.MAX_SEGMENTS)
     envelope = with_target(message, broadcast=True)
     return [queues.Share(envelope, (segment, total)) for segment in range(total)]

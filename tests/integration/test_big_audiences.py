@@ -15,8 +15,8 @@ import pytest
 
 from handlers import sender
 from local import moto_as_aws
-from tests.conftest import QUEUE_URL, REGION, TABLE, FakeLambdaContext, logged
-from tests.fakes.management_api import FakeManagementApi
+from tests.conftest import PROCESSED_TABLE, QUEUE_URL, REGION, TABLE, FakeLambdaContext, logged
+from tests.fakes.management_api import FakeManagementApi, Reply
 from tests.support import PAYLOAD, add_connection, attributes_of, drain, sqs_event, sqs_record
 from wspush.errors import StorageUnavailable
 from wspush.fanout import queues
@@ -379,3 +379,25 @@ def test_a_page_that_cannot_be_read_leaves_the_message_to_sqs_and_names_it(
     # And the failed read is logged with the message's id
     [line] = [line for line in logged(log_output) if line["message"] == "could not resolve targets"]
     assert (line["level"], line["message_id"]) == ("ERROR", "m-unread")
+
+
+def test_a_queued_message_is_remembered_by_its_counts_never_its_recipients(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given 11 connections (more than a page), one of which refuses every post
+    ids = crowd(11)
+    management_api.script(ids[0], Reply.aws(403))
+    # When a broadcast is split, and its shares delivered
+    record = sqs_record({"broadcast": True, "id": "m-kept", "payload": PAYLOAD})
+    assert run([record], lambda_context) == []
+    assert run_queue(lambda_context) == 4
+    # Then the split is remembered as its number of shares, each share by its counts alone
+    table = boto3.resource("dynamodb", region_name=REGION).Table(PROCESSED_TABLE)
+    answers = [json.loads(item["data"]) for item in table.scan()["Items"]]
+    shares = [answer for answer in answers if "shares" not in answer]
+    assert [answer for answer in answers if "shares" in answer] == [{"id": "m-kept", "shares": 4}]
+    assert len(shares) == 4
+    assert {(answer["id"], tuple(answer["errors"])) for answer in shares} == {("m-kept", ())}
+    assert sum(answer["delivered"] for answer in shares) == 10
+    failed = sorted((answer["failed"], answer.get("errorsTruncated", 0)) for answer in shares)
+    assert failed == [(0, 0), (0, 0), (0, 0), (1, 1)]

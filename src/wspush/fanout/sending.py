@@ -384,7 +384,7 @@ def _segments(message: Message, settings: Settings) -> list[queues.Share]:
     try:
         pages = -(-connections.approximate_count() // settings.connections_per_segment)
     except StorageUnavailable:
-        logger.warning("could not read the table's item count", message_id=message.id)
+        logger.warning("could not read the table's item count")  # the logger holds message_id
     else:
         total = max(total, pages)
     total = min(total, queues.MAX_SEGMENTS)

@@ -18,8 +18,9 @@ from local import moto_as_aws
 from tests.conftest import PROCESSED_TABLE, QUEUE_URL, REGION, TABLE, FakeLambdaContext, logged
 from tests.fakes.management_api import FakeManagementApi, Reply
 from tests.support import PAYLOAD, add_connection, attributes_of, drain, sqs_event, sqs_record
+from wspush.clock import now_ms
 from wspush.errors import StorageUnavailable
-from wspush.fanout import queues
+from wspush.fanout import delivery, queues
 from wspush.settings import get_settings
 from wspush.store import channels as channels_store
 from wspush.store import connections
@@ -401,3 +402,21 @@ def test_a_queued_message_is_remembered_by_its_counts_never_its_recipients(
     assert sum(answer["delivered"] for answer in shares) == 10
     failed = sorted((answer["failed"], answer.get("errorsTruncated", 0)) for answer in shares)
     assert failed == [(0, 0), (0, 0), (0, 0), (1, 1)]
+
+
+def test_a_queued_message_leaves_gone_rows_to_their_ttl_when_it_has_no_time_to_delete_them(
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given an invocation with 30 s left, all of it kept back from deleting gone rows, and one
+    # of three connections dead without $disconnect
+    lambda_context.remaining_ms = 30_000
+    monkeypatch.setattr(delivery, "FORGET_RESERVE_SECONDS", 30.0)
+    ids = crowd(3)
+    management_api.script(ids[0], Reply.aws(410))
+    # When the sender delivers a broadcast
+    record = sqs_record({"broadcast": True, "id": "m-late", "payload": PAYLOAD})
+    assert run([record], lambda_context) == []
+    # Then the dead connection's row is kept (it expires through its TTL)
+    assert {row.connection_id for row in connections.all_connections(now_ms=now_ms())} == set(ids)

@@ -15,6 +15,7 @@ from tests.conftest import REGION, TABLE, FakeLambdaContext
 from tests.contract import assert_valid
 from tests.fakes.management_api import FakeManagementApi, Reply
 from tests.support import PAYLOAD, add_connection, frames, stored_ids
+from wspush.fanout import delivery
 from wspush.settings import get_settings
 
 pytestmark = pytest.mark.usefixtures("aws")
@@ -448,3 +449,21 @@ def test_a_message_to_a_channel_of_no_declared_namespace_is_refused_naming_it(
         }
     }
     assert not management_api.received
+
+
+@pytest.mark.usefixtures("users")
+def test_a_gone_row_is_left_to_its_ttl_when_the_invocation_has_no_time_to_delete_it(
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given an invocation with 30 s left, all of it kept back from deleting gone rows, and
+    # alice's mobile connection dead without $disconnect
+    lambda_context.remaining_ms = 30_000
+    monkeypatch.setattr(delivery, "FORGET_RESERVE_SECONDS", 30.0)
+    management_api.script("a-mobile", Reply.aws(410))
+    # When a message goes to alice
+    result = invoke({"userId": "alice", "payload": PAYLOAD}, lambda_context)
+    # Then mobile is counted gone, but its row is kept (it expires through its TTL)
+    assert (result["delivered"], result["gone"]) == (1, 1)
+    assert stored_ids() == {"a-pc", "a-mobile", "b-pc", "c-web"}

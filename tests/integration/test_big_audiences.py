@@ -420,3 +420,20 @@ def test_a_queued_message_leaves_gone_rows_to_their_ttl_when_it_has_no_time_to_d
     assert run([record], lambda_context) == []
     # Then the dead connection's row is kept (it expires through its TTL)
     assert {row.connection_id for row in connections.all_connections(now_ms=now_ms())} == set(ids)
+
+
+def test_a_queued_message_s_claim_lasts_only_as_long_as_its_invocation(
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+) -> None:
+    # Given an invocation with 30 s left
+    lambda_context.remaining_ms = 30_000
+    crowd(1)
+    started = time.time()
+    # When the sender delivers a broadcast
+    assert run([sqs_record({"broadcast": True, "payload": PAYLOAD})], lambda_context) == []
+    # Then its processed record's claim ended with the invocation
+    table = boto3.client("dynamodb", region_name=REGION)
+    [item] = table.scan(TableName=PROCESSED_TABLE)["Items"]
+    claim_ends = int(item["in_progress_expiration"]["N"]) / 1000
+    assert started + 29 <= claim_ends <= time.time() + 31

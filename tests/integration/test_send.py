@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +12,7 @@ import boto3
 import pytest
 
 from handlers import send
-from tests.conftest import REGION, TABLE, FakeLambdaContext
+from tests.conftest import PROCESSED_TABLE, REGION, TABLE, FakeLambdaContext
 from tests.contract import assert_valid
 from tests.fakes.management_api import FakeManagementApi, Reply
 from tests.support import PAYLOAD, add_connection, frames, stored_ids
@@ -467,3 +468,21 @@ def test_a_gone_row_is_left_to_its_ttl_when_the_invocation_has_no_time_to_delete
     # Then mobile is counted gone, but its row is kept (it expires through its TTL)
     assert (result["delivered"], result["gone"]) == (1, 1)
     assert stored_ids() == {"a-pc", "a-mobile", "b-pc", "c-web"}
+
+
+@pytest.mark.usefixtures("users")
+def test_a_message_s_claim_lasts_only_as_long_as_its_invocation(
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+) -> None:
+    # Given an invocation with 30 s left
+    lambda_context.remaining_ms = 30_000
+    started = time.time()
+    # When a message is sent
+    invoke({"userId": "bob", "id": "m-claim", "payload": PAYLOAD}, lambda_context)
+    # Then its processed record's claim ended with the invocation: one that died would have
+    # left the message to a retry after 30 s, not after the record's TTL
+    table = boto3.client("dynamodb", region_name=REGION)
+    [item] = table.scan(TableName=PROCESSED_TABLE)["Items"]
+    claim_ends = int(item["in_progress_expiration"]["N"]) / 1000
+    assert started + 29 <= claim_ends <= time.time() + 31

@@ -134,7 +134,7 @@ def _send_one(
 
     def deliver_now() -> dict[str, Any]:
         if deadline.passed():
-            raise DeadlineReached  # answered as not sent, in one place below
+            raise DeadlineReached
         stamped = _stamp(message, settings)
         audience = _recipients(stamped, settings)
         report = delivery.deliver(

@@ -254,8 +254,8 @@ def test_settling_counts_and_logs_what_was_requeued_and_dead_lettered(
 def test_recipients_of_a_user_list_are_requeued_stream_by_stream_with_their_seq(
     sent: dict[str, list[Outgoing]],
 ) -> None:
-    # Given a message kept in two user streams (seq 4 in one, 7 in the other), that failed for
-    # a connection of each user and for one whose user's seq is not known
+    # Given a message of seq 3, kept in two user streams too (seq 4 in one, 7 in the other),
+    # that failed for a connection of each user and for one with no user's seq (the message's)
     failed = [
         Failure("a", "429", retryable=True),
         Failure("b", "429", retryable=True),
@@ -264,11 +264,11 @@ def test_recipients_of_a_user_list_are_requeued_stream_by_stream_with_their_seq(
     ]
     # When the failures are settled
     sending._settle_failures(
-        MESSAGE, failed, QueuedAttributes(), SETTINGS, {"a": 4, "a2": 4, "b": 7}
+        replace(MESSAGE, seq=3), failed, QueuedAttributes(), SETTINGS, {"a": 4, "a2": 4, "b": 7}
     )
     # Then each seq's recipients come back together, carrying it, in their order
     assert [(requeue(m)[0], requeue(m)[1].get(queues.SEQ)) for m in sent["queue"]] == [
         (["a", "a2"], "4"),
         (["b"], "7"),
-        (["c"], None),
+        (["c"], "3"),
     ]

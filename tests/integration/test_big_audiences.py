@@ -437,3 +437,23 @@ def test_a_queued_message_s_claim_lasts_only_as_long_as_its_invocation(
     [item] = table.scan(TableName=PROCESSED_TABLE)["Items"]
     claim_ends = int(item["in_progress_expiration"]["N"]) / 1000
     assert started + 29 <= claim_ends <= time.time() + 31
+
+
+def test_a_user_list_s_failed_recipient_is_requeued_with_its_own_user_s_seq(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given alice and bob, bob's stream already holding one message, and bob's connection
+    # throttled for a whole round
+    add_connection("a-pc", "alice")
+    add_connection("b-pc", "bob")
+    assert (
+        run([sqs_record({"userId": "bob", "id": "m-0", "payload": PAYLOAD})], lambda_context) == []
+    )
+    management_api.script("b-pc", *[Reply.aws(429)] * 3)
+    # When a message to both is delivered from the queue
+    record = sqs_record({"userIds": ["alice", "bob"], "id": "m-1", "payload": PAYLOAD})
+    assert run([record], lambda_context) == []
+    # Then bob's connection is re-queued with its place in bob's stream (2), not alice's (1)
+    [requeued] = drain(QUEUE_URL)
+    assert json.loads(requeued["body"])["connectionIds"] == ["b-pc"]
+    assert attributes_of(requeued)[queues.SEQ] == "2"

@@ -272,3 +272,31 @@ def test_recipients_of_a_user_list_are_requeued_stream_by_stream_with_their_seq(
         (["b"], "7"),
         (["c"], "3"),
     ]
+
+
+def test_a_split_hands_its_shares_the_attempt_round_and_timestamp_it_came_with(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given the queue, recording what it is given
+    queued: list[tuple[Any, ...]] = []
+
+    def queue_shares(queue_url: str, shares: list[queues.Share], **kwargs: Any) -> None:
+        queued.append((queue_url, [share.envelope["userIds"] for share in shares], kwargs))
+
+    monkeypatch.setattr(queues, "queue_shares", queue_shares)
+    # When a message to three users, in its second attempt and third round, is split two
+    # users to a share
+    record = queued_record(
+        {"userIds": ["u1", "u2", "u3"], "payload": {"type": "t", "data": 1}},
+        **{"wspush-attempt": "2", "wspush-round": "3", "wspush-ts": str(NOW - 9)},
+    )
+    settings = replace(SETTINGS, users_per_chunk=2)
+    sending.process_queued(record, settings, deadline=Deadline.never())
+    # Then both shares carry them, to the queue, in the configured region
+    assert queued == [
+        (
+            "queue",
+            [["u1", "u2"], ["u3"]],
+            {"region": "us-east-1", "attempt": 2, "round_number": 3, "ts": NOW - 9},
+        )
+    ]

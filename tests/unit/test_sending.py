@@ -300,3 +300,20 @@ def test_a_split_hands_its_shares_the_attempt_round_and_timestamp_it_came_with(
             {"region": "us-east-1", "attempt": 2, "round_number": 3, "ts": NOW - 9},
         )
     ]
+
+
+def test_an_invalid_queued_message_is_dead_lettered_as_it_came_with_why(
+    sent: dict[str, list[Outgoing]],
+) -> None:
+    # When the sender takes a message whose payload has no type
+    record = queued_record({"userId": "u", "payload": {"type": "", "data": 1}})
+    sending.process_queued(record, SETTINGS, deadline=Deadline.never())
+    # Then its body is dead-lettered unchanged (in the configured region), saying why
+    [letter] = sent["dlq"]
+    assert letter.body == record.body
+    assert dict(letter.attributes) == {
+        queues.ERROR_CODE: "invalid_payload",
+        queues.ERROR_REASON: "payload.type must be a non-empty string",
+        queues.ERROR_FIELD: "payload.type",
+    }
+    assert sent["queue"] == []

@@ -340,10 +340,14 @@ def test_a_young_connection_whose_row_is_already_gone_is_gone_at_once(table: lis
     assert (report.gone, report.connecting, gateway.posts["closed"]) == (["closed"], 0, 1)
 
 
-def test_without_a_grace_every_410_is_gone(table: list[str]) -> None:
-    gateway = ScriptedGateway(new=[PostOutcome.GONE])
-    report = deliver(gateway, opened(new=0), replace(SETTINGS, connect_grace_ms=0))
-    assert (report.gone, LOOKUPS) == (["new"], [])
+def test_without_a_grace_every_410_is_gone_with_no_read(table: list[str]) -> None:
+    # Given no connect grace, a connection read with the audience and an explicit id (unread)
+    gateway = ScriptedGateway(new=[PostOutcome.GONE], unread=[PostOutcome.GONE])
+    audience = opened(new=0)
+    audience = Audience([*audience.ids, "unread"], audience.connected_at)
+    # When both answer 410, both are gone, and no connection's age was read
+    report = deliver(gateway, audience, replace(SETTINGS, connect_grace_ms=0))
+    assert (report.gone, LOOKUPS) == (["new", "unread"], [])
 
 
 # --- the deadline's cut and the clean-up after the last post ---------------------------------

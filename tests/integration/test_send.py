@@ -471,15 +471,16 @@ def test_a_gone_row_is_left_to_its_ttl_when_the_invocation_has_no_time_to_delete
 
 
 @pytest.mark.usefixtures("users")
+@pytest.mark.parametrize("as_list", [False, True], ids=["one", "list"])
 def test_a_message_s_claim_lasts_only_as_long_as_its_invocation(
-    management_api: FakeManagementApi,
-    lambda_context: FakeLambdaContext,
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext, as_list: bool
 ) -> None:
     # Given an invocation with 30 s left
     lambda_context.remaining_ms = 30_000
     started = time.time()
-    # When a message is sent
-    invoke({"userId": "bob", "id": "m-claim", "payload": PAYLOAD}, lambda_context)
+    # When a message is sent, alone or in a list
+    message = {"userId": "bob", "id": "m-claim", "payload": PAYLOAD}
+    invoke([message] if as_list else message, lambda_context)
     # Then its processed record's claim ended with the invocation: one that died would have
     # left the message to a retry after 30 s, not after the record's TTL
     table = boto3.client("dynamodb", region_name=REGION)

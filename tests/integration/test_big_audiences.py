@@ -7,6 +7,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -14,12 +15,14 @@ import pytest
 
 from handlers import sender
 from local import moto_as_aws
-from tests.conftest import QUEUE_URL, REGION, TABLE, FakeLambdaContext, logged
-from tests.fakes.management_api import FakeManagementApi
+from tests.conftest import PROCESSED_TABLE, QUEUE_URL, REGION, TABLE, FakeLambdaContext, logged
+from tests.fakes.management_api import FakeManagementApi, Reply
 from tests.support import PAYLOAD, add_connection, attributes_of, drain, sqs_event, sqs_record
+from wspush.clock import now_ms
 from wspush.errors import StorageUnavailable
-from wspush.fanout import queues
+from wspush.fanout import delivery, queues
 from wspush.settings import get_settings
+from wspush.store import channels as channels_store
 from wspush.store import connections
 
 pytestmark = pytest.mark.usefixtures("aws")
@@ -320,3 +323,137 @@ def test_a_segment_with_more_than_a_page_hands_on_the_rest_and_says_so(
         "segment": 0,
         "total_segments": 1,
     } in logged(log_output)
+
+
+def test_a_channel_with_more_than_a_page_hands_on_the_rest_and_says_so(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext, log_output: io.StringIO
+) -> None:
+    # Given 25 subscribers of a channel (pages of 10)
+    expires = datetime.now(UTC) + timedelta(hours=1)
+    for cid in crowd(25):
+        record = connections.get(cid)
+        assert record is not None
+        channels_store.subscribe(record, "room:big", expires=expires, max_channels=5, presence=None)
+    # When the sender takes a message to the channel
+    message = sqs_record({"channel": "room:big", "id": "m-chan", "payload": PAYLOAD})
+    assert run([message], lambda_context) == []
+    # Then it posts one page and queues the rest of the channel, from where that page ended,
+    # keeping the message's place in the channel's stream, and says so
+    [rest] = drain(QUEUE_URL)
+    assert json.loads(rest["body"])["channel"] == "room:big"
+    attributes = attributes_of(rest)
+    assert attributes[queues.SEQ] == "1"
+    assert attributes[queues.AFTER] in {f"c-{index:03d}" for index in range(25)}
+    assert len(management_api.calls) == 10
+    assert {
+        "level": "INFO",
+        "message": "channel continues",
+        "message_id": "m-chan",
+        "after_page": 10,
+    } in logged(log_output)
+
+
+@pytest.mark.parametrize(
+    ("envelope", "reader", "read"),
+    [
+        ({"channel": "room:big"}, channels_store, "subscriber_page"),
+        ({"broadcast": True}, connections, "scan_page"),
+    ],
+    ids=["channel", "broadcast"],
+)
+def test_a_page_that_cannot_be_read_leaves_the_message_to_sqs_and_names_it(
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    log_output: io.StringIO,
+    envelope: dict[str, Any],
+    reader: Any,
+    read: str,
+) -> None:
+    # Given a page of recipients that cannot be read
+    def unavailable(*args: Any, **kwargs: Any) -> Any:
+        raise StorageUnavailable("throttled")
+
+    monkeypatch.setattr(reader, read, unavailable)
+    record = sqs_record({**envelope, "id": "m-unread", "payload": PAYLOAD})
+    # When the sender takes the message, SQS is asked to deliver it again
+    assert run([record], lambda_context) == [record["messageId"]]
+    # And the failed read is logged with the message's id
+    [line] = [line for line in logged(log_output) if line["message"] == "could not resolve targets"]
+    assert (line["level"], line["message_id"]) == ("ERROR", "m-unread")
+
+
+def test_a_queued_message_is_remembered_by_its_counts_never_its_recipients(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given 11 connections (more than a page), one of which refuses every post
+    ids = crowd(11)
+    management_api.script(ids[0], Reply.aws(403))
+    # When a broadcast is split, and its shares delivered
+    record = sqs_record({"broadcast": True, "id": "m-kept", "payload": PAYLOAD})
+    assert run([record], lambda_context) == []
+    assert run_queue(lambda_context) == 4
+    # Then the split is remembered as its number of shares, each share by its counts alone
+    table = boto3.resource("dynamodb", region_name=REGION).Table(PROCESSED_TABLE)
+    answers = [json.loads(item["data"]) for item in table.scan()["Items"]]
+    shares = [answer for answer in answers if "shares" not in answer]
+    assert [answer for answer in answers if "shares" in answer] == [{"id": "m-kept", "shares": 4}]
+    assert len(shares) == 4
+    assert {(answer["id"], tuple(answer["errors"])) for answer in shares} == {("m-kept", ())}
+    assert sum(answer["delivered"] for answer in shares) == 10
+    failed = sorted((answer["failed"], answer.get("errorsTruncated", 0)) for answer in shares)
+    assert failed == [(0, 0), (0, 0), (0, 0), (1, 1)]
+
+
+def test_a_queued_message_leaves_gone_rows_to_their_ttl_when_it_has_no_time_to_delete_them(
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given an invocation with 30 s left, all of it kept back from deleting gone rows, and one
+    # of three connections dead without $disconnect
+    lambda_context.remaining_ms = 30_000
+    monkeypatch.setattr(delivery, "FORGET_RESERVE_SECONDS", 30.0)
+    ids = crowd(3)
+    management_api.script(ids[0], Reply.aws(410))
+    # When the sender delivers a broadcast
+    record = sqs_record({"broadcast": True, "id": "m-late", "payload": PAYLOAD})
+    assert run([record], lambda_context) == []
+    # Then the dead connection's row is kept (it expires through its TTL)
+    assert {row.connection_id for row in connections.all_connections(now_ms=now_ms())} == set(ids)
+
+
+def test_a_queued_message_s_claim_lasts_only_as_long_as_its_invocation(
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+) -> None:
+    # Given an invocation with 30 s left
+    lambda_context.remaining_ms = 30_000
+    crowd(1)
+    started = time.time()
+    # When the sender delivers a broadcast
+    assert run([sqs_record({"broadcast": True, "payload": PAYLOAD})], lambda_context) == []
+    # Then its processed record's claim ended with the invocation
+    table = boto3.client("dynamodb", region_name=REGION)
+    [item] = table.scan(TableName=PROCESSED_TABLE)["Items"]
+    claim_ends = int(item["in_progress_expiration"]["N"]) / 1000
+    assert started + 29 <= claim_ends <= time.time() + 31
+
+
+def test_a_user_list_s_failed_recipient_is_requeued_with_its_own_user_s_seq(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # Given alice and bob, bob's stream already holding one message, and bob's connection
+    # throttled for a whole round
+    add_connection("a-pc", "alice")
+    add_connection("b-pc", "bob")
+    assert (
+        run([sqs_record({"userId": "bob", "id": "m-0", "payload": PAYLOAD})], lambda_context) == []
+    )
+    management_api.script("b-pc", *[Reply.aws(429)] * 3)
+    # When a message to both is delivered from the queue
+    record = sqs_record({"userIds": ["alice", "bob"], "id": "m-1", "payload": PAYLOAD})
+    assert run([record], lambda_context) == []
+    # Then bob's connection is re-queued with its place in bob's stream (2), not alice's (1)
+    [requeued] = drain(QUEUE_URL)
+    assert json.loads(requeued["body"])["connectionIds"] == ["b-pc"]
+    assert attributes_of(requeued)[queues.SEQ] == "2"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,10 +12,11 @@ import boto3
 import pytest
 
 from handlers import send
-from tests.conftest import REGION, TABLE, FakeLambdaContext
+from tests.conftest import PROCESSED_TABLE, REGION, TABLE, FakeLambdaContext
 from tests.contract import assert_valid
 from tests.fakes.management_api import FakeManagementApi, Reply
 from tests.support import PAYLOAD, add_connection, frames, stored_ids
+from wspush.fanout import delivery
 from wspush.settings import get_settings
 
 pytestmark = pytest.mark.usefixtures("aws")
@@ -432,3 +434,56 @@ def test_a_message_whose_table_is_unreadable_says_nothing_was_sent(
             "field": None,
         },
     }
+
+
+def test_a_message_to_a_channel_of_no_declared_namespace_is_refused_naming_it(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext
+) -> None:
+    # When a message goes to a channel whose namespace is not declared
+    result = invoke({"channel": "nowhere:1", "payload": PAYLOAD}, lambda_context)
+    # Then it is refused, the namespace named, and nothing is posted
+    assert result == {
+        "error": {
+            "code": "unknown_namespace",
+            "message": "no namespace 'nowhere' is declared",
+            "field": "channel",
+        }
+    }
+    assert not management_api.received
+
+
+@pytest.mark.usefixtures("users")
+def test_a_gone_row_is_left_to_its_ttl_when_the_invocation_has_no_time_to_delete_it(
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given an invocation with 30 s left, all of it kept back from deleting gone rows, and
+    # alice's mobile connection dead without $disconnect
+    lambda_context.remaining_ms = 30_000
+    monkeypatch.setattr(delivery, "FORGET_RESERVE_SECONDS", 30.0)
+    management_api.script("a-mobile", Reply.aws(410))
+    # When a message goes to alice
+    result = invoke({"userId": "alice", "payload": PAYLOAD}, lambda_context)
+    # Then mobile is counted gone, but its row is kept (it expires through its TTL)
+    assert (result["delivered"], result["gone"]) == (1, 1)
+    assert stored_ids() == {"a-pc", "a-mobile", "b-pc", "c-web"}
+
+
+@pytest.mark.usefixtures("users")
+@pytest.mark.parametrize("as_list", [False, True], ids=["one", "list"])
+def test_a_message_s_claim_lasts_only_as_long_as_its_invocation(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext, as_list: bool
+) -> None:
+    # Given an invocation with 30 s left
+    lambda_context.remaining_ms = 30_000
+    started = time.time()
+    # When a message is sent, alone or in a list
+    message = {"userId": "bob", "id": "m-claim", "payload": PAYLOAD}
+    invoke([message] if as_list else message, lambda_context)
+    # Then its processed record's claim ended with the invocation: one that died would have
+    # left the message to a retry after 30 s, not after the record's TTL
+    table = boto3.client("dynamodb", region_name=REGION)
+    [item] = table.scan(TableName=PROCESSED_TABLE)["Items"]
+    claim_ends = int(item["in_progress_expiration"]["N"]) / 1000
+    assert started + 29 <= claim_ends <= time.time() + 31

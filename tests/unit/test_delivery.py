@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import random
+import threading
 from collections import defaultdict, deque
 from collections.abc import Coroutine, Iterable, Iterator
 from dataclasses import replace
@@ -339,10 +340,14 @@ def test_a_young_connection_whose_row_is_already_gone_is_gone_at_once(table: lis
     assert (report.gone, report.connecting, gateway.posts["closed"]) == (["closed"], 0, 1)
 
 
-def test_without_a_grace_every_410_is_gone(table: list[str]) -> None:
-    gateway = ScriptedGateway(new=[PostOutcome.GONE])
-    report = deliver(gateway, opened(new=0), replace(SETTINGS, connect_grace_ms=0))
-    assert (report.gone, LOOKUPS) == (["new"], [])
+def test_without_a_grace_every_410_is_gone_with_no_read(table: list[str]) -> None:
+    # Given no connect grace, a connection read with the audience and an explicit id (unread)
+    gateway = ScriptedGateway(new=[PostOutcome.GONE], unread=[PostOutcome.GONE])
+    audience = opened(new=0)
+    audience = Audience([*audience.ids, "unread"], audience.connected_at)
+    # When both answer 410, both are gone, and no connection's age was read
+    report = deliver(gateway, audience, replace(SETTINGS, connect_grace_ms=0))
+    assert (report.gone, LOOKUPS) == (["new", "unread"], [])
 
 
 # --- the deadline's cut and the clean-up after the last post ---------------------------------
@@ -351,11 +356,11 @@ def test_without_a_grace_every_410_is_gone(table: list[str]) -> None:
 def test_a_post_still_in_flight_at_the_cut_is_abandoned_as_a_retryable_failure(
     table: list[str],
 ) -> None:
-    # Given a gateway whose answer to "stuck" never comes, and a cut 50 ms away
+    # Given a gateway whose answer to "stuck" comes half a second late, and a cut 50 ms away
     class StuckGateway(ScriptedGateway):
         async def post(self, connection_id: str, data: bytes) -> PostResult:
             if connection_id == "stuck":
-                await asyncio.sleep(60)
+                await asyncio.sleep(0.5)
             return await super().post(connection_id, data)
 
     deadline = Deadline.of(Remaining(60_000), margin_ms=10_000, reserve_ms=59_950)
@@ -563,7 +568,52 @@ def test_reads_are_asked_for_with_the_page_size_segment_and_time_given(
 
 def test_an_audience_read_from_rows_keeps_when_each_opened() -> None:
     rows = [ConnectionRecord("a", "u", "pc", 5, 9), ConnectionRecord("b", "u", "web", 6, 9)]
-    assert Audience.of(rows) == Audience(["a", "b"], {"a": 5, "b": 6})
+    assert Audience.of(rows, Target(broadcast=True)) == Audience(["a", "b"], {"a": 5, "b": 6})
     assert Audience.of(rows, Target(user_ids=("u",), platforms=frozenset({"web"}))) == Audience(
         ["b"], {"b": 6}
     )
+
+
+def test_an_audience_of_users_gives_each_connection_its_user_s_seq() -> None:
+    # Given rows of two users, and the seq the message took in one user's stream
+    rows = [ConnectionRecord("a", "u", "pc", 5, 9), ConnectionRecord("b", "v", "web", 6, 9)]
+    # When the audience is read for both users
+    audience = Audience.of(rows, Target(user_ids=("u", "v")), {"u": 4})
+    # Then only that user's connection carries a seq of its own
+    assert audience == Audience(["a", "b"], {"a": 5, "b": 6}, {"a": 4})
+
+
+def test_a_delete_still_running_at_the_reserve_is_left_behind(
+    table: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a delete that lasts until the test lets it end, and 50 ms left before the reserve
+    release = threading.Event()
+    finished: list[bool] = []
+
+    def slow_delete(ids: list[str]) -> None:
+        release.wait(5)
+        finished.append(True)
+
+    monkeypatch.setattr(connections, "delete_many", slow_delete)
+    deadline = Deadline(-1.0, Clock(), end=delivery.FORGET_RESERVE_SECONDS + 0.05)
+    # When the gone rows are forgotten
+    deleted = delivery.forget_gone(["g-1"], deadline=deadline)
+    # Then it returned without waiting for the delete, which it does not count
+    assert (deleted, finished) == (0, [])
+    release.set()
+
+
+def test_the_grace_holds_for_a_connection_younger_than_it_by_a_millisecond(
+    table: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a clock that stands still, a grace of 1 ms, and two connections answering 410:
+    # one opened this very millisecond, one opened 1 ms ago
+    monkeypatch.setattr(delivery, "now_ms", lambda: NOW)
+    opened_at = {"now": NOW, "before": NOW - 1}
+    monkeypatch.setattr(connections, "connected_at", opened_at.get)
+    gateway = ScriptedGateway(now=[PostOutcome.GONE], before=[PostOutcome.GONE])
+    # When the message is delivered to them
+    audience = Audience(list(opened_at), opened_at)
+    report = deliver(gateway, audience, replace(SETTINGS, connect_grace_ms=1))
+    # Then the one opened now was still connecting and got the retry; the other is gone
+    assert (report.delivered, report.gone, report.connecting) == (["now"], ["before"], 1)

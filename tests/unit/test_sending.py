@@ -6,13 +6,14 @@ from __future__ import annotations
 import io
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import pytest
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from tests.conftest import logged
+from tests.conftest import Emitted, logged
 from wspush.clock import Deadline
 from wspush.contract.messages import parse_message
 from wspush.fanout import idempotency, queues, sending
@@ -223,3 +224,96 @@ def test_a_message_not_started_before_the_deadline_is_put_back_at_once(
     record = queued_record({"userId": "u", "payload": {"type": "t", "data": 1}})
     sending.process_queued(record, SETTINGS, deadline=Deadline(-1.0, lambda: 0.0))
     assert [call[-1] for call in put_back] == [0]
+
+
+def test_settling_counts_and_logs_what_was_requeued_and_dead_lettered(
+    sent: dict[str, list[Outgoing]],
+    emitted_metrics: Callable[[], Emitted],
+    log_output: io.StringIO,
+) -> None:
+    # Given one recipient not reached, two to retry and one refused for good
+    settle(
+        [
+            Failure("a", "deadline", retryable=True, attempted=False),
+            Failure("b", "429", retryable=True),
+            Failure("c", "500", retryable=True),
+            Failure("d", "403", retryable=False),
+        ]
+    )
+    # Then each kind of re-queued recipient is counted on its own, and the dead-lettered one
+    assert emitted_metrics() == {
+        "Requeued": ("Count", [1.0, 2.0]),
+        "DeadLettered": ("Count", [1.0]),
+    }
+    assert logged(log_output) == [
+        {"level": "INFO", "message": "requeued recipients", "untried": 1, "retried": 2},
+        {"level": "WARNING", "message": "dead-lettered failed recipients", "recipients": 1},
+    ]
+
+
+def test_recipients_of_a_user_list_are_requeued_stream_by_stream_with_their_seq(
+    sent: dict[str, list[Outgoing]],
+) -> None:
+    # Given a message of seq 3, kept in two user streams too (seq 4 in one, 7 in the other),
+    # that failed for a connection of each user and for one with no user's seq (the message's)
+    failed = [
+        Failure("a", "429", retryable=True),
+        Failure("b", "429", retryable=True),
+        Failure("c", "429", retryable=True),
+        Failure("a2", "429", retryable=True),
+    ]
+    # When the failures are settled
+    sending._settle_failures(
+        replace(MESSAGE, seq=3), failed, QueuedAttributes(), SETTINGS, {"a": 4, "a2": 4, "b": 7}
+    )
+    # Then each seq's recipients come back together, carrying it, in their order
+    assert [(requeue(m)[0], requeue(m)[1].get(queues.SEQ)) for m in sent["queue"]] == [
+        (["a", "a2"], "4"),
+        (["b"], "7"),
+        (["c"], "3"),
+    ]
+
+
+def test_a_split_hands_its_shares_the_attempt_round_and_timestamp_it_came_with(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given the queue, recording what it is given
+    queued: list[tuple[Any, ...]] = []
+
+    def queue_shares(queue_url: str, shares: list[queues.Share], **kwargs: Any) -> None:
+        queued.append((queue_url, [share.envelope["userIds"] for share in shares], kwargs))
+
+    monkeypatch.setattr(queues, "queue_shares", queue_shares)
+    # When a message to three users, in its second attempt and third round, is split two
+    # users to a share
+    record = queued_record(
+        {"userIds": ["u1", "u2", "u3"], "payload": {"type": "t", "data": 1}},
+        **{"wspush-attempt": "2", "wspush-round": "3", "wspush-ts": str(NOW - 9)},
+    )
+    settings = replace(SETTINGS, users_per_chunk=2)
+    sending.process_queued(record, settings, deadline=Deadline.never())
+    # Then both shares carry them, to the queue, in the configured region
+    assert queued == [
+        (
+            "queue",
+            [["u1", "u2"], ["u3"]],
+            {"region": "us-east-1", "attempt": 2, "round_number": 3, "ts": NOW - 9},
+        )
+    ]
+
+
+def test_an_invalid_queued_message_is_dead_lettered_as_it_came_with_why(
+    sent: dict[str, list[Outgoing]],
+) -> None:
+    # When the sender takes a message whose payload has no type
+    record = queued_record({"userId": "u", "payload": {"type": "", "data": 1}})
+    sending.process_queued(record, SETTINGS, deadline=Deadline.never())
+    # Then its body is dead-lettered unchanged (in the configured region), saying why
+    [letter] = sent["dlq"]
+    assert letter.body == record.body
+    assert dict(letter.attributes) == {
+        queues.ERROR_CODE: "invalid_payload",
+        queues.ERROR_REASON: "payload.type must be a non-empty string",
+        queues.ERROR_FIELD: "payload.type",
+    }
+    assert sent["queue"] == []

@@ -111,11 +111,11 @@ class Audience:
     def of(
         cls,
         records: Iterable[connections.ConnectionRecord],
-        target: Target | None = None,
+        target: Target,
         user_seqs: Mapping[str, int] | None = None,
     ) -> Audience:
         """The connections among ``records`` that ``target``'s filters keep."""
-        keep = _target_filter(target or Target(broadcast=True))
+        keep = _target_filter(target)
         kept = [r for r in records if keep(r)]
         opened = {r.connection_id: r.connected_at for r in kept}
         by_user = user_seqs or {}

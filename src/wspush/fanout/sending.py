@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from wspush.channels.names import parse_channel
 from wspush.clock import Deadline, HasRemainingTime, now_ms
 from wspush.contract.messages import (
     MAX_MESSAGES_PER_SEND,
@@ -133,7 +134,7 @@ def _send_one(
 
     def deliver_now() -> dict[str, Any]:
         if deadline.passed():
-            raise DeadlineReached("no time left to start this message")
+            raise DeadlineReached
         stamped = _stamp(message, settings)
         audience = _recipients(stamped, settings)
         report = delivery.deliver(
@@ -241,7 +242,7 @@ def _process(
     if queued.segment is not None and message.target.broadcast:
         share = replace(message.target, segment=queued.segment, after=queued.after)
         message = replace(message, target=share)
-    elif queued.after is not None and message.target.channel is not None:
+    elif message.target.channel is not None:
         message = replace(message, target=replace(message.target, after=queued.after))
     logger.append_keys(message_id=message.id)
 
@@ -362,12 +363,12 @@ def _declared(message: Message, settings: Settings) -> Message:
     """A channel's message must name a declared namespace (nobody can subscribe elsewhere),
     and a message that will be kept must leave room in its frame for its ``seq``."""
     channel = message.target.channel
-    if channel is not None and settings.namespace(channel.partition(":")[0]) is None:
-        raise InvalidMessage(
-            "unknown_namespace",
-            f"no namespace {channel.partition(':')[0]!r} is declared",
-            "channel",
-        )
+    if channel is not None:
+        namespace = parse_channel(channel).namespace
+        if settings.namespace(namespace) is None:
+            raise InvalidMessage(
+                "unknown_namespace", f"no namespace {namespace!r} is declared", "channel"
+            )
     stamping.check_room(message, settings)
     return message
 
@@ -379,12 +380,13 @@ def _stamp(message: Message, settings: Settings) -> stamping.Stamped:
 def _segments(message: Message, settings: Settings) -> list[queues.Share]:
     """A broadcast's scan segments: at least ``broadcast_segments``, more when DynamoDB's
     (possibly stale) item count says the table holds more than that many pages."""
+    total = settings.broadcast_segments
     try:
-        count = connections.approximate_count()
+        pages = -(-connections.approximate_count() // settings.connections_per_segment)
     except StorageUnavailable:
-        logger.warning("could not read the table's item count", message_id=message.id)
-        count = 0
-    total = max(settings.broadcast_segments, -(-count // settings.connections_per_segment))
+        logger.warning("could not read the table's item count")  # the logger holds message_id
+    else:
+        total = max(total, pages)
     total = min(total, queues.MAX_SEGMENTS)
     envelope = with_target(message, broadcast=True)
     return [queues.Share(envelope, (segment, total)) for segment in range(total)]

@@ -645,38 +645,28 @@ def test_recover_from_the_oldest_position_kept_replays_all_it_keeps(
     assert reply["data"] == {"epoch": epoch, "seq": 5, "recovered": True}
 
 
-def test_a_replay_of_exactly_its_bound_is_whole(
-    alice: FakeManagementApi, lambda_context: FakeLambdaContext, configure: Any
+@pytest.mark.parametrize(("missed", "whole"), [(5, True), (6, False)])
+def test_a_replay_up_to_its_bound_is_whole_and_past_it_is_not_started(
+    alice: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    configure: Any,
+    missed: int,
+    whole: bool,
 ) -> None:
-    # Given alice at seq 3, then 5 messages missed, and a replay bound of 5
+    # Given alice at seq 3, then ``missed`` messages, and a replay bound of 5
     for n in range(3):
         to_user("alice", f"seen-{n}", lambda_context)
     since = route(welcome, "a-pc", lambda_context, action="hello")["data"]["stream"]
-    for n in range(5):
+    for n in range(missed):
         to_user("alice", f"m-{n}", lambda_context)
     alice.reset()
     configure(WSPUSH_MAX_REPLAY_MESSAGES="5")
     # When alice recovers
     reply = route(welcome, "a-pc", lambda_context, action="recover", since=since)
-    # Then all 5 are replayed: the bound counts what was missed, not the position
-    assert reply["data"]["recovered"] is True
-    assert [f["seq"] for f in frames(alice, "a-pc")] == [4, 5, 6, 7, 8]
-
-
-def test_a_replay_past_its_bound_is_not_started(
-    alice: FakeManagementApi, lambda_context: FakeLambdaContext, configure: Any
-) -> None:
-    # Given 6 messages missed and a replay bound of 5
-    since = route(welcome, "a-pc", lambda_context, action="hello")["data"]["stream"]
-    for n in range(6):
-        to_user("alice", f"m-{n}", lambda_context)
-    alice.reset()
-    configure(WSPUSH_MAX_REPLAY_MESSAGES="5")
-    # When alice recovers
-    reply = route(welcome, "a-pc", lambda_context, action="recover", since=since)
-    # Then she is told to reload instead of replaying part of it
-    assert reply["data"]["recovered"] is False
-    assert frames(alice, "a-pc") == []
+    # Then up to the bound (which counts what was missed, not the position) all is replayed;
+    # past it she is told to reload instead of replaying part of it
+    assert reply["data"]["recovered"] is whole
+    assert [f["seq"] for f in frames(alice, "a-pc")] == ([4, 5, 6, 7, 8] if whole else [])
 
 
 @pytest.mark.parametrize(

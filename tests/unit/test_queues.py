@@ -38,12 +38,19 @@ def entry(position: int, segment: int) -> dict[str, Any]:
     """A share as it must reach SQS: its own message, segment attribute, no delay."""
     attributes = {"wspush-attempt": "0", "wspush-round": "0", "wspush-ts": str(TS)}
     attributes["wspush-segment"] = f"{segment}/3"
+    return outgoing_entry(
+        position, queues.Outgoing(queues.sqs_body(SHARES[segment].envelope), attributes)
+    )
+
+
+def outgoing_entry(position: int, message: queues.Outgoing) -> dict[str, Any]:
     return {
         "Id": str(position),
-        "MessageBody": queues.sqs_body(SHARES[segment].envelope),
-        "DelaySeconds": 0,
+        "MessageBody": message.body,
+        "DelaySeconds": message.delay_seconds,
         "MessageAttributes": {
-            name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()
+            name: {"DataType": "String", "StringValue": value}
+            for name, value in message.attributes.items()
         },
     }
 
@@ -389,17 +396,7 @@ def test_a_share_carries_where_its_scan_starts_and_its_place_in_its_stream(sqs: 
         {"Successful": sent("0"), "Failed": []},
         {
             "QueueUrl": QUEUE_URL,
-            "Entries": [
-                {
-                    "Id": "0",
-                    "MessageBody": queues.sqs_body(envelope),
-                    "DelaySeconds": 0,
-                    "MessageAttributes": {
-                        name: {"DataType": "String", "StringValue": value}
-                        for name, value in attributes.items()
-                    },
-                }
-            ],
+            "Entries": [outgoing_entry(0, queues.Outgoing(queues.sqs_body(envelope), attributes))],
         },
     )
     # When it is queued, then SQS gets both
@@ -418,15 +415,9 @@ def test_a_message_put_back_is_a_copy_with_its_id_attributes_and_a_bounded_delay
         {
             "QueueUrl": QUEUE_URL,
             "Entries": [
-                {
-                    "Id": "0",
-                    "MessageBody": '{"id":"sqs-1","userId":"u"}',
-                    "DelaySeconds": sent_delay,
-                    "MessageAttributes": {
-                        name: {"DataType": "String", "StringValue": value}
-                        for name, value in attributes.items()
-                    },
-                }
+                outgoing_entry(
+                    0, queues.Outgoing('{"id":"sqs-1","userId":"u"}', attributes, sent_delay)
+                )
             ],
         },
     )
@@ -440,18 +431,6 @@ def test_a_message_put_back_is_a_copy_with_its_id_attributes_and_a_bounded_delay
         region=REGION,
         delay_seconds=delay,
     )
-
-
-def outgoing_entry(position: int, message: queues.Outgoing) -> dict[str, Any]:
-    return {
-        "Id": str(position),
-        "MessageBody": message.body,
-        "DelaySeconds": message.delay_seconds,
-        "MessageAttributes": {
-            name: {"DataType": "String", "StringValue": value}
-            for name, value in message.attributes.items()
-        },
-    }
 
 
 def test_eleven_messages_take_two_calls(sqs: Stubber) -> None:

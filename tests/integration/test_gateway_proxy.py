@@ -40,6 +40,13 @@ def https_server(tls_authority: Authority) -> Iterator[RawServer]:
 
 
 @pytest.fixture
+def misnamed_https_server(tls_authority: Authority) -> Iterator[RawServer]:
+    """An endpoint at 127.0.0.2 whose certificate, from the trusted authority, names other
+    hosts (localhost, 127.0.0.1, ::1)."""
+    yield from serve_in_thread(RawServer("https", host="127.0.0.2"), tls_authority.server_context())
+
+
+@pytest.fixture
 def http_server() -> Iterator[RawServer]:
     yield from serve_in_thread(RawServer("http"), None)
 
@@ -277,3 +284,21 @@ def test_a_tunnel_not_cleanly_opened_is_a_retryable_proxy_error(
     # Then none goes into a tunnel: each is a proxy error, which a retry may fix
     assert results == [PostResult(PostOutcome.ERROR, None, "ProxyConnectionError")] * 2
     assert all(r.retryable for r in results)
+
+
+@pytest.mark.parametrize("through_proxy", [True, False], ids=["tunnel", "direct"])
+def test_an_endpoint_whose_certificate_names_another_host_is_not_posted_to(
+    authenticating_proxy: FakeProxy,
+    misnamed_https_server: RawServer,
+    tls_authority: Authority,
+    made: list[Gateway],
+    through_proxy: bool,
+) -> None:
+    # Given an endpoint whose certificate is trusted but names other hosts
+    proxy = {"https_proxy": authenticating_proxy.url} if through_proxy else {}
+    network = Network(ca_bundle=str(tls_authority.ca_bundle), **proxy)
+    # When two posts are made to it, through a tunnel or directly
+    results = post_twice(misnamed_https_server.url, network, made)
+    # Then TLS refuses the endpoint's name: nothing reaches it
+    assert [(r.outcome, r.reason) for r in results] == [(PostOutcome.ERROR, "SSLError")] * 2
+    assert misnamed_https_server.requests == []

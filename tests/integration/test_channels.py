@@ -131,9 +131,8 @@ def test_a_connection_holds_at_most_the_configured_number_of_channels(
     assert reply["data"]["channel"] == "room:5"
     assert subscribe("c-1", "room:0", lambda_context)["type"] == "subscribed"
     # And after an unsubscribe there is room again
-    assert request("c-1", lambda_context, action="unsubscribe", channel="room:1")["type"] == (
-        "unsubscribed"
-    )
+    left = request("c-1", lambda_context, action="unsubscribe", channel="room:1", ref="u")
+    assert (left["type"], left["data"], left["ref"]) == ("unsubscribed", {"channel": "room:1"}, "u")
     assert subscribe("c-1", "room:5", lambda_context)["type"] == "subscribed"
 
 
@@ -483,9 +482,17 @@ def authorizer(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stubber]:
     monkeypatch.setenv("WSPUSH_CHANNEL_AUTHORIZER", "arn:aws:lambda:us-east-1:1:function:authz")
     get_settings.cache_clear()
     client = boto3.client("lambda", region_name=REGION)
-    monkeypatch.setattr(access, "_lambda", lambda region, timeout_ms: client)
+    asked: list[tuple[str, int]] = []
+
+    def lambda_client(region: str, timeout_ms: int) -> Any:
+        asked.append((region, timeout_ms))
+        return client
+
+    monkeypatch.setattr(access, "_lambda", lambda_client)
     with Stubber(client) as stubber:
         yield stubber
+    # (every invocation used a client of the stack's region, bounded by the route's timeout)
+    assert set(asked) <= {(REGION, 2_000)}
     monkeypatch.undo()
     get_settings.cache_clear()
 

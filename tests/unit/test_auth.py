@@ -684,8 +684,8 @@ def test_a_tokens_channels_claim_grants_each_channel_once() -> None:
 
 @pytest.mark.parametrize(
     "claim",
-    [[f"room:{n}" for n in range(128)], ["r:" + "x" * 159]],
-    ids=["128-grants", "a-grant-of-161-characters"],
+    [[f"room:{n}" for n in range(128)], ["r:" + "x" * 159], ["x"]],
+    ids=["128-grants", "a-grant-of-161-characters", "a-grant-of-one-character"],
 )
 def test_a_channels_claim_at_its_limits_is_taken(claim: list[str]) -> None:
     check = verifier(FakeFetch(RSA_KEY))

@@ -222,8 +222,8 @@ class Jwks:
         self._fetch = fetch
         self._clock = clock
         self._keys: list[Mapping[str, Any]] | None = None
-        self._fetched_at = float("-inf")
-        self._last_attempt = float("-inf")
+        self._fetched_at = -math.inf
+        self._last_attempt = -math.inf
         self._lock = threading.Lock()
 
     def key_for(self, alg: str, kid: str | None) -> Any:

@@ -160,7 +160,7 @@ class Proxy:
         authorization = None
         if parts.username and parts.password:
             pair = f"{unquote(parts.username)}:{unquote(parts.password)}".encode()
-            authorization = "Basic " + base64.b64encode(pair).decode("ascii")
+            authorization = "Basic " + base64.b64encode(pair).decode()
         return cls(parts.hostname, port, authorization)
 
 

@@ -658,3 +658,18 @@ def test_the_authorizer_is_asked_once_within_the_routes_time() -> None:
     assert config.retries == {"mode": "standard", "total_max_attempts": 1}
     assert client.meta.region_name == "eu-west-1"
     assert access._lambda("eu-west-1", 1_500) is client  # made once per process
+
+
+def test_a_channel_the_token_does_not_grant_is_forbidden_naming_it(
+    lambda_context: FakeLambdaContext,
+) -> None:
+    # Given a connection whose token grants nothing, and no authorizer to ask
+    add_connection("c-1", "alice")
+    # When it subscribes to a channel of a namespace open only to grants
+    reply = subscribe("c-1", "secret:plans", lambda_context)
+    # Then it is forbidden, saying so and naming the channel
+    assert reply["data"] == {
+        "code": "forbidden",
+        "message": "this connection may not subscribe to the channel",
+        "channel": "secret:plans",
+    }

@@ -1143,3 +1143,18 @@ def test_invalid_since_says_what_is_wrong(
 ) -> None:
     reply = route(welcome, "a-pc", lambda_context, action="recover", since=since)
     assert reply["data"] == {"code": "invalid_since", "message": message}
+
+
+def test_a_message_placed_again_takes_the_ts_its_stream_kept() -> None:
+    # Given a message to alice kept at ts 1,000, then handled again with a new ts
+    from wspush.contract.messages import parse_message
+    from wspush.history import stamping
+
+    envelope = {"userId": "alice", "id": "m-1", "payload": PAYLOAD}
+    first = parse_message(envelope, now_ms=now_ms(), ts=1_796_000_000_000)
+    again = parse_message(envelope, now_ms=now_ms(), ts=1_796_000_000_500)
+    kept = stamping.stamp(first, get_settings(), now_ms=now_ms()).message
+    # When it is placed again
+    placed = stamping.stamp(again, get_settings(), now_ms=now_ms()).message
+    # Then it is the message as first kept: its frame, seq and ts
+    assert (placed.frame, placed.seq, placed.ts) == (kept.frame, 1, 1_796_000_000_000)

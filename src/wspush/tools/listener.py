@@ -17,6 +17,8 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 DEFAULT_HEARTBEAT_SECONDS = 300.0
 OPEN_TIMEOUT_SECONDS = 10.0
+# Ctrl-C closes cleanly, but waits at most this long for the gateway to answer the close.
+CLOSE_TIMEOUT_SECONDS = 2.0
 PING = json.dumps({"action": "ping"})
 
 
@@ -72,7 +74,9 @@ def listen(
         raise ListenError("wspush listen needs the websockets package") from exc
 
     try:
-        connection = connect(url, open_timeout=OPEN_TIMEOUT_SECONDS)
+        connection = connect(
+            url, open_timeout=OPEN_TIMEOUT_SECONDS, close_timeout=CLOSE_TIMEOUT_SECONDS
+        )
     except InvalidStatus as exc:
         status = exc.response.status_code
         body = exc.response.body.decode("utf-8", "replace").strip() if exc.response.body else ""

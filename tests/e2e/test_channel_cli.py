@@ -23,6 +23,12 @@ CLI = str(Path(sys.executable).parent / "wspush")
 WAIT_SECONDS = 30  # the stream poller looks for new shards every 10 s
 
 
+def ctrl_c_as_a_terminal_sends_it() -> None:
+    """In a child before it runs: SIGINT stops it, even when this test run itself ignores
+    SIGINT (a shell starts a background job so, and its children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Running:
     """A ``wspush`` command that keeps running; its stdout, one parsed JSON line at a time."""
 
@@ -53,7 +59,12 @@ class Running:
 def running(stack: RunningStack, *argv: str) -> Iterator[Running]:
     """``wspush ARGV`` until the block ends, then Ctrl-C: it must exit 0."""
     process = subprocess.Popen(
-        [CLI, *argv], env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [CLI, *argv],
+        env=stack.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=ctrl_c_as_a_terminal_sends_it,
     )
     try:
         yield Running(process)

@@ -14,6 +14,7 @@ import pytest
 from tests.contract import assert_valid
 from tests.e2e.clients import PAYLOAD, connected, eventually, unique
 from tests.e2e.conftest import REPO, RunningStack
+from tests.e2e.test_channel_cli import ctrl_c_as_a_terminal_sends_it
 
 
 def readme_example(language: str, section: str) -> str:
@@ -174,6 +175,7 @@ def test_wspush_listen_prints_what_a_user_receives_until_ctrl_c(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=ctrl_c_as_a_terminal_sends_it,
     )
     try:
         # When it is connected (its first line is the pong naming the connection)

@@ -970,39 +970,28 @@ def recover_alice(
     return data
 
 
+@pytest.mark.parametrize("missed", [2, 0], ids=["two-missed", "nothing-missed"])
 def test_a_whole_recovery_is_logged_and_counted(
     alice: FakeManagementApi,
     lambda_context: FakeLambdaContext,
     emitted_metrics: Callable[[], Emitted],
     log_output: io.StringIO,
+    missed: int,
 ) -> None:
-    data = recover_alice(alice, lambda_context, missed=2)
+    data = recover_alice(alice, lambda_context, missed=missed)
     assert data["recovered"] is True
-    assert {"level": "INFO", "message": "recovered", "connection_id": "a-pc", "replayed": 2} in (
-        logged(log_output)
-    )
+    assert len(frames(alice, "a-pc")) == missed
+    assert {
+        "level": "INFO",
+        "message": "recovered",
+        "connection_id": "a-pc",
+        "replayed": missed,
+    } in logged(log_output)
     emitted = emitted_metrics()
-    assert emitted["RecoveredMessages"] == ("Count", [2.0])
+    assert emitted["RecoveredMessages"] == ("Count", [float(missed)])
     assert emitted["Recoveries"] == ("Count", [1.0])
     assert "RecoveriesCut" not in emitted
     assert "RecoveriesMissed" not in emitted
-
-
-def test_a_recovery_with_nothing_missed_posts_nothing_and_counts_none(
-    alice: FakeManagementApi,
-    lambda_context: FakeLambdaContext,
-    emitted_metrics: Callable[[], Emitted],
-    log_output: io.StringIO,
-) -> None:
-    data = recover_alice(alice, lambda_context, missed=0)
-    assert data["recovered"] is True
-    assert frames(alice, "a-pc") == []
-    assert {"level": "INFO", "message": "recovered", "connection_id": "a-pc", "replayed": 0} in (
-        logged(log_output)
-    )
-    emitted = emitted_metrics()
-    assert emitted["RecoveredMessages"] == ("Count", [0.0])
-    assert emitted["Recoveries"] == ("Count", [1.0])
 
 
 def test_a_recovery_the_history_cannot_serve_is_logged_and_counted(

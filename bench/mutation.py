@@ -10,7 +10,7 @@ score, the commit and how long the run took) and prints every surviving mutant.
     .venv/bin/python -m bench.mutation [--modules gateway delivery] [--survivors | --report-only]
         [--max-children 2] [--no-diffs] [--out bench/mutation.json]
 
-``--survivors`` runs again only the mutants that survived, timed out or never ran the last
+``--survivors`` runs again only the mutants that survived or never ran the last
 time: after tests were added for them, it updates the figures in minutes instead of hours.
 
 A timeout (a mutant that made a test hang) counts as killed: the suite noticed it. A mutant
@@ -89,7 +89,8 @@ def _git(*args: str) -> str:
 
 def run_mutmut(files: list[str], max_children: int | None, *, again: bool) -> float:
     """Run mutmut over the mutants of ``files`` (each run again), or ``again``: only those
-    that survived their last run, timed out or were never run (after tests were added); the
+    that survived their last run or were never run (after tests were added; a timeout is
+    killed already, and mutmut itself runs again the mutants of a changed function); the
     wall time in seconds."""
     command = [sys.executable, "-m", "mutmut", "run"]
     if max_children:
@@ -99,7 +100,7 @@ def run_mutmut(files: list[str], max_children: int | None, *, again: bool) -> fl
             name
             for path in files
             for name, code in (results_of(path) or {}).items()
-            if code is None or code in SURVIVED or code in NO_TESTS or code in TIMEOUT
+            if code is None or code in SURVIVED or code in NO_TESTS
         ]
         if not names:
             return 0.0
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--survivors",
         action="store_true",
-        help="run again only the mutants that survived, timed out or never ran",
+        help="run again only the mutants that survived or never ran",
     )
     parser.add_argument("--max-children", type=int, help="mutants run at once (default: CPUs)")
     parser.add_argument("--no-diffs", action="store_true", help="name survivors without diffs")

@@ -86,6 +86,7 @@ from moto.core.botocore_stubber import BotocoreStubber  # noqa: E402
 
 from local import moto_as_aws, stack  # noqa: E402
 from local.tls import Authority, make_authority  # noqa: E402
+from tests import mutation_order  # noqa: E402
 from tests.fakes.management_api import FakeManagementApi  # noqa: E402
 from wspush.observability import logger, metrics  # noqa: E402
 from wspush.settings import get_settings  # noqa: E402
@@ -96,10 +97,17 @@ moto_as_aws.install()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """In a mutation run (``make mutation``), the unit tests first: each mutant's run stops at
-    its first failing test, and a unit test fails in milliseconds."""
-    if os.environ.get("MUTANT_UNDER_TEST"):
-        items.sort(key=lambda item: not item.nodeid.startswith("tests/unit/"))
+    """In a mutation run (``make mutation``), the tests likeliest to fail first: each mutant's
+    run stops at its first failing test (tests/mutation_order.py)."""
+    mutant = mutation_order.mutant_under_test()
+    if mutant:
+        mutation_order.order(items, mutant, Path.cwd())
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    mutant = mutation_order.mutant_under_test()
+    if mutant:
+        mutation_order.record_kill(report, mutant, Path.cwd())
 
 
 @dataclass

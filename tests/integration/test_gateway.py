@@ -622,6 +622,79 @@ def test_posts_waiting_on_a_pool_where_nothing_moves_give_up_after_the_connect_t
     assert elapsed < 0.6
 
 
+async def one_handshake_three_posts(
+    gateway: Gateway,
+) -> tuple[asyncio.Task[PostResult], asyncio.Task[PostResult], asyncio.Task[PostResult]]:
+    """Posts A, B, C at once on a pool that makes one handshake at a time: A's handshake is
+    in progress, B and then C wait for their turn."""
+    a, b, c = (asyncio.ensure_future(gateway.post(cid, b"{}")) for cid in "ABC")
+    await asyncio.sleep(0)
+    assert len(gateway._waiting) == 2
+    return a, b, c
+
+
+@pytest.mark.parametrize("server", ["http"], indirect=True)
+def test_a_post_abandoned_as_a_connection_is_handed_to_it_passes_it_on(
+    server: RawServer, closed_gateways: list[Gateway]
+) -> None:
+    # Given an open connection no post holds, and posts B and C waiting behind A's handshake
+    gateway = Gateway(
+        server.url, region=REGION, max_connections=4, network=Network(max_handshakes=1)
+    )
+    closed_gateways.append(gateway)
+
+    async def scenario() -> list[PostResult | BaseException]:
+        spare = await gateway._open()
+        a, b, c = await one_handshake_three_posts(gateway)
+        # When the connection is handed to B, and B is abandoned (its caller's deadline)
+        # before it could take it
+        gateway._give_back(spare)
+        b.cancel()
+        return await asyncio.gather(a, b, c, return_exceptions=True)
+
+    a, b, c = gateway.run(scenario())
+    # Then C, next in line, posts on that connection instead of opening one more
+    assert isinstance(b, asyncio.CancelledError)
+    assert (a, c) == (PostResult(PostOutcome.DELIVERED, 200),) * 2
+    assert (gateway.opened, server.connections) == (2, 2)
+
+
+@pytest.mark.parametrize("server", ["http"], indirect=True)
+def test_a_post_abandoned_as_it_is_woken_for_a_free_handshake_wakes_the_next(
+    server: RawServer, closed_gateways: list[Gateway], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given posts B and C waiting behind A's handshake, and an endpoint slow to answer A
+    server.latency = 0.3
+    gateway = Gateway(
+        server.url, region=REGION, max_connections=4, network=Network(max_handshakes=1)
+    )
+    closed_gateways.append(gateway)
+    b_task: list[asyncio.Task[PostResult]] = []
+    wake_one = gateway._wake_one
+
+    def wake_one_and_abandon_b() -> None:
+        # B is woken for the slot A's handshake frees, and abandoned at that very moment
+        wake_one()
+        if b_task and not b_task[0].done():
+            b_task.pop().cancel()
+
+    monkeypatch.setattr(gateway, "_wake_one", wake_one_and_abandon_b)
+
+    async def scenario() -> list[PostResult | BaseException]:
+        a, b, c = await one_handshake_three_posts(gateway)
+        b_task.append(b)
+        # When A's handshake ends
+        return await asyncio.gather(a, b, c, return_exceptions=True)
+
+    a, b, c = gateway.run(scenario())
+    # Then C takes the free slot at once and opens its own connection, instead of waiting
+    # for A's answer to hand it A's
+    assert isinstance(b, asyncio.CancelledError)
+    assert (a, c) == (PostResult(PostOutcome.DELIVERED, 200),) * 2
+    assert (gateway.opened, server.connections) == (2, 2)
+    assert server.max_in_flight == 2
+
+
 def test_a_warm_pool_keeps_every_post_in_flight(
     server: RawServer, closed_gateways: list[Gateway], trusted: Network
 ) -> None:

@@ -16,7 +16,8 @@ from tests.conftest import PROCESSED_TABLE, REGION, TABLE, FakeLambdaContext
 from tests.contract import assert_valid
 from tests.fakes.management_api import FakeManagementApi, Reply
 from tests.support import PAYLOAD, add_connection, frames, stored_ids
-from wspush.fanout import delivery
+from wspush.clock import Deadline
+from wspush.fanout import delivery, sending
 from wspush.settings import get_settings
 
 pytestmark = pytest.mark.usefixtures("aws")
@@ -487,3 +488,33 @@ def test_a_message_s_claim_lasts_only_as_long_as_its_invocation(
     [item] = table.scan(TableName=PROCESSED_TABLE)["Items"]
     claim_ends = int(item["in_progress_expiration"]["N"]) / 1000
     assert started + 29 <= claim_ends <= time.time() + 31
+
+
+@pytest.mark.usefixtures("users")
+def test_a_retry_that_would_start_after_the_deadline_is_not_made(
+    management_api: FakeManagementApi,
+) -> None:
+    # Given bob's connection throttled once, and an invocation whose deadline passes as soon
+    # as that first answer has come back
+    management_api.script("b-pc", Reply.aws(429))
+
+    def clock() -> float:
+        return 200.0 if management_api.calls.get("b-pc") else 0.0
+
+    deadline = Deadline(100.0, clock=clock)
+    # When a message goes to bob
+    envelope = {"userId": "bob", "id": "m-late-retry", "payload": PAYLOAD}
+    result = sending.send(envelope, get_settings(), request_id="req-1", deadline=deadline)
+    # Then the post was not tried again: bob is reported failed with the throttling that
+    # stopped it, for the caller to send again
+    assert management_api.calls["b-pc"] == 1
+    assert not management_api.received.get("b-pc")
+    assert result == {
+        "id": "m-late-retry",
+        "targets": 1,
+        "delivered": 0,
+        "gone": 0,
+        "failed": 1,
+        "errors": [{"connectionId": "b-pc", "reason": "429 LimitExceededException"}],
+    }
+    assert_valid("send-answer", result)

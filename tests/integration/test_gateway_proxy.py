@@ -105,8 +105,13 @@ def test_a_proxy_that_refuses_the_tunnel_is_a_retryable_proxy_error(
         https_proxy=f"http://127.0.0.1:{authenticating_proxy.port}",
     )
     results = post_twice(https_server.url, network, made)
+    # Then each is a proxy error a retry may fix, which says what the proxy answered
     assert [(r.outcome, r.reason, r.retryable) for r in results] == [
-        (PostOutcome.ERROR, "ProxyConnectionError", True)
+        (
+            PostOutcome.ERROR,
+            "ProxyConnectionError (the proxy answered CONNECT with 407)",
+            True,
+        )
     ] * 2
     assert authenticating_proxy.refused == 2
     assert https_server.requests == []
@@ -263,27 +268,44 @@ def proxy_answering(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 @pytest.mark.parametrize(
-    "proxy_answering",
+    ("proxy_answering", "detail"),
     [
-        b"HTTP/1.1 300 Multiple Choices\r\nContent-Length: 0\r\n\r\n",
-        b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n",
-        b"SSH-2.0-OpenSSH\r\n\r\n",
-        b"",  # closed without an answer
-        b"HTTP/1.1 200 Connection established\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",
+        (
+            b"HTTP/1.1 300 Multiple Choices\r\nContent-Length: 0\r\n\r\n",
+            "the proxy answered CONNECT with 300",
+        ),
+        (
+            b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n",
+            "the proxy answered CONNECT with 502",
+        ),
+        (
+            b"SSH-2.0-OpenSSH\r\n\r\n",
+            "the proxy did not answer CONNECT: not an HTTP/1.x answer",
+        ),
+        (
+            b"",  # closed without an answer
+            "the proxy did not answer CONNECT: the connection closed before a whole answer",
+        ),
+        (
+            b"HTTP/1.1 200 Connection established\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",
+            "the proxy closed the tunnel, or sent more than its answer",
+        ),
     ],
     ids=["300", "502", "not-http", "closed", "more-than-its-answer"],
-    indirect=True,
+    indirect=["proxy_answering"],
 )
-def test_a_tunnel_not_cleanly_opened_is_a_retryable_proxy_error(
-    proxy_answering: str, tls_authority: Authority, made: list[Gateway]
+def test_a_tunnel_not_cleanly_opened_is_a_retryable_proxy_error_that_says_why(
+    proxy_answering: str, detail: str, tls_authority: Authority, made: list[Gateway]
 ) -> None:
     # Given a proxy that does not answer CONNECT with a 2xx and nothing more
     network = Network(ca_bundle=str(tls_authority.ca_bundle), https_proxy=proxy_answering)
     # When posts are made through it
     results = post_twice("https://127.0.0.1:1/prod", network, made)
-    # Then none goes into a tunnel: each is a proxy error, which a retry may fix
-    assert results == [PostResult(PostOutcome.ERROR, None, "ProxyConnectionError")] * 2
+    # Then none goes into a tunnel: each is a proxy error, which a retry may fix, and says why
+    expected = PostResult(PostOutcome.ERROR, None, "ProxyConnectionError", detail)
+    assert results == [expected] * 2
     assert all(r.retryable for r in results)
+    assert results[0].reason == f"ProxyConnectionError ({detail})"
 
 
 @pytest.mark.parametrize("through_proxy", [True, False], ids=["tunnel", "direct"])

@@ -68,6 +68,7 @@ class PostResult:
     outcome: PostOutcome
     status: int | None = None
     code: str | None = None
+    detail: str | None = None  # what the code alone does not say (why a proxy refused)
 
     @property
     def retryable(self) -> bool:
@@ -75,12 +76,14 @@ class PostResult:
 
     @property
     def reason(self) -> str:
-        """A short, log-safe description: status and error code, never the payload."""
+        """A short, log-safe description: status, error code and detail, never the payload."""
         parts = [str(self.status)] if self.status is not None else []
         if self.code and self.code != str(self.status):
             parts.append(self.code)
         if self.outcome is PostOutcome.CONNECTING:
             parts.append("(still connecting)")
+        if self.detail:
+            parts.append(f"({self.detail})")
         return " ".join(parts) or self.outcome.value
 
 
@@ -439,8 +442,8 @@ class Gateway:
             return PostResult(PostOutcome.ERROR, None, "ConnectTimeoutError")
         except ssl.SSLError:
             return PostResult(PostOutcome.ERROR, None, "SSLError")
-        except ProxyRefused:
-            return PostResult(PostOutcome.ERROR, None, "ProxyConnectionError")
+        except ProxyRefused as exc:
+            return PostResult(PostOutcome.ERROR, None, "ProxyConnectionError", str(exc))
         except OSError:
             return PostResult(PostOutcome.ERROR, None, "EndpointConnectionError")
         try:

@@ -8,9 +8,9 @@ from typing import Any
 
 import boto3
 import pytest
-from pynamodb.connection.base import Connection
 
 from tests.conftest import REGION, TABLE
+from tests.integration.conftest import operations
 from tests.support import add_connection
 from wspush.clock import now_ms
 from wspush.errors import StorageUnavailable
@@ -18,24 +18,6 @@ from wspush.store import connections
 from wspush.store.connections import ConnectionRecord
 
 pytestmark = pytest.mark.usefixtures("aws")
-
-
-@pytest.fixture
-def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
-    """Every DynamoDB call pynamodb makes during the test: (operation, its arguments)."""
-    made: list[tuple[str, dict[str, Any]]] = []
-    dispatch = Connection.dispatch
-
-    def recorded(self: Connection, operation: str, arguments: dict[str, Any]) -> Any:
-        made.append((operation, dict(arguments)))
-        return dispatch(self, operation, arguments)
-
-    monkeypatch.setattr(Connection, "dispatch", recorded)
-    return made
-
-
-def operations(made: list[tuple[str, dict[str, Any]]]) -> list[str]:
-    return [operation for operation, _ in made]
 
 
 def row(connection_id: str) -> dict[str, Any] | None:

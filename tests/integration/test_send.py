@@ -518,3 +518,21 @@ def test_a_retry_that_would_start_after_the_deadline_is_not_made(
         "errors": [{"connectionId": "b-pc", "reason": "429 LimitExceededException"}],
     }
     assert_valid("send-answer", result)
+
+
+@pytest.mark.usefixtures("small_pages")
+def test_a_user_s_connections_are_read_a_page_of_the_page_size_at_a_time(
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    calls: list[tuple[str, dict[str, Any]]],
+) -> None:
+    # Given dora on 7 connections, and WSPUSH_PAGE_SIZE=3
+    for index in range(7):
+        add_connection(f"d-{index}", "dora")
+    calls.clear()
+    # When a message goes to dora
+    result = invoke({"userId": "dora", "payload": PAYLOAD}, lambda_context)
+    # Then all 7 got it, her connections read 3 to a query: 3 queries
+    assert result["delivered"] == 7
+    queries = [args for op, args in calls if op == "Query" and args["TableName"] == TABLE]
+    assert [q.get("Limit") for q in queries] == [3, 3, 3]

@@ -187,6 +187,8 @@ def test_the_approximate_count_is_dynamodb_s_item_count() -> None:
         (lambda: connections.approximate_count(),
          "could not describe the connections table"),
         (lambda: list(connections.get_many(["c"], now_ms=1)), "could not read the connections"),
+        (lambda: connections.due_for_rotation("b#1"),
+         "could not query the connections due to rotate"),
     ],
 )  # fmt: skip
 def test_every_call_on_a_missing_table_is_storage_unavailable_saying_what_failed(

@@ -137,7 +137,7 @@ def test_a_failed_append_leaves_no_hole(monkeypatch: pytest.MonkeyPatch) -> None
             raise TransactWriteError("throttled")
 
     monkeypatch.setattr(history, "TransactWrite", Refused)
-    with pytest.raises(history.StorageUnavailable):
+    with pytest.raises(history.StorageUnavailable, match=r"^could not append to the stream$"):
         append("u:alice", "m-2")
     monkeypatch.setattr(history, "TransactWrite", real)
     # When it is tried again
@@ -195,6 +195,17 @@ def test_a_read_refuses_a_span_it_does_not_hold_whole() -> None:
         Key={"stream": {"S": "u:alice"}, "key": {"S": history.message_key(4)}},
     )
     assert history.read(Span("u:alice", epoch, 2, 5), now_ms=now, max_bytes=999) is None
+    # And so is a span reaching past the last message kept, or holding an item without its frame
+    assert history.read(Span("u:alice", epoch, 4, 6), now_ms=now, max_bytes=999) is None
+    boto3.client("dynamodb", region_name=REGION).update_item(
+        TableName=HISTORY_TABLE,
+        Key={"stream": {"S": "u:alice"}, "key": {"S": history.message_key(2)}},
+        UpdateExpression="REMOVE frame",
+    )
+    assert history.read(Span("u:alice", epoch, 1, 2), now_ms=now, max_bytes=999) is None
+    assert [
+        k.seq for k in history.read(Span("u:alice", epoch, 0, 1), now_ms=now, max_bytes=999) or []
+    ] == [1]
 
 
 NOW = 1_796_000_000_000  # ms

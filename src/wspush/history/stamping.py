@@ -93,8 +93,5 @@ def _as_kept(message: Message, placed: history.Placed) -> Message:
     """The message as its stream keeps it: its seq, and the frame kept the first time it was
     placed (a send retried later made a new ``ts``; the kept frame's wins, so a replay and
     this delivery are the same bytes)."""
-    frame = with_seq(message.frame, placed.seq)
-    if placed.frame == frame:
-        return replace(message, frame=frame, seq=placed.seq)
-    ts = json.loads(placed.frame).get("ts", message.ts)
+    ts = json.loads(placed.frame)["ts"]  # every frame carries its ts
     return replace(message, frame=placed.frame, seq=placed.seq, ts=ts)

@@ -150,7 +150,7 @@ def append(
             epoch=epoch,
             seq=seq,
             message_id=message_id,
-            frame=frame.decode("utf-8"),
+            frame=frame.decode(),
             ttl=kept_until,
         )
         try:
@@ -161,7 +161,7 @@ def append(
                 transaction.save(kept)
         except TransactWriteError as exc:
             reasons = _cancellation_codes(exc)
-            if reasons and reasons[0] == _CONDITION_FAILED:
+            if reasons[:1] == [_CONDITION_FAILED]:  # the id's marker: placed before
                 earlier = _earlier(stream, message_id, frame_for)
                 if earlier is not None:
                     return earlier
@@ -196,10 +196,12 @@ def read(span: Span, *, now_ms: int, max_bytes: int) -> list[Kept] | None:
     expected = span.after + 1
     try:
         for item in HistoryItem.query(span.stream, condition, consistent_read=True):
-            frame = (item.frame or "").encode("utf-8")
-            total += len(frame)
             live = item.ttl is None or item.ttl.timestamp() * 1000 > now_ms
-            if item.seq != expected or item.epoch != span.epoch or not live or total > max_bytes:
+            if item.frame is None or item.seq != expected or item.epoch != span.epoch or not live:
+                return None  # a message without its frame is missing too
+            frame = item.frame.encode()
+            total += len(frame)
+            if total > max_bytes:
                 return None
             found.append(Kept(expected, frame))
             expected += 1

@@ -208,6 +208,17 @@ def test_a_read_refuses_a_span_it_does_not_hold_whole() -> None:
     ] == [1]
 
 
+def test_a_kept_message_is_served_until_the_moment_its_age_passes() -> None:
+    # Given a stream of one message, and the moment its age passes (its TTL)
+    append("u:alice", "m-1")
+    epoch = history.position("u:alice", now_ms=now_ms()).epoch
+    expires_ms = int(stored("u:alice", history.message_key(1))["ttl"]) * 1000
+    span = Span("u:alice", epoch, 0, 1)
+    # Then it is read a millisecond before, and not at that moment
+    assert [k.seq for k in history.read(span, now_ms=expires_ms - 1, max_bytes=999) or []] == [1]
+    assert history.read(span, now_ms=expires_ms, max_bytes=999) is None
+
+
 NOW = 1_796_000_000_000  # ms
 
 

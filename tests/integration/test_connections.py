@@ -3,6 +3,8 @@ answers for unknown, expired and duplicate rows."""
 
 from __future__ import annotations
 
+import random
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -210,3 +212,24 @@ def test_every_read_answers_the_whole_stored_record() -> None:
     assert list(connections.for_user("kim", now_ms=at)) == [stored]
     assert list(connections.all_connections(now_ms=at)) == [stored]
     assert connections.scan_page(now_ms=at, limit=5).records == [stored]
+
+
+def test_a_retry_pauses_a_random_time_within_a_window_that_doubles_up_to_its_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given the jitter's windows recorded, each pause taken as its window's top
+    windows: list[tuple[float, float]] = []
+
+    def top(low: float, high: float) -> float:
+        windows.append((low, high))
+        return high
+
+    slept: list[float] = []
+    monkeypatch.setattr(random, "uniform", top)
+    monkeypatch.setattr(time, "sleep", slept.append)
+    # When attempts 0 to 5 pause, from 10 ms doubling, capped at 100 ms
+    for attempt in range(6):
+        connections.pause_before_retry(attempt, base_seconds=0.01, cap_seconds=0.1)
+    # Then the first attempt did not pause, and each retry drew from [0, its window]
+    assert windows == [(0, 0.02), (0, 0.04), (0, 0.08), (0, 0.1), (0, 0.1)]
+    assert slept == [0.02, 0.04, 0.08, 0.1, 0.1]

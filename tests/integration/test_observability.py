@@ -15,7 +15,16 @@ import boto3
 import pytest
 
 from handlers import send, sender
-from tests.conftest import DLQ_URL, QUEUE_URL, REGION, TABLE, Emitted, FakeLambdaContext, logged
+from tests.conftest import (
+    DLQ_URL,
+    HISTORY_TABLE,
+    QUEUE_URL,
+    REGION,
+    TABLE,
+    Emitted,
+    FakeLambdaContext,
+    logged,
+)
 from tests.fakes.management_api import FakeManagementApi, Reply
 from tests.support import PAYLOAD, add_connection, drain, sqs_event, sqs_record
 from wspush.fanout import queues
@@ -95,6 +104,24 @@ def test_a_recipient_still_connecting_and_one_to_retry_are_counted(
          "delivered": 1, "gone": 0, "failed": 1, "throttled": 0, "connecting": 2},
         {"level": "INFO", "message": "requeued recipients", "message_id": "m-2", "untried": 0,
          "retried": 1},
+    ]  # fmt: skip
+
+
+def test_a_direct_send_logs_its_report_under_its_message_id(
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    log_output: io.StringIO,
+) -> None:
+    # Given bob's connection gone
+    management_api.gone("b-pc")
+    # When a service sends bob a message through the send function
+    send.handler({"userId": "bob", "id": "m-7", "payload": PAYLOAD}, lambda_context)
+    # Then the gone connection and the report are logged, each naming the message
+    assert logged(log_output) == [
+        {"level": "INFO", "message": "connection gone", "message_id": "m-7",
+         "connection_id": "b-pc"},
+        {"level": "INFO", "message": "message delivered", "message_id": "m-7", "targets": 1,
+         "delivered": 0, "gone": 1, "failed": 0, "throttled": 0, "connecting": 0},
     ]  # fmt: skip
 
 
@@ -205,3 +232,29 @@ def test_a_message_whose_targets_cannot_be_read_is_logged_counted_and_left_to_sq
         "StorageErrors": ("Count", [1.0]),
         "MessagesRetried": ("Count", [1.0]),
     }
+
+
+def test_a_message_whose_place_in_its_stream_cannot_be_written_is_logged_and_not_sent(
+    management_api: FakeManagementApi,
+    lambda_context: FakeLambdaContext,
+    emitted_metrics: Callable[[], Emitted],
+    log_output: io.StringIO,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.fakes.dynamodb import DynamoDBFaults, without_retry_backoff
+
+    # Given a history table that fails every read (bob's stream keeps his messages)
+    without_retry_backoff(monkeypatch)
+    DynamoDBFaults().install(monkeypatch).fail("GetItem", table=HISTORY_TABLE)
+    # When a service sends bob a message
+    answer = send.handler({"userId": "bob", "id": "m-6", "payload": PAYLOAD}, lambda_context)
+    # Then nothing was sent, and the log says what failed, for which message
+    assert answer["error"]["code"] == "storage_unavailable"
+    assert not management_api.calls
+    [line] = [line for line in logged(log_output) if line["level"] == "ERROR"]
+    assert {key: line.get(key) for key in ("message", "message_id", "exception_name")} == {
+        "message": "could not place the message in its streams",
+        "message_id": "m-6",
+        "exception_name": "StorageUnavailable",
+    }
+    assert emitted_metrics()["StorageErrors"] == ("Count", [1.0])

@@ -22,6 +22,7 @@ from tests.support import (
     sqs_record,
     stored_ids,
 )
+from wspush.clock import now_ms
 from wspush.fanout import queues
 from wspush.settings import get_settings
 from wspush.store import connections
@@ -412,3 +413,23 @@ def test_a_young_connection_that_closed_during_the_fan_out_is_gone_not_retried(
     assert management_api.calls["k-pc"] == 1
     assert drain(QUEUE_URL) == []
     assert drain(DLQ_URL) == []
+
+
+@pytest.mark.usefixtures("users")
+@pytest.mark.parametrize("sent", [None, "0", "not a time"], ids=["absent", "zero", "garbage"])
+def test_a_queued_message_without_a_plausible_sent_time_is_stamped_when_handled(
+    management_api: FakeManagementApi, lambda_context: FakeLambdaContext, sent: str | None
+) -> None:
+    # Given a queued message whose record has no plausible SentTimestamp
+    record = sqs_record({"userId": "bob", "id": "m-ts", "payload": PAYLOAD})
+    if sent is None:
+        del record["attributes"]["SentTimestamp"]
+    else:
+        record["attributes"]["SentTimestamp"] = sent
+    # When the sender handles it
+    before = now_ms()
+    assert run(sqs_event(record), lambda_context) == []
+    after = now_ms()
+    # Then bob's frame carries the time it was handled
+    [frame] = frames(management_api, "b-pc")
+    assert before <= frame["ts"] <= after

@@ -317,13 +317,13 @@ async def _post(
     gateway: Gateway, connection_id: str, frame: bytes, deadline: Deadline
 ) -> PostResult:
     """One post, abandoned at the deadline's cut."""
-    cut = deadline.until_cut()
     try:
+        # No cut (an infinite one) is a timer that never fires.
         return await asyncio.wait_for(
-            gateway.post(connection_id, frame), timeout=max(cut, 0) if cut != float("inf") else None
+            gateway.post(connection_id, frame), timeout=max(deadline.until_cut(), 0)
         )
     except TimeoutError:
-        return PostResult(PostOutcome.ERROR, None, ABANDONED)
+        return PostResult(PostOutcome.ERROR, code=ABANDONED)
 
 
 def forget_gone(gone: list[str], *, deadline: Deadline | None = None) -> int:

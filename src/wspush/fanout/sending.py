@@ -239,7 +239,7 @@ def _process(
         metrics.add_metric(name="InvalidMessages", unit="Count", value=1)
         metrics.add_metric(name="DeadLettered", unit="Count", value=1)
         return
-    if queued.segment is not None and message.target.broadcast:
+    if message.target.broadcast:  # a share of one (its segment and position), or all of it
         share = replace(message.target, segment=queued.segment, after=queued.after)
         message = replace(message, target=share)
     elif message.target.channel is not None:
@@ -374,7 +374,11 @@ def _declared(message: Message, settings: Settings) -> Message:
 
 
 def _stamp(message: Message, settings: Settings) -> stamping.Stamped:
-    return _read(lambda: stamping.stamp(message, settings, now_ms=now_ms()), message)
+    return _read(
+        lambda: stamping.stamp(message, settings, now_ms=now_ms()),
+        message,
+        failure="could not place the message in its streams",
+    )
 
 
 def _segments(message: Message, settings: Settings) -> list[queues.Share]:
@@ -442,12 +446,14 @@ def _recipients(stamped: stamping.Stamped, settings: Settings) -> Audience:
     )
 
 
-def _read[T](read: Callable[[], T], message: Message) -> T:
+def _read[T](
+    read: Callable[[], T], message: Message, *, failure: str = "could not resolve targets"
+) -> T:
     try:
         return read()
     except StorageUnavailable:
         # Nothing was sent yet: the whole message can be tried again.
-        logger.exception("could not resolve targets", message_id=message.id)
+        logger.exception(failure, message_id=message.id)
         metrics.add_metric(name="StorageErrors", unit="Count", value=1)
         raise
 

@@ -108,9 +108,9 @@ class Post:
 
 
 class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # Every post opens a new connection (HTTP/1.0): a fan-out opens dozens at once, more
-    # than the default backlog of 5, and the overflow would time out connecting.
+    daemon_threads = True  # a connection kept alive holds its thread until the client closes
+    # A cold pool opens dozens of connections at once, more than the default backlog of 5,
+    # and the overflow would time out connecting.
     request_queue_size = 256
     tls: ssl.SSLContext | None = None
 
@@ -257,6 +257,10 @@ class FakeManagementApi:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Connections are kept alive between posts, as API Gateway keeps them: the
+            # gateway's pool reuses them (HTTP/1.0 would close each after one answer).
+            protocol_version = "HTTP/1.1"
+
             def do_POST(self) -> None:
                 marker = "/@connections/"
                 if marker not in self.path:

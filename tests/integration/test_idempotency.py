@@ -168,6 +168,20 @@ def test_a_broadcast_share_s_key_names_its_segment_and_where_its_scan_starts() -
     assert idempotency.key_of(broadcast, 0)["segment"] is None
 
 
+def test_the_same_id_to_two_channels_is_two_keys() -> None:
+    # Given one id sent to two channels
+    one, other = (
+        parse_message({"id": "m-8", "channel": name, "payload": PAYLOAD}, now_ms=1)
+        for name in ("room:1", "room:2")
+    )
+    # Then their keys name their channels, and differ
+    assert (idempotency.key_of(one, 0)["channel"], idempotency.key_of(other, 0)["channel"]) == (
+        "room:1",
+        "room:2",
+    )
+    assert "channel" not in idempotency.key_of(message(broadcast=True), 0)
+
+
 def test_the_processed_table_is_given_up_on_quickly_and_retried_in_standard_mode() -> None:
     store = idempotency._store(PROCESSED_TABLE, 60)
     config = store.client.meta.config

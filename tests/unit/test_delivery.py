@@ -8,6 +8,7 @@ import random
 import threading
 from collections import defaultdict, deque
 from collections.abc import Coroutine, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -586,21 +587,38 @@ def test_an_audience_of_users_gives_each_connection_its_user_s_seq() -> None:
 def test_a_delete_still_running_at_the_reserve_is_left_behind(
     table: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given a delete that lasts until the test lets it end, and 50 ms left before the reserve
+    # Given deletes that last until the test lets them end (2 s at most), ten batches of them
+    # for eight threads, and 50 ms left before a reserve of 3 s
     release = threading.Event()
+    started: list[int] = []
     finished: list[bool] = []
 
     def slow_delete(ids: list[str]) -> None:
-        release.wait(5)
+        started.append(len(ids))
+        release.wait(2)
         finished.append(True)
 
+    pools: list[ThreadPoolExecutor] = []
+
+    class Kept(ThreadPoolExecutor):
+        def __init__(self, max_workers: int) -> None:
+            super().__init__(max_workers)
+            pools.append(self)
+
     monkeypatch.setattr(connections, "delete_many", slow_delete)
-    deadline = Deadline(-1.0, Clock(), end=delivery.FORGET_RESERVE_SECONDS + 0.05)
-    # When the gone rows are forgotten
-    deleted = delivery.forget_gone(["g-1"], deadline=deadline)
-    # Then it returned without waiting for the delete, which it does not count
+    monkeypatch.setattr(delivery, "ThreadPoolExecutor", Kept)
+    monkeypatch.setattr(delivery, "FORGET_RESERVE_SECONDS", 3.0)
+    deadline = Deadline(-1.0, Clock(), end=3.05)
+    # When 250 gone rows are forgotten
+    deleted = delivery.forget_gone([f"g-{i}" for i in range(250)], deadline=deadline)
+    # Then it returned at the reserve without waiting for the deletes, which it does not count
     assert (deleted, finished) == (0, [])
+    # And the batches no thread had started were dropped, not left to run after it returned
     release.set()
+    [pool] = pools
+    pool.shutdown(wait=True)
+    assert 1 <= len(started) <= 8
+    assert len(finished) == len(started)
 
 
 def test_the_grace_holds_for_a_connection_younger_than_it_by_a_millisecond(

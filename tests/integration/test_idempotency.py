@@ -114,7 +114,8 @@ def test_work_that_failed_is_not_remembered_and_its_error_comes_through() -> Non
 
 def test_a_table_that_cannot_be_used_before_the_work_is_storage_unavailable() -> None:
     calls = []
-    with pytest.raises(StorageUnavailable):
+    unusable = r"^the processed-messages table could not be used$"
+    with pytest.raises(StorageUnavailable, match=unusable):
         idempotency.run_once(
             {"id": "m-1"},
             lambda: calls.append(1) or {},
@@ -123,6 +124,21 @@ def test_a_table_that_cannot_be_used_before_the_work_is_storage_unavailable() ->
             context=FakeLambdaContext(),
         )
     assert calls == []
+
+
+def test_work_done_whose_record_cannot_be_written_is_answered_as_not_kept() -> None:
+    # Given work that runs while the processed-messages table goes away
+    def work() -> dict[str, Any]:
+        boto3.client("dynamodb", region_name=REGION).delete_table(TableName=PROCESSED_TABLE)
+        return {"id": "m-1"}
+
+    # When it runs once
+    handled = idempotency.run_once(
+        {"id": "m-1"}, work, table_name=PROCESSED_TABLE, ttl_seconds=60, context=None
+    )
+    # Then its answer comes back, marked as not remembered
+    assert handled == idempotency.Handled({"id": "m-1"}, kept=False)
+    assert handled.kept is False
 
 
 def test_the_key_is_the_id_the_canonical_target_and_the_round() -> None:

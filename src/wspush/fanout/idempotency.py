@@ -131,7 +131,7 @@ def run_once(
     try:
         answer: dict[str, Any] = deliver_once(key=key)
     except IdempotencyAlreadyInProgressError as exc:
-        raise AlreadyInProgress("the message is being handled by another invocation") from exc
+        raise AlreadyInProgress from exc
     except IdempotencyError as exc:
         if not ran:
             raise StorageUnavailable("the processed-messages table could not be used") from exc

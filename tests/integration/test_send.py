@@ -538,13 +538,20 @@ def test_a_user_s_connections_are_read_a_page_of_the_page_size_at_a_time(
     assert [q.get("Limit") for q in queries] == [3, 3, 3]
 
 
-@pytest.mark.usefixtures("users")
-def test_a_recipient_not_posted_to_before_the_deadline_is_reported_with_it(
-    management_api: FakeManagementApi, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Given one post at a time, and a deadline that passes once the first post was answered
+@pytest.fixture
+def one_post_at_a_time(aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("WSPUSH_DELIVERY_CONCURRENCY", "1")
     get_settings.cache_clear()
+    yield
+    monkeypatch.delenv("WSPUSH_DELIVERY_CONCURRENCY")
+    get_settings.cache_clear()
+
+
+@pytest.mark.usefixtures("users", "one_post_at_a_time")
+def test_a_recipient_not_posted_to_before_the_deadline_is_reported_with_it(
+    management_api: FakeManagementApi,
+) -> None:
+    # Given one post at a time, and a deadline that passes once the first post was answered
 
     def clock() -> float:
         return 200.0 if management_api.calls else 0.0
@@ -554,7 +561,6 @@ def test_a_recipient_not_posted_to_before_the_deadline_is_reported_with_it(
     result = sending.send(
         envelope, get_settings(), request_id="req-1", deadline=Deadline(100.0, clock=clock)
     )
-    get_settings.cache_clear()
     # Then one got it, and the other is reported not tried, for the deadline
     [(reached, _)] = management_api.calls.items()
     [untried] = {"a-pc", "a-mobile"} - {reached}
